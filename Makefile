@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both install what they need.
+.PHONY: demo test setup lint typecheck pytest bench migration docs clean
+
+VENV := .venv/bin
+
+demo: setup
+	$(VENV)/python -m recommender.demo
+
+test: setup lint typecheck pytest
+
+setup:
+	@bash scripts/setup.sh
+
+lint:
+	$(VENV)/ruff check recommender bot tests bench scripts
+
+typecheck:
+	$(VENV)/mypy
+
+pytest:
+	$(VENV)/pytest
+
+bench: setup
+	$(VENV)/python -m bench
+
+# Regenerate the initial migration from recommender/store/tables.py (until the first release).
+migration: setup
+	$(VENV)/python scripts/regen_initial_migration.py
+
+docs: setup
+	$(VENV)/tagwarden config docs > docs/configuration.md
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache data/generated data/demo

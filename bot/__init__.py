@@ -1,0 +1,3 @@
+"""tagwarden's Slack app."""
+
+__all__: list[str] = []

@@ -1,0 +1,51 @@
+"""The ``tagwarden`` command line. One module per command group; this one wires them.
+
+Global options come before the command: ``tagwarden --config PATH --db URL <command>``.
+Errors are one readable line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+import typer
+
+from ..errors import TagwardenError
+from .state import State, app
+
+__all__ = ["State", "app", "main"]
+
+# Command groups register themselves on ``app`` when imported.
+from . import core  # noqa: E402,F401
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        result = app(args=list(argv) if argv is not None else None, prog_name="tagwarden",
+                     standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except TagwardenError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def _entry() -> None:  # pragma: no cover - console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _entry()
+
+_ = typer  # re-exported for command modules

@@ -1,0 +1,35 @@
+"""Housekeeping commands: ``migrate``, ``config docs``, ``config show``."""
+
+from __future__ import annotations
+
+import typer
+
+from .. import config as config_mod
+from .state import app, state
+
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Create or upgrade the store's schema to the newest migration."""
+    st = state(ctx)
+    st.store.check_schema()
+    typer.echo(f"store at {st.store.url} is up to date")
+
+
+@config_app.command("docs")
+def config_docs() -> None:
+    """Print the Markdown reference of every setting (docs/configuration.md)."""
+    typer.echo(config_mod.render_docs(), nl=False)
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context) -> None:
+    """Print the effective settings (secrets masked)."""
+    cfg = state(ctx).config
+    for key, value in cfg.values.items():
+        typer.echo(f"{key} = {value!r}")
+    for team in cfg.teams:
+        typer.echo(f"team {team.name}: {', '.join(team.repositories)} -> {team.channel}")

@@ -1,0 +1,424 @@
+"""Configuration: declared once as data, read once at the edge.
+
+Every setting is a :class:`Setting` in :data:`SETTINGS` (dotted key = TOML ``[section] key``,
+default, type, help, optional environment variable). :func:`load` reads a TOML file and an
+environment mapping (injectable for tests) and returns an immutable :class:`Config`. Secrets are
+:class:`Secret` values whose ``repr`` is masked. Team and policy tables (``[[team]]``,
+``[[policy]]``) are lists of records declared the same way in :data:`TEAM_FIELDS` and
+:data:`POLICY_FIELDS`. ``docs/configuration.md`` is generated from these declarations and a test
+keeps it in step.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .timeutil import parse_duration
+
+__all__ = [
+    "POLICY_FIELDS",
+    "SETTINGS",
+    "TEAM_FIELDS",
+    "Config",
+    "PolicyRule",
+    "Secret",
+    "Setting",
+    "Team",
+    "load",
+    "render_docs",
+]
+
+
+class Secret:
+    """A string that does not show itself in ``repr``/``str`` (logs, tracebacks)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# --- converters: each raises ValueError with a readable message -------------------------------
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None or value == "" else _str(value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, str):
+        value = value.strip()
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected an integer, got {value!r}") from None
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number, got {value!r}") from None
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _duration(value: Any) -> timedelta:
+    return parse_duration(value)
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return tuple(value)
+
+
+def _secret(value: Any) -> Secret | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, Secret):
+        return value
+    return Secret(_str(value))
+
+
+CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "str": _str,
+    "str?": _opt_str,
+    "int": _int,
+    "float": _float,
+    "bool": _bool,
+    "duration": _duration,
+    "list": _str_list,
+    "secret": _secret,
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: ``key`` is ``section.name``; ``env`` an environment override."""
+
+    key: str
+    default: Any
+    kind: str
+    help: str
+    env: str | None = None
+
+    def convert(self, value: Any) -> Any:
+        try:
+            return CONVERTERS[self.kind](value)
+        except ValueError as exc:
+            raise ConfigError(f"setting {self.key}: {exc}", setting=self.key) from None
+
+
+S = Setting
+SETTINGS: tuple[Setting, ...] = (
+    # store
+    S("store.url", "sqlite:///tagwarden.db", "str",
+      "SQLAlchemy URL of the store (SQLite file or postgresql+psycopg://...).", "TAGWARDEN_DB"),
+    S("store.raw_retention", "30d", "duration",
+      "How long raw events are kept; daily rollups are kept for ever."),
+    # collector
+    S("collector.token", None, "secret",
+      "Bearer token the POST /v1/... endpoints require (unset: endpoints refuse every request).",
+      "TAGWARDEN_COLLECTOR_TOKEN"),
+    S("collector.max_body_bytes", 4 * 1024 * 1024, "int",
+      "Largest request body accepted by the collector (larger: 413)."),
+    S("collector.batch_max_events", 5000, "int",
+      "Most events the collector writes in one transaction."),
+    S("collector.batch_max_delay", "0.005s", "duration",
+      "Longest time an event waits for others to share its write transaction."),
+    # server
+    S("server.host", "127.0.0.1", "str", "Address `tagwarden serve` listens on."),
+    S("server.port", 8080, "int", "Port `tagwarden serve` listens on."),
+    # registry
+    S("registry.url", None, "str?",
+      "Base URL of the registry tagwarden scans and deletes from (http://host:port)."),
+    S("registry.hosts", (), "list",
+      "Other host names the registry is known by in image references (pods, deploys); "
+      "the host of registry.url is always included."),
+    S("registry.username", None, "str?", "Registry user (basic or token auth).",
+      "TAGWARDEN_REGISTRY_USERNAME"),
+    S("registry.password", None, "secret", "Registry password or token.",
+      "TAGWARDEN_REGISTRY_PASSWORD"),
+    S("registry.concurrency", 16, "int", "Most registry requests in flight during a scan."),
+    S("registry.timeout", "30s", "duration", "Timeout of one registry request."),
+    S("registry.verify_tls", True, "bool", "Verify the registry's TLS certificate."),
+    # usage classification (added to the built-in patterns in recommender/usage.py)
+    S("usage.scanner_agents", (), "list",
+      "Extra user-agent regular expressions of vulnerability scanners (pulls are not use)."),
+    S("usage.replication_agents", (), "list",
+      "Extra user-agent regular expressions of replication and mirroring jobs."),
+    S("usage.janitor_agents", (), "list",
+      "Extra user-agent regular expressions of cleanup tools."),
+    S("usage.use_agents", (), "list",
+      "User-agent regular expressions that always count as use (checked first)."),
+    S("usage.scanner_actors", (), "list",
+      "Extra actor-name regular expressions of scanner accounts."),
+    S("usage.replication_actors", (), "list",
+      "Extra actor-name regular expressions of replication accounts."),
+    # slack
+    S("slack.api_url", "https://slack.com/api/", "str",
+      "Base URL of the Slack Web API (tests and proxies override it)."),
+    S("slack.bot_token", None, "secret", "Slack bot token (xoxb-...).", "SLACK_BOT_TOKEN"),
+    S("slack.signing_secret", None, "secret", "Slack signing secret.", "SLACK_SIGNING_SECRET"),
+)
+del S
+
+
+@dataclass(frozen=True)
+class Field_:
+    name: str
+    default: Any
+    kind: str
+    help: str
+    required: bool = False
+
+
+TEAM_FIELDS: tuple[Field_, ...] = (
+    Field_("name", None, "str", "Team name, shown in Slack and the audit log.", True),
+    Field_("repositories", None, "list", "Repository globs the team owns (`payments/*`).", True),
+    Field_("channel", None, "str?", "Slack channel id the team's batches go to."),
+    Field_("approvers", (), "list", "Slack user ids allowed to approve, deny and cancel."),
+    Field_("approver_group", None, "str?", "Slack user group id whose members may approve."),
+    Field_("cool_off", "24h", "duration", "Time between approval and deletion."),
+    Field_("min_approvals", 1, "int", "Distinct approvers needed (2 = two-person rule)."),
+    Field_("timezone", "UTC", "str", "Time zone of the team's weekly digest."),
+)
+
+POLICY_FIELDS: tuple[Field_, ...] = (
+    Field_("repositories", ("*",), "list", "Repository globs the rule applies to."),
+    Field_("protected_tags", ("latest", "stable"), "list",
+           "Tag globs never deleted; a digest carrying one is kept whole."),
+    Field_("keep_production", 3, "int",
+           "Keep the last N production-deployed versions (by semantic version)."),
+    Field_("keep_other", 10, "int", "Keep the last N other versions (by semantic version)."),
+    Field_("min_age", "7d", "duration", "Never propose a manifest younger than this."),
+    Field_("keep_deployed_within", "30d", "duration",
+           "Keep what was deployed to production within this time."),
+)
+
+
+def _record(kind: str, fields: tuple[Field_, ...], raw: Any, index: int) -> dict[str, Any]:
+    where = f"[[{kind}]] #{index + 1}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table", setting=kind)
+    known = {f.name for f in fields}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}", setting=f"{kind}.{unknown[0]}")
+    out: dict[str, Any] = {}
+    for f in fields:
+        if f.name not in raw:
+            if f.required:
+                raise ConfigError(f"{where}: {f.name} is required", setting=f"{kind}.{f.name}")
+            value = f.default
+        else:
+            value = raw[f.name]
+        try:
+            out[f.name] = None if value is None else CONVERTERS[f.kind](value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {f.name}: {exc}", setting=f"{kind}.{f.name}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class Team:
+    name: str
+    repositories: tuple[str, ...]
+    channel: str | None = None
+    approvers: tuple[str, ...] = ()
+    approver_group: str | None = None
+    cool_off: timedelta = timedelta(hours=24)
+    min_approvals: int = 1
+    timezone: str = "UTC"
+
+    def owns(self, repository: str) -> bool:
+        return any(fnmatch.fnmatchcase(repository, glob) for glob in self.repositories)
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    repositories: tuple[str, ...] = ("*",)
+    protected_tags: tuple[str, ...] = ("latest", "stable")
+    keep_production: int = 3
+    keep_other: int = 10
+    min_age: timedelta = timedelta(days=7)
+    keep_deployed_within: timedelta = timedelta(days=30)
+
+    def applies_to(self, repository: str) -> bool:
+        return any(fnmatch.fnmatchcase(repository, glob) for glob in self.repositories)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Immutable settings. ``config["store.url"]``; teams and policies as records."""
+
+    values: Mapping[str, Any]
+    teams: tuple[Team, ...] = ()
+    policies: tuple[PolicyRule, ...] = ()
+    path: Path | None = None
+    _index: Mapping[str, Setting] = field(default_factory=dict, repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.values:
+            raise KeyError(f"unknown setting {key!r}")
+        return self.values[key]
+
+    def team_for(self, repository: str) -> Team | None:
+        """The first team whose globs match ``repository`` (config order)."""
+        return next((t for t in self.teams if t.owns(repository)), None)
+
+    def policy_for(self, repository: str) -> PolicyRule:
+        """The last matching ``[[policy]]`` wins; the built-in defaults when none matches."""
+        matching = [p for p in self.policies if p.applies_to(repository)]
+        return matching[-1] if matching else PolicyRule()
+
+    def replace(self, **overrides: Any) -> Config:
+        """A copy with some dotted settings replaced (converted like file values)."""
+        index = {s.key: s for s in SETTINGS}
+        values = dict(self.values)
+        for dotted, value in overrides.items():
+            key = dotted.replace("__", ".")
+            if key not in index:
+                raise ConfigError(f"unknown setting {key!r}", setting=key)
+            values[key] = index[key].convert(value)
+        return Config(values, self.teams, self.policies, self.path)
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read the TOML file at ``path`` (optional), then the environment, then ``overrides``.
+
+    ``env`` defaults to ``os.environ``; tests pass a dict. Unknown sections or keys are errors,
+    so a typo never silently falls back to a default.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    file_path = Path(path) if path else None
+    if file_path is not None:
+        try:
+            raw = tomllib.loads(file_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {file_path}", path=str(file_path)) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file_path}: {exc}", path=str(file_path)) from None
+    index = {s.key: s for s in SETTINGS}
+    sections = {key.split(".")[0] for key in index}
+    values: dict[str, Any] = {s.key: s.convert(s.default) if s.default is not None else None
+                              for s in SETTINGS}
+    teams_raw = raw.pop("team", [])
+    policies_raw = raw.pop("policy", [])
+    for section, body in raw.items():
+        if section not in sections:
+            raise ConfigError(f"unknown config section [{section}]", setting=section)
+        if not isinstance(body, dict):
+            raise ConfigError(f"[{section}] must be a table", setting=section)
+        for name, value in body.items():
+            key = f"{section}.{name}"
+            if key not in index:
+                raise ConfigError(f"unknown setting {key}", setting=key)
+            values[key] = index[key].convert(value)
+    for setting in SETTINGS:
+        if setting.env and env.get(setting.env):
+            values[setting.key] = setting.convert(env[setting.env])
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in index:
+            raise ConfigError(f"unknown setting {key}", setting=key)
+        values[key] = index[key].convert(value)
+    if not isinstance(teams_raw, list) or not isinstance(policies_raw, list):
+        raise ConfigError("[[team]] and [[policy]] must be arrays of tables", setting="team")
+    teams = tuple(Team(**_record("team", TEAM_FIELDS, t, i)) for i, t in enumerate(teams_raw))
+    policies = tuple(
+        PolicyRule(**_record("policy", POLICY_FIELDS, p, i)) for i, p in enumerate(policies_raw)
+    )
+    names = [t.name for t in teams]
+    if len(set(names)) != len(names):
+        raise ConfigError("two [[team]] tables share a name", setting="team.name")
+    for team in teams:
+        if team.min_approvals < 1:
+            raise ConfigError(f"team {team.name}: min_approvals must be at least 1",
+                              setting="team.min_approvals")
+    return Config(values, teams, policies, file_path)
+
+
+def _fmt_default(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def render_docs(settings: Iterable[Setting] = SETTINGS) -> str:
+    """The Markdown of ``docs/configuration.md`` (``tagwarden config docs`` prints it)."""
+    lines = [
+        "# Configuration",
+        "",
+        "Generated by `tagwarden config docs` from `recommender/config.py`; a test keeps it",
+        "in step. Settings come from the TOML file (`--config`, `TAGWARDEN_CONFIG`), then the",
+        "environment variables named here, then command-line options.",
+        "",
+        "| setting | default | environment | what |",
+        "|---|---|---|---|",
+    ]
+    for s in settings:
+        lines.append(f"| `{s.key}` | {_fmt_default(s.default)} | {s.env or ''} | {s.help} |")
+    for title, kind, fields in (("team", "Team", TEAM_FIELDS), ("policy", "Policy", POLICY_FIELDS)):
+        lines += ["", f"## `[[{title}]]` ({kind} tables, repeatable)", "",
+                  "| key | default | what |", "|---|---|---|"]
+        for f in fields:
+            default = "required" if f.required else _fmt_default(f.default)
+            lines.append(f"| `{f.name}` | {default} | {f.help} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,125 @@
+"""Every error tagwarden raises on purpose.
+
+The tree::
+
+    TagwardenError                 base of everything below; carries ``detail`` data
+    ├── ConfigError                a setting is missing, malformed or contradictory
+    ├── ReferenceError_            an image reference does not follow the grammar
+    ├── PayloadError               an ingested document is malformed (HTTP 4xx, CLI line)
+    │   └── PayloadTooLarge        a request body is over the configured limit (HTTP 413)
+    ├── StoreError                 the store refused an operation (schema out of date, ...)
+    ├── RegistryError              a registry answered with an error or could not be reached
+    │   ├── AuthError              credentials missing or refused (401/403)
+    │   ├── NotFound               MANIFEST_UNKNOWN, NAME_UNKNOWN, BLOB_UNKNOWN (404)
+    │   ├── DigestMismatch         a body does not hash to the digest the registry claimed
+    │   └── Unsupported            the registry does not allow the operation (UNSUPPORTED, 405)
+    ├── ModelError                 no usable model, or a model artifact that does not match
+    └── DecisionError              a decision that is not allowed in the item's current state
+
+Foreign exceptions (httpx, SQLAlchemy, json) are translated once, at the edge where they
+occur, with ``raise ... from exc``. ``RegistryError.temporary`` says whether a retry may help.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "DecisionError",
+    "DigestMismatch",
+    "ModelError",
+    "NotFound",
+    "PayloadError",
+    "PayloadTooLarge",
+    "ReferenceError_",
+    "RegistryError",
+    "StoreError",
+    "TagwardenError",
+    "Unsupported",
+]
+
+
+class TagwardenError(Exception):
+    """Base class. ``detail`` holds machine-readable data about the failure."""
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": self.message, **{k: v for k, v in self.detail.items() if v is not None}}
+
+
+class ConfigError(TagwardenError):
+    """Raised when a setting is missing, malformed or contradictory (names the setting)."""
+
+
+class ReferenceError_(TagwardenError):  # noqa: N801 - avoid shadowing the builtin ReferenceError
+    """Raised when an image reference does not follow the distribution reference grammar."""
+
+
+class PayloadError(TagwardenError):
+    """Raised when an ingested document is malformed; ``where`` names the offending part."""
+
+    status_code = 400
+
+
+class PayloadTooLarge(PayloadError):
+    """Raised when a request body exceeds ``collector.max_body_bytes``."""
+
+    status_code = 413
+
+
+class StoreError(TagwardenError):
+    """Raised when the store cannot do what was asked (schema not migrated, bad URL)."""
+
+
+class RegistryError(TagwardenError):
+    """Raised when a registry answers with an error or cannot be reached.
+
+    ``status`` is the HTTP status (None when unreachable), ``code`` the OCI error code
+    (``MANIFEST_UNKNOWN``...), ``url`` a redacted URL, ``temporary`` whether retrying may help.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        url: str | None = None,
+        temporary: bool = False,
+        **detail: Any,
+    ) -> None:
+        super().__init__(message, status=status, code=code, url=url, temporary=temporary, **detail)
+        self.status = status
+        self.code = code
+        self.url = url
+        self.temporary = temporary
+
+
+class AuthError(RegistryError):
+    """Raised on 401/403 after the auth flow has run."""
+
+
+class NotFound(RegistryError):
+    """Raised on 404 (MANIFEST_UNKNOWN, NAME_UNKNOWN, BLOB_UNKNOWN)."""
+
+
+class DigestMismatch(RegistryError):
+    """Raised when content does not hash to the digest the registry or the caller claimed."""
+
+
+class Unsupported(RegistryError):
+    """Raised when the registry refuses an operation it does not allow (UNSUPPORTED, 405)."""
+
+
+class ModelError(TagwardenError):
+    """Raised when no usable model exists or an artifact does not match this code."""
+
+
+class DecisionError(TagwardenError):
+    """Raised when a decision is not allowed in an item's current state."""

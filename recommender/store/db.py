@@ -1,0 +1,142 @@
+"""Opening the store: one engine per URL, SQLite tuned for concurrent use, Alembic upgrades."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.sql.dml import Insert
+
+from ..errors import StoreError
+
+__all__ = ["Store", "dialect_insert", "migrate", "open_store"]
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def dialect_insert(conn: Connection | Engine, table: Table) -> Insert:
+    """An INSERT that supports ``on_conflict_do_nothing/update`` on SQLite and PostgreSQL."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise StoreError(f"unsupported database {name!r} (use SQLite or PostgreSQL)", dialect=name)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets readers run beside the single writer; busy_timeout waits instead of failing
+    # with "database is locked" when two processes write; NORMAL is durable in WAL mode
+    # except for the last transactions on power loss.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _make_engine(url: str) -> Engine:
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    except (ArgumentError, ImportError, ValueError) as exc:
+        raise StoreError(f"cannot open store {url!r}: {exc}", url=url) from exc
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (idempotent)."""
+    from alembic import command
+
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+    except OperationalError as exc:
+        raise StoreError(f"cannot migrate the store: {exc.orig}", url=_redact(engine)) from exc
+
+
+def _redact(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+class Store:
+    """The store: an engine plus the knowledge of its dialect. Nothing connects until used."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(_make_engine(url))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        return _redact(self.engine)
+
+    def migrate(self) -> Store:
+        migrate(self.engine)
+        return self
+
+    def check_schema(self) -> None:
+        """Raise :class:`StoreError` unless the schema is at the newest migration."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        head = ScriptDirectory.from_config(_alembic_config(self.engine)).get_current_head()
+        try:
+            with self.engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+        except OperationalError as exc:
+            raise StoreError(f"cannot open store: {exc.orig}", url=self.url) from exc
+        if current != head:
+            raise StoreError(
+                f"store schema is at {current or 'nothing'}, code expects {head}: "
+                "run `tagwarden migrate`",
+                current=current,
+                head=head,
+            )
+
+    def table_names(self) -> list[str]:
+        return sorted(inspect(self.engine).get_table_names())
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str, *, migrate_schema: bool = True) -> Store:
+    store = Store.from_url(url)
+    if migrate_schema:
+        store.migrate()
+    return store

@@ -1,0 +1,214 @@
+"""The store's schema (SQLAlchemy Core). One ``metadata``; Alembic migrations mirror it.
+
+Sections: telemetry (events, rollups, tag history), Kubernetes (snapshots, running refs),
+inventory (scans, manifests, blobs, children). Later sections belong to the recommender,
+the executor and the audit log.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from .types import BigId, UTCDateTime
+
+__all__ = [
+    "blobs",
+    "events",
+    "k8s_snapshots",
+    "manifest_blobs",
+    "manifest_children",
+    "manifests",
+    "metadata",
+    "rollups",
+    "running_refs",
+    "scans",
+    "tag_history",
+]
+
+# Deterministic constraint names so SQLite and PostgreSQL migrations agree.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# --- telemetry ---------------------------------------------------------------------------------
+
+# One normalised event. ``usage`` is use|scanner|replication|janitor|self|blob|failed.
+# ``source_event_id`` is the source's id (Distribution ``id``) or a content hash when the
+# source has none; (source, source_event_id) de-duplicates retries.
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("time", UTCDateTime(), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("source_event_id", String(128), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("usage", String(16), nullable=False),
+    Column("registry", String(255)),
+    Column("repository", String(255), nullable=False),
+    Column("digest", String(80)),
+    Column("tag", String(128)),
+    Column("media_type", String(128)),
+    Column("size", BigInteger),
+    Column("method", String(8)),
+    Column("user_agent", String(512)),
+    Column("actor", String(255)),
+    Column("client_addr", String(64)),
+    Column("environment", String(128)),
+    Column("cluster", String(128)),
+    Column("namespace", String(128)),
+    UniqueConstraint("source", "source_event_id"),
+    Index("ix_events_repository_digest_time", "repository", "digest", "time"),
+    Index("ix_events_time", "time"),
+)
+
+# Daily rollups, kept for ever: per day, repository, digest, tag ('' none), action, usage.
+rollups = Table(
+    "rollups",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("repository", String(255), primary_key=True),
+    Column("digest", String(80), primary_key=True),
+    Column("tag", String(128), primary_key=True),
+    Column("action", String(16), primary_key=True),
+    Column("usage", String(16), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("first_at", UTCDateTime(), nullable=False),
+    Column("last_at", UTCDateTime(), nullable=False),
+    Index("ix_rollups_repository_digest", "repository", "digest"),
+)
+
+# Time-versioned tag -> digest map: the tag pointed at ``digest`` during [valid_from, valid_to).
+tag_history = Table(
+    "tag_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("repository", String(255), nullable=False),
+    Column("tag", String(128), nullable=False),
+    Column("digest", String(80), nullable=False),
+    Column("valid_from", UTCDateTime(), nullable=False),
+    Column("valid_to", UTCDateTime()),
+    Column("source", String(16), nullable=False),  # push | scan | delete | mount
+    Index("ix_tag_history_repository_tag_valid_from", "repository", "tag", "valid_from"),
+    Index("ix_tag_history_repository_digest", "repository", "digest"),
+)
+
+# --- Kubernetes -------------------------------------------------------------------------------
+
+# One pod list from one source (cluster). What runs at t = refs of each source's latest
+# snapshot taken at or before t.
+k8s_snapshots = Table(
+    "k8s_snapshots",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source", String(128), nullable=False),
+    Column("taken_at", UTCDateTime(), nullable=False),
+    Column("pods", Integer, nullable=False),
+    Index("ix_k8s_snapshots_source_taken_at", "source", "taken_at"),
+)
+
+running_refs = Table(
+    "running_refs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("snapshot_id", BigInteger, ForeignKey("k8s_snapshots.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("registry", String(255), nullable=False),
+    Column("repository", String(255), nullable=False),
+    Column("digest", String(80)),
+    Column("tag", String(128)),
+    Column("namespace", String(128)),
+    Column("pod", String(255)),
+    Column("container", String(255)),
+    Column("container_kind", String(16)),  # container | init | ephemeral
+    Column("image", Text, nullable=False),  # as reported
+    Index("ix_running_refs_snapshot_id", "snapshot_id"),
+    Index("ix_running_refs_repository_digest", "repository", "digest"),
+)
+
+# --- inventory --------------------------------------------------------------------------------
+
+scans = Table(
+    "scans",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("registry", String(255), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("repositories", Integer),
+    Column("tags", Integer),
+    Column("manifests", Integer),
+    Column("errors", JSON),
+)
+
+# A manifest known from a scan or from telemetry. ``deleted_at`` set when seen deleted.
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("repository", String(255), primary_key=True),
+    Column("digest", String(80), primary_key=True),
+    Column("media_type", String(128)),
+    Column("artifact_type", String(128)),
+    Column("size", BigInteger),  # the manifest's own bytes
+    Column("total_bytes", BigInteger),  # manifest + config + layers (+ children for an index)
+    Column("created_at", UTCDateTime()),  # config blob ``created``
+    Column("first_seen", UTCDateTime(), nullable=False),  # push time or first sighting
+    Column("last_scanned", UTCDateTime()),
+    Column("deleted_at", UTCDateTime()),
+    Column("subject", String(80)),  # OCI 1.1 subject or cosign sha256-<hex>.sig target
+    Column("referrer_kind", String(16)),  # signature | attestation | sbom | other
+    Column("is_index", Boolean, nullable=False, default=False),
+    Column("labels", JSON),
+    Column("platform", String(64)),
+    Index("ix_manifests_subject", "repository", "subject"),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("digest", String(80), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("media_type", String(128)),
+)
+
+# Which blobs a manifest references (config and layers). Registries store a blob once; GC
+# frees it only when no manifest anywhere still references it.
+manifest_blobs = Table(
+    "manifest_blobs",
+    metadata,
+    Column("repository", String(255), primary_key=True),
+    Column("digest", String(80), primary_key=True),
+    Column("blob", String(80), primary_key=True),
+    Index("ix_manifest_blobs_blob", "blob"),
+)
+
+manifest_children = Table(
+    "manifest_children",
+    metadata,
+    Column("repository", String(255), primary_key=True),
+    Column("parent", String(80), primary_key=True),
+    Column("child", String(80), primary_key=True),
+    Column("platform", String(64)),
+    Index("ix_manifest_children_child", "repository", "child"),
+)
