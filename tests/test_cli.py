@@ -1,0 +1,54 @@
+"""The command line as a user meets it: a real subprocess, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recommender.cli", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=120,
+    )
+
+
+def test_migrate_creates_the_store(tmp_path: Path) -> None:
+    done = run("--db", f"sqlite:///{tmp_path / 's.db'}", "migrate", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout
+    assert (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--config", "missing.toml", "migrate"), "error: config file not found"),
+        (("--db", "nosuchdb://x", "migrate"), "error: cannot open store"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    done = run(*args, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(message)
+
+
+def test_bad_config_value_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("[server]\nport = 'x'\n", encoding="utf-8")
+    done = run("--config", "c.toml", "migrate", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: setting server.port: expected an integer, got 'x'"
+
+
+def test_config_docs_prints_every_setting(tmp_path: Path) -> None:
+    done = run("config", "docs", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "`store.url`" in done.stdout and "`collector.token`" in done.stdout

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from recommender import config as cfg
+from recommender.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_setting_is_documented_and_the_docs_are_current() -> None:
+    docs = (ROOT / "docs/configuration.md").read_text(encoding="utf-8")
+    assert docs == cfg.render_docs(), "run `make docs` after changing recommender/config.py"
+    for setting in cfg.SETTINGS:
+        assert f"`{setting.key}`" in docs
+        assert setting.help.strip(), f"{setting.key} has no help text"
+
+
+def test_defaults_without_a_file() -> None:
+    c = cfg.load(None, env={})
+    assert c["store.url"] == "sqlite:///tagwarden.db"
+    assert c["store.raw_retention"] == timedelta(days=30)
+    assert c["collector.token"] is None
+    assert c.teams == () and c.policy_for("any/repo") == cfg.PolicyRule()
+
+
+def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(
+        '[store]\nurl = "sqlite:///file.db"\n[collector]\ntoken = "from-file"\n'
+        '[[team]]\nname = "payments"\nrepositories = ["payments/*"]\nchannel = "C1"\n'
+        'approvers = ["U1", "U2"]\ncool_off = "2h"\nmin_approvals = 2\n'
+        '[[policy]]\nrepositories = ["payments/*"]\nkeep_production = 5\n',
+        encoding="utf-8",
+    )
+    c = cfg.load(path, env={"TAGWARDEN_COLLECTOR_TOKEN": "from-env"},
+                 overrides={"store.url": "sqlite:///cli.db"})
+    assert c["store.url"] == "sqlite:///cli.db"
+    assert c["collector.token"].reveal() == "from-env"
+    team = c.team_for("payments/api")
+    assert team is not None and team.cool_off == timedelta(hours=2) and team.min_approvals == 2
+    assert c.team_for("search/api") is None
+    assert c.policy_for("payments/api").keep_production == 5
+    assert c.policy_for("other").keep_production == 3
+
+
+def test_secrets_do_not_show_themselves() -> None:
+    c = cfg.load(None, env={"SLACK_BOT_TOKEN": "xoxb-very-secret"})
+    assert "xoxb-very-secret" not in repr(c)
+    assert "xoxb-very-secret" not in str(c["slack.bot_token"])
+    assert c["slack.bot_token"].reveal() == "xoxb-very-secret"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[stor]\nurl = 'x'\n", "unknown config section [stor]"),
+        ("[store]\nurll = 'x'\n", "unknown setting store.urll"),
+        ("[server]\nport = 'eighty'\n", "setting server.port: expected an integer"),
+        ("[store]\nraw_retention = 'forever'\n", "setting store.raw_retention: not a duration"),
+        ("[[team]]\nrepositories = ['a/*']\n", "[[team]] #1: name is required"),
+        ("[[team]]\nname = 'a'\nrepositories = ['a/*']\ncolour = 'red'\n", "unknown key 'colour'"),
+        ("[[team]]\nname = 'a'\nrepositories = ['a/*']\nmin_approvals = 0\n",
+         "min_approvals must be at least 1"),
+        ("[store\n", "config file"),
+    ],
+)
+def test_bad_configuration_is_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        cfg.load(path, env={})
+    assert message in str(info.value)
+
+
+def test_missing_file_is_one_readable_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        cfg.load(tmp_path / "nope.toml", env={})
