@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -26,6 +27,11 @@ from sqlalchemy import (
 from .types import BigId, UTCDateTime
 
 __all__ = [
+    "approvals",
+    "audit_head",
+    "audit_log",
+    "batch_items",
+    "batches",
     "blobs",
     "events",
     "k8s_snapshots",
@@ -211,4 +217,103 @@ manifest_children = Table(
     Column("child", String(80), primary_key=True),
     Column("platform", String(64)),
     Index("ix_manifest_children_child", "repository", "child"),
+)
+
+# --- decisions and executor (F1) --------------------------------------------------------------
+
+# A batch of suggestions for one team x repository x kind, decided as a whole in Slack.
+# ``state``: pending -> approved | denied | snoozed | cancelled; approved -> done (all items
+# finished) or cancelled. ``min_approvals`` and ``cool_off_seconds`` are copied from the team
+# when the batch is recorded, so a decision never depends on a config reload.
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(32), primary_key=True),  # opaque random, safe in Slack action values
+    Column("batch_key", String(320), nullable=False),  # "repo::kind" from the recommender
+    Column("team", String(128), nullable=False),
+    Column("channel", String(64)),
+    Column("repository", String(255), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("min_approvals", Integer, nullable=False),
+    Column("cool_off_seconds", Integer, nullable=False),
+    Column("posted_channel", String(64)),
+    Column("posted_ts", String(32)),  # Slack message ts, to update the message in place
+    Column("due_at", UTCDateTime()),
+    Column("decided_by", String(64)),
+    Column("decided_at", UTCDateTime()),
+    Column("reason", Text),
+    Column("snoozed_until", UTCDateTime()),
+    Index("ix_batches_state", "state"),
+    Index("ix_batches_team_state", "team", "state"),
+)
+
+# One (repository, digest) proposed in a batch. ``state``: suggested -> approved -> executing
+# -> deleted | skipped | failed; or dropped (removed before approval), denied, snoozed,
+# cancelled. An item is "due" when approved and ``due_at`` has passed. The lease (owner,
+# expiry) makes two workers never run the same item and lets a crashed worker's item be
+# retried once the lease has expired.
+batch_items = Table(
+    "batch_items",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("batch_id", String(32), ForeignKey("batches.id", ondelete="CASCADE"), nullable=False),
+    Column("repository", String(255), nullable=False),
+    Column("digest", String(80), nullable=False),
+    Column("tags", JSON, nullable=False),  # tags at suggestion time
+    Column("score", Float),
+    Column("reclaimable_bytes", BigInteger),
+    Column("reasons", JSON),
+    Column("suggested_at", UTCDateTime(), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("due_at", UTCDateTime()),
+    Column("lease_owner", String(64)),
+    Column("lease_expires", UTCDateTime()),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime()),
+    Column("result", Text),
+    Column("skipped_reason", Text),
+    Column("finished_at", UTCDateTime()),
+    Column("deleted_bytes", BigInteger),
+    Index("ix_batch_items_batch_id", "batch_id"),
+    Index("ix_batch_items_state_due_at", "state", "due_at"),
+    Index("ix_batch_items_repository_digest", "repository", "digest"),
+)
+
+# Who approved a batch. One row per user per batch: a double click counts once.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("batch_id", String(32), ForeignKey("batches.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("at", UTCDateTime(), nullable=False),
+)
+
+# The append-only, hash-chained audit log. ``hash`` = sha256(prev_hash + canonical JSON of
+# seq, at, kind, actor, data); ``data`` is stored as that canonical JSON text so the hash is
+# recomputed from exactly the stored bytes.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_log_kind", "kind"),
+)
+
+# One row (id=1): the chain's head. Appenders lock it (row lock on PostgreSQL, the write lock
+# on SQLite) so appends from several processes form one chain.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
 )
