@@ -9,11 +9,20 @@ single-component name gets ``library/`` (``nginx`` -> ``docker.io/library/nginx`
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from .errors import ReferenceError_
 
-__all__ = ["DOCKER_HUB", "Reference", "is_digest", "parse_reference"]
+__all__ = [
+    "DOCKER_HUB",
+    "Reference",
+    "is_digest",
+    "managed_repository",
+    "parse_reference",
+    "registry_hosts",
+]
 
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
@@ -23,7 +32,8 @@ _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _HOST = re.compile(
     rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
 )
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
+# ASCII: Go's \w (distribution's grammar) is [0-9A-Za-z_], Python's would admit any letter.
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 _NAME_MAX = 255
@@ -107,3 +117,43 @@ def parse_reference(text: str, *, default_registry: str = DOCKER_HUB) -> Referen
     if len(f"{host + '/' if host else ''}{path}") > _NAME_MAX:
         raise ReferenceError_(f"repository name longer than {_NAME_MAX} characters", reference=text)
     return Reference(registry=registry, repository=path, tag=tag, digest=digest)
+
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _normalize_host(host: str) -> str:
+    host = host.strip().lower()
+    return DOCKER_HUB if host in _HUB_ALIASES else host
+
+
+def registry_hosts(url: str | None, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The hosts a registry is known by: the host of ``url`` plus ``extra`` (``registry.hosts``).
+
+    A URL on its scheme's default port also answers to ``host:443`` / ``host:80`` written out,
+    since image references may spell the port and still mean the same registry.
+    """
+    hosts = {_normalize_host(h) for h in extra if h.strip()}
+    if url:
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        if parts.hostname:
+            name = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+            default = _DEFAULT_PORTS.get(parts.scheme, "443")
+            port = str(parts.port) if parts.port else default
+            hosts.add(_normalize_host(name if port == default else f"{name}:{port}"))
+            if port == default:
+                hosts.add(_normalize_host(f"{name}:{port}"))
+    return frozenset(hosts)
+
+
+def managed_repository(ref: Reference, hosts: Collection[str]) -> str | None:
+    """The repository path of ``ref`` in the managed registry, or None when it names another.
+
+    ``hosts`` comes from :func:`registry_hosts`. Empty ``hosts`` means no registry is
+    configured: every reference then counts as ours, because keeping too much is the safe
+    error for a tool that deletes.
+    """
+    if not hosts:
+        return ref.repository
+    host = _normalize_host(ref.registry)
+    return ref.repository if any(_normalize_host(h) == host for h in hosts) else None
