@@ -1,0 +1,468 @@
+"""Features of every alive manifest as of an instant, from the store's summarised tables.
+
+Reads the daily rollups, the tag history, deploy events, Kubernetes running references and the
+manifests table -- never the raw pull events -- so the cost grows with manifests x days, not
+with pulls. :func:`load_history` reads the tables once (up to ``until``); :func:`features_at`
+is a pure function of that history and ``now`` and sees nothing that happened after ``now``,
+which is what lets training replay many past instants from one load.
+
+Times are float days since the Unix epoch inside this module (fast vectorised arithmetic).
+An image index is one unit with its platform manifests (a pull of a child is use of the index);
+signatures, attestations and SBOMs follow their subject and are not units of their own.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, select
+
+from .store import tables as t
+from .tagkind import parse_semver, primary_kind
+
+__all__ = [
+    "FEATURES",
+    "KIND_COLUMNS",
+    "History",
+    "alive_units",
+    "build_features",
+    "days",
+    "features_at",
+    "load_history",
+    "to_datetime",
+    "used_in_window",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+KIND_COLUMNS = tuple(f"kind_{k}" for k in (
+    "semver", "prerelease", "commit", "build", "date", "branch", "pr", "floating", "test",
+    "other", "untagged"))
+FEATURES: tuple[str, ...] = (
+    "age_days", "tag_age_days", "idle_days", "days_since_use", "uses_7", "uses_30", "uses_90",
+    "uses_365", "use_days_90", "use_days_365", "gap_max_days", "gap_mean_days", "idle_over_gap",
+    "scanner_30", "scanner_only", "deploys", "days_since_deploy", "prod_deploys",
+    "days_since_prod_deploy", "prod_rank", "running", "n_tags", "tagged_ever",
+    "days_since_untagged", "has_semver", "newer_versions", "newer_in_line", "is_latest_release",
+    "newer_pushes", "repo_pushes_30", "repo_uses_30", "repo_alive", "is_index", "referrers",
+    "log_bytes", *KIND_COLUMNS,
+)
+DEFAULT_PRODUCTION = ("prod", "prod-*", "prod_*", "production", "production-*", "live")
+
+
+def days(value: datetime) -> float:
+    """An aware datetime as float days since the epoch."""
+    return (value - _EPOCH).total_seconds() / 86400.0
+
+
+def to_datetime(value: float) -> datetime:
+    return _EPOCH + timedelta(days=float(value))
+
+
+def _col_days(series: pd.Series) -> np.ndarray:
+    if len(series) == 0:
+        return np.zeros(0, dtype=float)
+    ts = pd.to_datetime(series, utc=True)
+    out = (ts - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1)
+    return np.asarray(out, dtype=float)
+
+
+def _frame(conn: Connection, stmt: object, columns: list[str]) -> pd.DataFrame:
+    rows = conn.execute(stmt).all()  # type: ignore[call-overload]
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+@dataclass
+class History:
+    """The store's summarised tables up to ``until``, times in float days."""
+
+    until: float
+    manifests: pd.DataFrame  # repository digest first_seen deleted_at bytes subject is_index ...
+    children: pd.DataFrame  # repository parent child
+    tags: pd.DataFrame  # repository tag digest valid_from valid_to
+    usage: pd.DataFrame  # repository digest day action usage count first_at last_at
+    deploys: pd.DataFrame  # repository digest time production
+    running: pd.DataFrame  # repository digest source taken_at (one row per ref)
+    snapshots: pd.DataFrame  # source taken_at
+    production: tuple[str, ...] = field(default=DEFAULT_PRODUCTION)
+
+    @property
+    def start(self) -> float | None:
+        """The earliest instant the history knows about (first push or first use)."""
+        firsts = [self.manifests["first_seen"].min() if len(self.manifests) else np.nan,
+                  self.usage["first_at"].min() if len(self.usage) else np.nan]
+        values = [f for f in firsts if not pd.isna(f)]
+        return float(min(values)) if values else None
+
+
+def load_history(conn: Connection, *, until: datetime,
+                 production: Iterable[str] = DEFAULT_PRODUCTION) -> History:
+    """Read what the features and labels need, everything at or before ``until``."""
+    u = days(until)
+    m = t.manifests
+    manifests = _frame(conn, select(
+        m.c.repository, m.c.digest, m.c.first_seen, m.c.deleted_at, m.c.total_bytes, m.c.size,
+        m.c.subject, m.c.referrer_kind, m.c.is_index, m.c.media_type,
+    ).where(m.c.first_seen <= until), ["repository", "digest", "first_seen", "deleted_at",
+                                        "total_bytes", "size", "subject", "referrer_kind",
+                                        "is_index", "media_type"])
+    manifests["first_seen"] = _col_days(manifests["first_seen"])
+    manifests["deleted_at"] = _col_days(manifests["deleted_at"])
+    manifests.loc[manifests["deleted_at"] > u, "deleted_at"] = np.nan
+    c = t.manifest_children
+    children = _frame(conn, select(c.c.repository, c.c.parent, c.c.child),
+                      ["repository", "parent", "child"])
+    th = t.tag_history
+    tags = _frame(conn, select(th.c.repository, th.c.tag, th.c.digest, th.c.valid_from,
+                               th.c.valid_to).where(th.c.valid_from <= until),
+                  ["repository", "tag", "digest", "valid_from", "valid_to"])
+    tags["valid_from"] = _col_days(tags["valid_from"])
+    tags["valid_to"] = _col_days(tags["valid_to"])
+    tags.loc[tags["valid_to"] > u, "valid_to"] = np.nan
+    r = t.rollups
+    usage = _frame(conn, select(r.c.repository, r.c.digest, r.c.day, r.c.action, r.c.usage,
+                                r.c.count, r.c.first_at, r.c.last_at)
+                   .where(r.c.day <= until.date(), r.c.digest != "",
+                          r.c.action.in_(("pull", "push"))),
+                   ["repository", "digest", "day", "action", "usage", "count", "first_at",
+                    "last_at"])
+    usage["first_at"] = _col_days(usage["first_at"])
+    usage["last_at"] = _col_days(usage["last_at"])
+    usage["day"] = np.floor(usage["first_at"]) if len(usage) else usage["first_at"]
+    usage = _clip_usage(usage, u)
+    e = t.events
+    deploys = _frame(conn, select(e.c.repository, e.c.digest, e.c.time, e.c.environment)
+                     .where(e.c.action == "deploy", e.c.time <= until),
+                     ["repository", "digest", "time", "environment"])
+    deploys["time"] = _col_days(deploys["time"])
+    globs = tuple(production)
+    deploys["production"] = [
+        bool(env) and any(fnmatch.fnmatchcase(str(env).lower(), g) for g in globs)
+        for env in deploys["environment"]
+    ]
+    s, rr = t.k8s_snapshots, t.running_refs
+    snapshots = _frame(conn, select(s.c.id, s.c.source, s.c.taken_at)
+                       .where(s.c.taken_at <= until), ["id", "source", "taken_at"])
+    snapshots["taken_at"] = _col_days(snapshots["taken_at"])
+    refs = _frame(conn, select(rr.c.snapshot_id, rr.c.repository, rr.c.digest, rr.c.tag)
+                  .join(s, s.c.id == rr.c.snapshot_id).where(s.c.taken_at <= until),
+                  ["snapshot_id", "repository", "digest", "tag"])
+    running = refs.merge(snapshots, left_on="snapshot_id", right_on="id")
+    running = _resolve_tags(running, tags)
+    return History(u, manifests, children, tags, usage, deploys, running,
+                   snapshots[["source", "taken_at"]], globs)
+
+
+def _clip_usage(usage: pd.DataFrame, now: float) -> pd.DataFrame:
+    """Rollup rows as known at ``now``: a day still in progress counts only its first event."""
+    if usage.empty:
+        return usage
+    whole = usage["last_at"] <= now
+    partial = ~whole & (usage["first_at"] <= now)
+    cut = usage[partial].copy()
+    cut["count"] = 1
+    cut["last_at"] = cut["first_at"]
+    return pd.concat([usage[whole], cut], ignore_index=True)
+
+
+def _resolve_tags(refs: pd.DataFrame, tags: pd.DataFrame) -> pd.DataFrame:
+    """A pod that names only a tag runs what the tag pointed at when the snapshot was taken."""
+    refs = refs.copy()
+    missing = refs["digest"].isna() & refs["tag"].notna()
+    if missing.any() and not tags.empty:
+        cand = refs[missing].reset_index().merge(tags, on=["repository", "tag"],
+                                                 suffixes=("", "_t"))
+        ok = (cand["valid_from"] <= cand["taken_at"]) & (
+            cand["valid_to"].isna() | (cand["valid_to"] > cand["taken_at"]))
+        cand = cand[ok].drop_duplicates("index", keep="last")
+        refs.loc[cand["index"].to_numpy(), "digest"] = cand["digest_t"].to_numpy()
+    return refs[refs["digest"].notna()][["repository", "digest", "source", "taken_at"]]
+
+
+# --- units ------------------------------------------------------------------------------------
+
+
+def _unit_map(h: History) -> dict[tuple[str, str], tuple[str, str]]:
+    """(repository, digest) of a child or referrer -> the unit (index or subject) it follows."""
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    for repo, parent, child in h.children.itertuples(index=False):
+        out[(repo, child)] = (repo, parent)
+    sig = re.compile(r"^sha256-([0-9a-f]{64})\.")
+    for row in h.tags.itertuples(index=False):
+        match = sig.match(row.tag)
+        if match:
+            out[(row.repository, row.digest)] = (row.repository, "sha256:" + match.group(1))
+    for repo, digest, subject in h.manifests[["repository", "digest", "subject"]].itertuples(
+            index=False):
+        if isinstance(subject, str) and subject:
+            out[(repo, digest)] = (repo, subject)
+    # Follow chains (a signature of an index's child is the index's) to the top.
+    for key in list(out):
+        seen = {key}
+        top = out[key]
+        while top in out and top not in seen:
+            seen.add(top)
+            top = out[top]
+        out[key] = top
+    return out
+
+
+def _map_units(frame: pd.DataFrame, units: dict[tuple[str, str], tuple[str, str]]) -> pd.Series:
+    if frame.empty or not units:
+        return frame["digest"]
+    keys = list(zip(frame["repository"], frame["digest"], strict=True))
+    return pd.Series([units.get(k, k)[1] for k in keys], index=frame.index, dtype=object)
+
+
+def alive_units(h: History, now: float) -> pd.DataFrame:
+    """Manifests alive at ``now`` that are decided on their own (not children, not referrers)."""
+    m = h.manifests
+    alive = m[(m["first_seen"] <= now) & (m["deleted_at"].isna() | (m["deleted_at"] > now))]
+    units = _unit_map(h)
+    alive_keys = set(zip(alive["repository"], alive["digest"], strict=True))
+    follows = [units.get(k) in alive_keys and units.get(k) != k
+               for k in zip(alive["repository"], alive["digest"], strict=True)]
+    own = alive[~np.asarray(follows, dtype=bool)].copy() if len(alive) else alive.copy()
+    # A unit's bytes include what moves with it (platform manifests, signatures).
+    members = alive[np.asarray(follows, dtype=bool)] if len(alive) else alive
+    extra: dict[tuple[str, str], float] = {}
+    count: dict[tuple[str, str], int] = {}
+    for repo, digest, size in members[["repository", "digest", "total_bytes"]].itertuples(
+            index=False):
+        top = units[(repo, digest)]
+        extra[top] = extra.get(top, 0.0) + (0.0 if pd.isna(size) else float(size))
+        count[top] = count.get(top, 0) + 1
+    keys = list(zip(own["repository"], own["digest"], strict=True))
+    own["bytes"] = own["total_bytes"].astype(float).fillna(0.0).to_numpy() + np.array(
+        [extra.get(k, 0.0) for k in keys], dtype=float)
+    own["members"] = [count.get(k, 0) for k in keys]
+    return own.reset_index(drop=True)
+
+
+def used_in_window(h: History, start: float, end: float) -> set[tuple[str, str]]:
+    """Units used in (start, end]: a use-class pull, a deploy, or a pod running it."""
+    units = _unit_map(h)
+    used: set[tuple[str, str]] = set()
+    u = h.usage
+    w = u[(u["action"] == "pull") & (u["usage"] == "use") & (u["last_at"] > start)
+          & (u["first_at"] <= end)]
+    d = h.deploys[(h.deploys["time"] > start) & (h.deploys["time"] <= end)]
+    d = d[d["digest"].notna()]
+    r = h.running[(h.running["taken_at"] > start) & (h.running["taken_at"] <= end)]
+    for frame in (w, d, r):
+        if frame.empty:
+            continue
+        pairs = frame[["repository", "digest"]].drop_duplicates()
+        for key in zip(pairs["repository"], pairs["digest"], strict=True):
+            used.add(units.get(key, key))
+    # The tags of the window's last running snapshot per source also run after it.
+    return used
+
+
+def running_at(h: History, now: float) -> set[tuple[str, str]]:
+    """Units in the latest pod snapshot of each source taken at or before ``now``."""
+    snaps = h.snapshots[h.snapshots["taken_at"] <= now]
+    if snaps.empty:
+        return set()
+    latest = snaps.groupby("source")["taken_at"].max().reset_index()
+    refs = h.running.merge(latest, on=["source", "taken_at"])
+    units = _unit_map(h)
+    return {units.get(k, k) for k in zip(refs["repository"], refs["digest"], strict=True)}
+
+
+def current_tags(h: History, now: float) -> dict[tuple[str, str], list[str]]:
+    tg = h.tags
+    live = tg[(tg["valid_from"] <= now) & (tg["valid_to"].isna() | (tg["valid_to"] > now))]
+    out: dict[tuple[str, str], list[str]] = {}
+    for repo, tag, digest in live[["repository", "tag", "digest"]].itertuples(index=False):
+        out.setdefault((repo, digest), []).append(tag)
+    for v in out.values():
+        v.sort()
+    return out
+
+
+# --- features ---------------------------------------------------------------------------------
+
+
+def _group_stats(frame: pd.DataFrame, key: pd.Series, now: float) -> pd.DataFrame:
+    """Per unit: last use, counts in windows, distinct use days and the gaps between them."""
+    f = frame.assign(unit=key.to_numpy())
+    age = now - f["last_at"]
+    out = pd.DataFrame({
+        "last_use": f.groupby(["repository", "unit"])["last_at"].max(),
+    })
+    for window in (7, 30, 90, 365):
+        out[f"uses_{window}"] = f["count"].where(age <= window, 0).groupby(
+            [f["repository"], f["unit"]]).sum()
+    daily = f[["repository", "unit", "day"]].drop_duplicates().sort_values(
+        ["repository", "unit", "day"])
+    recent = daily[daily["day"] > now - 365]
+    out["use_days_90"] = daily[daily["day"] > now - 90].groupby(["repository", "unit"]).size()
+    out["use_days_365"] = recent.groupby(["repository", "unit"]).size()
+    gaps = recent.assign(gap=recent.groupby(["repository", "unit"])["day"].diff())
+    out["gap_max_days"] = gaps.groupby(["repository", "unit"])["gap"].max()
+    out["gap_mean_days"] = gaps.groupby(["repository", "unit"])["gap"].mean()
+    return out
+
+
+def features_at(h: History, now: datetime | float) -> pd.DataFrame:
+    """One row per alive unit: ``repository``, ``digest``, ``tags``, ``bytes`` and FEATURES."""
+    n = now if isinstance(now, float) else days(now)
+    if n > h.until + 1e-9:
+        raise ValueError("features_at: the history was loaded up to an earlier instant")
+    units = _unit_map(h)
+    base = alive_units(h, n)
+    idx = pd.MultiIndex.from_arrays([base["repository"], base["digest"]],
+                                    names=["repository", "unit"])
+    out = pd.DataFrame(index=idx)
+    out["first_seen"] = base["first_seen"].to_numpy()
+    out["bytes"] = base["bytes"].to_numpy()
+    out["members"] = base["members"].to_numpy()
+    out["is_index"] = base["is_index"].fillna(False).astype(float).to_numpy()
+    out["age_days"] = n - out["first_seen"]
+
+    u = h.usage
+    u = _clip_usage(u[u["first_at"] <= n], n)
+    use = u[(u["action"] == "pull") & (u["usage"] == "use")]
+    stats = _group_stats(use, _map_units(use, units), n) if len(use) else pd.DataFrame()
+    out = out.join(stats) if len(stats) else out.assign(last_use=np.nan)
+    for col in ("uses_7", "uses_30", "uses_90", "uses_365", "use_days_90", "use_days_365"):
+        out[col] = out[col].fillna(0.0) if col in out else 0.0
+    for col in ("gap_max_days", "gap_mean_days"):
+        if col not in out:
+            out[col] = np.nan
+    out["days_since_use"] = n - out["last_use"]
+    last = np.fmax(out["last_use"].to_numpy(dtype=float), out["first_seen"].to_numpy(dtype=float))
+
+    scan = u[(u["action"] == "pull") & (u["usage"] == "scanner") & (u["last_at"] > n - 30)]
+    if len(scan):
+        sc = scan.assign(unit=_map_units(scan, units).to_numpy()).groupby(
+            ["repository", "unit"])["count"].sum()
+        out["scanner_30"] = sc.reindex(out.index).fillna(0.0).to_numpy()
+    else:
+        out["scanner_30"] = 0.0
+    out["scanner_only"] = ((out["scanner_30"] > 0) & (out["uses_90"] == 0)).astype(float)
+
+    dep = h.deploys[(h.deploys["time"] <= n) & h.deploys["digest"].notna()]
+    if len(dep):
+        dep = dep.assign(unit=_map_units(dep, units).to_numpy())
+        g = dep.groupby(["repository", "unit"])
+        out["deploys"] = g.size().reindex(out.index).fillna(0.0).to_numpy()
+        last_dep = g["time"].max().reindex(out.index).to_numpy(dtype=float)
+        prod = dep[dep["production"]]
+        gp = prod.groupby(["repository", "unit"])["time"]
+        out["prod_deploys"] = gp.size().reindex(out.index).fillna(0.0).to_numpy()
+        last_prod = gp.max()
+        # Rank of each production release by its latest production deploy: 1 is what runs
+        # now, 2 and 3 are the rollback targets.
+        rank = last_prod.groupby(level=0).rank(ascending=False, method="first")
+        out["prod_rank"] = rank.reindex(out.index).to_numpy(dtype=float)
+        out["days_since_deploy"] = n - last_dep
+        out["days_since_prod_deploy"] = n - last_prod.reindex(out.index).to_numpy(dtype=float)
+        last = np.fmax(last, last_dep)
+    else:
+        for col in ("deploys", "prod_deploys"):
+            out[col] = 0.0
+        for col in ("prod_rank", "days_since_deploy", "days_since_prod_deploy"):
+            out[col] = np.nan
+
+    running = running_at(h, n)
+    out["running"] = [float(k in running) for k in out.index]
+    out["idle_days"] = n - last
+    out["idle_over_gap"] = out["idle_days"] / out["gap_max_days"].clip(lower=1.0)
+
+    _tag_features(h, n, out)
+    _repo_features(h, n, out, u)
+    out["referrers"] = out["members"].astype(float) - 0.0
+    out["log_bytes"] = np.log1p(out["bytes"].astype(float))
+    out = out.reset_index().rename(columns={"unit": "digest"})
+    for col in FEATURES:
+        out[col] = out[col].astype(float)
+    return out
+
+
+def _tag_features(h: History, n: float, out: pd.DataFrame) -> None:
+    now_tags = current_tags(h, n)
+    tg = h.tags[h.tags["valid_from"] <= n]
+    keys = list(out.index)
+    tag_lists = [now_tags.get(k, []) for k in keys]
+    out["tags"] = tag_lists
+    out["n_tags"] = [float(len(v)) for v in tag_lists]
+    kinds = [primary_kind(v) for v in tag_lists]
+    out["kind"] = kinds
+    for col in KIND_COLUMNS:
+        out[col] = [float(f"kind_{k}" == col) for k in kinds]
+    out.loc[out["kind"] == "signature", "kind_other"] = 1.0
+    ever = tg.groupby(["repository", "digest"]).agg(first=("valid_from", "min"),
+                                                    gone=("valid_to", "max"),
+                                                    live=("valid_to", lambda s: s.isna().any()))
+    ever.index.names = ["repository", "unit"]
+    ever = ever.reindex(out.index)
+    out["tagged_ever"] = ever["first"].notna().astype(float).to_numpy()
+    # Promotion re-tags an old digest: the newest pointing of a current tag resets its age.
+    live = tg[tg["valid_to"].isna() | (tg["valid_to"] > n)]
+    newest = live.groupby(["repository", "digest"])["valid_from"].max()
+    newest.index.names = ["repository", "unit"]
+    out["tag_age_days"] = n - newest.reindex(out.index).fillna(
+        out["first_seen"]).to_numpy(dtype=float)
+    untagged = np.asarray([len(v) == 0 for v in tag_lists])
+    gone = ever["gone"].to_numpy(dtype=float)
+    out["days_since_untagged"] = np.where(untagged & ~np.isnan(gone), n - gone, np.nan)
+
+    versions = [_best_version(v) for v in tag_lists]
+    out["has_semver"] = [float(v is not None) for v in versions]
+    newer, in_line, latest = [], [], []
+    by_repo: dict[str, list[tuple[object, tuple[int, int]]]] = {}
+    for (repo, _), v in zip(keys, versions, strict=True):
+        if v is not None:
+            by_repo.setdefault(repo, []).append((v.key(), v.line))
+    for (repo, _), v in zip(keys, versions, strict=True):
+        if v is None:
+            newer.append(np.nan)
+            in_line.append(np.nan)
+            latest.append(0.0)
+            continue
+        others = by_repo[repo]
+        k = v.key()
+        newer.append(float(sum(1 for o, _ in others if o > k)))  # type: ignore[operator]
+        in_line.append(float(sum(1 for o, line in others if line == v.line and o > k)))  # type: ignore[operator]
+        latest.append(float(newer[-1] == 0))
+    out["newer_versions"] = newer
+    out["newer_in_line"] = in_line
+    out["is_latest_release"] = latest
+
+
+def _best_version(tags: list[str]):  # type: ignore[no-untyped-def]
+    versions = [v for v in (parse_semver(x) for x in tags) if v is not None]
+    return max(versions, key=lambda v: v.key()) if versions else None
+
+
+def _repo_features(h: History, n: float, out: pd.DataFrame, u: pd.DataFrame) -> None:
+    m = h.manifests[h.manifests["first_seen"] <= n]
+    repos = out.index.get_level_values(0)
+    # Later pushes in the same repository: the main signal for CI builds replaced by newer ones.
+    later = []
+    pushes = {r: np.sort(g.to_numpy(dtype=float)) for r, g in m.groupby("repository")["first_seen"]}
+    for repo, first in zip(repos, out["first_seen"].to_numpy(dtype=float), strict=True):
+        arr = pushes.get(repo)
+        later.append(float(len(arr) - np.searchsorted(arr, first, side="right"))
+                     if arr is not None else 0.0)
+    out["newer_pushes"] = later
+    recent = m[m["first_seen"] > n - 30].groupby("repository").size()
+    out["repo_pushes_30"] = recent.reindex(repos).fillna(0.0).to_numpy()
+    use = u[(u["action"] == "pull") & (u["usage"] == "use") & (u["last_at"] > n - 30)]
+    ru = use.groupby("repository")["count"].sum()
+    out["repo_uses_30"] = ru.reindex(repos).fillna(0.0).to_numpy()
+    out["repo_alive"] = pd.Series(repos).map(pd.Series(repos).value_counts()).to_numpy(
+        dtype=float)
+
+
+def build_features(conn: Connection, *, now: datetime,
+                   production: Iterable[str] = DEFAULT_PRODUCTION) -> pd.DataFrame:
+    """Features of every alive unit as of ``now`` straight from the store."""
+    return features_at(load_history(conn, until=now, production=production), now)
