@@ -1,0 +1,127 @@
+"""Strict field access on decoded JSON, shared by the parsers.
+
+Every helper raises :class:`PayloadError` with ``where`` naming the offending field
+(``events[3].target.digest``), so an HTTP 400 or a CLI line says exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from ..errors import PayloadError
+from ..reference import is_digest
+from ..timeutil import parse_time
+
+__all__ = [
+    "content_id",
+    "get_digest",
+    "get_dict",
+    "get_int",
+    "get_list",
+    "get_str",
+    "get_time",
+    "join",
+    "require_dict",
+]
+
+_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer"}
+
+
+def join(where: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else key
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "an array", str: "a string", int: "an integer",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def require_dict(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PayloadError(f"{where or 'document'} must be an object, got {_kind(value)}",
+                           where=where or None)
+    return value
+
+
+def _get(doc: dict[str, Any], key: str, where: str, typ: type, required: bool) -> Any:
+    value = doc.get(key)
+    path = join(where, key)
+    if value is None:
+        if required:
+            raise PayloadError(f"{path} is required", where=path)
+        return None
+    if not isinstance(value, typ) or isinstance(value, bool):
+        raise PayloadError(f"{path} must be {_TYPE_NAMES[typ]}, got {_kind(value)}", where=path)
+    return value
+
+
+def get_dict(doc: dict[str, Any], key: str, where: str, *, required: bool = False
+             ) -> dict[str, Any] | None:
+    result: dict[str, Any] | None = _get(doc, key, where, dict, required)
+    return result
+
+
+def get_list(doc: dict[str, Any], key: str, where: str, *, required: bool = False
+             ) -> list[Any] | None:
+    result: list[Any] | None = _get(doc, key, where, list, required)
+    return result
+
+
+def get_str(doc: dict[str, Any], key: str, where: str, *, required: bool = False,
+            max_len: int = 512) -> str | None:
+    value: str | None = _get(doc, key, where, str, required)
+    if value is None:
+        return None
+    path = join(where, key)
+    if required and not value:
+        raise PayloadError(f"{path} must not be empty", where=path)
+    if len(value) > max_len:
+        raise PayloadError(f"{path} is longer than {max_len} characters", where=path)
+    return value or None
+
+
+def get_int(doc: dict[str, Any], key: str, where: str, *, required: bool = False) -> int | None:
+    value: int | None = _get(doc, key, where, int, required)
+    if value is not None and value < 0:
+        path = join(where, key)
+        raise PayloadError(f"{path} must not be negative", where=path)
+    return value
+
+
+def get_digest(doc: dict[str, Any], key: str, where: str, *, required: bool = False
+               ) -> str | None:
+    value = get_str(doc, key, where, required=required)
+    if value is not None and not is_digest(value):
+        path = join(where, key)
+        raise PayloadError(f"{path} is not a sha256 digest: {value[:80]!r}", where=path)
+    return value
+
+
+def get_time(doc: dict[str, Any], key: str, where: str) -> datetime:
+    value = doc.get(key)
+    path = join(where, key)
+    if value is None:
+        raise PayloadError(f"{path} is required", where=path)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise PayloadError(f"{path} must be a time, got {_kind(value)}", where=path)
+    if isinstance(value, str) and value.strip().lower() == "now":
+        raise PayloadError(f"{path} must be an RFC 3339 time", where=path)
+    try:
+        return parse_time(value)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise PayloadError(f"{path}: {exc}", where=path) from None
+
+
+def content_id(obj: Any) -> str:
+    """A stable id for a source that sends none: the hash of the canonical JSON."""
+    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:64]
