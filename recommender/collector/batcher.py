@@ -1,0 +1,240 @@
+"""Group commit: the events of many concurrent requests written in one transaction.
+
+Each request hands its (already validated) events to :meth:`Batcher.submit` and awaits its own
+outcome, so a 2xx answer means the events are durably stored. One flusher task gathers pending
+requests and hands them to the writer on ONE thread (SQLite has a single writer anyway, and one
+thread keeps PostgreSQL's row locks uncontended). A transaction holds at most
+``max_events`` events (a request is never split: its events are stored together or not at all);
+when the writer was idle a batch waits at most ``max_delay`` for company, and while a write is
+running the next batch simply accumulates, so under load batches grow instead of latency.
+
+If a batch transaction fails, nothing of it is stored. Unless the store itself is unreachable
+or locked, each request of the failed batch is then retried alone, so one request the database
+refuses (a value too long for PostgreSQL, say) cannot fail the requests that shared its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from ..errors import StoreError
+from ..timeutil import utcnow
+from .events import Event, WriteResult
+from .metrics import CollectorMetrics
+
+__all__ = ["Batcher", "EventSink"]
+
+T = TypeVar("T")
+
+
+class EventSink(Protocol):
+    """What the batcher writes through: A1's ``EventWriter``."""
+
+    def write(self, events: Sequence[Event], *, now: datetime) -> WriteResult: ...
+
+
+@dataclass(slots=True)
+class _Request:
+    events: Sequence[Event]
+    future: asyncio.Future[int] = field(repr=False)
+
+
+def _unreachable(exc: BaseException | None) -> bool:
+    """True when the failure is the store's, not the data's (retrying alone cannot help)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OperationalError | InterfaceError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+class Batcher:
+    """Writes submitted events in group-commit transactions on one writer thread.
+
+    ``clock`` gives the ``now`` passed to the writer (the received time of the batch).
+    ``max_pending`` bounds what may wait in memory; past it, :meth:`submit` refuses at once
+    (the caller answers 503 and the sender retries later).
+    """
+
+    def __init__(
+        self,
+        sink: EventSink,
+        *,
+        max_events: int = 5000,
+        max_delay: float = 0.005,
+        max_pending: int | None = None,
+        metrics: CollectorMetrics | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        if max_events < 1:
+            raise ValueError("max_events must be at least 1")
+        self.sink = sink
+        self.max_events = max_events
+        self.max_delay = max(0.0, max_delay)
+        self.max_pending = max_pending if max_pending is not None else 10 * max_events
+        self.metrics = metrics if metrics is not None else CollectorMetrics()
+        self.clock = clock
+        self._pending: deque[_Request] = deque()
+        self._pending_events = 0
+        self._wakeup = asyncio.Event()
+        self._full = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> Batcher:
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagwarden-writer")
+        self._closing = False
+        self._task = asyncio.create_task(self._flusher(), name="tagwarden-batcher")
+        return self
+
+    async def stop(self) -> None:
+        """Write everything still pending, then stop the writer thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def __aenter__(self) -> Batcher:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._closing
+
+    # --- the API --------------------------------------------------------------------------
+
+    async def submit(self, events: Sequence[Event]) -> int:
+        """Store ``events`` (in one transaction, possibly shared); return how many were accepted.
+
+        Raises :class:`StoreError` when the store failed or the collector is overloaded or
+        stopping; nothing of this request is stored then.
+        """
+        if not events:
+            return 0
+        if not self.running or self._loop is None:
+            raise StoreError("the collector is not running", temporary=True)
+        if self._pending_events + len(events) > self.max_pending and self._pending:
+            raise StoreError(
+                "the collector is overloaded, retry later",
+                temporary=True, pending=self._pending_events,
+            )
+        future: asyncio.Future[int] = self._loop.create_future()
+        self._pending.append(_Request(events, future))
+        self._pending_events += len(events)
+        if self._pending_events >= self.max_events:
+            self._full.set()
+        self._wakeup.set()
+        return await future
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the writer thread (serialised with the batches)."""
+        if self._executor is None or self._loop is None:
+            raise StoreError("the collector is not running", temporary=True)
+        return await self._loop.run_in_executor(self._executor, fn, *args)
+
+    # --- the flusher ----------------------------------------------------------------------
+
+    async def _flusher(self) -> None:
+        idle = True
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._pending:
+                if self._closing:
+                    return
+                idle = True
+                continue
+            # Only a batch that starts after an idle spell waits for company; after a write,
+            # whatever accumulated meanwhile goes at once.
+            if idle and self.max_delay and self._pending_events < self.max_events:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.max_delay)
+            batch = self._take()
+            if self._pending:
+                self._wakeup.set()
+            await self._write(batch)
+            idle = False
+            self._wakeup.set()  # look again: more may have come, or we go idle
+
+    def _take(self) -> list[_Request]:
+        batch: list[_Request] = []
+        count = 0
+        while self._pending:
+            size = len(self._pending[0].events)
+            if batch and count + size > self.max_events:
+                break
+            batch.append(self._pending.popleft())
+            count += size
+        self._pending_events -= count
+        if self._pending_events < self.max_events:
+            self._full.clear()
+        return batch
+
+    async def _write(self, batch: list[_Request]) -> None:
+        events = [e for request in batch for e in request.events]
+        try:
+            result = await self._write_events(events)
+        except Exception as exc:
+            if len(batch) > 1 and not _unreachable(exc):
+                for request in batch:
+                    await self._write([request])
+                return
+            error = _as_store_error(exc)
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(error)
+            return
+        self.metrics.batch_requests.observe(len(batch))
+        self.metrics.stored.inc(result.stored)
+        self.metrics.duplicates.inc(result.duplicates)
+        for request in batch:
+            if not request.future.done():
+                request.future.set_result(len(request.events))
+
+    async def _write_events(self, events: list[Event]) -> WriteResult:
+        assert self._loop is not None and self._executor is not None
+        now = self.clock()
+        started = time.perf_counter()
+
+        def run() -> WriteResult:
+            return self.sink.write(events, now=now)
+
+        result = await self._loop.run_in_executor(self._executor, run)
+        self.metrics.write_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_events.observe(len(events))
+        return result
+
+
+def _as_store_error(exc: Exception) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    orig = getattr(exc, "orig", None)
+    reason = str(orig if orig is not None else exc).strip().splitlines()
+    return StoreError(
+        f"the store refused the write: {reason[0] if reason else type(exc).__name__}",
+        temporary=True,
+    )
