@@ -188,6 +188,23 @@ SETTINGS: tuple[Setting, ...] = (
     S("registry.concurrency", 16, "int", "Most registry requests in flight during a scan."),
     S("registry.timeout", "30s", "duration", "Timeout of one registry request."),
     S("registry.verify_tls", True, "bool", "Verify the registry's TLS certificate."),
+    S("registry.gc_config", None, "str?",
+      "Path of the registry's own config file, for the garbage-collect command the executor "
+      "prints after deleting (`docker-registry garbage-collect <path>`)."),
+    # executor (decisions, deletions, backups)
+    S("executor.lease", "5m", "duration",
+      "How long a worker owns an item it executes; a crashed worker's items are retried after."),
+    S("executor.max_attempts", 8, "int",
+      "Attempts at an item whose registry calls keep failing before it is marked failed."),
+    S("executor.retry_backoff", "1m", "duration",
+      "Wait before the first retry after a temporary registry error (doubles each attempt)."),
+    S("executor.retry_backoff_max", "1h", "duration", "Longest wait between two retries."),
+    S("executor.workers", 8, "int", "Items the executor re-checks and deletes in parallel."),
+    S("executor.backup_dir", None, "str?",
+      "Directory to back up each manifest and its blobs to (OCI image layout) before deleting; "
+      "unset: no backup. `tagwarden restore DIR` pushes a backup back."),
+    S("executor.deny_quiet", "30d", "duration",
+      "How long a denied digest is not proposed again."),
     # usage classification (added to the built-in patterns in recommender/usage.py)
     S("usage.scanner_agents", (), "list",
       "Extra user-agent regular expressions of vulnerability scanners (pulls are not use)."),

@@ -1,0 +1,442 @@
+"""Decisions on batches of suggestions: record, approve, deny, snooze, cancel.
+
+A batch groups a team's suggestions for one repository and kind. Every decision is one atomic
+state change: the batch row is updated ``WHERE state = <expected>``, so of several concurrent
+clicks exactly one moves it, and the others see that it already moved. Each decision and its
+audit row commit in the same transaction. Authorization (is this Slack user an approver?) is
+decided by the caller; refused clicks are recorded with :func:`record_refusal`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, and_, func, or_, select, update
+
+from .audit import AuditLog
+from .config import Config
+from .errors import DecisionError
+from .store import Store, dialect_insert
+from .store.tables import approvals, batch_items, batches
+
+__all__ = [
+    "ACTIVE_ITEM_STATES",
+    "BatchRecord",
+    "DecisionResult",
+    "ItemRecord",
+    "SuggestionLike",
+    "approve",
+    "cancel",
+    "deny",
+    "feedback_labels",
+    "get_batch",
+    "list_batches",
+    "record_batches",
+    "record_refusal",
+    "set_posted",
+    "snooze",
+]
+
+# Items in these states are "pending": never proposed a second time.
+ACTIVE_ITEM_STATES = ("suggested", "approved", "executing")
+FINISHED_ITEM_STATES = ("deleted", "skipped", "failed")
+
+
+class SuggestionLike(Protocol):
+    """What :func:`record_batches` reads from the recommender's ``Suggestion``."""
+
+    repository: str
+    digest: str
+    tags: Sequence[str]
+    score: float
+    suggested: bool
+    reclaimable_bytes: int
+    reasons: Sequence[str]
+    blocked_by: Sequence[str]
+    batch: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    id: int
+    batch_id: str
+    repository: str
+    digest: str
+    tags: tuple[str, ...]
+    score: float | None
+    reclaimable_bytes: int
+    reasons: tuple[str, ...]
+    suggested_at: datetime
+    state: str
+    due_at: datetime | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    result: str | None = None
+    skipped_reason: str | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    id: str
+    batch_key: str
+    team: str
+    channel: str | None
+    repository: str
+    kind: str
+    state: str
+    created_at: datetime
+    min_approvals: int
+    cool_off: timedelta
+    due_at: datetime | None = None
+    posted_channel: str | None = None
+    posted_ts: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
+    snoozed_until: datetime | None = None
+    approvals: tuple[str, ...] = ()
+    items: tuple[ItemRecord, ...] = field(default=())
+
+    @property
+    def reclaimable_bytes(self) -> int:
+        """Sum of the items' own estimates (not layer-deduplicated across items)."""
+        return sum(i.reclaimable_bytes for i in self.items if i.state != "dropped")
+
+    def count(self, *states: str) -> int:
+        return sum(1 for i in self.items if i.state in states)
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    """The outcome of one click. ``changed``: this call moved the batch to ``state``."""
+
+    batch_id: str
+    state: str
+    changed: bool
+    approvals: tuple[str, ...]
+    due_at: datetime | None
+    message: str
+    needed: int = 1
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def _item(row: Any) -> ItemRecord:
+    return ItemRecord(
+        id=int(row.id), batch_id=row.batch_id, repository=row.repository, digest=row.digest,
+        tags=tuple(row.tags or ()), score=row.score, reclaimable_bytes=int(row.reclaimable_bytes
+                                                                            or 0),
+        reasons=tuple(row.reasons or ()), suggested_at=row.suggested_at, state=row.state,
+        due_at=row.due_at, attempts=int(row.attempts or 0), next_attempt_at=row.next_attempt_at,
+        result=row.result, skipped_reason=row.skipped_reason, finished_at=row.finished_at,
+    )
+
+
+def _batches(conn: Connection, where: Any) -> list[BatchRecord]:
+    rows = conn.execute(select(batches).where(where).order_by(batches.c.created_at,
+                                                              batches.c.id)).all()
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    items: dict[str, list[ItemRecord]] = {i: [] for i in ids}
+    for row in conn.execute(select(batch_items).where(batch_items.c.batch_id.in_(ids))
+                            .order_by(batch_items.c.id)):
+        items[row.batch_id].append(_item(row))
+    users: dict[str, list[str]] = {i: [] for i in ids}
+    for row in conn.execute(select(approvals).where(approvals.c.batch_id.in_(ids))
+                            .order_by(approvals.c.at, approvals.c.user_id)):
+        users[row.batch_id].append(row.user_id)
+    return [
+        BatchRecord(
+            id=r.id, batch_key=r.batch_key, team=r.team, channel=r.channel,
+            repository=r.repository, kind=r.kind, state=r.state, created_at=r.created_at,
+            min_approvals=int(r.min_approvals), cool_off=timedelta(seconds=r.cool_off_seconds),
+            due_at=r.due_at, posted_channel=r.posted_channel, posted_ts=r.posted_ts,
+            decided_by=r.decided_by, decided_at=r.decided_at, reason=r.reason,
+            snoozed_until=r.snoozed_until, approvals=tuple(users[r.id]),
+            items=tuple(items[r.id]),
+        )
+        for r in rows
+    ]
+
+
+def get_batch(store: Store, batch_id: str, *, conn: Connection | None = None) -> BatchRecord:
+    """The batch with its items and approvers; :class:`DecisionError` when unknown."""
+    if conn is None:
+        with store.connect() as own:
+            return get_batch(store, batch_id, conn=own)
+    found = _batches(conn, batches.c.id == batch_id)
+    if not found:
+        raise DecisionError(f"no batch {batch_id!r}", batch_id=batch_id)
+    return found[0]
+
+
+def list_batches(store: Store, *, states: Iterable[str] | None = None, team: str | None = None,
+                 unposted: bool = False) -> list[BatchRecord]:
+    """Batches, oldest first, optionally filtered by state, team, or not yet posted."""
+    where: list[Any] = []
+    if states is not None:
+        where.append(batches.c.state.in_(list(states)))
+    if team is not None:
+        where.append(batches.c.team == team)
+    if unposted:
+        where.append(batches.c.posted_ts.is_(None))
+    with store.connect() as conn:
+        return _batches(conn, and_(True, *where))
+
+
+def feedback_labels(conn: Connection) -> list[tuple[str, str, datetime, str]]:
+    """(repository, digest, decided_at, label) for every human decision on an item.
+
+    ``label`` is ``still_needed`` for a denied item and ``approved`` for an approved one: the
+    training data the model learns from.
+    """
+    query = (
+        select(batch_items.c.repository, batch_items.c.digest, batches.c.decided_at,
+               batch_items.c.state)
+        .join(batches, batches.c.id == batch_items.c.batch_id)
+        .where(batches.c.decided_at.is_not(None))
+        .where(batch_items.c.state.in_(["denied", "approved", "executing", *FINISHED_ITEM_STATES]))
+        .order_by(batches.c.decided_at, batch_items.c.id)
+    )
+    return [
+        (r.repository, r.digest, r.decided_at, "still_needed" if r.state == "denied"
+         else "approved")
+        for r in conn.execute(query)
+    ]
+
+
+# --- recording suggestions --------------------------------------------------------------------
+
+
+def _blocked_keys(conn: Connection, *, now: datetime, deny_quiet: timedelta) -> set[tuple[str,
+                                                                                        str]]:
+    """(repository, digest) that must not be proposed again right now."""
+    query = (
+        select(batch_items.c.repository, batch_items.c.digest)
+        .join(batches, batches.c.id == batch_items.c.batch_id)
+        .where(or_(
+            batch_items.c.state.in_(ACTIVE_ITEM_STATES),
+            batch_items.c.state == "deleted",
+            and_(batch_items.c.state == "snoozed", batches.c.snoozed_until > now),
+            and_(batch_items.c.state == "denied", batches.c.decided_at > now - deny_quiet),
+        ))
+    )
+    return {(r.repository, r.digest) for r in conn.execute(query)}
+
+
+def record_batches(store: Store, suggestions: Iterable[SuggestionLike], *, now: datetime,
+                   config: Config) -> list[BatchRecord]:
+    """Record new batches from suggestions; returns only the batches created by this call.
+
+    Only suggestions marked ``suggested`` with no guardrail are recorded, grouped per team,
+    repository and kind (the recommender's ``batch`` key). A digest already pending in an
+    open batch, recently denied, snoozed, or deleted is skipped, so calling this twice with
+    the same suggestions records nothing the second time. Repositories no team owns are
+    skipped: nobody could approve them.
+    """
+    deny_quiet: timedelta = config["executor.deny_quiet"]
+    audit = AuditLog(store)
+    created: list[str] = []
+    with store.begin() as conn:
+        # Taking the audit lock first serializes concurrent callers, so two processes cannot
+        # both see a digest as new and propose it twice.
+        audit.lock(conn)
+        blocked = _blocked_keys(conn, now=now, deny_quiet=deny_quiet)
+        groups: dict[tuple[str, str], list[SuggestionLike]] = {}
+        for s in suggestions:
+            key = (s.repository, s.digest)
+            if not s.suggested or s.blocked_by or key in blocked:
+                continue
+            team = config.team_for(s.repository)
+            if team is None:
+                continue
+            blocked.add(key)
+            groups.setdefault((team.name, s.batch), []).append(s)
+        teams = {t.name: t for t in config.teams}
+        log: list[tuple[str, str, dict[str, Any]]] = []
+        for (team_name, batch_key), members in groups.items():
+            team = teams[team_name]
+            batch_id = secrets.token_urlsafe(12)
+            first = members[0]
+            conn.execute(batches.insert().values(
+                id=batch_id, batch_key=batch_key, team=team.name, channel=team.channel,
+                repository=first.repository, kind=first.kind, state="pending", created_at=now,
+                updated_at=now, min_approvals=team.min_approvals,
+                cool_off_seconds=int(team.cool_off.total_seconds()),
+            ))
+            conn.execute(batch_items.insert(), [
+                {"batch_id": batch_id, "repository": s.repository, "digest": s.digest,
+                 "tags": list(s.tags), "score": float(s.score),
+                 "reclaimable_bytes": int(s.reclaimable_bytes or 0), "reasons": list(s.reasons),
+                 "suggested_at": now, "state": "suggested", "attempts": 0}
+                for s in members
+            ])
+            created.append(batch_id)
+            log.append(("batch.recorded", "tagwarden", {
+                "batch_id": batch_id, "team": team.name, "repository": first.repository,
+                "kind": first.kind, "items": [[s.digest, list(s.tags)] for s in members],
+                "reclaimable_bytes": sum(int(s.reclaimable_bytes or 0) for s in members),
+            }))
+        audit.append_many(conn, log, now=now)
+        return _batches(conn, batches.c.id.in_(created)) if created else []
+
+
+def set_posted(store: Store, *, batch_id: str, channel: str, ts: str, now: datetime) -> None:
+    """Remember where the batch's Slack message is, to update it in place later."""
+    with store.begin() as conn:
+        done = conn.execute(update(batches).where(batches.c.id == batch_id)
+                            .values(posted_channel=channel, posted_ts=ts, updated_at=now))
+        if done.rowcount == 0:
+            raise DecisionError(f"no batch {batch_id!r}", batch_id=batch_id)
+        AuditLog(store).append("batch.posted", "tagwarden",
+                               {"batch_id": batch_id, "channel": channel, "ts": ts},
+                               now=now, conn=conn)
+
+
+def record_refusal(store: Store, *, batch_id: str, user_id: str, action: str, now: datetime,
+                   reason: str) -> None:
+    """Audit a click the caller refused (not an approver, wrong workspace...)."""
+    AuditLog(store).append("click.refused", user_id, {"batch_id": batch_id, "action": action,
+                                                      "reason": reason, "allowed": False},
+                           now=now)
+
+
+# --- decisions ------------------------------------------------------------------------------
+
+
+def _claim(conn: Connection, batch_id: str, states: Sequence[str], now: datetime) -> bool:
+    """Lock the batch row if it is in one of ``states`` (a row lock / SQLite's write lock)."""
+    done = conn.execute(update(batches).where(batches.c.id == batch_id)
+                        .where(batches.c.state.in_(list(states))).values(updated_at=now))
+    return done.rowcount == 1
+
+
+def _unchanged(conn: Connection, store: Store, batch_id: str, user_id: str, action: str,
+               now: datetime) -> DecisionResult:
+    batch = get_batch(store, batch_id, conn=conn)
+    message = f"batch is already {batch.state}"
+    AuditLog(store).append(f"decision.{action}", user_id, {
+        "batch_id": batch_id, "allowed": True, "changed": False, "state": batch.state,
+    }, now=now, conn=conn)
+    return DecisionResult(batch_id, batch.state, False, batch.approvals, batch.due_at, message,
+                          batch.min_approvals)
+
+
+def approve(store: Store, *, batch_id: str, user_id: str, now: datetime,
+            item_ids: Iterable[int] | None = None) -> DecisionResult:
+    """Record ``user_id``'s approval; the batch moves to approved once enough distinct users
+    approved (``min_approvals``). ``item_ids`` keeps only those items (the rest are dropped).
+    The deletion is due after the team's cooling-off period."""
+    keep = None if item_ids is None else {int(i) for i in item_ids}
+    audit = AuditLog(store)
+    with store.begin() as conn:
+        if not _claim(conn, batch_id, ["pending"], now):
+            return _unchanged(conn, store, batch_id, user_id, "approve", now)
+        row = conn.execute(select(batches).where(batches.c.id == batch_id)).one()
+        dropped: list[int] = []
+        if keep is not None:
+            open_ids = {int(i) for i in conn.execute(
+                select(batch_items.c.id).where(batch_items.c.batch_id == batch_id)
+                .where(batch_items.c.state == "suggested")).scalars()}
+            unknown = sorted(keep - open_ids)
+            if unknown:
+                raise DecisionError(f"item {unknown[0]} is not an open item of batch {batch_id}",
+                                    batch_id=batch_id, item_id=unknown[0])
+            if not keep:
+                raise DecisionError("no items left to approve (deny the batch instead)",
+                                    batch_id=batch_id)
+            dropped = sorted(open_ids - keep)
+            if dropped:
+                conn.execute(update(batch_items).where(batch_items.c.id.in_(dropped))
+                             .values(state="dropped", finished_at=now))
+        conn.execute(dialect_insert(conn, approvals)
+                     .values(batch_id=batch_id, user_id=user_id, at=now)
+                     .on_conflict_do_nothing())  # type: ignore[attr-defined]
+        users = tuple(conn.execute(select(approvals.c.user_id)
+                                   .where(approvals.c.batch_id == batch_id)
+                                   .order_by(approvals.c.at, approvals.c.user_id)).scalars())
+        needed = int(row.min_approvals)
+        state, due_at, changed = "pending", None, False
+        if len(users) >= needed:
+            due_at = now + timedelta(seconds=int(row.cool_off_seconds))
+            moved = conn.execute(update(batches).where(batches.c.id == batch_id)
+                                 .where(batches.c.state == "pending")
+                                 .values(state="approved", due_at=due_at,
+                                         decided_by=",".join(users), decided_at=now))
+            changed = moved.rowcount == 1
+            state = "approved"
+            conn.execute(update(batch_items).where(batch_items.c.batch_id == batch_id)
+                         .where(batch_items.c.state == "suggested")
+                         .values(state="approved", due_at=due_at))
+            message = f"approved by {', '.join(users)}; deletion due at {due_at.isoformat()}"
+        else:
+            message = f"approval recorded ({len(users)} of {needed})"
+        audit.append("decision.approve", user_id, {
+            "batch_id": batch_id, "allowed": True, "changed": changed, "state": state,
+            "approvals": list(users), "needed": needed, "due_at": due_at, "dropped": dropped,
+        }, now=now, conn=conn)
+        return DecisionResult(batch_id, state, changed, users, due_at, message, needed)
+
+
+def _close(store: Store, *, batch_id: str, user_id: str, now: datetime, action: str,
+           from_states: Sequence[str], to_state: str, item_states: Sequence[str],
+           extra: dict[str, Any]) -> DecisionResult:
+    audit = AuditLog(store)
+    with store.begin() as conn:
+        if not _claim(conn, batch_id, from_states, now):
+            return _unchanged(conn, store, batch_id, user_id, action, now)
+        conn.execute(update(batches).where(batches.c.id == batch_id)
+                     .values(state=to_state, decided_by=user_id, decided_at=now, due_at=None,
+                             **extra))
+        items = conn.execute(update(batch_items).where(batch_items.c.batch_id == batch_id)
+                             .where(batch_items.c.state.in_(list(item_states)))
+                             .values(state=to_state, finished_at=now, due_at=None))
+        started = conn.execute(select(func.count()).select_from(batch_items)
+                               .where(batch_items.c.batch_id == batch_id)
+                               .where(batch_items.c.state.in_(["executing",
+                                                               *FINISHED_ITEM_STATES]))
+                               ).scalar_one()
+        users = tuple(conn.execute(select(approvals.c.user_id)
+                                   .where(approvals.c.batch_id == batch_id)).scalars())
+        message = f"{to_state} by {user_id}: {items.rowcount} item(s)"
+        if started:
+            message += f"; {started} item(s) had already started and are not affected"
+        audit.append(f"decision.{action}", user_id, {
+            "batch_id": batch_id, "allowed": True, "changed": True, "state": to_state,
+            "items": items.rowcount, "already_started": started, **extra,
+        }, now=now, conn=conn)
+        return DecisionResult(batch_id, to_state, True, users, None, message)
+
+
+def deny(store: Store, *, batch_id: str, user_id: str, now: datetime,
+         reason: str | None = None) -> DecisionResult:
+    """Deny a pending batch: its items become "still needed" feedback for the model."""
+    return _close(store, batch_id=batch_id, user_id=user_id, now=now, action="deny",
+                  from_states=["pending"], to_state="denied", item_states=["suggested"],
+                  extra={"reason": reason})
+
+
+def snooze(store: Store, *, batch_id: str, user_id: str, now: datetime,
+           until: datetime) -> DecisionResult:
+    """Put a pending batch aside; its digests may be proposed again after ``until``."""
+    if until <= now:
+        raise DecisionError("snooze needs a time in the future", batch_id=batch_id,
+                            until=until.isoformat())
+    return _close(store, batch_id=batch_id, user_id=user_id, now=now, action="snooze",
+                  from_states=["pending"], to_state="snoozed", item_states=["suggested"],
+                  extra={"snoozed_until": until})
+
+
+def cancel(store: Store, *, batch_id: str, user_id: str, now: datetime) -> DecisionResult:
+    """Cancel a pending or approved batch; items already being executed are not affected."""
+    return _close(store, batch_id=batch_id, user_id=user_id, now=now, action="cancel",
+                  from_states=["pending", "approved"], to_state="cancelled",
+                  item_states=["suggested", "approved"], extra={})
