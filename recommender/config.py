@@ -155,6 +155,9 @@ class Setting:
             raise ConfigError(f"setting {self.key}: {exc}", setting=self.key) from None
 
 
+# Deploy environments that count as production (features.py and policy.py read the setting).
+DEFAULT_PRODUCTION_ENVS = ("prod", "prod-*", "prod_*", "production", "production-*", "live")
+
 S = Setting
 SETTINGS: tuple[Setting, ...] = (
     # store
@@ -218,6 +221,18 @@ SETTINGS: tuple[Setting, ...] = (
       "Extra actor-name regular expressions of scanner accounts."),
     S("usage.replication_actors", (), "list",
       "Extra actor-name regular expressions of replication accounts."),
+    # model (recommender)
+    S("model.horizon", "90d", "duration",
+      "A manifest is dead when it is not used within this time (the prediction horizon)."),
+    S("model.target_precision", 0.999, "float",
+      "Share of suggested manifests that must stay unused, on the latest validation data."),
+    S("model.dir", "models", "str", "Directory of model artifacts (joblib + JSON sidecar)."),
+    S("model.snapshot_every", "7d", "duration", "Spacing of the training cut-off snapshots."),
+    S("model.feedback_weight", 5.0, "float",
+      "Training weight of a denied suggestion (a 'still used' label from a person)."),
+    S("model.production_environments", DEFAULT_PRODUCTION_ENVS, "list",
+      "Deploy environment globs that count as production."),
+    S("model.random_state", 0, "int", "Seed of the model's randomness."),
     # slack
     S("slack.api_url", "https://slack.com/api/", "str",
       "Base URL of the Slack Web API (tests and proxies override it)."),

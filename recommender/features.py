@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, select
 
+from .config import DEFAULT_PRODUCTION_ENVS
 from .store import tables as t
 from .tagkind import parse_semver, primary_kind
 
@@ -52,7 +53,7 @@ FEATURES: tuple[str, ...] = (
     "newer_pushes", "repo_pushes_30", "repo_uses_30", "repo_alive", "is_index", "referrers",
     "log_bytes", *KIND_COLUMNS,
 )
-DEFAULT_PRODUCTION = ("prod", "prod-*", "prod_*", "production", "production-*", "live")
+DEFAULT_PRODUCTION = DEFAULT_PRODUCTION_ENVS
 
 
 def days(value: datetime) -> float:

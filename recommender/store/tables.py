@@ -39,6 +39,7 @@ __all__ = [
     "manifest_children",
     "manifests",
     "metadata",
+    "models",
     "rollups",
     "running_refs",
     "scans",
@@ -316,4 +317,25 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+# --- recommender (D) --------------------------------------------------------------------------
+
+# The model registry: every trained model, its artifact and its validation metrics. ``status``
+# is candidate | promoted | retired; the newest promoted model is the one that scores.
+models = Table(
+    "models",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("trained_at", UTCDateTime(), nullable=False),  # the ``now`` it was trained as of
+    Column("horizon_days", Float, nullable=False),
+    Column("path", Text, nullable=False),  # the joblib artifact; its JSON sidecar beside it
+    Column("sha256", String(64), nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("promoted_at", UTCDateTime()),
+    Column("note", Text),
+    Index("ix_models_status_created_at", "status", "created_at"),
 )

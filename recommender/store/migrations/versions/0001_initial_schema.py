@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 18:13:35.440423
+Create Date: 2026-11-27 18:15:56.177385
 """
 
 from __future__ import annotations
@@ -149,6 +149,23 @@ def upgrade() -> None:
     with op.batch_alter_table('manifests', schema=None) as batch_op:
         batch_op.create_index('ix_manifests_subject', ['repository', 'subject'], unique=False)
 
+    op.create_table('models',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', recommender.store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('trained_at', recommender.store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('horizon_days', sa.Float(), nullable=False),
+    sa.Column('path', sa.Text(), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('threshold', sa.Float(), nullable=False),
+    sa.Column('metrics', sa.JSON(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('promoted_at', recommender.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_models'))
+    )
+    with op.batch_alter_table('models', schema=None) as batch_op:
+        batch_op.create_index('ix_models_status_created_at', ['status', 'created_at'], unique=False)
+
     op.create_table('rollups',
     sa.Column('day', sa.Date(), nullable=False),
     sa.Column('repository', sa.String(length=255), nullable=False),
@@ -270,6 +287,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_rollups_repository_digest')
 
     op.drop_table('rollups')
+    with op.batch_alter_table('models', schema=None) as batch_op:
+        batch_op.drop_index('ix_models_status_created_at')
+
+    op.drop_table('models')
     with op.batch_alter_table('manifests', schema=None) as batch_op:
         batch_op.drop_index('ix_manifests_subject')
 
