@@ -1,0 +1,110 @@
+"""Reading batches from the store into the records :mod:`bot.blocks` renders.
+
+Read-only: every state change goes through :mod:`recommender.decisions` (atomic, audited).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from recommender.store import tables as t
+
+from .blocks import BatchView, DecisionView, ItemView
+
+__all__ = ["LoadedBatch", "load_batch", "to_views"]
+
+# Item states that mean "the executor is finished with it".
+FINISHED = frozenset({"deleted", "skipped", "failed"})
+
+
+@dataclass(frozen=True)
+class LoadedBatch:
+    view: BatchView
+    decision: DecisionView
+    channel: str | None
+    ts: str | None
+    row: dict[str, Any]
+
+    @property
+    def finished(self) -> bool:
+        """Approved and every remaining item done (the result message is due)."""
+        live = [i for i in self.view.items if i.state not in {"dropped"}]
+        return bool(live) and all(i.state in FINISHED for i in live)
+
+
+def to_views(row: dict[str, Any], items: list[dict[str, Any]],
+             approvers: list[str]) -> tuple[BatchView, DecisionView]:
+    shown = [i for i in items if i["state"] != "dropped"]
+    total = sum(int(i["reclaimable_bytes"] or 0) for i in shown)
+    idle = _idle_days(shown)
+    view = BatchView(
+        batch_id=row["id"],
+        repository=row["repository"],
+        kind=row["kind"],
+        team=row["team"],
+        total_bytes=total,
+        idle_days=idle,
+        items=tuple(
+            ItemView(
+                item_id=str(i["id"]),
+                repository=i["repository"],
+                digest=i["digest"],
+                tags=tuple(i["tags"] or ()),
+                bytes=int(i["reclaimable_bytes"] or 0),
+                reasons=tuple(i["reasons"] or ()),
+                state=i["state"],
+                detail=i["skipped_reason"] or (i["result"] if i["state"] == "failed" else None),
+            )
+            for i in shown
+        ),
+    )
+    decision = DecisionView(
+        state=row["state"],
+        approvals=tuple(approvers),
+        needed=int(row["min_approvals"]),
+        due_at=row["due_at"],
+        by=row["decided_by"],
+        reason=row["reason"],
+        until=row["snoozed_until"],
+    )
+    return view, decision
+
+
+def _idle_days(items: list[dict[str, Any]]) -> int | None:
+    # "idle 30+ days": the smallest "no pull for N days" among the items, rounded down to a
+    # friendly step. Reasons are words, so this only reads the number when it is there.
+    days: list[int] = []
+    for item in items:
+        for reason in item["reasons"] or ():
+            words = str(reason).split()
+            if words[:3] == ["no", "pull", "for"] and len(words) > 3 and words[3].isdigit():
+                days.append(int(words[3]))
+    if not days or len(days) < len(items):
+        return None
+    low = min(days)
+    for step in (365, 180, 90, 60, 30, 14, 7):
+        if low >= step:
+            return step
+    return None
+
+
+def load_batch(conn: Connection, batch_id: str) -> LoadedBatch | None:
+    row = conn.execute(select(t.batches).where(t.batches.c.id == batch_id)).mappings().first()
+    if row is None:
+        return None
+    items = [dict(r) for r in conn.execute(
+        select(t.batch_items).where(t.batch_items.c.batch_id == batch_id)
+        .order_by(t.batch_items.c.id)).mappings()]
+    approvers = [r.user_id for r in conn.execute(
+        select(t.approvals.c.user_id).where(t.approvals.c.batch_id == batch_id)
+        .order_by(t.approvals.c.at, t.approvals.c.user_id))]
+    view, decision = to_views(dict(row), items, approvers)
+    return LoadedBatch(view, decision, row["posted_channel"], row["posted_ts"], dict(row))
+
+
+def cool_off(row: dict[str, Any]) -> timedelta:
+    return timedelta(seconds=int(row["cool_off_seconds"]))
