@@ -33,6 +33,7 @@ __all__ = [
     "batch_items",
     "batches",
     "blobs",
+    "declared_refs",
     "events",
     "k8s_snapshots",
     "manifest_blobs",
@@ -152,6 +153,33 @@ running_refs = Table(
     Column("image", Text, nullable=False),  # as reported
     Index("ix_running_refs_snapshot_id", "snapshot_id"),
     Index("ix_running_refs_repository_digest", "repository", "digest"),
+)
+
+# --- declared references (E) ----------------------------------------------------------------
+
+# An image reference declared in a Dockerfile, manifest, Compose file, Argo CD Application or
+# on a Docker host, valid during [valid_from, valid_to). Each ingest of a source closes the rows
+# it no longer contains, so a removed line stops protecting while history stays answerable.
+# ``repository`` is the path in the managed registry (NULL: the reference names another one).
+declared_refs = Table(
+    "declared_refs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source", String(255), nullable=False),
+    Column("location", String(1024), nullable=False),  # deploy/cron.yaml:14
+    Column("kind", String(16), nullable=False),  # dockerfile | kubernetes | compose | ...
+    Column("detail", String(512), nullable=False),  # CronJob/nightly container app (suspended)
+    Column("image", Text, nullable=False),  # as written
+    Column("registry", String(255), nullable=False),
+    Column("path", String(255), nullable=False),  # repository path as written
+    Column("repository", String(255)),
+    Column("tag", String(128)),
+    Column("digest", String(80)),
+    Column("valid_from", UTCDateTime(), nullable=False),
+    Column("valid_to", UTCDateTime()),
+    Index("ix_declared_refs_source_valid_to", "source", "valid_to"),
+    Index("ix_declared_refs_repository_tag", "repository", "tag"),
+    Index("ix_declared_refs_repository_digest", "repository", "digest"),
 )
 
 # --- inventory --------------------------------------------------------------------------------

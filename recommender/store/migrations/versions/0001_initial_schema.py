@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 18:15:56.177385
+Create Date: 2026-11-27 18:16:25.957370
 """
 
 from __future__ import annotations
@@ -71,6 +71,27 @@ def upgrade() -> None:
     sa.Column('media_type', sa.String(length=128), nullable=True),
     sa.PrimaryKeyConstraint('digest', name=op.f('pk_blobs'))
     )
+    op.create_table('declared_refs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('source', sa.String(length=255), nullable=False),
+    sa.Column('location', sa.String(length=1024), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('detail', sa.String(length=512), nullable=False),
+    sa.Column('image', sa.Text(), nullable=False),
+    sa.Column('registry', sa.String(length=255), nullable=False),
+    sa.Column('path', sa.String(length=255), nullable=False),
+    sa.Column('repository', sa.String(length=255), nullable=True),
+    sa.Column('tag', sa.String(length=128), nullable=True),
+    sa.Column('digest', sa.String(length=80), nullable=True),
+    sa.Column('valid_from', recommender.store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('valid_to', recommender.store.types.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_declared_refs'))
+    )
+    with op.batch_alter_table('declared_refs', schema=None) as batch_op:
+        batch_op.create_index('ix_declared_refs_repository_digest', ['repository', 'digest'], unique=False)
+        batch_op.create_index('ix_declared_refs_repository_tag', ['repository', 'tag'], unique=False)
+        batch_op.create_index('ix_declared_refs_source_valid_to', ['source', 'valid_to'], unique=False)
+
     op.create_table('events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('time', recommender.store.types.UTCDateTime(timezone=True), nullable=False),
@@ -312,6 +333,12 @@ def downgrade() -> None:
         batch_op.drop_index('ix_events_repository_digest_time')
 
     op.drop_table('events')
+    with op.batch_alter_table('declared_refs', schema=None) as batch_op:
+        batch_op.drop_index('ix_declared_refs_source_valid_to')
+        batch_op.drop_index('ix_declared_refs_repository_tag')
+        batch_op.drop_index('ix_declared_refs_repository_digest')
+
+    op.drop_table('declared_refs')
     op.drop_table('blobs')
     with op.batch_alter_table('batches', schema=None) as batch_op:
         batch_op.drop_index('ix_batches_team_state')
