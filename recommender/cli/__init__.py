@@ -19,6 +19,7 @@ __all__ = ["State", "app", "main"]
 
 # Command groups register themselves on ``app`` when imported.
 from . import core  # noqa: E402,F401
+from . import ingest  # noqa: E402,F401
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,137 @@
+"""Streaming readers for JSON lines files: ``-`` is stdin, ``.gz`` (or gzip magic) is inflated.
+
+Memory stays constant whatever the file size: one line at a time, and a line longer than
+``max_line_bytes`` is skipped (reported as an error) without being held whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from ..errors import PayloadError
+
+__all__ = ["JsonLines", "open_input", "read_document"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_READ_CHUNK = 1 << 20
+
+
+def open_input(path: str | Path, *, stdin: IO[bytes] | None = None) -> tuple[IO[bytes], IO[bytes]]:
+    """Open ``path`` for reading bytes: (decoded stream, raw stream for progress).
+
+    Raises :class:`PayloadError` when the file cannot be opened.
+    """
+    if str(path) == "-":
+        raw = stdin if stdin is not None else sys.stdin.buffer
+    else:
+        try:
+            raw = open(path, "rb")  # noqa: SIM115 - the caller closes it (JsonLines.close)
+        except OSError as exc:
+            raise PayloadError(f"cannot read {path}: {exc.strerror}", file=str(path)) from None
+    buffered: Any = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(
+        raw, buffer_size=_READ_CHUNK)  # type: ignore[type-var]
+    if buffered.peek(2)[:2] == _GZIP_MAGIC:
+        inflated: Any = gzip.GzipFile(fileobj=buffered, mode="rb")
+        return inflated, raw
+    return buffered, raw
+
+
+class JsonLines:
+    """Iterate ``(line_number, object)`` or ``(line_number, PayloadError)``; blank lines skipped.
+
+    ``bytes_read`` and ``total_bytes`` (None for stdin) measure progress in the file as stored
+    (compressed bytes for ``.gz``).
+    """
+
+    def __init__(self, path: str | Path, *, stdin: IO[bytes] | None = None,
+                 max_line_bytes: int = 16 << 20) -> None:
+        self.path = str(path)
+        self.max_line_bytes = max_line_bytes
+        self._stream, self._raw = open_input(path, stdin=stdin)
+        self.total_bytes: int | None = None
+        if self.path != "-":
+            try:
+                self.total_bytes = os.fstat(self._raw.fileno()).st_size
+            except (OSError, io.UnsupportedOperation):
+                self.total_bytes = None
+        self.line = 0
+        self.last_raw = b""  # the bytes of the last line yielded (see ``rest``)
+
+    @property
+    def bytes_read(self) -> int:
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        readline = self._stream.readline
+        limit = self.max_line_bytes
+        while True:
+            try:
+                line = readline(limit + 1)
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                # A truncated or corrupt .gz: report it on the next line and stop.
+                self.line += 1
+                yield self.line, PayloadError(f"line {self.line}: cannot read: {exc}",
+                                              line=self.line)
+                return
+            if not line:
+                return
+            self.line += 1
+            if len(line) > limit and not line.endswith(b"\n"):
+                while line and not line.endswith(b"\n"):
+                    line = readline(_READ_CHUNK)
+                yield self.line, PayloadError(
+                    f"line {self.line}: longer than {limit} bytes", line=self.line)
+                continue
+            if not line.strip():
+                continue
+            self.last_raw = line
+            yield self.line, decode_line(line, self.line)
+
+    def rest(self) -> bytes:
+        """Everything not read yet: ``last_raw + rest()`` is a multi-line document."""
+        return self._stream.read()
+
+    def close(self) -> None:
+        if self._raw is not sys.stdin.buffer:
+            self._stream.close()
+            self._raw.close()
+
+    def __enter__(self) -> JsonLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def decode_line(line: bytes, number: int) -> Any:
+    """The decoded JSON of one line, or a :class:`PayloadError` naming the line."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return PayloadError(f"line {number}: invalid JSON: {exc}", line=number)
+
+
+def read_document(path: str | Path, *, stdin: IO[bytes] | None = None) -> Any:
+    """One JSON document (kubectl's pretty-printed output), or :class:`PayloadError`."""
+    stream, raw = open_input(path, stdin=stdin)
+    try:
+        body = stream.read()
+    finally:
+        if raw is not sys.stdin.buffer:
+            stream.close()
+            raw.close()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"{path}: invalid JSON: {exc}", file=str(path)) from None
