@@ -1,0 +1,186 @@
+"""Clicks over HTTP against the real Bolt app: authorization, atomic decisions, the message
+updated in place, modals. Every test runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import select
+
+from recommender import decisions
+from recommender.store import tables as t
+
+from .conftest import Bot
+from .helpers import click_payload, form, post_signed, view_payload
+
+
+def _audit(bot: Bot, kind: str) -> list[dict[str, object]]:
+    with bot.store.connect() as conn:
+        return [json.loads(r.data) | {"actor": r.actor} for r in conn.execute(
+            select(t.audit_log).where(t.audit_log.c.kind == kind).order_by(t.audit_log.c.seq))]
+
+
+def _click(bot: Bot, action: str, batch_id: str, user: str = "U0ALICE") -> int:
+    body = form(click_payload(action, batch_id, user=user,
+                              response_url=bot.fake.response_url()))
+    return post_signed(bot.events_url, body).status_code
+
+
+def _texts(call: object) -> str:
+    return json.dumps(getattr(call, "blocks"))
+
+
+def test_approve_updates_the_message_in_place_with_who_and_when(bot: Bot) -> None:
+    batch = bot.new_batch(3)
+    assert _click(bot, "tw_approve", batch.id) == 200
+    [update] = bot.fake.wait_for("chat.update")
+    assert update.args["channel"] == "C0PAYMENTS" and update.args["ts"] == batch.posted_ts
+    text = _texts(update)
+    assert "Approved by <@U0ALICE>" in text and "tw_cancel" in text and "tw_approve" not in text
+    after = decisions.get_batch(bot.store, batch.id)
+    assert after.state == "approved" and after.due_at == bot.clock() + after.cool_off
+
+
+def test_non_approver_is_refused_ephemerally_and_nothing_changes(bot: Bot) -> None:
+    batch = bot.new_batch(2)
+    assert _click(bot, "tw_approve", batch.id, user="U0MALLORY") == 200
+    [refusal] = bot.fake.wait_for("chat.postEphemeral")
+    assert refusal.args["user"] == "U0MALLORY" and "Not allowed" in refusal.args["text"]
+    assert decisions.get_batch(bot.store, batch.id).state == "pending"
+    assert not bot.fake.calls("chat.update")
+    [audited] = _audit(bot, "click.refused")
+    assert audited["actor"] == "U0MALLORY" and audited["allowed"] is False
+
+
+def test_user_group_member_may_approve(bot_factory: Callable[..., Bot]) -> None:
+    bot = bot_factory(approvers=(), approver_group="S0PAYAPPROVERS")
+    batch = bot.new_batch(1)
+    assert _click(bot, "tw_approve", batch.id, user="U0CAROL") == 200
+    bot.fake.wait_for("chat.update")
+    assert bot.fake.calls("usergroups.users.list")[0].args["usergroup"] == "S0PAYAPPROVERS"
+    assert decisions.get_batch(bot.store, batch.id).state == "approved"
+
+
+def test_five_concurrent_approve_clicks_make_one_transition(bot: Bot) -> None:
+    batch = bot.new_batch(3)
+    with ThreadPoolExecutor(5) as pool:
+        codes = list(pool.map(lambda _: _click(bot, "tw_approve", batch.id), range(5)))
+    assert codes == [200] * 5
+    bot.fake.wait_for("chat.postEphemeral", 4)  # the four late clicks are told
+    bot.fake.wait_for("chat.update", 1)
+    time.sleep(0.2)
+    assert len(bot.fake.calls("chat.update")) == 1
+    moved = [a for a in _audit(bot, "decision.approve") if a["changed"]]
+    assert len(moved) == 1
+    assert decisions.get_batch(bot.store, batch.id).state == "approved"
+
+
+def test_two_approvers_at_once_make_one_transition(bot: Bot) -> None:
+    batch = bot.new_batch(2)
+    with ThreadPoolExecutor(2) as pool:
+        codes = list(pool.map(lambda u: _click(bot, "tw_approve", batch.id, user=u),
+                              ["U0ALICE", "U0BOB"]))
+    assert codes == [200, 200]
+    bot.fake.wait_for("chat.postEphemeral", 1)
+    bot.fake.wait_for("chat.update", 1)
+    assert len([a for a in _audit(bot, "decision.approve") if a["changed"]]) == 1
+
+
+def test_two_person_rule_needs_two_distinct_approvers(bot_factory: Callable[..., Bot]) -> None:
+    bot = bot_factory(min_approvals=2)
+    batch = bot.new_batch(2)
+    assert _click(bot, "tw_approve", batch.id, user="U0ALICE") == 200
+    [first] = bot.fake.wait_for("chat.update")
+    assert "(1 of 2)" in _texts(first) and "tw_approve" in _texts(first)
+    assert _click(bot, "tw_approve", batch.id, user="U0ALICE") == 200  # same person again
+    bot.fake.wait_for("chat.postEphemeral", 2)
+    assert decisions.get_batch(bot.store, batch.id).state == "pending"
+    assert _click(bot, "tw_approve", batch.id, user="U0BOB") == 200
+    updates = bot.fake.wait_for("chat.update", 3)
+    assert "tw_cancel" in _texts(updates[-1])
+    after = decisions.get_batch(bot.store, batch.id)
+    assert after.state == "approved" and set(after.approvals) == {"U0ALICE", "U0BOB"}
+
+
+def test_cancel_during_cooling_off(bot: Bot) -> None:
+    batch = bot.new_batch(1)
+    _click(bot, "tw_approve", batch.id)
+    bot.fake.wait_for("chat.update")
+    assert _click(bot, "tw_cancel", batch.id, user="U0BOB") == 200
+    updates = bot.fake.wait_for("chat.update", 2)
+    assert "Cancelled by <@U0BOB>" in _texts(updates[-1])
+    assert decisions.get_batch(bot.store, batch.id).state == "cancelled"
+
+
+def test_snooze(bot: Bot) -> None:
+    batch = bot.new_batch(1)
+    assert _click(bot, "tw_snooze", batch.id) == 200
+    [update] = bot.fake.wait_for("chat.update")
+    assert "Snoozed by <@U0ALICE>" in _texts(update)
+    after = decisions.get_batch(bot.store, batch.id)
+    assert after.state == "snoozed" and after.snoozed_until is not None
+
+
+def test_deny_opens_a_modal_and_records_the_reason(bot: Bot) -> None:
+    batch = bot.new_batch(2)
+    assert _click(bot, "tw_deny", batch.id) == 200
+    [opened] = bot.fake.wait_for("views.open")
+    view = json.loads(opened.args["view"]) if isinstance(opened.args["view"], str) \
+        else opened.args["view"]
+    assert view["callback_id"] == "tw_deny_reason"
+    values = {"reason": {"reason": {"type": "plain_text_input", "value": "demo on Friday"}}}
+    body = form(view_payload("tw_deny_reason", batch.id, values))
+    assert post_signed(bot.events_url, body).status_code == 200
+    [update] = bot.fake.wait_for("chat.update")
+    assert "demo on Friday" in _texts(update)
+    after = decisions.get_batch(bot.store, batch.id)
+    assert after.state == "denied" and after.reason == "demo on Friday"
+
+
+def test_review_drops_unticked_items_then_approves(bot: Bot) -> None:
+    batch = bot.new_batch(3)
+    _click(bot, "tw_review", batch.id)
+    [opened] = bot.fake.wait_for("views.open")
+    view = json.loads(opened.args["view"]) if isinstance(opened.args["view"], str) \
+        else opened.args["view"]
+    options = view["blocks"][1]["element"]["options"]
+    assert len(options) == 3
+    keep = options[:2]
+    values = {"items-0": {"keep": {"type": "checkboxes", "selected_options": keep}}}
+    resp = post_signed(bot.events_url, form(view_payload("tw_review_items", batch.id, values)))
+    assert resp.status_code == 200
+    bot.fake.wait_for("chat.update")
+    after = decisions.get_batch(bot.store, batch.id)
+    assert after.state == "approved"
+    assert sorted(i.state for i in after.items) == ["approved", "approved", "dropped"]
+
+
+def test_review_with_nothing_ticked_answers_in_the_modal(bot: Bot) -> None:
+    batch = bot.new_batch(2)
+    values = {"items-0": {"keep": {"type": "checkboxes", "selected_options": []}}}
+    resp = post_signed(bot.events_url, form(view_payload("tw_review_items", batch.id, values)))
+    assert resp.status_code == 200
+    assert resp.json()["response_action"] == "errors"
+    assert decisions.get_batch(bot.store, batch.id).state == "pending"
+
+
+def test_status_command_answers_ephemerally(bot: Bot) -> None:
+    bot.new_batch(2)
+    body = ("command=%2Ftagwarden&text=status&team_id=T0TAGWARDEN&user_id=U0ALICE"
+            "&channel_id=C0PAYMENTS&trigger_id=1.2.3&response_url="
+            + bot.fake.response_url())
+    resp = post_signed(bot.events_url, body)
+    assert resp.status_code == 200
+    answer = resp.json()
+    assert answer["response_type"] == "ephemeral"
+    assert "1 batches waiting for approval (2 manifests, 620.0 MB)" in answer["text"]
+
+
+def test_unknown_subcommand_gets_usage(bot: Bot) -> None:
+    body = ("command=%2Ftagwarden&text=frobnicate&team_id=T0TAGWARDEN&user_id=U0ALICE"
+            "&channel_id=C0PAYMENTS&response_url=" + bot.fake.response_url())
+    resp = post_signed(bot.events_url, body)
+    assert resp.status_code == 200 and "Usage" in resp.json()["text"]
