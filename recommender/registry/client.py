@@ -363,16 +363,21 @@ class _Base(_Operations):
         self.retries = retries
         self.backoff = backoff
 
+    _build: Callable[..., httpx.Request]  # the subclass's ``client.build_request``
+
+    def _url(self, call: _Call) -> str:
+        return call.url if "://" in call.url else self.base_url + call.url
+
     def _request(self, call: _Call) -> httpx.Request:
-        url = call.url if "://" in call.url else self.base_url + call.url
-        return httpx.Request(call.method, url, params=call.params, headers=call.headers,
-                             content=call.content)
+        # build_request merges the client's defaults (User-Agent, timeout) into the request.
+        return self._build(call.method, self._url(call), params=call.params,
+                                        headers=call.headers, content=call.content)
 
     def _outcome(
         self, call: _Call, attempt: int, response: httpx.Response | None, exc: Exception | None
     ) -> tuple[RegistryError | None, float]:
         """(error to raise or retry, delay before a retry; negative = raise now)."""
-        url = redact_url(self._request(call).url.__str__())
+        url = redact_url(self._url(call))
         if exc is not None:
             error: RegistryError = RegistryError(
                 f"cannot reach the registry: {type(exc).__name__} {exc} ({url})",
@@ -414,6 +419,7 @@ class RegistryClient(_Base):
             auth=self.auth, transport=transport, timeout=timeout, verify=verify,
             headers={"User-Agent": user_agent}, follow_redirects=True,
         )
+        self._build = self._http.build_request
 
     def _send(self, call: _Call) -> httpx.Response:
         attempt = 0
@@ -512,6 +518,7 @@ class AsyncRegistryClient(_Base):
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
         )
+        self._build = self._http.build_request
 
     async def _send(self, call: _Call) -> httpx.Response:
         attempt = 0
