@@ -44,6 +44,8 @@ __all__ = [
     "rollups",
     "running_refs",
     "scans",
+    "scheduler_lock",
+    "slack_updates",
     "tag_history",
 ]
 
@@ -366,4 +368,27 @@ models = Table(
     Column("promoted_at", UTCDateTime()),
     Column("note", Text),
     Index("ix_models_status_created_at", "status", "created_at"),
+)
+
+# --- Slack and scheduler (F2) -----------------------------------------------------------------
+
+# The last stage drawn of a batch's Slack message (``result`` once the executor finished), so
+# the final message is drawn once however often the job runs.
+slack_updates = Table(
+    "slack_updates",
+    metadata,
+    Column("batch_id", String(32), ForeignKey("batches.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("stage", String(16), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+)
+
+# The scheduler's leader lock where advisory locks do not exist (SQLite): the replica named in
+# ``owner`` runs the jobs until ``expires_at``, renewing it while alive.
+scheduler_lock = Table(
+    "scheduler_lock",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(128), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
 )
