@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from recommender import decisions
 from recommender.store import tables as t
+from tests.support.fake_slack import Recorded
 
 from .conftest import Bot
 from .helpers import click_payload, form, post_signed, view_payload
@@ -29,8 +30,8 @@ def _click(bot: Bot, action: str, batch_id: str, user: str = "U0ALICE") -> int:
     return post_signed(bot.events_url, body).status_code
 
 
-def _texts(call: object) -> str:
-    return json.dumps(getattr(call, "blocks"))
+def _texts(call: Recorded) -> str:
+    return json.dumps(call.blocks)
 
 
 def test_approve_updates_the_message_in_place_with_who_and_when(bot: Bot) -> None:
