@@ -25,7 +25,7 @@ def parse_deploys(doc: Any) -> list[Event]:
     """One deploy object or an array of them, or :class:`PayloadError` for the first bad one."""
     if isinstance(doc, list):
         if not doc:
-            raise PayloadError("no deploy events in the array", where="")
+            raise PayloadError("no deploy events in the array")
         return [parse_deploy(item, f"[{i}]") for i, item in enumerate(doc)]
     return [parse_deploy(doc, "")]
 
