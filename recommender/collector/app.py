@@ -1,0 +1,266 @@
+"""The collector's HTTP endpoints (Starlette): registry notifications, deploys, pod lists.
+
+Every POST goes through the same steps, in this order, so a refused request costs little and
+stores nothing:
+
+1. the bearer token (``collector.token``, compared in constant time) — 401, or 503 when unset;
+2. the media type — 415;
+3. the body, read as a stream and refused as soon as it passes ``collector.max_body_bytes`` — 413;
+4. JSON decoding (orjson) and A1's parser for the source — 400 naming the problem and ``where``;
+5. the group-commit batcher — 200 once the events are durably stored, 503 when the store failed
+   (the sender retries; duplicates are accepted and stored once).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..config import Config, Secret
+from ..errors import PayloadError, PayloadTooLarge, ReferenceError_, StoreError, TagwardenError
+from ..timeutil import parse_time, utcnow
+from ..usage import Classifier
+from . import deploy, distribution, harbor, k8s
+from .batcher import Batcher
+from .events import Event
+from .metrics import CollectorMetrics
+from .writer import EventWriter
+
+__all__ = ["Collector", "json_response"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_Handler = Callable[[bytes, Request], Awaitable[Response]]
+
+# Bodies above this are parsed on a worker thread so one big document does not stall the loop.
+_PARSE_INLINE_BYTES = 256 * 1024
+_JSON_LINES_TYPES = {"application/jsonl", "application/x-jsonlines", "text/plain"}
+_MAX_SOURCE = 128  # k8s_snapshots.source is String(128)
+
+
+def json_response(content: Any, status_code: int = 200, **headers: str) -> Response:
+    return Response(orjson.dumps(content), status_code, headers or None, "application/json")
+
+
+class _Refused(Exception):
+    """A request refused before its events reach the store (status, body, metric reason)."""
+
+    def __init__(self, status: int, body: dict[str, Any], reason: str, **headers: str) -> None:
+        super().__init__(body.get("error"))
+        self.status = status
+        self.body = body
+        self.reason = reason
+        self.headers = headers
+
+
+class Collector:
+    """The collector endpoints of one app. Collaborators come in with production defaults.
+
+    ``batcher`` wraps the writer (A1's ``EventWriter``); ``clock`` stamps pod snapshots that do
+    not say when they were taken.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Any = None,
+        *,
+        classifier: Classifier | None = None,
+        metrics: CollectorMetrics | None = None,
+        batcher: Batcher | None = None,
+        writer: EventWriter | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics if metrics is not None else CollectorMetrics()
+        self.classifier = classifier if classifier is not None else Classifier.from_config(config)
+        if writer is None:
+            if store is None:
+                raise ValueError("Collector needs a store or a writer")
+            writer = EventWriter.from_config(store, config)
+        self.writer = writer
+        self.clock = clock
+        self.batcher = batcher if batcher is not None else Batcher(
+            writer,
+            max_events=config["collector.batch_max_events"],
+            max_delay=config["collector.batch_max_delay"].total_seconds(),
+            metrics=self.metrics,
+            clock=clock,
+        )
+        token: Secret | None = config["collector.token"]
+        self._token = token.reveal().encode() if token else None
+        self.max_body = int(config["collector.max_body_bytes"])
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/events/distribution",
+                  self._endpoint("distribution", self._events(self._distribution)),
+                  methods=["POST"]),
+            Route("/v1/events/harbor", self._endpoint("harbor", self._events(self._harbor)),
+                  methods=["POST"]),
+            Route("/v1/events/deploy", self._endpoint("deploy", self._events(self._deploy)),
+                  methods=["POST"]),
+            Route("/v1/k8s/pods", self._endpoint("k8s", self._pods), methods=["POST"]),
+        ]
+
+    # --- parsers per source (decoded body -> events) ------------------------------------------
+
+    def _distribution(self, body: bytes) -> list[Event]:
+        return distribution.parse_envelope(_decode(body), self.classifier)
+
+    def _harbor(self, body: bytes) -> list[Event]:
+        return harbor.parse_webhook(_decode(body), self.classifier)
+
+    def _deploy(self, body: bytes) -> list[Event]:
+        return deploy.parse_deploys(_decode_json_or_lines(body))
+
+    def _events(self, parse: Callable[[bytes], list[Event]]) -> _Handler:
+        async def handle(body: bytes, request: Request) -> Response:
+            events = await _run(parse, body)
+            self.metrics.count_received(events)
+            accepted = await self.batcher.submit(events)
+            return json_response({"accepted": accepted})
+
+        return handle
+
+    # --- the shared steps ------------------------------------------------------------------
+
+    def _endpoint(self, source: str, handle: _Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                self._authorize(request)
+                _check_media_type(request)
+                return await handle(await self._read_body(request), request)
+            except _Refused as refused:
+                self.metrics.reject(source, refused.reason)
+                return json_response(refused.body, refused.status, **refused.headers)
+            except PayloadError as exc:
+                self.metrics.reject(source, "too_large" if exc.status_code == 413 else "payload")
+                return json_response(exc.as_dict(), exc.status_code)
+            except ReferenceError_ as exc:  # a parser that let a bad image reference through
+                self.metrics.reject(source, "payload")
+                return json_response(exc.as_dict(), 400)
+            except StoreError as exc:
+                self.metrics.reject(source, "store")
+                log.warning("store failure on %s: %s", request.url.path, exc.message)
+                return json_response(exc.as_dict(), 503, **{"Retry-After": "1"})
+            except ClientDisconnect:
+                return Response(status_code=400)
+
+        return endpoint
+
+    def _authorize(self, request: Request) -> None:
+        if self._token is None:
+            raise _Refused(503, {"error": "collector.token is not set: the collector refuses "
+                                          "every POST until it is configured",
+                                 "setting": "collector.token"}, "auth")
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise _Refused(401, {"error": "missing bearer token (Authorization: Bearer ...)"},
+                           "auth", **{"WWW-Authenticate": "Bearer"})
+        # Header values arrive decoded as latin-1; compare their bytes in constant time.
+        if not hmac.compare_digest(given.strip().encode("latin-1", "replace"), self._token):
+            raise _Refused(401, {"error": "wrong bearer token"}, "auth",
+                           **{"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise PayloadTooLarge(
+                f"request body of {int(declared)} bytes is over the limit of {self.max_body}",
+                limit=self.max_body, setting="collector.max_body_bytes",
+            )
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > self.max_body:  # chunked bodies announce no length: count as they come
+                raise PayloadTooLarge(
+                    f"request body is over the limit of {self.max_body} bytes",
+                    limit=self.max_body, setting="collector.max_body_bytes",
+                )
+            chunks.append(chunk)
+        if not total:
+            raise PayloadError("empty request body", where="body")
+        return b"".join(chunks)
+
+    # --- Kubernetes pod lists: one snapshot per request, not batched -----------------------
+
+    async def _pods(self, body: bytes, request: Request) -> Response:
+        source = request.query_params.get("source", "").strip()
+        if not source:
+            raise PayloadError("query parameter source (the cluster name) is required",
+                               where="query.source")
+        if len(source) > _MAX_SOURCE:
+            raise PayloadError(f"source is longer than {_MAX_SOURCE} characters",
+                               where="query.source")
+        at = request.query_params.get("at")
+        taken_at = self.clock()
+        if at is not None and at.strip().lower() != "now":
+            try:
+                taken_at = parse_time(at)
+            except (ValueError, OverflowError, OSError) as exc:
+                raise PayloadError(f"query parameter at: {exc}", where="query.at") from None
+        snapshot = await _run(
+            lambda b: k8s.parse_pod_list(_decode(b), source=source, taken_at=taken_at), body
+        )
+        try:
+            refs = await self.batcher.call(self.writer.write_snapshot, snapshot)
+        except TagwardenError:
+            raise
+        except Exception as exc:
+            log.exception("pod snapshot write failed")
+            raise StoreError(f"the store refused the snapshot: {type(exc).__name__}",
+                             temporary=True) from exc
+        self.metrics.snapshots.inc()
+        return json_response({"source": source, "taken_at": taken_at.isoformat(),
+                              "pods": snapshot.pods, "refs": refs})
+
+
+def _check_media_type(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type and not media_type.endswith("json") and media_type not in _JSON_LINES_TYPES:
+        raise _Refused(415, {"error": f"unsupported media type {media_type!r}: send JSON",
+                             "where": "header.content-type"}, "media_type")
+
+
+async def _run(fn: Callable[[bytes], T], body: bytes) -> T:
+    if len(body) > _PARSE_INLINE_BYTES:
+        return await anyio.to_thread.run_sync(fn, body)
+    return fn(body)
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"malformed JSON: {exc}", where="body") from None
+
+
+def _decode_json_or_lines(body: bytes) -> Any:
+    """One JSON document (an object or an array), or JSON lines (one object per line)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as whole:
+        lines = [(n, line) for n, line in enumerate(body.splitlines(), 1) if line.strip()]
+        if len(lines) < 2:
+            raise PayloadError(f"malformed JSON: {whole}", where="body") from None
+    docs: list[Any] = []
+    for n, line in lines:
+        try:
+            docs.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(f"malformed JSON on line {n}: {exc}", where=f"line {n}") from None
+    return docs
+

@@ -1,0 +1,85 @@
+"""The one ASGI app of ``tagwarden serve``: the collector, ``/healthz``, ``/metrics``.
+
+:func:`build_app` is a small composition function. Other parts add themselves here: extra
+routes or mounts (the Slack endpoint) in ``routes``, and lifespan hooks (the scheduler) in
+``lifespans`` — async context managers entered after the collector's writer has started and
+left, in reverse order, before it stops (so pending events are still written on shutdown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from datetime import datetime
+
+import anyio.to_thread
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .collector.app import Collector, json_response
+from .collector.metrics import CONTENT_TYPE, CollectorMetrics
+from .config import Config
+from .store import Store
+from .timeutil import utcnow
+
+__all__ = ["LifespanHook", "build_app"]
+
+# A hook gets the app and returns an async context manager that lives as long as the server.
+LifespanHook = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
+
+def build_app(
+    config: Config,
+    store: Store,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    routes: Sequence[BaseRoute] = (),
+    lifespans: Sequence[LifespanHook] = (),
+    collector: Collector | None = None,
+) -> Starlette:
+    """Compose the server. ``collector`` may be given pre-built (tests, other writers)."""
+    metrics = collector.metrics if collector is not None else CollectorMetrics()
+    collector = collector if collector is not None else Collector(
+        config, store, metrics=metrics, clock=clock
+    )
+
+    async def healthz(request: Request) -> Response:
+        def probe() -> None:
+            with store.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await anyio.to_thread.run_sync(probe)
+        except Exception as exc:  # any failure of the probe means "not healthy"
+            return json_response({"status": "unavailable", "error": f"store: {exc}"}, 503)
+        if not collector.batcher.running:
+            return json_response({"status": "unavailable", "error": "writer not running"}, 503)
+        return json_response({"status": "ok", "store": store.dialect})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(collector.batcher)
+            for hook in lifespans:
+                await stack.enter_async_context(hook(app))
+            yield
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *collector.routes(),
+            *routes,
+        ],
+        lifespan=lifespan,
+    )
+    app.state.collector = collector
+    app.state.config = config
+    app.state.store = store
+    return app

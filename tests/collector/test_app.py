@@ -1,0 +1,386 @@
+"""The collector's HTTP endpoints, served for real by uvicorn on loopback, on SQLite and PostgreSQL.
+
+Every refusal is checked twice: the answer (status and a JSON body naming the problem) and
+the store (nothing written from that request).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select, text
+
+from recommender.config import load
+from recommender.server import build_app
+from recommender.store import Store, tables
+from tests.support.live_server import LiveServer
+
+TOKEN = "s3cret-collector-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+V2 = "application/vnd.docker.distribution.events.v2+json"
+V1 = "application/vnd.docker.distribution.events.v1+json"
+DIGEST = "sha256:fea8895f450959fa676bcc1df0611ea93823a735a01205fd8622846041d0c7cf"
+
+# The pull event from the distribution documentation (docs/telemetry.md), verbatim.
+DOCS_PULL = {"events": [{
+    "id": "320678d8-ca14-430f-8bb6-4ca139cd83f7",
+    "timestamp": "2016-03-09T14:44:26.402973972-08:00",
+    "action": "pull",
+    "target": {
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "digest": DIGEST, "size": 708, "length": 708, "repository": "hello-world",
+        "url": f"http://192.168.100.227:5000/v2/hello-world/manifests/{DIGEST}",
+        "tag": "latest",
+    },
+    "request": {"id": "6df24a34-0959-4923-81ca-14f09767db19", "addr": "192.168.64.11:42961",
+                "host": "192.168.100.227:5000", "method": "GET", "useragent": "curl/7.38.0"},
+    "actor": {},
+    "source": {"addr": "xtal.local:5000", "instanceID": "a53db899-3b4b-4a62-a067-8dd013beaca4"},
+}]}
+
+
+def pull_event(n: int, *, useragent: str = "containerd/1.7.2", repo: str = "shop/web") -> dict:
+    return {
+        "id": f"evt-{n}", "timestamp": f"2026-01-02T03:04:{n % 60:02d}.123456789Z",
+        "action": "pull",
+        "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": DIGEST,
+                   "size": 708, "repository": repo, "tag": "v1"},
+        "request": {"method": "GET", "useragent": useragent, "addr": "10.0.0.1:5555"},
+        "actor": {},
+    }
+
+
+def make_config(**overrides: Any) -> Any:
+    settings = {"collector.token": TOKEN, "collector.max_body_bytes": 64 * 1024}
+    settings.update(overrides)
+    return load(env={}, overrides=settings)
+
+
+@pytest.fixture
+def serve(store: Store) -> Iterator[Any]:
+    """``serve(**settings)`` -> a running collector (httpx client on its URL) over ``store``."""
+    servers: list[LiveServer] = []
+    clients: list[httpx.Client] = []
+
+    def start(**settings: Any) -> httpx.Client:
+        server = LiveServer(build_app(make_config(**settings), store)).start()
+        servers.append(server)
+        client = httpx.Client(base_url=server.url, timeout=10)
+        clients.append(client)
+        return client
+
+    try:
+        yield start
+    finally:
+        for client in clients:
+            client.close()
+        for server in servers:
+            server.stop()
+
+
+def count(store: Store, table: Any = tables.events) -> int:
+    with store.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def metric(client: httpx.Client, name: str, **labels: str) -> float:
+    """The value of one sample from /metrics (0 when absent)."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+# --- accepted payloads -----------------------------------------------------------------------
+
+
+def test_docs_pull_event_is_stored_normalised(serve: Any, store: Store) -> None:
+    client = serve()
+    r = client.post("/v1/events/distribution", content=json.dumps(DOCS_PULL),
+                    headers={**AUTH, "Content-Type": V2})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"accepted": 1}
+    with store.connect() as conn:
+        row = conn.execute(select(tables.events)).mappings().one()
+    assert row["source"] == "distribution"
+    assert row["source_event_id"] == "320678d8-ca14-430f-8bb6-4ca139cd83f7"
+    assert row["action"] == "pull"
+    assert (row["repository"], row["digest"], row["tag"]) == ("hello-world", DIGEST, "latest")
+    # -08:00 with nanoseconds -> UTC, microseconds kept
+    assert row["time"] == datetime(2016, 3, 9, 22, 44, 26, 402973, tzinfo=UTC)
+    assert row["usage"] == "use"  # curl is not a scanner/replicator/janitor: the safe side
+    assert row["user_agent"] == "curl/7.38.0"
+    assert metric(client, "tagwarden_events_received_total", source="distribution",
+                  usage="use") == 1
+
+
+@pytest.mark.parametrize("media_type", [V2, V1, "application/json",
+                                        "application/json; charset=utf-8", None])
+def test_distribution_accepts_both_media_types_and_plain_json(
+    serve: Any, store: Store, media_type: str | None
+) -> None:
+    client = serve()
+    headers = dict(AUTH)
+    if media_type:
+        headers["Content-Type"] = media_type
+    r = client.post("/v1/events/distribution",
+                    content=json.dumps({"events": [pull_event(1), pull_event(2)]}),
+                    headers=headers)
+    assert r.status_code == 200, r.text
+    assert count(store) == 2
+
+
+def test_duplicates_are_accepted_and_stored_once(serve: Any, store: Store) -> None:
+    client = serve()
+    body = json.dumps({"events": [pull_event(1), pull_event(2)]})
+    for _ in range(3):  # a retrying registry: same ids again
+        r = client.post("/v1/events/distribution", content=body, headers=AUTH)
+        assert r.status_code == 200
+    assert count(store) == 2
+    assert metric(client, "tagwarden_events_stored_total") == 2
+    assert metric(client, "tagwarden_events_duplicate_total") == 4
+
+
+def test_scanner_pull_is_classified_as_scanner(serve: Any, store: Store) -> None:
+    client = serve()
+    body = {"events": [pull_event(1, useragent="trivy/0.50.1"), pull_event(2)]}
+    assert client.post("/v1/events/distribution", json=body, headers=AUTH).status_code == 200
+    with store.connect() as conn:
+        usage = dict(conn.execute(
+            select(tables.events.c.source_event_id, tables.events.c.usage)).all())
+    assert usage == {"evt-1": "scanner", "evt-2": "use"}
+    assert metric(client, "tagwarden_events_received_total", source="distribution",
+                  usage="scanner") == 1
+
+
+def test_deploy_accepts_an_object_an_array_and_json_lines(serve: Any, store: Store) -> None:
+    client = serve()
+
+    def deploy(n: int) -> dict[str, str]:
+        return {"timestamp": f"2026-01-0{n}T10:00:00Z", "image": f"registry.example/shop/web:v{n}",
+                "environment": "production", "cluster": "eu-1", "namespace": "shop"}
+
+    one = client.post("/v1/events/deploy", json=deploy(1), headers=AUTH)
+    many = client.post("/v1/events/deploy", json=[deploy(2), deploy(3)], headers=AUTH)
+    lines = "\n".join(json.dumps(deploy(n)) for n in (4, 5, 6)) + "\n"
+    jsonl = client.post("/v1/events/deploy", content=lines,
+                        headers={**AUTH, "Content-Type": "application/x-ndjson"})
+    assert [r.json() for r in (one, many, jsonl)] == [{"accepted": 1}, {"accepted": 2},
+                                                      {"accepted": 3}]
+    with store.connect() as conn:
+        rows = conn.execute(select(tables.events.c.tag, tables.events.c.environment)
+                            .order_by(tables.events.c.time)).all()
+    assert rows == [(f"v{n}", "production") for n in range(1, 7)]
+
+
+def test_harbor_default_webhook_is_stored(serve: Any, store: Store) -> None:
+    client = serve()
+    hook = {
+        "type": "PULL_ARTIFACT", "occur_at": 1767322800, "operator": "alice",
+        "event_data": {
+            "resources": [{"digest": DIGEST, "tag": "v1",
+                           "resource_url": "harbor.example/shop/web:v1"}],
+            "repository": {"name": "web", "namespace": "shop", "repo_full_name": "shop/web",
+                           "repo_type": "private"},
+        },
+    }
+    r = client.post("/v1/events/harbor", json=hook, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert client.post("/v1/events/harbor", json=hook, headers=AUTH).status_code == 200
+    with store.connect() as conn:
+        row = conn.execute(select(tables.events)).mappings().one()  # the retry stored nothing
+    assert (row["source"], row["action"], row["repository"], row["tag"]) == (
+        "harbor", "pull", "shop/web", "v1")
+
+
+def pod_list(image_id: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "List", "items": [{
+        "metadata": {"name": "web-1", "namespace": "shop"},
+        "spec": {"containers": [{"name": "web", "image": "registry.example/shop/web:v1"}]},
+        "status": {"containerStatuses": [{"name": "web", "image": "registry.example/shop/web:v1",
+                                          "imageID": image_id}]},
+    }]}
+
+
+def test_pod_list_becomes_a_snapshot(serve: Any, store: Store) -> None:
+    client = serve()
+    doc = pod_list(f"registry.example/shop/web@{DIGEST}")
+    r = client.post("/v1/k8s/pods", params={"source": "eu-1", "at": "2026-01-02T03:00:00+01:00"},
+                    json=doc, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["pods"] == 1 and r.json()["refs"] >= 1
+    with store.connect() as conn:
+        snap = conn.execute(select(tables.k8s_snapshots)).mappings().one()
+        refs = conn.execute(select(tables.running_refs)).mappings().all()
+    assert snap["source"] == "eu-1"
+    assert snap["taken_at"] == datetime(2026, 1, 2, 2, 0, tzinfo=UTC)
+    assert {(r["repository"], r["digest"]) for r in refs} == {("shop/web", DIGEST)}
+
+
+@pytest.mark.parametrize("params,where", [({}, "query.source"),
+                                          ({"source": "eu-1", "at": "yesterday"}, "query.at"),
+                                          ({"source": "x" * 129}, "query.source")])
+def test_pod_list_query_errors(serve: Any, store: Store, params: dict, where: str) -> None:
+    client = serve()
+    r = client.post("/v1/k8s/pods", params=params, json=pod_list(f"r.example/a@{DIGEST}"),
+                    headers=AUTH)
+    assert r.status_code == 400
+    assert r.json()["where"] == where
+    assert count(store, tables.k8s_snapshots) == 0
+
+
+# --- refused requests store nothing -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/events/distribution", "/v1/events/harbor",
+                                  "/v1/events/deploy", "/v1/k8s/pods?source=eu-1"])
+def test_auth_is_required_on_every_post(serve: Any, store: Store, path: str) -> None:
+    client = serve()
+    body = json.dumps({"events": [pull_event(1)]})
+    missing = client.post(path, content=body)
+    wrong = client.post(path, content=body, headers={"Authorization": "Bearer nope"})
+    basic = client.post(path, content=body, headers={"Authorization": f"Basic {TOKEN}"})
+    for r in (missing, wrong, basic):
+        assert r.status_code == 401
+        assert "error" in r.json()
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert count(store) == 0 and count(store, tables.k8s_snapshots) == 0
+    assert metric(client, "tagwarden_requests_rejected_total",
+                  source=path.split("/")[-1].split("?")[0].replace("pods", "k8s"),
+                  reason="auth") == 3
+
+
+def test_without_a_configured_token_every_post_is_refused(serve: Any, store: Store) -> None:
+    client = serve(**{"collector.token": ""})
+    r = client.post("/v1/events/distribution", json={"events": [pull_event(1)]},
+                    headers={"Authorization": "Bearer anything"})
+    assert r.status_code == 503
+    assert r.json()["setting"] == "collector.token"
+    assert count(store) == 0
+    assert client.get("/healthz").status_code == 200  # the server itself is fine
+
+
+def test_body_over_the_limit_is_413(serve: Any, store: Store) -> None:
+    client = serve(**{"collector.max_body_bytes": 4096})
+    events = [pull_event(n) for n in range(40)]  # ~10 KB
+    body = json.dumps({"events": events}).encode()
+    assert len(body) > 4096
+    declared = client.post("/v1/events/distribution", content=body, headers=AUTH)
+    assert declared.status_code == 413
+    assert declared.json()["limit"] == 4096
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
+        for i in range(0, len(body), 1000):
+            yield body[i:i + 1000]
+
+    streamed = client.post("/v1/events/distribution", content=chunks(), headers=AUTH)
+    assert streamed.status_code == 413
+    assert count(store) == 0
+    small = client.post("/v1/events/distribution", json={"events": events[:3]}, headers=AUTH)
+    assert small.status_code == 200  # the limit is on size, not a broken server
+
+
+BAD_ENVELOPES = [
+    pytest.param(b'{"events": [', "body", id="malformed-json"),
+    pytest.param(b"\xff\xfe not utf-8", "body", id="not-utf8"),
+    pytest.param(b"[]", None, id="not-an-object"),
+    pytest.param(json.dumps({"events": "nope"}).encode(), "events", id="events-not-a-list"),
+    pytest.param(json.dumps({"events": [pull_event(1), {**pull_event(2), "action": "steal"}]})
+                 .encode(), "events[1].action", id="unknown-action"),
+    pytest.param(json.dumps({"events": [pull_event(1), {**pull_event(2), "target": {
+        "repository": "shop/web", "mediaType": "x"}}]}).encode(), "events[1].target.digest",
+        id="missing-digest"),
+    pytest.param(json.dumps({"events": [{**pull_event(1), "target": "shop/web"}]}).encode(),
+                 "events[0].target", id="wrong-type"),
+]
+
+
+@pytest.mark.parametrize("body,where", BAD_ENVELOPES)
+def test_bad_envelopes_are_400_naming_the_problem(
+    serve: Any, store: Store, body: bytes, where: str | None
+) -> None:
+    client = serve()
+    r = client.post("/v1/events/distribution", content=body, headers=AUTH)
+    assert r.status_code == 400, r.text
+    doc = r.json()
+    assert doc["error"]
+    if where is not None:
+        assert doc["where"] == where
+    assert count(store) == 0  # the good event beside a bad one is not stored either
+
+
+def test_bad_json_line_is_named(serve: Any, store: Store) -> None:
+    client = serve()
+    good = json.dumps({"timestamp": "2026-01-01T00:00:00Z", "image": "r.example/a:v1"})
+    r = client.post("/v1/events/deploy", content=f"{good}\n{good}\n{{oops\n", headers=AUTH)
+    assert r.status_code == 400
+    assert r.json()["where"] == "line 3"
+    assert count(store) == 0
+
+
+def test_wrong_media_type_is_415(serve: Any, store: Store) -> None:
+    client = serve()
+    r = client.post("/v1/events/distribution", content=json.dumps({"events": [pull_event(1)]}),
+                    headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415
+    assert r.json()["where"] == "header.content-type"
+    assert count(store) == 0
+
+
+def test_gzip_body_without_declaring_it_is_refused(serve: Any, store: Store) -> None:
+    client = serve()
+    r = client.post("/v1/events/distribution",
+                    content=gzip.compress(json.dumps({"events": [pull_event(1)]}).encode()),
+                    headers=AUTH)
+    assert r.status_code == 400
+    assert count(store) == 0
+
+
+# --- the store failing ---------------------------------------------------------------------------
+
+
+def test_store_failure_is_503_and_stores_nothing_then_recovers(serve: Any, store: Store) -> None:
+    client = serve()
+    # Break the store for real: the events table disappears under the running collector.
+    with store.begin() as conn:
+        conn.execute(text("ALTER TABLE events RENAME TO events_away"))
+    body = {"events": [pull_event(1), pull_event(2)]}
+    r = client.post("/v1/events/distribution", json=body, headers=AUTH)
+    assert r.status_code == 503
+    assert r.headers["Retry-After"]
+    assert r.json()["error"].startswith("the store refused")
+    with store.begin() as conn:
+        conn.execute(text("ALTER TABLE events_away RENAME TO events"))
+        assert conn.execute(text("SELECT count(*) FROM rollups")).scalar_one() == 0
+    assert count(store) == 0
+    retry = client.post("/v1/events/distribution", json=body, headers=AUTH)  # the registry retries
+    assert retry.status_code == 200
+    assert count(store) == 2
+    assert metric(client, "tagwarden_requests_rejected_total", source="distribution",
+                  reason="store") == 1
+
+
+# --- health and metrics ---------------------------------------------------------------------------
+
+
+def test_healthz_and_metrics(serve: Any, store: Store) -> None:
+    client = serve()
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "store": store.dialect}
+    client.post("/v1/events/distribution", json={"events": [pull_event(n) for n in range(10)]},
+                headers=AUTH)
+    m = client.get("/metrics")
+    assert m.headers["content-type"].startswith("text/plain")
+    assert metric(client, "tagwarden_batch_events_count") >= 1
+    assert metric(client, "tagwarden_batch_events_sum") == 10
+    assert metric(client, "tagwarden_write_seconds_count") >= 1
+    assert client.post("/healthz").status_code == 405
