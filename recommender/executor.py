@@ -1,0 +1,508 @@
+"""The executor: deletes approved, due items after a last re-check, at most once, audited.
+
+Per item: approved -> (due) -> executing -> deleted | skipped | failed (or back to approved with
+``next_attempt_at`` after a temporary registry error). An item is leased before anything
+happens to it (owner + expiry, one atomic UPDATE), so two workers never run the same item and
+a crashed worker's item is taken again once its lease has expired.
+
+The steps for one item, each with its reason to be there:
+
+1. Store re-checks: a ``use`` since the suggestion (the item or, for an index, a child), a pod
+   running it now, a tag added since the suggestion, a guardrail that now keeps it.
+2. ``HEAD`` by digest: already gone (someone else, or our own DELETE before a crash) is
+   recorded as deleted without a second DELETE.
+3. Every tag re-resolved with the full ``Accept`` list: a tag that now names another digest
+   means deleting would not delete what was approved (the tag would survive elsewhere, or a
+   new push would be lost) -- skip.
+4. "executing" and the re-check results are committed with their audit rows, then the optional
+   backup, then ``DELETE`` by digest, then the result with its audit rows. A crash between
+   DELETE and the record is healed by step 2 on the retry.
+
+Every registry call goes through :class:`CallLog`'s transport and lands in the audit log with
+the item it was made for (method, redacted URL, status).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Connection, and_, func, or_, select, update
+
+from .audit import AuditLog
+from .config import Config
+from .errors import NotFound, RegistryError
+from .registry.auth import RegistryAuth
+from .registry.client import RegistryClient, redact_url
+from .store import Store
+from .store.tables import (
+    batch_items,
+    batches,
+    k8s_snapshots,
+    manifest_children,
+    manifests,
+    rollups,
+    running_refs,
+    tag_history,
+)
+
+__all__ = [
+    "CallLog",
+    "DueItem",
+    "ExecutionReport",
+    "Executor",
+    "ItemOutcome",
+    "gc_command",
+    "guardrails",
+    "make_registry_client",
+]
+
+ACTOR = "tagwarden-executor"
+
+
+class CallLog:
+    """Records registry calls per thread: each worker thread works on one item at a time."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _calls(self) -> list[dict[str, Any]]:
+        calls = getattr(self._local, "calls", None)
+        if calls is None:
+            calls = self._local.calls = []
+        return calls  # type: ignore[no-any-return]
+
+    def record(self, method: str, url: str, status: int | str) -> None:
+        self._calls().append({"method": method, "url": redact_url(url), "status": status})
+
+    def drain(self) -> list[dict[str, Any]]:
+        calls = self._calls()
+        self._local.calls = []
+        return calls
+
+    def transport(self, inner: httpx.BaseTransport | None = None) -> httpx.BaseTransport:
+        return _RecordingTransport(self, inner or httpx.HTTPTransport())
+
+
+class _RecordingTransport(httpx.BaseTransport):
+    def __init__(self, log: CallLog, inner: httpx.BaseTransport) -> None:
+        self.log = log
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = self.inner.handle_request(request)
+        except httpx.HTTPError as exc:
+            self.log.record(request.method, str(request.url), type(exc).__name__)
+            raise
+        self.log.record(request.method, str(request.url), response.status_code)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def make_registry_client(config: Config, calls: CallLog, *,
+                         inner: httpx.BaseTransport | None = None) -> RegistryClient:
+    """The production client: credentials from the config, every call recorded in ``calls``."""
+    url = config["registry.url"]
+    if not url:
+        from .errors import ConfigError
+
+        raise ConfigError("registry.url is not set: the executor needs a registry",
+                          setting="registry.url")
+    password = config["registry.password"]
+    auth = RegistryAuth(config["registry.username"], password.reveal() if password else None)
+    transport = calls.transport(inner or httpx.HTTPTransport(verify=config["registry.verify_tls"]))
+    return RegistryClient(url, auth=auth, transport=transport,
+                          timeout=config["registry.timeout"].total_seconds(),
+                          verify=config["registry.verify_tls"])
+
+
+def gc_command(config: Config) -> str:
+    """The exact garbage-collect command to run after deletions (space returns only then)."""
+    path = config["registry.gc_config"] or "<registry config.yml (set registry.gc_config)>"
+    return f"docker-registry garbage-collect {path}"
+
+
+def guardrails(conn: Connection, config: Config, *, now: datetime,
+               candidates: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+    """The recommender's guardrails for ``candidates`` as of ``now`` (empty list: none keeps it).
+
+    "not alive" means the store does not know the manifest as present; whether it exists is
+    the registry's to say (step 2), so that reason is not a guardrail here.
+    """
+    if not candidates:
+        return {}
+    from . import policy
+
+    found = policy.evaluate(conn, config, now=now, candidates=candidates)
+    return {key: [r for r in found.get(key, []) if not r.startswith("not alive")]
+            for key in candidates}
+
+
+@dataclass(frozen=True)
+class DueItem:
+    id: int
+    batch_id: str
+    repository: str
+    digest: str
+    tags: tuple[str, ...]
+    suggested_at: datetime
+    attempts: int
+    reclaimable_bytes: int
+    state: str
+
+
+@dataclass
+class ItemOutcome:
+    """What happened to one item. ``outcome``: deleted, skipped, retry, failed, would_delete,
+    would_skip or lost (another worker took the lease)."""
+
+    item_id: int
+    batch_id: str
+    repository: str
+    digest: str
+    tags: tuple[str, ...]
+    outcome: str
+    reason: str = ""
+    attempts: int = 0
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"item_id": self.item_id, "batch_id": self.batch_id,
+                "repository": self.repository, "digest": self.digest, "tags": list(self.tags),
+                "outcome": self.outcome, "reason": self.reason, "attempts": self.attempts}
+
+
+@dataclass
+class ExecutionReport:
+    now: datetime
+    dry_run: bool
+    outcomes: list[ItemOutcome] = field(default_factory=list)
+    reclaimable_bytes: int = 0
+    gc_command: str = ""
+    finished_batches: list[str] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for o in self.outcomes if o.outcome == outcome)
+
+    @property
+    def deleted(self) -> list[ItemOutcome]:
+        return [o for o in self.outcomes if o.outcome in ("deleted", "would_delete")]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"now": self.now.isoformat(), "dry_run": self.dry_run,
+                "counts": {k: self.count(k) for k in sorted({o.outcome for o in self.outcomes})},
+                "reclaimable_bytes": self.reclaimable_bytes, "gc_command": self.gc_command,
+                "finished_batches": self.finished_batches,
+                "items": [o.as_dict() for o in self.outcomes]}
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Executor:
+    """``Executor(store, client, config).run_due(now)``; ``dry_run`` changes nothing.
+
+    ``registry_client`` defaults to :func:`make_registry_client` (audited calls); a caller
+    passing its own client passes the :class:`CallLog` whose transport it uses as ``calls``.
+    """
+
+    def __init__(self, store: Store, registry_client: RegistryClient | None, config: Config, *,
+                 dry_run: bool = False, calls: CallLog | None = None,
+                 worker_id: str | None = None, workers: int | None = None) -> None:
+        self.store = store
+        self.config = config
+        self.dry_run = dry_run
+        self.calls = calls or CallLog()
+        self.client = registry_client or make_registry_client(config, self.calls)
+        self.worker_id = worker_id or f"executor-{secrets.token_hex(4)}"
+        self.workers = max(1, workers or config["executor.workers"])
+        self.audit = AuditLog(store)
+        backup_dir = config["executor.backup_dir"]
+        self.backup_dir = Path(backup_dir) if backup_dir else None
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def after_delete(self, item: DueItem) -> None:
+        """Runs after a successful DELETE, before its result is recorded (tests crash here)."""
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run_due(self, now: datetime) -> ExecutionReport:
+        report = ExecutionReport(now=now, dry_run=self.dry_run, gc_command=gc_command(self.config))
+        with self.store.connect() as conn:
+            due = self._due(conn, now)
+            kept = guardrails(conn, self.config, now=now,
+                              candidates=sorted({(i.repository, i.digest) for i in due}))
+        if not self.dry_run:
+            due = self._lease(due, now)
+        with ThreadPoolExecutor(max_workers=self.workers,
+                                thread_name_prefix="tagwarden-exec") as pool:
+            report.outcomes = list(pool.map(
+                lambda item: self._one(item, now, kept.get((item.repository, item.digest), [])),
+                due,
+            ))
+        self._finish(report, now)
+        return report
+
+    def _due_clause(self, now: datetime) -> Any:
+        return or_(
+            and_(batch_items.c.state == "approved", batch_items.c.due_at <= now,
+                 or_(batch_items.c.next_attempt_at.is_(None),
+                     batch_items.c.next_attempt_at <= now)),
+            and_(batch_items.c.state == "executing", batch_items.c.lease_expires <= now),
+        )
+
+    def _due(self, conn: Connection, now: datetime) -> list[DueItem]:
+        query = (select(batch_items).join(batches, batches.c.id == batch_items.c.batch_id)
+                 .where(batches.c.state == "approved").where(self._due_clause(now))
+                 .order_by(batch_items.c.due_at, batch_items.c.id))
+        return [DueItem(int(r.id), r.batch_id, r.repository, r.digest, tuple(r.tags or ()),
+                        r.suggested_at, int(r.attempts or 0), int(r.reclaimable_bytes or 0),
+                        r.state)
+                for r in conn.execute(query)]
+
+    def _lease(self, due: list[DueItem], now: datetime) -> list[DueItem]:
+        """Take the items atomically; items another worker took meanwhile are left out."""
+        taken: dict[int, int] = {}
+        expires = now + self.config["executor.lease"]
+        for start in range(0, len(due), 500):
+            chunk = [i.id for i in due[start:start + 500]]
+            with self.store.begin() as conn:
+                rows = conn.execute(
+                    update(batch_items).where(batch_items.c.id.in_(chunk))
+                    .where(self._due_clause(now))
+                    .values(state="executing", lease_owner=self.worker_id,
+                            lease_expires=expires, attempts=batch_items.c.attempts + 1)
+                    .returning(batch_items.c.id, batch_items.c.attempts)
+                ).all()
+                taken.update({int(r.id): int(r.attempts) for r in rows})
+                if rows:
+                    self.audit.append("execute.leased", self.worker_id, {
+                        "items": sorted(taken_id for taken_id in (int(r.id) for r in rows)),
+                        "lease_expires": expires,
+                    }, now=now, conn=conn)
+        return [DueItem(i.id, i.batch_id, i.repository, i.digest, i.tags, i.suggested_at,
+                        taken[i.id], i.reclaimable_bytes, "executing")
+                for i in due if i.id in taken]
+
+    def _outcome(self, item: DueItem, outcome: str, reason: str = "") -> ItemOutcome:
+        return ItemOutcome(item.id, item.batch_id, item.repository, item.digest, item.tags,
+                           outcome, reason, item.attempts, self.calls.drain())
+
+    def _one(self, item: DueItem, now: datetime, kept: list[str]) -> ItemOutcome:
+        self.calls.drain()
+        try:
+            checks = self._recheck(item, now, kept)
+        except _Skip as skip:
+            return self._record(item, now, "would_skip" if self.dry_run else "skipped",
+                                skip.reason)
+        except RegistryError as exc:
+            return self._registry_failure(item, now, exc, "re-check")
+        if checks == "gone":
+            return self._record(item, now, "would_delete" if self.dry_run else "deleted",
+                                "already gone")
+        if self.dry_run:
+            return self._record(item, now, "would_delete", checks)
+        # "executing" is already committed (the lease); commit the re-check and its calls too,
+        # so a crash after the DELETE leaves a trail that the retry completes.
+        with self.store.begin() as conn:
+            if not self._still_ours(conn, item):
+                return self._outcome(item, "lost", "lease taken by another worker")
+            self.audit.append("item.checked", ACTOR, {
+                "item_id": item.id, "batch_id": item.batch_id, "repository": item.repository,
+                "digest": item.digest, "checks": checks, "calls": self.calls.drain(),
+            }, now=now, conn=conn)
+        try:
+            if self.backup_dir is not None:
+                from .backup import backup_manifest
+
+                backup_manifest(self.client, item.repository, item.digest, item.tags,
+                                self.backup_dir, now=now)
+            try:
+                self.client.delete_manifest(item.repository, item.digest)
+                reason = "deleted by digest"
+            except NotFound:
+                reason = "already gone"
+        except RegistryError as exc:
+            return self._registry_failure(item, now, exc, "delete")
+        self.after_delete(item)
+        return self._record(item, now, "deleted", reason)
+
+    def _still_ours(self, conn: Connection, item: DueItem) -> bool:
+        # Taking the row (a no-op UPDATE) both checks and locks the lease for this transaction.
+        done = conn.execute(update(batch_items).where(batch_items.c.id == item.id)
+                            .where(batch_items.c.state == "executing")
+                            .where(batch_items.c.lease_owner == self.worker_id)
+                            .values(lease_owner=self.worker_id))
+        return done.rowcount == 1
+
+    def _recheck(self, item: DueItem, now: datetime, kept: list[str]) -> str:
+        """Raise :class:`_Skip` with the reason, or return "gone" or a summary of the checks."""
+        key = (item.repository, item.digest)
+        with self.store.connect() as conn:
+            family = [item.digest, *conn.execute(
+                select(manifest_children.c.child)
+                .where(manifest_children.c.repository == item.repository)
+                .where(manifest_children.c.parent == item.digest)).scalars()]
+            used = conn.execute(
+                select(rollups.c.digest, rollups.c.action, func.max(rollups.c.last_at))
+                .where(rollups.c.repository == item.repository)
+                .where(rollups.c.digest.in_(family)).where(rollups.c.usage == "use")
+                .where(rollups.c.last_at > item.suggested_at)
+                .group_by(rollups.c.digest, rollups.c.action)).first()
+            if used is not None:
+                raise _Skip(f"used since the suggestion: {used[1]} of {used[0]} at "
+                            f"{used[2].isoformat()}")
+            pod = self._running(conn, item, family, now)
+            if pod is not None:
+                raise _Skip(f"runs now: {pod}")
+            added = conn.execute(
+                select(tag_history.c.tag).where(tag_history.c.repository == item.repository)
+                .where(tag_history.c.digest == item.digest)
+                .where(tag_history.c.valid_to.is_(None))
+                .where(tag_history.c.valid_from > item.suggested_at)
+                .where(tag_history.c.tag.not_in(list(item.tags) or [""]))).scalars().first()
+            if added is not None:
+                raise _Skip(f"tagged since the suggestion: {added}")
+        if kept:
+            raise _Skip("guardrail: " + "; ".join(kept))
+        del key
+        if self.client.head_manifest(item.repository, item.digest) is None:
+            return "gone"
+        for tag in item.tags:
+            try:
+                now_at = self.client.resolve(item.repository, tag)
+            except NotFound:
+                continue  # the tag was removed: nothing left to protect
+            if now_at != item.digest:
+                raise _Skip(f"tag moved: {tag} now points to {now_at}")
+        return f"{len(item.tags)} tag(s) still on the digest; not used, not running"
+
+    def _running(self, conn: Connection, item: DueItem, family: list[str],
+                 now: datetime) -> str | None:
+        """A pod of the latest snapshot (per source, at or before now) running the item."""
+        latest = (select(k8s_snapshots.c.source, func.max(k8s_snapshots.c.taken_at).label("t"))
+                  .where(k8s_snapshots.c.taken_at <= now).group_by(k8s_snapshots.c.source)
+                  .subquery())
+        snaps = (select(k8s_snapshots.c.id)
+                 .join(latest, and_(latest.c.source == k8s_snapshots.c.source,
+                                    latest.c.t == k8s_snapshots.c.taken_at)))
+        by_ref: Any = running_refs.c.digest.in_(family)
+        if item.tags:
+            by_ref = or_(by_ref, and_(running_refs.c.digest.is_(None),
+                                      running_refs.c.tag.in_(list(item.tags))))
+        row = conn.execute(
+            select(running_refs.c.namespace, running_refs.c.pod, running_refs.c.image)
+            .where(running_refs.c.snapshot_id.in_(snaps))
+            .where(running_refs.c.repository == item.repository).where(by_ref).limit(1)).first()
+        if row is None:
+            return None
+        return f"{row.namespace}/{row.pod} ({row.image})"
+
+    def _registry_failure(self, item: DueItem, now: datetime, exc: RegistryError,
+                          step: str) -> ItemOutcome:
+        if self.dry_run:
+            return self._record(item, now, "retry", f"{step}: {exc.message}")
+        if exc.temporary and item.attempts < self.config["executor.max_attempts"]:
+            return self._record(item, now, "retry", f"{step}: {exc.message}")
+        return self._record(item, now, "failed", f"{step}: {exc.message}")
+
+    def _record(self, item: DueItem, now: datetime, outcome: str, reason: str) -> ItemOutcome:
+        result = self._outcome(item, outcome, reason)
+        if self.dry_run:
+            return result
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires": None}
+        if outcome == "retry":
+            base: timedelta = self.config["executor.retry_backoff"]
+            wait = min(base * (2 ** max(0, item.attempts - 1)),
+                       self.config["executor.retry_backoff_max"])
+            values.update(state="approved", next_attempt_at=now + wait, result=reason)
+        elif outcome == "skipped":
+            values.update(state="skipped", skipped_reason=reason, finished_at=now,
+                          result=reason)
+        else:
+            values.update(state=outcome, finished_at=now, result=reason)
+            if outcome == "deleted":
+                values["deleted_bytes"] = item.reclaimable_bytes
+        with self.store.begin() as conn:
+            done = conn.execute(update(batch_items).where(batch_items.c.id == item.id)
+                                .where(batch_items.c.state == "executing")
+                                .where(batch_items.c.lease_owner == self.worker_id)
+                                .values(**values))
+            if done.rowcount != 1:
+                result.outcome, result.reason = "lost", "lease taken by another worker"
+                return result
+            if outcome == "deleted":
+                conn.execute(update(manifests).where(manifests.c.repository == item.repository)
+                             .where(manifests.c.digest == item.digest)
+                             .where(manifests.c.deleted_at.is_(None)).values(deleted_at=now))
+            self.audit.append(f"item.{outcome}", ACTOR, {
+                "item_id": item.id, "batch_id": item.batch_id, "repository": item.repository,
+                "digest": item.digest, "tags": list(item.tags), "reason": reason,
+                "attempt": item.attempts, "calls": result.calls,
+                **({"next_attempt_at": values["next_attempt_at"]} if outcome == "retry" else {}),
+            }, now=now, conn=conn)
+        return result
+
+    def _finish(self, report: ExecutionReport, now: datetime) -> None:
+        deleted = [o for o in report.deleted]
+        keys = sorted({(o.repository, o.digest) for o in deleted})
+        with self.store.begin() as conn:
+            report.reclaimable_bytes = _gc_bytes(conn, keys, sum(
+                i.reclaimable_bytes for i in self._items(conn, [o.item_id for o in deleted])))
+            if not self.dry_run:
+                touched = sorted({o.batch_id for o in report.outcomes})
+                open_items = (select(batch_items.c.id)
+                              .where(batch_items.c.batch_id == batches.c.id)
+                              .where(batch_items.c.state.in_(["suggested", "approved",
+                                                              "executing"])))
+                if touched:
+                    rows = conn.execute(update(batches).where(batches.c.id.in_(touched))
+                                        .where(batches.c.state == "approved")
+                                        .where(~open_items.exists())
+                                        .values(state="done", updated_at=now)
+                                        .returning(batches.c.id)).scalars().all()
+                    report.finished_batches = sorted(rows)
+            if report.outcomes:
+                self.audit.append("execute.dry_run" if self.dry_run else "execute.run",
+                                  self.worker_id, {
+                                      k: v for k, v in report.as_dict().items() if k != "items"
+                                  } | ({"items": [o.as_dict() | {"calls": o.calls}
+                                                  for o in report.outcomes]}
+                                       if self.dry_run else {}),
+                                  now=now, conn=conn)
+
+    @staticmethod
+    def _items(conn: Connection, ids: Iterable[int]) -> Iterator[DueItem]:
+        wanted = list(ids)
+        if not wanted:
+            return
+        for r in conn.execute(select(batch_items).where(batch_items.c.id.in_(wanted))):
+            yield DueItem(int(r.id), r.batch_id, r.repository, r.digest, tuple(r.tags or ()),
+                          r.suggested_at, int(r.attempts or 0), int(r.reclaimable_bytes or 0),
+                          r.state)
+
+
+def _gc_bytes(conn: Connection, keys: list[tuple[str, str]], estimate: int) -> int:
+    """Layer-deduplicated bytes the deletions make eligible for GC (the inventory's figure);
+    the suggestions' own estimate when the inventory module is not available."""
+    if not keys:
+        return 0
+    try:
+        from . import inventory  # type: ignore[attr-defined]
+    except ImportError:
+        return estimate
+    return int(inventory.reclaimable_bytes(conn, keys))

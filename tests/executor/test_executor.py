@@ -1,0 +1,269 @@
+"""The executor on the real registry: cooling-off, re-checks, retries, crash safety, dry run."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from recommender import decisions
+from recommender.audit import AuditLog
+from recommender.errors import NotFound
+from recommender.executor import CallLog, DueItem, Executor
+from recommender.registry import RegistryClient
+from recommender.registry.push import layer_tar
+from recommender.store.tables import (
+    events,
+    k8s_snapshots,
+    rollups,
+    running_refs,
+)
+
+from .conftest import World
+from .helpers import later
+
+
+def _tags(world: World, repo: str) -> list[str]:
+    try:
+        return sorted(world.client.list_tags(repo))
+    except NotFound:
+        return []
+
+
+def test_nothing_before_cool_off_then_deleted_and_gc_frees_unshared_blobs(world: World) -> None:
+    base = layer_tar("base", 4096)
+    old = world.push("payments/api", ["v1", "v1.0"], layers=[base, 3000])
+    keep = world.push("payments/api", ["v2"], layers=[base, 5000])
+    item_id = world.approve(old, ["v1", "v1.0"], hours=1)
+
+    early = world.executor().run_due(later(20))  # approved at +1h, due at +25h
+    assert early.outcomes == []
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest
+
+    report = world.executor().run_due(later(26))
+    assert [(o.item_id, o.outcome) for o in report.outcomes] == [(item_id, "deleted")]
+    assert world.client.head_manifest("payments/api", old.digest) is None
+    assert _tags(world, "payments/api") == ["v2"]
+    assert world.item(item_id).state == "deleted"
+    assert report.gc_command.endswith(str(world.registry.config_path))
+    assert report.finished_batches and report.reclaimable_bytes > 0
+
+    before = world.registry.blob_files()
+    world.registry.stop()
+    world.registry.garbage_collect()
+    world.registry.start()
+    freed = before - world.registry.blob_files()
+    unshared = set(old.blobs) - set(keep.blobs)
+    # The manifest and its own blobs go; the shared base layer survives.
+    assert len(unshared) == 2 and freed == unshared | {old.digest}
+    assert world.client.head_manifest("payments/api", keep.digest) == keep.digest
+
+    audit = AuditLog(world.store)
+    assert audit.verify().ok
+    deleted = list(audit.entries(kind="item.deleted"))
+    assert len(deleted) == 1
+    calls = deleted[0].data["calls"]
+    assert [c["method"] for c in calls] == ["DELETE"] and calls[0]["status"] == 202
+    checked = next(audit.entries(kind="item.checked")).data["calls"]
+    assert {c["method"] for c in checked} == {"HEAD", "GET"}
+
+    # A second run finds nothing due: at most once.
+    assert world.executor().run_due(later(27)).outcomes == []
+
+
+def test_tag_moved_is_skipped(world: World) -> None:
+    old = world.push("payments/api", ["v1", "main"])
+    item_id = world.approve(old, ["v1", "main"])
+    moved = world.push("payments/api", ["main"], seed="newer")  # main now names another digest
+    report = world.executor().run_due(later(26))
+    (outcome,) = report.outcomes
+    assert outcome.outcome == "skipped"
+    assert outcome.reason == f"tag moved: main now points to {moved.digest}"
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest
+    assert world.item(item_id).skipped_reason == outcome.reason
+
+
+def test_a_pull_since_the_suggestion_is_skipped(world: World) -> None:
+    old = world.push("payments/api", ["v1"])
+    world.approve(old, ["v1"])
+    with world.store.begin() as conn:
+        conn.execute(rollups.insert().values(
+            day=later(3).date(), repository="payments/api", digest=old.digest, tag="v1",
+            action="pull", usage="use", count=1, first_at=later(3), last_at=later(3)))
+        # A scanner's pull is not use and must not block.
+        conn.execute(events.insert().values(
+            time=later(4), received_at=later(4), source="distribution", source_event_id="x",
+            action="pull", usage="scanner", repository="payments/api", digest=old.digest))
+    (outcome,) = world.executor().run_due(later(26)).outcomes
+    assert outcome.outcome == "skipped"
+    assert outcome.reason.startswith("used since the suggestion: pull of " + old.digest)
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest
+
+
+def test_a_new_pod_is_skipped(world: World) -> None:
+    old = world.push("payments/api", ["v1"])
+    world.approve(old, ["v1"])
+    with world.store.begin() as conn:
+        snap = conn.execute(k8s_snapshots.insert().values(
+            source="prod-eu", taken_at=later(10), pods=1)).inserted_primary_key[0]
+        conn.execute(running_refs.insert().values(
+            snapshot_id=snap, registry="registry.local", repository="payments/api",
+            digest=None, tag="v1", namespace="payments", pod="api-7d9", container="api",
+            container_kind="container", image="registry.local/payments/api:v1"))
+    (outcome,) = world.executor().run_due(later(26)).outcomes
+    assert outcome.outcome == "skipped"
+    assert outcome.reason == "runs now: payments/api-7d9 (registry.local/payments/api:v1)"
+
+
+def test_a_guardrail_that_now_keeps_it_is_skipped(world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    old = world.push("payments/api", ["v1"])
+    world.approve(old, ["v1"])
+    world.config = world.config.__class__(
+        world.config.values, world.config.teams,
+        (world.config.policies[0].__class__(protected_tags=("v*",), keep_production=0,
+                                            keep_other=0, min_age=timedelta(0),
+                                            keep_deployed_within=timedelta(0)),),
+        world.config.path)
+    (outcome,) = world.executor().run_due(later(26)).outcomes
+    assert outcome.outcome == "skipped" and outcome.reason.startswith("guardrail: ")
+    assert "v1" in outcome.reason
+
+
+def test_registry_down_leaves_the_item_pending_and_it_is_retried(world: World) -> None:
+    old = world.push("payments/api", ["v1"])
+    item_id = world.approve(old, ["v1"])
+    world.registry.stop()
+    try:
+        (outcome,) = world.executor().run_due(later(26)).outcomes
+    finally:
+        world.registry.start()
+    assert outcome.outcome == "retry" and "cannot reach the registry" in outcome.reason
+    item = world.item(item_id)
+    assert item.state == "approved" and item.next_attempt_at == later(26) + timedelta(minutes=1)
+    # Not yet time for the retry; then it is.
+    assert world.executor().run_due(later(26) + timedelta(seconds=30)).outcomes == []
+    (again,) = world.executor().run_due(later(26) + timedelta(minutes=2)).outcomes
+    assert again.outcome == "deleted" and again.attempts == 2
+    assert world.client.head_manifest("payments/api", old.digest) is None
+    assert AuditLog(world.store).verify().ok
+
+
+class _Unavailable(BaseHTTPRequestHandler):
+    """A registry front that answers 503 to everything (an overloaded registry)."""
+
+    def _answer(self) -> None:
+        body = b'{"errors": [{"code": "UNAVAILABLE", "message": "overloaded"}]}'
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_DELETE = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def unavailable() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_server_errors_are_retried_and_finally_fail(world: World, unavailable: str) -> None:
+    old = world.push("payments/api", ["v1"])
+    item_id = world.approve(old, ["v1"])
+    calls = CallLog()
+    client = RegistryClient(unavailable, transport=calls.transport(), retries=0)
+    cfg = world.config.replace(executor__max_attempts=2)
+    ex = Executor(world.store, client, cfg, calls=calls)
+    (first,) = ex.run_due(later(26)).outcomes
+    assert first.outcome == "retry" and "503" in first.reason
+    assert world.item(item_id).state == "approved"
+    (last,) = ex.run_due(later(30)).outcomes
+    assert last.outcome == "failed" and "503" in last.reason
+    assert world.item(item_id).state == "failed"
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest
+    retry = next(AuditLog(world.store).entries(kind="item.retry"))
+    assert retry.data["calls"][0]["status"] == 503
+
+
+class Crash(BaseException):
+    """Stands for the process dying: nothing after it runs."""
+
+
+class CrashingExecutor(Executor):
+    def after_delete(self, item: DueItem) -> None:
+        raise Crash(item.id)
+
+
+def test_crash_between_delete_and_record_deletes_once(world: World) -> None:
+    old = world.push("payments/api", ["v1"])
+    item_id = world.approve(old, ["v1"])
+    with pytest.raises(Crash):
+        CrashingExecutor(world.store, world.client, world.config, calls=world.calls,
+                         worker_id="w1").run_due(later(26))
+    assert world.client.head_manifest("payments/api", old.digest) is None  # DELETE happened
+    item = world.item(item_id)
+    assert item.state == "executing"  # ... but its result was never recorded
+    # Another worker before the lease expires: nothing to take.
+    assert world.executor(worker_id="w2").run_due(later(26) + timedelta(minutes=1)).outcomes \
+        == []
+    (outcome,) = world.executor(worker_id="w2").run_due(later(26) + timedelta(minutes=6)).outcomes
+    assert outcome.outcome == "deleted" and outcome.reason == "already gone"
+    assert [c["method"] for c in outcome.calls] == ["HEAD"]  # no second DELETE
+    audit = AuditLog(world.store)
+    assert audit.verify().ok
+    assert len(list(audit.entries(kind="item.deleted"))) == 1
+    assert world.item(item_id).state == "deleted"
+
+
+def test_dry_run_reports_and_changes_nothing(world: World) -> None:
+    a = world.push("payments/api", ["v1"])
+    b = world.push("payments/api", ["v2", "main"])
+    ia = world.approve(a, ["v1"])
+    ib = world.approve(b, ["v2", "main"])
+    world.push("payments/api", ["main"], seed="newer")
+    before = (_tags(world, "payments/api"), world.registry.blob_files())
+    report = world.executor(dry_run=True).run_due(later(26))
+    assert sorted((o.item_id, o.outcome) for o in report.outcomes) == sorted(
+        [(ia, "would_delete"), (ib, "would_skip")])
+    assert report.reclaimable_bytes > 0
+    assert (_tags(world, "payments/api"), world.registry.blob_files()) == before
+    assert world.item(ia).state == "approved" and world.item(ib).state == "approved"
+    # The real run then does what the dry run said.
+    real = world.executor().run_due(later(26))
+    assert sorted((o.item_id, o.outcome) for o in real.outcomes) == sorted(
+        [(ia, "deleted"), (ib, "skipped")])
+
+
+def test_cancel_during_cool_off_wins(world: World) -> None:
+    old = world.push("payments/api", ["v1"])
+    item_id = world.approve(old, ["v1"])
+    batch_id = world.item(item_id).batch_id
+    decisions.cancel(world.store, batch_id=batch_id, user_id="U0BOB", now=later(5))
+    assert world.executor().run_due(later(26)).outcomes == []
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest
+
+
+def test_index_child_pull_counts_as_use(world: World) -> None:
+    idx = world.push("payments/api", ["v1"], platforms=["linux/amd64", "linux/arm64"])
+    world.approve(idx, ["v1"])
+    child = idx.children[1].digest
+    with world.store.begin() as conn:
+        conn.execute(rollups.insert().values(
+            day=later(3).date(), repository="payments/api", digest=child, tag="",
+            action="pull", usage="use", count=1, first_at=later(3), last_at=later(3)))
+    (outcome,) = world.executor().run_due(later(26)).outcomes
+    assert outcome.outcome == "skipped" and child in outcome.reason
