@@ -29,6 +29,7 @@ from .tagkind import parse_semver, primary_kind
 
 __all__ = [
     "FEATURES",
+    "NEVER",
     "KIND_COLUMNS",
     "History",
     "alive_units",
@@ -54,6 +55,7 @@ FEATURES: tuple[str, ...] = (
     "log_bytes", *KIND_COLUMNS,
 )
 DEFAULT_PRODUCTION = DEFAULT_PRODUCTION_ENVS
+NEVER = 10_000.0  # days: "never happened"
 
 
 def days(value: datetime) -> float:
@@ -384,6 +386,15 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     out = out.reset_index().rename(columns={"unit": "digest"})
     for col in FEATURES:
         out[col] = out[col].astype(float)
+    # "Never" is a value, not a gap: never used or deployed reads as a very long time ago;
+    # no version, no gap, no production rank read as -1 (every column stays numeric and full,
+    # which the trees and the rule baselines both rely on).
+    for col in ("days_since_use", "days_since_deploy", "days_since_prod_deploy",
+                "days_since_untagged"):
+        out[col] = out[col].fillna(NEVER)
+    for col in ("gap_max_days", "gap_mean_days", "idle_over_gap", "prod_rank",
+                "newer_versions", "newer_in_line"):
+        out[col] = out[col].fillna(-1.0)
     return out
 
 

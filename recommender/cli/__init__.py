@@ -20,9 +20,11 @@ __all__ = ["State", "app", "main"]
 # Command groups register themselves on ``app`` when imported (one line each, kept unsorted).
 # isort: off
 from . import core  # noqa: E402,F401
+from . import executor  # noqa: E402,F401
 from . import ingest  # noqa: E402,F401
 from . import refs  # noqa: E402,F401
 from . import serve  # noqa: E402,F401
+from . import model  # noqa: E402,F401
 # isort: on
 
 

@@ -1,0 +1,198 @@
+"""Model commands: ``train``, ``backtest``, ``suggest``, ``why``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import ConfigError, PayloadError
+from ..model import backtest as run_backtest
+from ..model import train as run_train
+from ..recommend import explain, suggest
+from ..timeutil import parse_duration, parse_time, utcnow
+from .state import app, state
+
+Now = Annotated[str | None, typer.Option(
+    "--now", help="The instant to act as of (RFC 3339; default the current time).")]
+Horizon = Annotated[str | None, typer.Option(
+    "--horizon", help="Prediction horizon (default model.horizon, 90d).")]
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def _time(value: str | None, option: str) -> datetime:
+    if value is None:
+        return utcnow()
+    try:
+        return parse_time(value)
+    except (ValueError, OverflowError) as exc:
+        raise PayloadError(f"{option}: {exc}", where=option) from None
+
+
+def _horizon(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        days = parse_duration(value).total_seconds() / 86400
+    except ValueError as exc:
+        raise PayloadError(f"--horizon: {exc}", where="horizon") from None
+    if days <= 0:
+        raise PayloadError("--horizon must be positive", where="horizon")
+    return days
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def _gb(value: float | None) -> str:
+    return "?" if value is None else f"{value / 1e9:.2f} GB"
+
+
+@app.command()
+def train(ctx: typer.Context, now: Now = None, horizon: Horizon = None) -> None:
+    """Train a model on the store's history; promote it when not worse than the current one."""
+    st = state(ctx)
+    report = run_train(st.store, st.config, now=_time(now, "now"), horizon_days=_horizon(horizon))
+    typer.echo(report.message)
+    if report.mode != "model":
+        return
+    typer.echo(f"model {report.model_id}: {report.snapshots} snapshots, "
+               f"threshold P(dead) >= {report.threshold:.4f}")
+    typer.echo(f"{'validation':<22}{'precision':>11}{'recall':>9}{'bytes recall':>14}"
+               f"{'suggested':>11}{'false pos.':>11}")
+    for name, m in (("new", report.new), (f"current {report.current_id or ''}", report.current)):
+        if m is None:
+            continue
+        typer.echo(f"{name[:22]:<22}{_pct(m.precision):>11}{_pct(m.recall):>9}"
+                   f"{_pct(m.bytes_recall):>14}{m.suggested:>11}{m.false_positives:>11}")
+    typer.echo("promoted" if report.promoted else "not promoted (kept as a candidate)")
+
+
+@app.command()
+def backtest(
+    ctx: typer.Context,
+    at: Annotated[str, typer.Option("--at", help="Train as of this instant; evaluate after it.")],
+    horizon: Horizon = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+) -> None:
+    """Train on what was known at --at, evaluate on the following horizon, beside the rules."""
+    st = state(ctx)
+    report = run_backtest(st.store, st.config, at=_time(at, "at"), now=utcnow(),
+                          horizon_days=_horizon(horizon))
+    if fmt is Format.json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    if fmt is Format.csv:
+        raise ConfigError("backtest prints table or json", setting="format")
+    typer.echo(f"backtest at {report.at:%Y-%m-%d}, horizon {report.horizon_days:.0f} days "
+               f"({report.mode})")
+    if report.message:
+        typer.echo(report.message)
+    typer.echo(f"{'':<10}{'precision':>10}{'recall':>9}{'bytes recall':>13}{'suggested':>10}"
+               f"{'false pos.':>11}{'bytes':>12}  rule")
+    for row in report.rows:
+        typer.echo(f"{row['name']:<10}{_pct(row['precision']):>10}{_pct(row['recall']):>9}"
+                   f"{_pct(row['bytes_recall']):>13}{row['suggested']:>10}"
+                   f"{row['false_positives']:>11}{_gb(row['suggested_bytes']):>12}  "
+                   f"{row['rule']}")
+
+
+@app.command("suggest")
+def suggest_cmd(
+    ctx: typer.Context,
+    now: Now = None,
+    include_all: Annotated[bool, typer.Option("--all", help="Every alive manifest.")] = False,
+    repository: Annotated[str | None, typer.Option(
+        "--repository", help="Only repositories matching this glob.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table, json or csv.")] = Format.table,
+    post: Annotated[bool, typer.Option("--post", help="Post the batches to Slack.")] = False,
+) -> None:
+    """Scored, guardrailed deletion suggestions ranked by expected reclaimable bytes."""
+    st = state(ctx)
+    when = _time(now, "now")
+    items = suggest(st.store, st.config, now=when, repository_glob=repository,
+                    include_all=include_all)
+    if fmt is Format.json:
+        typer.echo(json.dumps([s.as_dict() for s in items], indent=2))
+    elif fmt is Format.csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["repository", "digest", "tags", "score", "suggested",
+                         "reclaimable_bytes", "batch", "blocked_by", "reasons"])
+        for s in items:
+            writer.writerow([s.repository, s.digest, " ".join(s.tags), f"{s.score:.6f}",
+                             s.suggested, "" if s.reclaimable_bytes is None else
+                             s.reclaimable_bytes, s.batch, "; ".join(s.blocked_by),
+                             "; ".join(s.reasons)])
+        typer.echo(buf.getvalue(), nl=False)
+    else:
+        _table(items)
+    if post:
+        _post(st, items, when)
+
+
+def _table(items: list[Any]) -> None:
+    if not items:
+        typer.echo("nothing to suggest")
+        return
+    if items[0].mode != "model":
+        typer.echo(items[0].reasons[0])
+    suggested = [s for s in items if s.suggested]
+    typer.echo(f"{len(suggested)} suggested of {len(items)} listed; "
+               f"{_gb(sum(s.reclaimable_bytes or s.bytes for s in suggested))} reclaimable")
+    for s in items:
+        mark = "DELETE?" if s.suggested else "keep"
+        tags = ",".join(s.tags) or "(untagged)"
+        typer.echo(f"{mark:<8}{s.score:7.4f}  {s.repository}@{s.digest[:19]}  {tags[:40]}  "
+                   f"{_gb(s.reclaimable_bytes if s.reclaimable_bytes is not None else s.bytes)}")
+        why = s.blocked_by if s.blocked_by else s.reasons[1:]
+        typer.echo(f"{'':<10}{'kept: ' if s.blocked_by else ''}{'; '.join(why)}")
+
+
+def _post(st: Any, items: list[Any], now: datetime) -> None:
+    from bot.app import default_client
+    from bot.posting import post_suggestions
+
+    report = post_suggestions(st.store, st.config, items, client=default_client(st.config),
+                              now=now)
+    typer.echo(f"posted {len(report.posted)} batches ({len(report.recorded)} new); "
+               f"{len(report.failed)} failed; {len(report.skipped)} skipped")
+    for batch_id, error in report.failed.items():
+        typer.echo(f"  {batch_id}: {error}")
+
+
+@app.command()
+def why(
+    ctx: typer.Context,
+    reference: Annotated[str, typer.Argument(help="REPOSITORY@DIGEST")],
+    now: Now = None,
+) -> None:
+    """Every reason a manifest is kept or proposed."""
+    repo, sep, digest = reference.partition("@")
+    if not sep or not repo or not digest.startswith("sha256:"):
+        raise PayloadError(f"expected REPOSITORY@sha256:..., got {reference!r}",
+                           where="reference")
+    st = state(ctx)
+    info = explain(st.store, st.config, repository=repo, digest=digest,
+                   now=_time(now, "now"))
+    typer.echo(f"{repo}@{digest}")
+    if info.get("decided_with_unit"):
+        typer.echo("decided together with its index or subject:")
+    verdict = "suggested for deletion" if info.get("suggested") else "kept"
+    typer.echo(f"verdict: {verdict}" + (f" (score {info['score']:.4f})" if "score" in info
+                                         else ""))
+    for reason in info["blocked_by"]:
+        typer.echo(f"  guardrail: {reason}")
+    for reason in info.get("reasons", []):
+        typer.echo(f"  signal: {reason}")

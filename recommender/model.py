@@ -1,0 +1,429 @@
+"""The model: one scikit-learn Pipeline, calibrated on later data, thresholded for precision.
+
+``P(dead)`` -- the probability that a unit is not used within the horizon -- comes from a
+``Pipeline`` (feature selection, gradient-boosted trees) fitted on the oldest snapshots, then
+calibrated with ``CalibratedClassifierCV(FrozenEstimator(pipeline))`` on the next ones, which
+the pipeline never saw. The operating threshold is the lowest score at which the newest
+(validation) snapshots reach ``model.target_precision`` among the units no guardrail keeps.
+
+Every saved model is a joblib artifact with a JSON sidecar (training window, features, metrics,
+library and code versions) and a row in the ``models`` table. A model built by other library
+or feature code is refused (:class:`ModelError`) rather than silently mis-scored. A new model is
+promoted only when it is not worse than the current one on the same validation snapshots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import KFold
+from sklearn.pipeline import Pipeline
+from sqlalchemy import insert, select, update
+
+from . import __version__
+from .config import Config
+from .errors import ModelError
+from .features import FEATURES
+from .store import Store
+from .store import tables as t
+from .training import Metrics, Split, metrics
+
+__all__ = [
+    "Fitted",
+    "LoadedModel",
+    "choose_threshold",
+    "code_version",
+    "current_model",
+    "fit",
+    "load_model",
+    "make_pipeline",
+    "register",
+    "save_model",
+]
+
+_FEATURE_CODE = ("features.py", "tagkind.py", "model.py")
+
+
+def code_version() -> str:
+    """The package version and a hash of the code that computes features and fits."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in _FEATURE_CODE:
+        digest.update((here / name).read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def library_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__, "joblib": joblib.__version__}
+
+
+def make_pipeline(random_state: int = 0) -> Pipeline:
+    """The model, untrained: feature columns in a fixed order, then boosted trees (which take
+    missing values -- never used, never deployed -- as information, not as zero)."""
+    return Pipeline([
+        ("select", ColumnTransformer([("features", "passthrough", list(FEATURES))],
+                                     remainder="drop", verbose_feature_names_out=False)),
+        ("trees", HistGradientBoostingClassifier(
+            max_iter=250, learning_rate=0.06, max_leaf_nodes=31, min_samples_leaf=40,
+            l2_regularization=1.0, random_state=random_state)),
+    ])
+
+
+def choose_threshold(scores: np.ndarray, dead: np.ndarray, target: float) -> float:
+    """The lowest score whose suggestions (score >= it) reach ``target`` precision.
+
+    Ties move together: a threshold cannot split units with the same score. Returns a value
+    above 1 (suggest nothing) when even the most confident units miss the target.
+    """
+    if len(scores) == 0:
+        return 1.01
+    order = np.argsort(-scores, kind="stable")
+    s, d = scores[order], dead[order].astype(float)
+    correct = np.cumsum(d)
+    n = np.arange(1, len(s) + 1)
+    precision = correct / n
+    # Only positions where the next score is lower are valid cut points.
+    last_of_tie = np.r_[s[1:] < s[:-1], True]
+    ok = np.flatnonzero(last_of_tie & (precision >= target))
+    if len(ok) == 0:
+        return 1.01
+    return float(s[ok[-1]])
+
+
+@dataclass
+class Fitted:
+    """A fitted, calibrated model with its operating threshold and validation metrics."""
+
+    estimator: Any  # predict_proba(frame)[:, 1] = P(dead)
+    threshold: float
+    validation: Metrics
+    windows: dict[str, str]
+    rows: dict[str, int]
+    calibrated: bool = True
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        if frame.empty:
+            return np.zeros(0)
+        return np.asarray(self.estimator.predict_proba(frame[list(FEATURES)])[:, 1])
+
+    def suggest(self, frame: pd.DataFrame) -> np.ndarray:
+        return (self.score(frame) >= self.threshold) & frame["eligible"].to_numpy(dtype=bool)
+
+
+def fit(data: pd.DataFrame, split: Split, config: Config, *,
+        extra: pd.DataFrame | None = None) -> Fitted:
+    """Train on ``split.train`` (+ ``extra`` feedback rows), calibrate on ``split.calibrate``,
+    pick the threshold on the eligible units of ``split.validate``."""
+    from .training import window_text
+
+    target = float(config["model.target_precision"])
+    train = data[data["at"].isin(split.train)]
+    if extra is not None and not extra.empty:
+        train = pd.concat([train, extra[train.columns.intersection(extra.columns)]],
+                          ignore_index=True)
+    if train["dead"].nunique() < 2:
+        raise ModelError("training data has a single label: every unit was "
+                         + ("unused" if train["dead"].iloc[0] else "used"), rows=len(train))
+    pipe = make_pipeline(int(config["model.random_state"]))
+    pipe.fit(train[list(FEATURES)], train["dead"].to_numpy(),
+             trees__sample_weight=train["weight"].to_numpy(dtype=float))
+    cal = data[data["at"].isin(split.calibrate) & data["eligible"]]
+    estimator: Any = pipe
+    calibrated = False
+    if len(cal) >= 20 and cal["dead"].value_counts().min() >= 2 and cal["dead"].nunique() == 2:
+        # Sigmoid keeps the trees' ranking (isotonic plateaus would tie hundreds of units and
+        # make a 0.999 threshold all-or-nothing). The frozen pipeline predicts the same on any
+        # fold, so two plain folds only satisfy the splitter.
+        estimator = CalibratedClassifierCV(FrozenEstimator(pipe), method="sigmoid",
+                                           cv=KFold(2))
+        estimator.fit(cal[list(FEATURES)], cal["dead"].to_numpy())
+        calibrated = True
+    model = Fitted(estimator, 1.01, Metrics(0, 0, 1.0, 0.0, 0.0, 0.0, 0.0),
+                   {"train": window_text(split.train), "calibrate": window_text(split.calibrate),
+                    "validate": window_text(split.validate)},
+                   {"train": len(train), "calibrate": len(cal)}, calibrated)
+    val = data[data["at"].isin(split.validate) & data["eligible"]]
+    model.rows["validate"] = len(val)
+    scores = model.score(val)
+    model.threshold = choose_threshold(scores, val["dead"].to_numpy(), target)
+    model.validation = metrics(val, scores >= model.threshold)
+    return model
+
+
+# --- artifacts and the registry ---------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    id: str
+    fitted: Fitted
+    sidecar: dict[str, Any] = field(default_factory=dict)
+
+
+def save_model(fitted: Fitted, directory: Path, *, now: datetime, horizon_days: float,
+               extra: dict[str, Any] | None = None) -> tuple[str, Path, dict[str, Any]]:
+    """Write ``<id>.joblib`` and ``<id>.json``; returns (id, artifact path, sidecar)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    path = directory / f"{model_id}.joblib"
+    joblib.dump({"estimator": fitted.estimator, "threshold": fitted.threshold,
+                 "features": list(FEATURES)}, path)
+    sidecar = {
+        "id": model_id,
+        "trained_as_of": now.isoformat(),
+        "horizon_days": horizon_days,
+        "windows": fitted.windows,
+        "rows": fitted.rows,
+        "calibrated": fitted.calibrated,
+        "features": list(FEATURES),
+        "threshold": fitted.threshold,
+        "metrics": {"validation": fitted.validation.as_dict()},
+        "versions": library_versions(),
+        "code_version": code_version(),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        **(extra or {}),
+    }
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    return model_id, path, sidecar
+
+
+def load_model(path: Path) -> LoadedModel:
+    """Load an artifact after checking its sidecar: same libraries, same feature code, intact."""
+    side_path = path.with_suffix(".json")
+    try:
+        sidecar = json.loads(side_path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"model sidecar missing: {side_path}", path=str(side_path)) from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"model sidecar unreadable: {exc}", path=str(side_path)) from exc
+    problems = []
+    want = library_versions()
+    for lib in ("scikit-learn", "numpy", "joblib"):
+        if sidecar.get("versions", {}).get(lib) != want[lib]:
+            problems.append(f"{lib} {sidecar.get('versions', {}).get(lib)} != {want[lib]}")
+    if sidecar.get("code_version") != code_version():
+        problems.append(f"code {sidecar.get('code_version')} != {code_version()}")
+    if sidecar.get("features") != list(FEATURES):
+        problems.append("feature list differs")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"model artifact missing: {path}", path=str(path)) from None
+    if hashlib.sha256(raw).hexdigest() != sidecar.get("sha256"):
+        problems.append("artifact does not match its sidecar's sha256")
+    if problems:
+        raise ModelError(f"model {sidecar.get('id', path.stem)} refused: " + "; ".join(problems),
+                         path=str(path), problems=problems)
+    blob = joblib.load(path)
+    val = sidecar["metrics"]["validation"]
+    fitted = Fitted(blob["estimator"], float(blob["threshold"]), Metrics(**val),
+                    sidecar.get("windows", {}), sidecar.get("rows", {}),
+                    bool(sidecar.get("calibrated", True)))
+    return LoadedModel(sidecar["id"], fitted, sidecar)
+
+
+def register(store: Store, model_id: str, path: Path, sidecar: dict[str, Any], *,
+             now: datetime, trained_at: datetime, promote: bool, note: str) -> None:
+    """Record a model; when ``promote``, it becomes current and the previous one retires."""
+    with store.begin() as conn:
+        if promote:
+            conn.execute(update(t.models).where(t.models.c.status == "promoted")
+                         .values(status="retired"))
+        conn.execute(insert(t.models).values(
+            id=model_id, created_at=now, trained_at=trained_at,
+            horizon_days=float(sidecar["horizon_days"]), path=str(path),
+            sha256=sidecar["sha256"], threshold=float(sidecar["threshold"]),
+            metrics=sidecar["metrics"], status="promoted" if promote else "candidate",
+            promoted_at=now if promote else None, note=note))
+
+
+def current_model(store: Store) -> LoadedModel | None:
+    """The promoted model, or ``None`` when there is none (rules-only mode).
+
+    Raises :class:`ModelError` when the promoted artifact cannot be used."""
+    with store.connect() as conn:
+        row = conn.execute(select(t.models.c.id, t.models.c.path)
+                           .where(t.models.c.status == "promoted")
+                           .order_by(t.models.c.promoted_at.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return load_model(Path(row.path))
+
+
+# --- train and backtest -----------------------------------------------------------------------
+
+
+@dataclass
+class TrainReport:
+    """What ``tagwarden train`` did: a new model and its comparison with the current one."""
+
+    mode: str  # model | rules-only
+    message: str
+    snapshots: int = 0
+    model_id: str | None = None
+    promoted: bool = False
+    threshold: float | None = None
+    new: Metrics | None = None
+    current_id: str | None = None
+    current: Metrics | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "message": self.message, "snapshots": self.snapshots,
+                "model_id": self.model_id, "promoted": self.promoted,
+                "threshold": self.threshold,
+                "new": self.new.as_dict() if self.new else None,
+                "current_id": self.current_id,
+                "current": self.current.as_dict() if self.current else None}
+
+
+def _not_worse(new: Metrics, old: Metrics, target: float) -> bool:
+    """Promotion test on the same validation rows: precision holds, bytes do not shrink."""
+    if new.precision < min(target, old.precision):
+        return False
+    return new.bytes_recall >= old.bytes_recall - 0.005
+
+
+def rules_only_message(history_days: float, horizon_days: float) -> str:
+    return (f"rules-only mode: {history_days:.0f} days of history, a model needs more than "
+            f"the {horizon_days:.0f}-day horizon plus three weekly snapshots")
+
+
+def _prepare(store: Store, config: Config, now: datetime, horizon_days: float,
+             until: datetime) -> tuple[Any, list[float], pd.DataFrame]:
+    from .features import days, load_history
+    from .training import build_dataset, feedback_rows, read_feedback, snapshot_times
+
+    with store.connect() as conn:
+        h = load_history(conn, until=until,
+                         production=config["model.production_environments"])
+        feedback = read_feedback(conn, until=now)
+    every = config["model.snapshot_every"].total_seconds() / 86400
+    times = snapshot_times(h, now=days(now), horizon=horizon_days, every=every)
+    extra = feedback_rows(h, feedback, weight=float(config["model.feedback_weight"]),
+                          until=days(now))
+    data = build_dataset(h, config, times, horizon_days) if len(times) >= 3 else pd.DataFrame()
+    return h, times, _pack(data, extra)
+
+
+def _pack(data: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
+    data = data.copy()
+    data.attrs["feedback"] = extra
+    return data
+
+
+def train(store: Store, config: Config, *, now: datetime, horizon_days: float | None = None,
+          directory: Path | None = None) -> TrainReport:
+    """Train on everything known at ``now``; save, register, promote when not worse."""
+    from .features import days
+    from .training import split_by_time
+
+    horizon = horizon_days or config["model.horizon"].total_seconds() / 86400
+    h, times, data = _prepare(store, config, now, horizon, now)
+    start = h.start
+    history = days(now) - start if start is not None else 0.0
+    if len(times) < 3:
+        return TrainReport("rules-only", rules_only_message(history, horizon), len(times))
+    split = split_by_time(times)
+    fitted = fit(data, split, config, extra=data.attrs.get("feedback"))
+    val = data[data["at"].isin(split.validate) & data["eligible"]]
+    target = float(config["model.target_precision"])
+    current_id, current_metrics, promote = None, None, True
+    try:
+        current = current_model(store)
+    except ModelError as exc:
+        current, note = None, f"current model unusable ({exc.message}); promoted"
+    else:
+        note = "first model; promoted"
+    if current is not None:
+        current_id = current.id
+        current_metrics = metrics(val, current.fitted.suggest(val))
+        promote = _not_worse(fitted.validation, current_metrics, target)
+        note = "not worse than the current model; promoted" if promote else \
+            "worse than the current model on the same validation; kept as a candidate"
+    model_id, path, sidecar = save_model(
+        fitted, directory or Path(config["model.dir"]), now=now, horizon_days=horizon,
+        extra={"baseline_snapshots": len(times)})
+    register(store, model_id, path, sidecar, now=now, trained_at=now, promote=promote,
+             note=note)
+    return TrainReport("model", note, len(times), model_id, promote, fitted.threshold,
+                       fitted.validation, current_id, current_metrics)
+
+
+@dataclass
+class BacktestReport:
+    at: datetime
+    horizon_days: float
+    mode: str
+    message: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    threshold: float | None = None
+    training: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "horizon_days": self.horizon_days, "mode": self.mode,
+                "message": self.message, "threshold": self.threshold,
+                "training": self.training, "results": self.rows}
+
+
+def backtest(store: Store, config: Config, *, at: datetime, now: datetime,
+             horizon_days: float | None = None) -> BacktestReport:
+    """Train on what was known at ``at``; evaluate on what happened in ``(at, at + H]``."""
+    from datetime import timedelta
+
+    from .features import days
+    from .training import (
+        label_snapshot,
+        split_by_time,
+        tune_idle_rule,
+        tune_keep_rule,
+    )
+
+    horizon = horizon_days or config["model.horizon"].total_seconds() / 86400
+    end = at + timedelta(days=horizon)
+    if end > now:
+        raise ModelError(f"the horizon after {at:%Y-%m-%d} has not elapsed yet "
+                         f"(ends {end:%Y-%m-%d})", at=at.isoformat())
+    h, times, data = _prepare(store, config, at, horizon, end)
+    # Training sees only cut-offs whose horizon ended by ``at``: _prepare used now=at.
+    test = label_snapshot(h, config, days(at), horizon)
+    target = float(config["model.target_precision"])
+    report = BacktestReport(at, horizon, "model", "")
+    if len(times) < 3:
+        report.mode = "rules-only"
+        report.message = rules_only_message(days(at) - (h.start or days(at)), horizon)
+    else:
+        split = split_by_time(times)
+        fitted = fit(data, split, config, extra=data.attrs.get("feedback"))
+        report.threshold = fitted.threshold
+        report.training = fitted.windows
+        m = metrics(test, fitted.suggest(test))
+        report.rows.append({"name": "model", "rule": f"P(dead) >= {fitted.threshold:.4f}",
+                            **m.as_dict()})
+    past = data[data["eligible"]] if len(data) else test.iloc[:0]
+    for tune in (tune_idle_rule, tune_keep_rule):
+        if past.empty:
+            break
+        rule = tune(past, target)
+        m = metrics(test, rule.suggest(test))
+        report.rows.append({"name": f"{rule.name} rule", "rule": rule.describe(),
+                            **m.as_dict()})
+    if report.mode == "model" and len(report.rows) > 1 and report.rows[1]["suggested_bytes"]:
+        ratio = report.rows[0]["suggested_bytes"] / report.rows[1]["suggested_bytes"]
+        report.message = f"model reclaims {ratio:.2f}x the bytes of the tuned idle rule"
+    return report

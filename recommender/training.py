@@ -1,0 +1,241 @@
+"""Training data from history: weekly cut-offs, labels from what happened next, baselines.
+
+A *snapshot* at cut-off ``t`` holds the features of every alive unit as of ``t`` and its label:
+``dead`` = 1 when nothing used it in ``(t, t + H]`` (no use-class pull of the digest or of a
+tag then pointing at it, no deploy, no pod running it). Only cut-offs whose horizon has fully
+elapsed by ``now`` are used, and they are split by time: the earliest train the model, the next
+calibrate it, the latest choose the operating threshold.
+
+People's decisions are labels too (:func:`read_feedback`): a denied suggestion says "still
+used" and weighs ``model.feedback_weight``; an approved-and-executed one says "dead".
+
+The rule baselines are tuned on the past only (the snapshots a model would train on) and then
+evaluated on the same instant as the model: "idle more than D days and not running" and
+"keep the last N pushed per repository".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, inspect, select
+
+from .config import Config
+from .features import History, days, features_at, to_datetime, used_in_window
+from .policy import evaluate_history
+
+__all__ = [
+    "Feedback",
+    "Metrics",
+    "RuleBaseline",
+    "build_dataset",
+    "feedback_rows",
+    "metrics",
+    "read_feedback",
+    "snapshot_times",
+    "split_by_time",
+    "tune_idle_rule",
+    "tune_keep_rule",
+]
+
+MIN_HISTORY_DAYS = 14  # features need some past before the first cut-off
+
+
+def snapshot_times(h: History, *, now: float, horizon: float, every: float) -> list[float]:
+    """Cut-offs at UTC midnights, ``every`` days apart, ending at the newest one whose horizon
+    has fully elapsed by ``now``; none when the history is shorter than that."""
+    start = h.start
+    if start is None:
+        return []
+    first = math.ceil(start + MIN_HISTORY_DAYS)
+    last = math.floor(now - horizon)
+    out: list[float] = []
+    t = float(last)
+    while t >= first:
+        out.append(t)
+        t -= every
+    return sorted(out)
+
+
+def label_snapshot(h: History, config: Config, t: float, horizon: float) -> pd.DataFrame:
+    """Features at ``t``, guardrail verdicts at ``t`` and the label from ``(t, t + H]``."""
+    frame = features_at(h, t)
+    blocked = evaluate_history(h, config, t)
+    used = used_in_window(h, t, t + horizon)
+    keys = list(zip(frame["repository"], frame["digest"], strict=True))
+    frame["blocked_by"] = [blocked.get(k, []) for k in keys]
+    frame["eligible"] = [not blocked.get(k) for k in keys]
+    frame["dead"] = [0 if k in used else 1 for k in keys]
+    frame["at"] = t
+    frame["weight"] = 1.0
+    return frame
+
+
+def build_dataset(h: History, config: Config, times: Iterable[float], horizon: float,
+                  ) -> pd.DataFrame:
+    frames = [label_snapshot(h, config, t, horizon) for t in times]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[float]
+    calibrate: list[float]
+    validate: list[float]
+
+
+def split_by_time(times: list[float]) -> Split:
+    """Oldest 60% train, next 20% calibrate, newest 20% validate (each at least one)."""
+    n = len(times)
+    if n < 3:
+        raise ValueError("need at least three snapshots to train, calibrate and validate")
+    n_val = max(1, round(n * 0.2))
+    n_cal = max(1, round(n * 0.2))
+    n_train = n - n_val - n_cal
+    return Split(times[:n_train], times[n_train:n_train + n_cal], times[n_train + n_cal:])
+
+
+# --- feedback ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A person's verdict on one suggested manifest: ``denied`` (still used) or ``executed``."""
+
+    repository: str
+    digest: str
+    at: datetime  # when the suggestion was made
+    verdict: str
+
+
+def read_feedback(conn: Connection, *, until: datetime) -> list[Feedback]:
+    """Denied and executed suggestions from the executor's tables, when they exist."""
+    if "batch_items" not in inspect(conn).get_table_names():
+        return []
+    from .store import tables as t
+
+    bi = t.batch_items
+    rows = conn.execute(select(bi.c.repository, bi.c.digest, bi.c.suggested_at, bi.c.state)
+                        .where(bi.c.state.in_(("denied", "deleted")),
+                               bi.c.suggested_at <= until)).all()
+    return [Feedback(r.repository, r.digest, r.suggested_at,
+                     "denied" if r.state == "denied" else "executed") for r in rows]
+
+
+def feedback_rows(h: History, feedback: list[Feedback], *, weight: float,
+                  until: float) -> pd.DataFrame:
+    """Training rows for people's verdicts: features as of the suggestion, their label."""
+    by_day: dict[float, list[Feedback]] = {}
+    for fb in feedback:
+        when = days(fb.at)
+        if when <= until:
+            by_day.setdefault(float(math.floor(when)), []).append(fb)
+    frames = []
+    for day, items in sorted(by_day.items()):
+        frame = features_at(h, day)
+        verdict = {(fb.repository, fb.digest): fb.verdict for fb in items}
+        keys = list(zip(frame["repository"], frame["digest"], strict=True))
+        mask = np.array([k in verdict for k in keys], dtype=bool)
+        frame = frame[mask].copy()
+        if frame.empty:
+            continue
+        frame["dead"] = [0 if verdict[k] == "denied" else 1
+                         for k in zip(frame["repository"], frame["digest"], strict=True)]
+        frame["weight"] = np.where(frame["dead"] == 0, weight, 1.0)
+        frame["eligible"] = True
+        frame["blocked_by"] = [[] for _ in range(len(frame))]
+        frame["at"] = day
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# --- metrics and baselines --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Quality of a set of suggestions against what happened next (eligible units only)."""
+
+    suggested: int
+    false_positives: int
+    precision: float
+    recall: float
+    bytes_recall: float
+    suggested_bytes: float
+    dead_bytes: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def metrics(frame: pd.DataFrame, suggested: np.ndarray) -> Metrics:
+    """Precision, recall and bytes recall of ``suggested`` among the eligible rows."""
+    eligible = frame["eligible"].to_numpy(dtype=bool)
+    dead = frame["dead"].to_numpy(dtype=bool) & eligible
+    pick = suggested.astype(bool) & eligible
+    size = frame["bytes"].to_numpy(dtype=float)
+    n = int(pick.sum())
+    fp = int((pick & ~dead).sum())
+    dead_bytes = float(size[dead].sum())
+    got = float(size[pick & dead].sum())
+    return Metrics(
+        suggested=n,
+        false_positives=fp,
+        precision=(n - fp) / n if n else 1.0,
+        recall=float((pick & dead).sum()) / float(dead.sum()) if dead.any() else 0.0,
+        bytes_recall=got / dead_bytes if dead_bytes else 0.0,
+        suggested_bytes=float(size[pick].sum()),
+        dead_bytes=dead_bytes,
+    )
+
+
+@dataclass(frozen=True)
+class RuleBaseline:
+    name: str
+    parameter: float  # D days idle, or N kept
+
+    def suggest(self, frame: pd.DataFrame) -> np.ndarray:
+        if self.name == "idle":
+            return ((frame["idle_days"].to_numpy(dtype=float) > self.parameter)
+                    & (frame["running"].to_numpy(dtype=float) == 0))
+        return frame["newer_pushes"].to_numpy(dtype=float) >= self.parameter
+
+    def describe(self) -> str:
+        if self.name == "idle":
+            return f"idle more than {int(self.parameter)} days and not running"
+        return f"keep the last {int(self.parameter)} pushed per repository"
+
+
+_IDLE_GRID = (7, 14, 21, 30, 45, 60, 90, 120, 150, 180, 240, 300, 365, 500, 730)
+_KEEP_GRID = (1, 2, 3, 5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
+
+
+def _tune(name: str, grid: Iterable[int], past: pd.DataFrame, target: float) -> RuleBaseline:
+    """The most permissive setting that reaches ``target`` precision on past snapshots."""
+    best = RuleBaseline(name, float(max(grid)))
+    best_bytes = -1.0
+    for value in grid:
+        rule = RuleBaseline(name, float(value))
+        m = metrics(past, rule.suggest(past))
+        if m.suggested and m.precision >= target and m.suggested_bytes > best_bytes:
+            best, best_bytes = rule, m.suggested_bytes
+    return best
+
+
+def tune_idle_rule(past: pd.DataFrame, target: float) -> RuleBaseline:
+    return _tune("idle", _IDLE_GRID, past, target)
+
+
+def tune_keep_rule(past: pd.DataFrame, target: float) -> RuleBaseline:
+    return _tune("keep", _KEEP_GRID, past, target)
+
+
+def window_text(times: list[float]) -> str:
+    if not times:
+        return "none"
+    return f"{to_datetime(times[0]):%Y-%m-%d}..{to_datetime(times[-1]):%Y-%m-%d}"
