@@ -23,7 +23,6 @@ from . import core  # noqa: E402,F401
 from . import executor  # noqa: E402,F401
 from . import ingest  # noqa: E402,F401
 from . import refs  # noqa: E402,F401
-from . import refs  # noqa: E402,F401
 from . import serve  # noqa: E402,F401
 from . import model  # noqa: E402,F401
 # isort: on
