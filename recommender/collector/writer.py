@@ -302,33 +302,28 @@ def _interval_at(conn: Connection, repo: str, tag: str, t: datetime) -> Any:
 def _tag_pushed(conn: Connection, repo: str, tag: str, digest: str, t: datetime) -> None:
     """``tag`` points at ``digest`` from ``t``: split the interval that held ``t``.
 
-    A late push (older than what is known) ends where the next known interval starts; when
-    that next interval is the same digest (a scan saw it first), it is extended back instead.
+    Every push is kept as the start of its own interval, even when the digest does not change:
+    merging would forget a point that a push arriving late (out of order) needs in order to
+    end where the next known push begins. A push into a gap (after a delete, or before
+    everything known) ends where the next known interval starts.
     """
     th = tag_history.c
     cur = _interval_at(conn, repo, tag, t)
     if cur is not None:
-        if cur.digest == digest:
-            return
         if cur.valid_from == t:  # two pushes at the same instant: the later message wins
-            conn.execute(update(tag_history).where(th.id == cur.id).values(digest=digest))
+            if cur.digest != digest:
+                conn.execute(update(tag_history).where(th.id == cur.id).values(digest=digest))
             return
         conn.execute(update(tag_history).where(th.id == cur.id).values(valid_to=t))
         end = cur.valid_to
     else:
         nxt = conn.execute(
-            select(th.valid_from).where(th.repository == repo, th.tag == tag, th.valid_from > t)
+            select(th.valid_from).where(th.repository == repo, th.tag == tag, th.valid_from >= t)
             .order_by(th.valid_from).limit(1)
         ).first()
+        if nxt is not None and nxt.valid_from == t:
+            return  # an empty interval [t, t) starts here: a delete at the push's instant
         end = nxt.valid_from if nxt is not None else None
-    if end is not None:
-        follower = conn.execute(
-            select(th.id).where(th.repository == repo, th.tag == tag, th.valid_from == end,
-                                th.digest == digest).limit(1)
-        ).first()
-        if follower is not None:
-            conn.execute(update(tag_history).where(th.id == follower.id).values(valid_from=t))
-            return
     conn.execute(tag_history.insert().values(repository=repo, tag=tag, digest=digest,
                                              valid_from=t, valid_to=end, source="push"))
 
