@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -461,8 +460,7 @@ class Executor:
         deleted = [o for o in report.deleted]
         keys = sorted({(o.repository, o.digest) for o in deleted})
         with self.store.begin() as conn:
-            report.reclaimable_bytes = _gc_bytes(conn, keys, sum(
-                i.reclaimable_bytes for i in self._items(conn, [o.item_id for o in deleted])))
+            report.reclaimable_bytes = _gc_bytes(conn, keys)
             if not self.dry_run:
                 touched = sorted({o.batch_id for o in report.outcomes})
                 open_items = (select(batch_items.c.id)
@@ -485,24 +483,11 @@ class Executor:
                                        if self.dry_run else {}),
                                   now=now, conn=conn)
 
-    @staticmethod
-    def _items(conn: Connection, ids: Iterable[int]) -> Iterator[DueItem]:
-        wanted = list(ids)
-        if not wanted:
-            return
-        for r in conn.execute(select(batch_items).where(batch_items.c.id.in_(wanted))):
-            yield DueItem(int(r.id), r.batch_id, r.repository, r.digest, tuple(r.tags or ()),
-                          r.suggested_at, int(r.attempts or 0), int(r.reclaimable_bytes or 0),
-                          r.state)
 
-
-def _gc_bytes(conn: Connection, keys: list[tuple[str, str]], estimate: int) -> int:
-    """Layer-deduplicated bytes the deletions make eligible for GC (the inventory's figure);
-    the suggestions' own estimate when the inventory module is not available."""
+def _gc_bytes(conn: Connection, keys: list[tuple[str, str]]) -> int:
+    """Layer-deduplicated bytes the deletions make eligible for garbage collection."""
     if not keys:
         return 0
-    try:
-        from . import inventory  # type: ignore[attr-defined]
-    except ImportError:
-        return estimate
-    return int(inventory.reclaimable_bytes(conn, keys))
+    from .inventory import reclaimable_bytes
+
+    return int(reclaimable_bytes(conn, keys))

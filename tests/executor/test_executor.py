@@ -59,6 +59,8 @@ def test_nothing_before_cool_off_then_deleted_and_gc_frees_unshared_blobs(world:
     unshared = set(old.blobs) - set(keep.blobs)
     # The manifest and its own blobs go; the shared base layer survives.
     assert len(unshared) == 2 and freed == unshared | {old.digest}
+    # The figure reported before GC is what GC then freed (layer-deduplicated).
+    assert report.reclaimable_bytes == old.size + sum(old.blobs[b] for b in unshared)
     assert world.client.head_manifest("payments/api", keep.digest) == keep.digest
 
     audit = AuditLog(world.store)
