@@ -1,4 +1,4 @@
-"""The one ASGI app of ``tagwarden serve``: the collector, ``/healthz``, ``/metrics``.
+"""The one ASGI app of ``tagwarden serve``: the collector, ``/v1/refs``, ``/healthz``, ``/metrics``.
 
 :func:`build_app` is a small composition function. Other parts add themselves here: extra
 routes or mounts (the Slack endpoint) in ``routes``, and lifespan hooks (the scheduler) in
@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from .collector.app import Collector, json_response
 from .collector.metrics import CONTENT_TYPE, CollectorMetrics
 from .config import Config
+from .refs.api import RefsApi
 from .store import Store
 from .timeutil import utcnow
 
@@ -75,6 +76,7 @@ def build_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             *collector.routes(),
+            *RefsApi(config, store, clock=clock).routes(),  # declared references (CI)
             *routes,
         ],
         lifespan=lifespan,

@@ -384,3 +384,10 @@ def test_healthz_and_metrics(serve: Any, store: Store) -> None:
     assert metric(client, "tagwarden_batch_events_sum") == 10
     assert metric(client, "tagwarden_write_seconds_count") >= 1
     assert client.post("/healthz").status_code == 405
+
+
+def test_declared_references_endpoint_is_served(serve: Any, store: Store) -> None:
+    client = serve()
+    assert client.post("/v1/refs", json=[]).status_code == 401  # E's endpoint, same token
+    assert client.post("/v1/refs", json={"source": "ci", "references": []},
+                       headers=AUTH).status_code < 300
