@@ -20,6 +20,7 @@ __all__ = ["State", "app", "main"]
 # Command groups register themselves on ``app`` when imported (one line each, kept unsorted).
 # isort: off
 from . import core  # noqa: E402,F401
+from . import fleet  # noqa: E402,F401
 from . import executor  # noqa: E402,F401
 from . import ingest  # noqa: E402,F401
 from . import refs  # noqa: E402,F401
