@@ -18,7 +18,7 @@ import orjson
 
 from ..errors import PayloadError
 
-__all__ = ["JsonLines", "open_input", "read_document"]
+__all__ = ["JsonLines", "decode_line", "open_input"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _READ_CHUNK = 1 << 20
@@ -120,18 +120,3 @@ def decode_line(line: bytes, number: int) -> Any:
         return orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return PayloadError(f"line {number}: invalid JSON: {exc}", line=number)
-
-
-def read_document(path: str | Path, *, stdin: IO[bytes] | None = None) -> Any:
-    """One JSON document (kubectl's pretty-printed output), or :class:`PayloadError`."""
-    stream, raw = open_input(path, stdin=stdin)
-    try:
-        body = stream.read()
-    finally:
-        if raw is not sys.stdin.buffer:
-            stream.close()
-            raw.close()
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadError(f"{path}: invalid JSON: {exc}", file=str(path)) from None
