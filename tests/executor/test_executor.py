@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -269,3 +270,45 @@ def test_index_child_pull_counts_as_use(world: World) -> None:
             action="pull", usage="use", count=1, first_at=later(3), last_at=later(3)))
     (outcome,) = world.executor().run_due(later(26)).outcomes
     assert outcome.outcome == "skipped" and child in outcome.reason
+
+
+def test_two_workers_never_run_the_same_item(world: World, store_url: str) -> None:
+    from recommender.store import open_store
+
+    images = [world.push("payments/api", [f"v{i}"]) for i in range(12)]
+    ids = {world.approve(img, [f"v{i}"]) for i, img in enumerate(images)}
+    stores = [open_store(store_url) for _ in range(2)]
+    reports: list[Any] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def work(n: int) -> None:
+        calls = CallLog()
+        client = RegistryClient(world.registry.url, transport=calls.transport(), retries=0)
+        try:
+            barrier.wait()
+            ex = Executor(stores[n], client, world.config, calls=calls, worker_id=f"w{n}",
+                          workers=4)
+            reports.append(ex.run_due(later(26)))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.dispose()
+    assert errors == []
+    done = [o.item_id for r in reports for o in r.outcomes]
+    assert sorted(done) == sorted(ids)  # each item ran exactly once, in one worker
+    assert {o.outcome for r in reports for o in r.outcomes} == {"deleted"}
+    audit = AuditLog(world.store)
+    assert audit.verify().ok
+    deletes = [c for e in audit.entries(kind="item.deleted") for c in e.data["calls"]
+               if c["method"] == "DELETE"]
+    assert len(deletes) == 12
+    assert all(world.client.head_manifest("payments/api", i.digest) is None for i in images)
