@@ -16,16 +16,19 @@ import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 import orjson
 
 from .. import __version__
-from ..errors import AuthError, DigestMismatch, NotFound, RegistryError, Unsupported
+from ..errors import AuthError, ConfigError, DigestMismatch, NotFound, RegistryError, Unsupported
 from . import mediatypes as mt
 from .auth import RegistryAuth
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 __all__ = [
     "AsyncRegistryClient",
@@ -364,6 +367,23 @@ class _Base(_Operations):
         self.backoff = backoff
 
     _build: Callable[..., httpx.Request]  # the subclass's ``client.build_request``
+
+    @classmethod
+    def from_config(cls, config: Config, *, url: str | None = None, **kwargs: Any) -> Self:
+        """A client for ``registry.url`` (or ``url``) with the configured credentials,
+        timeout and TLS verification."""
+        base = url or config["registry.url"]
+        if not base:
+            raise ConfigError("registry.url is not set (or pass --registry URL)",
+                              setting="registry.url")
+        password = config["registry.password"]
+        auth = RegistryAuth(config["registry.username"],
+                            password.reveal() if password else None)
+        params: dict[str, Any] = {
+            "auth": auth, "timeout": config["registry.timeout"].total_seconds(),
+            "verify": config["registry.verify_tls"], **kwargs,
+        }
+        return cls(base, **params)
 
     def _url(self, call: _Call) -> str:
         return call.url if "://" in call.url else self.base_url + call.url

@@ -106,7 +106,8 @@ def bcrypt_hash(password: str) -> str:
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt  # deprecated in 3.11, gone in 3.13; fine for a test helper
 
-        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+        # Cost 4 (2**4 rounds), bcrypt's minimum: the registry checks it on every request.
+        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
 
 
 @dataclass

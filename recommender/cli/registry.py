@@ -1,0 +1,122 @@
+"""``tagwarden scan`` and ``tagwarden inventory``: walk the registry, show what the store knows."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from .. import inventory
+from ..registry.client import AsyncRegistryClient
+from ..timeutil import utcnow
+from .state import app, state
+
+__all__ = ["inventory_command", "scan_command"]
+
+Glob = Annotated[str | None, typer.Option("--repository", "-r", metavar="GLOB",
+                                          help="Only repositories matching this glob.")]
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int], None]]:
+    """A Rich progress bar over repositories, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield lambda _event, _n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress("scanning", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("scan", total=None)
+
+        def update(event: str, n: int) -> None:
+            if event == "repositories":
+                bar.update(task, total=n)
+            else:
+                bar.advance(task, n)
+
+        yield update
+
+
+@app.command("scan")
+def scan_command(
+    ctx: typer.Context,
+    registry: Annotated[str | None, typer.Option(
+        "--registry", metavar="URL", help="Registry base URL (default: registry.url).")] = None,
+    repository: Glob = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Requests in flight (default: registry.concurrency).")] = None,
+) -> None:
+    """Walk the registry's catalog, tags and manifests into the store's inventory."""
+    st = state(ctx)
+    config = st.config
+    workers = concurrency or config["registry.concurrency"]
+    client = AsyncRegistryClient.from_config(config, url=registry, max_connections=workers)
+    store = st.store
+
+    async def run(update: Callable[[str, int], None]) -> inventory.ScanReport:
+        async with client:
+            return await inventory.scan_async(store, client, now=utcnow(), concurrency=workers,
+                                              repository_glob=repository, progress=update)
+
+    with _progress() as update:
+        report = asyncio.run(run(update))
+    for error in report.errors[:5]:
+        where = error.get("repository", "") + (f":{error['tag']}" if "tag" in error else "")
+        print(f"{where}: {error['error']}", file=sys.stderr)
+    typer.echo(report.summary())
+    if report.errors:
+        raise typer.Exit(1)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(value) or "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if hasattr(value, "isoformat"):
+        return str(value.strftime("%Y-%m-%d %H:%M"))
+    return str(value)
+
+
+_COLUMNS = ("repository", "digest", "tags", "pushed_at", "last_used_at", "uses",
+            "non_use_pulls", "running", "bytes")
+
+
+@app.command("inventory")
+def inventory_command(
+    ctx: typer.Context,
+    repository: Glob = None,
+    output: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+) -> None:
+    """List each manifest the store knows: tags, push and last use, uses, running, bytes."""
+    st = state(ctx)
+    with st.store.connect() as conn:
+        rows = inventory.list_inventory(conn, now=utcnow(), repository_glob=repository)
+    if output is Format.json:
+        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*_COLUMNS, box=None, pad_edge=False)
+    for row in rows:
+        cells = [_text(row[c]) for c in _COLUMNS]
+        cells[1] = cells[1][:19]  # sha256: + 12 hex, as registries' UIs show it
+        table.add_row(*cells)
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    typer.echo(f"{len(rows)} manifests")
