@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 
 from recommender.config import Config, load
 from recommender.refs import current_references, declared_references
-from recommender.refs.api import RefsApi
 from recommender.server import build_app
 from recommender.store import Store
 from recommender.store.tables import declared_refs
@@ -37,8 +36,8 @@ def make_config(**overrides: Any) -> Config:
 
 
 def serve(config: Config, store: Store) -> LiveServer:
-    api = RefsApi(config, store, clock=lambda: NOW)
-    return LiveServer(build_app(config, store, clock=lambda: NOW, routes=api.routes())).start()
+    # the server's own composition: build_app mounts RefsApi beside the collector
+    return LiveServer(build_app(config, store, clock=lambda: NOW)).start()
 
 
 @pytest.fixture
