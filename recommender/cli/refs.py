@@ -16,7 +16,7 @@ import typer
 
 from ..errors import PayloadError
 from ..reference import managed_repository, registry_hosts
-from ..refs import Findings, parse_docker_ps, record, walk
+from ..refs import Findings, current_references, parse_docker_ps, record, walk
 from ..refs.found import NOTE_KINDS
 from ..refs.store import ReplaceResult
 from ..timeutil import parse_time, utcnow
@@ -33,6 +33,8 @@ At = Annotated[str | None, typer.Option(
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Read and report; store nothing.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q",
                                      help="Only the notes and the summary, not every reference.")]
+AllowEmpty = Annotated[bool, typer.Option(
+    "--allow-empty", help="Let a read that finds nothing clear the source's references.")]
 
 
 def _when(at: str | None) -> datetime:
@@ -86,11 +88,19 @@ def _report(found: Findings, source: str, result: ReplaceResult | None, hosts: f
 
 
 def _store(ctx: typer.Context, source: str, found: Findings, at: datetime, dry_run: bool,
-           quiet: bool) -> None:
+           quiet: bool, allow_empty: bool = False) -> None:
     st = state(ctx)
     hosts = registry_hosts(st.config["registry.url"], st.config["registry.hosts"])
     result = None
     if not dry_run:
+        if not found.refs and not allow_empty:
+            # A mistyped path must not silently drop every protection the source gave.
+            with st.store.connect() as conn:
+                held = len(current_references(conn, at=at, source=source))
+            if held:
+                raise PayloadError(
+                    f"no references found, but {source!r} declares {held}: pass --allow-empty "
+                    "to clear them", where="source", source=source)
         result = record(st.store, {source: found.refs}, at=at, hosts=hosts)[0]
     _report(found, source, result, hosts, quiet)
 
@@ -107,6 +117,7 @@ def ingest_refs(
     ] = None,
     dry_run: DryRun = False,
     quiet: Quiet = False,
+    allow_empty: AllowEmpty = False,
 ) -> None:
     """Image references declared in files: they are kept even when nothing runs them."""
     when = _when(at)
@@ -116,7 +127,7 @@ def ingest_refs(
                                where="source")
         source = f"files:{paths[0].resolve().as_posix()}"
     found = walk(paths, build_args=_build_args(build_arg or []))
-    _store(ctx, source, found, when, dry_run, quiet)
+    _store(ctx, source, found, when, dry_run, quiet, allow_empty)
 
 
 @ingest_app.command("docker-ps")
@@ -128,6 +139,7 @@ def ingest_docker_ps(
     at: At = None,
     dry_run: DryRun = False,
     quiet: Quiet = False,
+    allow_empty: AllowEmpty = False,
 ) -> None:
     """Containers on a Docker host (running or stopped): their images are kept."""
     when = _when(at)
@@ -143,4 +155,4 @@ def ingest_docker_ps(
             raise PayloadError("reading stdin needs --source NAME (the host)", where="source")
         source = f"docker-ps:{Path(file).stem}"
     found = parse_docker_ps(text, path=name)
-    _store(ctx, source, found, when, dry_run, quiet)
+    _store(ctx, source, found, when, dry_run, quiet, allow_empty)

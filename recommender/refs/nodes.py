@@ -23,6 +23,7 @@ __all__ = [
 ]
 
 Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 def compose_all(text: str) -> Iterator[Node | None]:
@@ -34,13 +35,30 @@ def line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
+def _lookup(node: MappingNode, key: str, depth: int = 0) -> Node | None:
+    for k, v in node.value:
+        if isinstance(k, ScalarNode) and k.value == key and k.tag != _MERGE:
+            return v
+    # YAML merge keys (``<<: *defaults``), common in Compose files: the composer leaves them
+    # unresolved, so look in the merged mappings, nearest first, as the constructor would.
+    if depth < 10:
+        for k, v in node.value:
+            if isinstance(k, ScalarNode) and k.tag == _MERGE:
+                merged = v.value if isinstance(v, SequenceNode) else [v]
+                for m in merged:
+                    if isinstance(m, MappingNode):
+                        found = _lookup(m, key, depth + 1)
+                        if found is not None:
+                            return found
+    return None
+
+
 def get(node: Node | None, *keys: str) -> Node | None:
     """Follow mapping keys (``get(doc, "spec", "template")``); None when any is missing."""
     for key in keys:
         if not isinstance(node, MappingNode):
             return None
-        node = next((v for k, v in node.value if isinstance(k, ScalarNode) and k.value == key),
-                    None)
+        node = _lookup(node, key)
     return node
 
 
@@ -54,7 +72,7 @@ def scalar(node: Node | None) -> str | None:
 def items(node: Node | None) -> Iterator[tuple[str, Node]]:
     if isinstance(node, MappingNode):
         for key, value in node.value:
-            if isinstance(key, ScalarNode):
+            if isinstance(key, ScalarNode) and key.tag != _MERGE:
                 yield str(key.value), value
 
 

@@ -128,7 +128,12 @@ def walk(
             continue
         if not root.is_dir():
             raise PayloadError(f"no such file or directory: {given}", where=str(given))
-        for directory, dirnames, filenames in os.walk(root):
+        def unreadable(exc: OSError, root: Path = root) -> None:
+            where = Path(exc.filename or root)
+            rel = where.relative_to(root).as_posix() if where.is_relative_to(root) else str(where)
+            found.note(rel, "skipped", f"cannot list directory: {exc.strerror or exc}")
+
+        for directory, dirnames, filenames in os.walk(root, onerror=unreadable):
             dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
             here = Path(directory)
             rel = here.relative_to(root).as_posix()

@@ -57,6 +57,21 @@ def test_ingest_refs_reports_and_replaces(checkout: Path, tmp_path: Path,
     assert len(now) == 20 and not any("cron.yaml" in loc for _, loc, _ in now)
 
 
+def test_an_empty_read_does_not_clear_a_source_by_accident(
+    checkout: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    base = ["--db", db, "ingest", "refs", "--source", "gitops"]
+    assert main([*base, str(checkout / "deploy"), "--at", "2026-05-01T00:00:00Z"]) == 0
+    assert main([*base, str(empty), "--at", "2026-05-02T00:00:00Z"]) == 1
+    assert "declares 8: pass --allow-empty" in capsys.readouterr().err
+    assert len(listed(db, "2026-05-03T00:00:00Z")) == 8
+    assert main([*base, str(empty), "--at", "2026-05-02T00:00:00Z", "--allow-empty"]) == 0
+    assert listed(db, "2026-05-03T00:00:00Z") == []
+
+
 def test_dry_run_stores_nothing(checkout: Path, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     db = f"sqlite:///{tmp_path / 's.db'}"

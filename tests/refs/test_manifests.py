@@ -193,3 +193,23 @@ def test_docker_ps_is_strict(text: str, words: str) -> None:
     with pytest.raises(PayloadError) as info:
         parse_docker_ps(text, path="host.jsonl")
     assert words in info.value.message
+
+
+def test_compose_merge_keys_carry_the_image() -> None:
+    text = """\
+x-app: &app
+  image: registry.example.com/team/app:1.0
+  restart: always
+services:
+  web:
+    <<: *app
+    command: web
+  worker:
+    <<: [*app]
+    image: registry.example.com/team/worker:2
+"""
+    found = parse_yaml(text, path="compose.yaml")
+    assert [(r.location, r.image, r.detail) for r in found.refs] == [
+        ("compose.yaml:2", "registry.example.com/team/app:1.0", "service web"),
+        ("compose.yaml:10", "registry.example.com/team/worker:2", "service worker"),
+    ]
