@@ -1,0 +1,88 @@
+"""``tagwarden serve`` as an operator runs it: a real subprocess, real HTTP, SIGTERM to stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from recommender.registry.local import free_port
+
+TOKEN = "cli-token"
+
+
+def start(tmp_path: Path, *args: str, env_token: bool = True) -> subprocess.Popen[str]:
+    env = {"PATH": "/usr/bin:/bin"}
+    if env_token:
+        env["TAGWARDEN_COLLECTOR_TOKEN"] = TOKEN
+    # A long group-commit wait keeps a request in flight while the server is told to stop.
+    (tmp_path / "c.toml").write_text('[collector]\nbatch_max_delay = "1.5s"\n')
+    return subprocess.Popen(
+        [sys.executable, "-m", "recommender.cli", "--config", "c.toml",
+         "--db", f"sqlite:///{tmp_path / 's.db'}", "serve", *args],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("tagwarden serve did not become healthy")
+
+
+def test_serve_ingests_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start(tmp_path, "--host", "127.0.0.1", "--port", str(port))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc)
+        deploy = {"timestamp": "2026-01-01T00:00:00Z", "image": "r.example/shop/web:v1",
+                  "environment": "production"}
+        assert "tagwarden_events_received_total" in httpx.get(f"{url}/metrics").text
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.post, f"{url}/v1/events/deploy",
+                                  content=json.dumps(deploy), timeout=30,
+                                  headers={"Authorization": f"Bearer {TOKEN}"})
+            time.sleep(0.5)  # the request now waits in the batcher
+            proc.send_signal(signal.SIGTERM)
+            r = pending.result()
+        # the in-flight request is finished and answered before the server exits
+        assert r.status_code == 200 and r.json() == {"accepted": 1}
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    # uvicorn re-raises the signal after its graceful shutdown, as a service manager expects
+    assert proc.returncode in (0, -signal.SIGTERM), err
+    assert "Traceback" not in err
+    assert f"serving on http://127.0.0.1:{port}" in err
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        assert conn.execute("SELECT environment FROM events").fetchall() == [("production",)]
+
+
+def test_serve_on_a_busy_port_fails_without_traceback(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = start(tmp_path, "--port", str(busy.getsockname()[1]), env_token=False)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "Traceback" not in err
+    assert "collector.token is not set" in err  # the operator is told why POSTs will fail
+    assert "address already in use" in err.lower()
