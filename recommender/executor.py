@@ -265,8 +265,12 @@ class Executor:
         )
 
     def _due(self, conn: Connection, now: datetime) -> list[DueItem]:
+        # An item left "executing" by a crashed worker is finished whatever its batch became
+        # since (a cancel does not touch started items): its DELETE may already have happened.
         query = (select(batch_items).join(batches, batches.c.id == batch_items.c.batch_id)
-                 .where(batches.c.state == "approved").where(self._due_clause(now))
+                 .where(or_(batches.c.state == "approved",
+                            batch_items.c.state == "executing"))
+                 .where(self._due_clause(now))
                  .order_by(batch_items.c.due_at, batch_items.c.id))
         return [DueItem(int(r.id), r.batch_id, r.repository, r.digest, tuple(r.tags or ()),
                         r.suggested_at, int(r.attempts or 0), int(r.reclaimable_bytes or 0),

@@ -220,6 +220,10 @@ def test_crash_between_delete_and_record_deletes_once(world: World) -> None:
     assert world.client.head_manifest("payments/api", old.digest) is None  # DELETE happened
     item = world.item(item_id)
     assert item.state == "executing"  # ... but its result was never recorded
+    # A cancel now cannot undo the started item, and must not strand it either.
+    late = decisions.cancel(world.store, batch_id=item.batch_id, user_id="U0BOB",
+                            now=later(26))
+    assert "1 item(s) had already started" in late.message
     # Another worker before the lease expires: nothing to take.
     assert world.executor(worker_id="w2").run_due(later(26) + timedelta(minutes=1)).outcomes \
         == []
