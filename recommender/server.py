@@ -8,6 +8,7 @@ left, in reverse order, before it stops (so pending events are still written on 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import datetime
@@ -15,6 +16,7 @@ from datetime import datetime
 import anyio.to_thread
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -25,6 +27,8 @@ from .config import Config
 from .refs.api import RefsApi
 from .store import Store
 from .timeutil import utcnow
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LifespanHook", "build_app"]
 
@@ -72,6 +76,7 @@ def build_app(
             yield
 
     app = Starlette(
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -85,3 +90,15 @@ def build_app(
     app.state.config = config
     app.state.store = store
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 answers as JSON, like every other refusal."""
+    assert isinstance(exc, HTTPException)
+    body = {"error": exc.detail, "path": request.url.path, "method": request.method}
+    return json_response(body, exc.status_code, **(exc.headers or {}))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return json_response({"error": "internal error (see the server log)"}, 500)

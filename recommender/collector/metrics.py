@@ -7,7 +7,6 @@ batch with the aggregated amount, never once per event, so metrics stay cheap at
 
 from __future__ import annotations
 
-from collections import Counter as Tally
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -35,6 +34,7 @@ class CollectorMetrics:
             "tagwarden_events_received", "Events accepted for storage, by source and usage class.",
             ["source", "usage"], registry=r,
         )
+        self._received: dict[tuple[str, str], Counter] = {}
         self.stored = Counter(
             "tagwarden_events_stored", "Events newly written to the store.", registry=r,
         )
@@ -64,8 +64,15 @@ class CollectorMetrics:
         )
 
     def count_received(self, events: Iterable[Event]) -> None:
-        for (source, usage), n in Tally((e.source, e.usage) for e in events).items():
-            self.received.labels(source, usage).inc(n)
+        tally: dict[tuple[str, str], int] = {}
+        for e in events:
+            key = (e.source, e.usage)
+            tally[key] = tally.get(key, 0) + 1
+        for key, n in tally.items():
+            child = self._received.get(key)
+            if child is None:  # labels() takes a lock and builds a tuple: do it once per pair
+                child = self._received[key] = self.received.labels(*key)
+            child.inc(n)
 
     def reject(self, source: str, reason: str) -> None:
         self.rejected.labels(source, reason).inc()

@@ -383,7 +383,10 @@ def test_healthz_and_metrics(serve: Any, store: Store) -> None:
     assert metric(client, "tagwarden_batch_events_count") >= 1
     assert metric(client, "tagwarden_batch_events_sum") == 10
     assert metric(client, "tagwarden_write_seconds_count") >= 1
-    assert client.post("/healthz").status_code == 405
+    wrong_method = client.get("/v1/events/distribution")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"] == "Method Not Allowed"
+    assert client.post("/nowhere", headers=AUTH).json()["path"] == "/nowhere"
 
 
 def test_declared_references_endpoint_is_served(serve: Any, store: Store) -> None:
