@@ -84,8 +84,9 @@ def test_a_declared_reference_keeps_an_old_never_pulled_image(store_url: str,
         assert old.blocked_by == ["referenced: jobs/invoices.yaml:14"]
         assert item(kept, NEW).suggested is False  # the newest version, kept by keep_other
 
-        # The line is gone from the checkout: the next ingest stops protecting it.
-        (checkout / "jobs" / "invoices.yaml").unlink()
+        # The CronJob moves to 2.0: the 1.0 line is gone and the next ingest stops protecting it.
+        (checkout / "jobs" / "invoices.yaml").write_text(CRONJOB.replace("invoices:1.0",
+                                                                         "invoices:2.0"))
         removed_at = declared_at + timedelta(days=1)
         assert main([*base, "ingest", "refs", str(checkout), "--source", "gitops",
                      "--at", removed_at.isoformat()]) == 0
@@ -93,6 +94,8 @@ def test_a_declared_reference_keeps_an_old_never_pulled_image(store_url: str,
         old = item(freed, OLD)
         assert old.blocked_by == []
         assert old.suggested is True
-        assert item(freed, NEW).suggested is False
+        new = item(freed, NEW)
+        assert new.suggested is False
+        assert "referenced: jobs/invoices.yaml:14" in new.blocked_by
     finally:
         store.dispose()
