@@ -42,6 +42,7 @@ from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient, redact_url
 from .store import Store
 from .store.tables import (
+    approvals,
     batch_items,
     batches,
     k8s_snapshots,
@@ -265,12 +266,18 @@ class Executor:
         )
 
     def _due(self, conn: Connection, now: datetime) -> list[DueItem]:
+        approved_enough = (select(func.count()).select_from(approvals)
+                           .where(approvals.c.batch_id == batches.c.id)
+                           .scalar_subquery() >= batches.c.min_approvals)
         # An item left "executing" by a crashed worker is finished whatever its batch became
         # since (a cancel does not touch started items): its DELETE may already have happened.
         query = (select(batch_items).join(batches, batches.c.id == batch_items.c.batch_id)
                  .where(or_(batches.c.state == "approved",
                             batch_items.c.state == "executing"))
                  .where(self._due_clause(now))
+                 # Defence in depth for invariant 1: whatever wrote the state, never act on a
+                 # batch without its recorded approvals.
+                 .where(approved_enough)
                  .order_by(batch_items.c.due_at, batch_items.c.id))
         return [DueItem(int(r.id), r.batch_id, r.repository, r.digest, tuple(r.tags or ()),
                         r.suggested_at, int(r.attempts or 0), int(r.reclaimable_bytes or 0),

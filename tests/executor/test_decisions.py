@@ -156,3 +156,33 @@ def test_concurrent_clicks_make_one_transition(store, tmp_path, min_approvals): 
     assert audit.verify().ok
     approvals = [e for e in audit.entries(kind="decision.approve") if e.data["changed"]]
     assert len(approvals) == 1
+
+
+def test_approve_and_deny_at_once_one_wins(store, tmp_path):  # type: ignore[no-untyped-def]
+    cfg = make_config(tmp_path)
+    (batch,) = _record(store, cfg)
+    barrier = threading.Barrier(4)
+    results: list[decisions.DecisionResult] = []
+
+    def click(action: str, user: str) -> None:
+        barrier.wait()
+        if action == "approve":
+            results.append(decisions.approve(store, batch_id=batch.id, user_id=user,
+                                             now=later(1)))
+        else:
+            results.append(decisions.deny(store, batch_id=batch.id, user_id=user, now=later(1)))
+
+    threads = [threading.Thread(target=click, args=a) for a in
+               [("approve", "U0ALICE"), ("deny", "U0BOB"), ("approve", "U0BOB"),
+                ("deny", "U0ALICE")]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    winners = [r for r in results if r.changed]
+    assert len(winners) == 1
+    final = decisions.get_batch(store, batch.id)
+    assert final.state == winners[0].state
+    assert {i.state for i in final.items} == {final.state}
+    assert all(r.state == final.state for r in results if not r.changed)

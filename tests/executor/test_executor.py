@@ -17,6 +17,7 @@ from recommender.executor import CallLog, DueItem, Executor
 from recommender.registry import RegistryClient
 from recommender.registry.push import layer_tar
 from recommender.store.tables import (
+    approvals,
     events,
     k8s_snapshots,
     rollups,
@@ -316,3 +317,21 @@ def test_two_workers_never_run_the_same_item(world: World, store_url: str) -> No
                if c["method"] == "DELETE"]
     assert len(deletes) == 12
     assert all(world.client.head_manifest("payments/api", i.digest) is None for i in images)
+
+
+def test_no_recorded_approval_no_deletion(world: World) -> None:
+    old = world.push("payments/api", ["v1"])
+    item_id = world.approve(old, ["v1"])
+    with world.store.begin() as conn:  # the approval row vanishes (a bad migration, a hand edit)
+        conn.execute(approvals.delete())
+    assert world.executor().run_due(later(26)).outcomes == []
+    assert world.item(item_id).state == "approved"
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest
+
+
+def test_untagged_manifest_is_deleted_by_digest(world: World) -> None:
+    untagged = world.push("payments/api", [], seed="orphan")
+    world.approve(untagged, [])
+    (outcome,) = world.executor().run_due(later(26)).outcomes
+    assert outcome.outcome == "deleted"
+    assert world.client.head_manifest("payments/api", untagged.digest) is None
