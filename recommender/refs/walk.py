@@ -142,10 +142,14 @@ def walk(
             if _COMPOSE_ENV in filenames:
                 env = _env_beside(here)
             for name in sorted(filenames):
+                kind = file_kind(name)
+                if kind is None:  # most files of a checkout: decided by name, never opened
+                    found.files["not read"] += 1
+                    continue
                 file = here / name
                 if file.is_symlink() and not file.is_file():
-                    continue
-                read_file(file, prefix + name, found, build_args=build_args, env=env,
+                    continue  # dangling link
+                read_file(file, prefix + name, found, kind=kind, build_args=build_args, env=env,
                           max_bytes=max_bytes)
     return found
 
