@@ -93,6 +93,7 @@ class History:
     running: pd.DataFrame  # repository digest source taken_at (one row per ref)
     snapshots: pd.DataFrame  # source taken_at
     production: tuple[str, ...] = field(default=DEFAULT_PRODUCTION)
+    units: dict[tuple[str, str], tuple[str, str]] | None = field(default=None, repr=False)
 
     @property
     def start(self) -> float | None:
@@ -191,7 +192,15 @@ def _resolve_tags(refs: pd.DataFrame, tags: pd.DataFrame) -> pd.DataFrame:
 
 
 def _unit_map(h: History) -> dict[tuple[str, str], tuple[str, str]]:
-    """(repository, digest) of a child or referrer -> the unit (index or subject) it follows."""
+    """(repository, digest) of a child or referrer -> the unit (index or subject) it follows.
+
+    Structural facts, the same at every instant of one history: computed once per history."""
+    if h.units is None:
+        h.units = _build_unit_map(h)
+    return h.units
+
+
+def _build_unit_map(h: History) -> dict[tuple[str, str], tuple[str, str]]:
     out: dict[tuple[str, str], tuple[str, str]] = {}
     for repo, parent, child in h.children.itertuples(index=False):
         out[(repo, child)] = (repo, parent)
@@ -240,6 +249,8 @@ def alive_units(h: History, now: float) -> pd.DataFrame:
         top = units[(repo, digest)]
         extra[top] = extra.get(top, 0.0) + (0.0 if pd.isna(size) else float(size))
         count[top] = count.get(top, 0) + 1
+    # A stable order whatever the database returned (PostgreSQL reorders updated rows).
+    own = own.sort_values(["repository", "digest"], kind="stable")
     keys = list(zip(own["repository"], own["digest"], strict=True))
     own["bytes"] = own["total_bytes"].astype(float).fillna(0.0).to_numpy() + np.array(
         [extra.get(k, 0.0) for k in keys], dtype=float)
