@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 
 from ..errors import PayloadError
@@ -21,9 +22,13 @@ from ..refs.found import NOTE_KINDS
 from ..refs.store import ReplaceResult
 from ..timeutil import parse_time, utcnow
 from .ingest import ingest_app
-from .state import state
+from .state import app, state
 
-__all__ = ["ingest_docker_ps", "ingest_refs"]
+__all__ = ["ingest_docker_ps", "ingest_refs", "refs_app", "refs_list"]
+
+refs_app = typer.Typer(name="refs", help="Declared references (what files and hosts name).",
+                       no_args_is_help=True)
+app.add_typer(refs_app, name="refs")
 
 Source = Annotated[str | None, typer.Option(
     "--source", help="Name of this set of references; the next ingest of the same source "
@@ -156,3 +161,25 @@ def ingest_docker_ps(
         source = f"docker-ps:{Path(file).stem}"
     found = parse_docker_ps(text, path=name)
     _store(ctx, source, found, when, dry_run, quiet, allow_empty)
+
+
+@refs_app.command("list")
+def refs_list(
+    ctx: typer.Context,
+    source: Annotated[str | None, typer.Option("--source", help="Only this source.")] = None,
+    at: Annotated[str | None, typer.Option(
+        "--at", help="As of this time (RFC 3339; default now).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+) -> None:
+    """Every reference declared at a time, with the repository it keeps in our registry."""
+    when = _when(at)
+    with state(ctx).store.connect() as conn:
+        rows = current_references(conn, at=when, source=source)
+    if as_json:
+        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    for row in rows:
+        keeps = row["repository"] or "(another registry)"
+        typer.echo(f"{row['source']}  {row['location']}  {row['image']}  -> {keeps}")
+    typer.echo(f"{len(rows)} references from {len({r['source'] for r in rows})} sources "
+               f"at {when.isoformat()}")

@@ -159,22 +159,28 @@ def _live(at: datetime) -> Any:
                 d.repository.is_not(None))
 
 
-def declared_references(conn: Connection, *, at: datetime) -> dict[tuple[str, str], list[str]]:
-    """``{(repository, digest): [location, ...]}`` of every reference declared at ``at``."""
+def declared_references(
+    conn: Connection, *, at: datetime, with_source: bool = False
+) -> dict[tuple[str, str], list[str]]:
+    """``{(repository, digest): [location, ...]}`` of every reference declared at ``at``.
+
+    ``with_source`` names the source too (``"gitops: deploy/cron.yaml:14"``), for listings
+    where several checkouts may hold the same relative path.
+    """
     d, th = declared_refs.c, tag_history.c
-    by_digest = select(d.repository, d.digest, d.location).where(
+    by_digest = select(d.repository, d.digest, d.location, d.source).where(
         _live(at), d.digest.is_not(None)
     )
     by_tag = (
-        select(d.repository, th.digest, d.location)
+        select(d.repository, th.digest, d.location, d.source)
         .select_from(declared_refs.join(
             tag_history, and_(tag_history.c.repository == d.repository, th.tag == d.tag)))
         .where(_live(at), d.digest.is_(None), th.valid_from <= at,
                or_(th.valid_to.is_(None), th.valid_to > at))
     )
     found: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for repository, digest, location in conn.execute(union_all(by_digest, by_tag)):
-        found[(repository, digest)].add(location)
+    for repository, digest, location, source in conn.execute(union_all(by_digest, by_tag)):
+        found[(repository, digest)].add(f"{source}: {location}" if with_source else location)
     return {key: sorted(locations) for key, locations in found.items()}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -123,3 +124,25 @@ def test_a_real_process_prints_one_line_without_traceback(tmp_path: Path) -> Non
         input='{"Image": "nginx"}\n', capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip() == "error: reading stdin needs --source NAME (the host)"
+
+
+def test_refs_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text('[registry]\nurl = "https://registry.example.com"\n')
+    base = ["--config", str(config), "--db", f"sqlite:///{tmp_path / 's.db'}"]
+    host = tmp_path / "h1.jsonl"
+    shutil.copy(FILES / "docker-ps.jsonl", host)
+    assert main([*base, "ingest", "docker-ps", str(host), "--at", "2026-05-01T00:00:00Z"]) == 0
+    capsys.readouterr()
+    assert main([*base, "refs", "list", "--at", "2026-05-02T00:00:00Z"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "docker-ps:h1  h1.jsonl:1  registry.example.com/team/legacy-billing:0.9.7  "
+        "-> team/legacy-billing",
+        "docker-ps:h1  h1.jsonl:2  registry.example.com/ops/cron@sha256:"
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  -> ops/cron",
+        "docker-ps:h1  h1.jsonl:3  nginx  -> (another registry)",
+        "3 references from 1 sources at 2026-05-02T00:00:00+00:00",
+    ]
+    assert main([*base, "refs", "list", "--json", "--at", "2026-04-01T00:00:00Z"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

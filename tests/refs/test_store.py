@@ -98,6 +98,8 @@ def test_sources_are_independent_and_locations_merge(store: Store) -> None:
     record(store, {"repo-a": []}, at=T0 + timedelta(days=1), hosts=HOSTS)
     with store.connect() as conn:
         assert declared_references(conn, at=T0) == {("team/app", A): ["x.yaml:1", "y.yaml:7"]}
+        assert declared_references(conn, at=T0, with_source=True) == {
+            ("team/app", A): ["repo-a: x.yaml:1", "repo-b: y.yaml:7"]}
         assert declared_references(conn, at=T0 + timedelta(days=2)) == {
             ("team/app", A): ["y.yaml:7"]}
 
