@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from ..config import Config, Secret
 from ..errors import PayloadError, PayloadTooLarge, ReferenceError_, StoreError, TagwardenError
+from ..store import Store
 from ..timeutil import parse_time, utcnow
 from ..usage import Classifier
 from . import deploy, distribution, harbor, k8s
@@ -73,7 +74,7 @@ class Collector:
     def __init__(
         self,
         config: Config,
-        store: Any = None,
+        store: Store | None = None,
         *,
         classifier: Classifier | None = None,
         metrics: CollectorMetrics | None = None,
