@@ -213,3 +213,105 @@ services:
         ("compose.yaml:2", "registry.example.com/team/app:1.0", "service web"),
         ("compose.yaml:10", "registry.example.com/team/worker:2", "service worker"),
     ]
+
+
+WORKLOADS = [
+    pytest.param("""\
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: hello}
+spec:
+  template:
+    spec:
+      containers:
+        - image: reg.local:5000/team/hello:1
+""", [(8, "reg.local:5000/team/hello:1")], id="knative-service"),
+    pytest.param("""\
+apiVersion: v1
+kind: Service
+metadata: {name: plain}
+spec:
+  template:
+    spec:
+      containers: [{image: reg.local:5000/not/a-workload:1}]
+""", [], id="core-service-is-no-workload"),
+    pytest.param("""\
+apiVersion: apps.openshift.io/v1
+kind: DeploymentConfig
+metadata: {name: legacy}
+spec:
+  replicas: 0
+  template:
+    spec:
+      containers:
+        - name: app
+          image: reg.local:5000/team/legacy:4
+""", [(10, "reg.local:5000/team/legacy:4")], id="openshift-deploymentconfig"),
+    pytest.param("""\
+apiVersion: argoproj.io/v1alpha1
+kind: CronWorkflow
+metadata: {name: quarterly}
+spec:
+  schedule: "0 0 1 */3 *"
+  suspend: true
+  workflowSpec:
+    entrypoint: main
+    templates:
+      - name: main
+        container:
+          image: reg.local:5000/team/report:2
+        sidecars:
+          - name: db
+            image: postgres:16
+      - name: sum
+        script:
+          image: python:3.12
+          source: print(1)
+""", [(12, "reg.local:5000/team/report:2"), (15, "postgres:16"), (18, "python:3.12")],
+        id="argo-cronworkflow"),
+    pytest.param("""\
+apiVersion: tekton.dev/v1
+kind: Pipeline
+metadata: {name: build}
+spec:
+  tasks:
+    - name: test
+      taskSpec:
+        steps:
+          - name: unit
+            image: reg.local:5000/ci/python-test:3
+""", [(10, "reg.local:5000/ci/python-test:3")], id="tekton-pipeline-embedded-task"),
+    pytest.param("""\
+apiVersion: tekton.dev/v1
+kind: Task
+metadata: {name: kaniko}
+spec:
+  steps:
+    - name: build
+      image: gcr.io/kaniko-project/executor:v1.23.0
+  sidecars:
+    - name: registry
+      image: registry:2
+""", [(7, "gcr.io/kaniko-project/executor:v1.23.0"), (10, "registry:2")], id="tekton-task"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), WORKLOADS)
+def test_other_workload_kinds(text: str, expected: list[tuple[int, str]]) -> None:
+    found = parse_yaml(text, path="w.yaml")
+    assert [(int(r.location.rsplit(":", 1)[1]), r.image) for r in found.refs] == expected
+
+
+def test_suspended_cron_workflow_says_so() -> None:
+    text = WORKLOADS[3].values[0]
+    found = parse_yaml(text, path="w.yaml")  # type: ignore[arg-type]
+    assert found.refs[0].detail == "CronWorkflow/quarterly (suspended) template main container"
+
+
+def test_json_indented_with_tabs() -> None:
+    text = ('{\n\t"apiVersion": "argoproj.io/v1alpha1",\n\t"kind": "Application",\n'
+            '\t"metadata": {"name": "shop"},\n\t"status": {\n\t\t"summary": {\n'
+            '\t\t\t"images": ["reg.local:5000/team/api:1.9.3"]\n\t\t}\n\t}\n}\n')
+    found = parse_yaml(text, path="app.json")
+    assert [(r.location, r.image) for r in found.refs] == [
+        ("app.json:7", "reg.local:5000/team/api:1.9.3")]
