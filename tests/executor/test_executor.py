@@ -335,3 +335,18 @@ def test_untagged_manifest_is_deleted_by_digest(world: World) -> None:
     (outcome,) = world.executor().run_due(later(26)).outcomes
     assert outcome.outcome == "deleted"
     assert world.client.head_manifest("payments/api", untagged.digest) is None
+
+
+def test_a_deploy_by_tag_through_the_collector_is_skipped(world: World) -> None:
+    from recommender.collector.deploy import parse_deploys
+    from recommender.collector.writer import EventWriter
+
+    old = world.push("payments/api", ["v1"])
+    world.approve(old, ["v1"])
+    deploy = {"timestamp": later(5).isoformat(), "image": f"{world.registry.host}/payments/api:v1",
+              "environment": "production", "cluster": "eu-1", "namespace": "payments"}
+    EventWriter(world.store).write(parse_deploys(deploy), now=later(5))
+    (outcome,) = world.executor().run_due(later(26)).outcomes
+    assert outcome.outcome == "skipped"
+    assert outcome.reason.startswith(f"used since the suggestion: deploy of {old.digest}")
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest
