@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from .metrics import CollectorMetrics
 __all__ = ["Batcher", "EventSink"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):
@@ -203,6 +205,8 @@ class Batcher:
                 for request in batch:
                     await self._write([request])
                 return
+            log.warning("write of %d events failed: %s", len(events), exc,
+                        exc_info=not isinstance(exc, StoreError))
             error = _as_store_error(exc)
             for request in batch:
                 if not request.future.done():
