@@ -145,8 +145,8 @@ def publish_results(store: Store, *, client: WebClient, now: datetime) -> list[s
             log.warning("result of batch %s not drawn: %s", batch_id, exc)
             continue
         with store.begin() as conn:
-            conn.execute(dialect_insert(conn, t.slack_updates)
-                         .values(batch_id=batch_id, stage="result", at=now)
+            insert: Any = dialect_insert(conn, t.slack_updates)
+            conn.execute(insert.values(batch_id=batch_id, stage="result", at=now)
                          .on_conflict_do_update(index_elements=["batch_id"],
                                                 set_={"stage": "result", "at": now}))
         drawn.append(batch_id)

@@ -1,0 +1,343 @@
+"""Scheduled jobs, run by exactly one replica.
+
+Every replica of ``tagwarden serve`` serves HTTP; one of them runs the jobs. Leadership is a
+database lock: on PostgreSQL a session advisory lock (``pg_try_advisory_lock``) held by a
+dedicated connection, released by the server when that connection dies; on SQLite a lock row
+with an expiry that the leader renews. A small elector thread tries to take or keep the lock
+every ``interval`` seconds; the leader runs an APScheduler 3 ``BackgroundScheduler`` whose jobs
+live in the store's database (``SQLAlchemyJobStore``), a follower runs none. A leader that loses
+its lock stops its scheduler at once (running jobs finish).
+
+Jobs take ``now`` from the scheduler's clock: scan, Kubernetes poll (when configured), suggest
+and post, execute (every minute, then draw finished results in Slack), retrain (weekly), and
+one digest per team, on a cron in the team's time zone.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Connection, delete, select, text, update
+
+from .config import Config
+from .store import Store, dialect_insert
+from .store.tables import scheduler_lock
+from .timeutil import utcnow
+
+__all__ = [
+    "AdvisoryLock",
+    "JobSpec",
+    "LeaderLock",
+    "RowLock",
+    "Scheduler",
+    "default_jobs",
+    "leader_lock",
+]
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "tagwarden-scheduler"
+# pg_try_advisory_lock takes a bigint; a fixed key derived from the lock's name.
+ADVISORY_KEY = int.from_bytes(b"tagwardn", "big") & 0x7FFF_FFFF_FFFF_FFFF
+JOBS_TABLE = "apscheduler_jobs"
+
+
+# --- leadership --------------------------------------------------------------------------------
+
+
+class LeaderLock(Protocol):
+    def acquire(self, now: datetime) -> bool:
+        """Take or renew the lock; True while this replica holds it."""
+
+    def release(self) -> None: ...
+
+
+class AdvisoryLock:
+    """PostgreSQL: a session advisory lock on one dedicated connection."""
+
+    def __init__(self, store: Store, key: int = ADVISORY_KEY) -> None:
+        self.store = store
+        self.key = key
+        self._conn: Connection | None = None
+
+    def acquire(self, now: datetime) -> bool:
+        try:
+            if self._conn is not None:
+                # Held: make sure the session (and so the lock) is still alive.
+                self._conn.execute(text("SELECT 1"))
+                return True
+            conn = self.store.engine.connect()
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                    {"k": self.key}).scalar())
+            conn.commit()
+            if got:
+                self._conn = conn
+            else:
+                conn.close()
+            return got
+        except Exception as exc:  # a dead connection means the lock is gone with it
+            log.warning("scheduler lock lost: %s", exc)
+            self._drop()
+            return False
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.invalidate()
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - already broken; nothing left to release
+                pass
+        self._conn = None
+
+    def release(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+                self._conn.commit()
+                self._conn.close()
+            except Exception as exc:  # noqa: BLE001 - closing the session releases it anyway
+                log.warning("scheduler lock release: %s", exc)
+                self._drop()
+        self._conn = None
+
+
+class RowLock:
+    """Any database: one row naming the owner until ``expires_at``; the owner renews it."""
+
+    def __init__(self, store: Store, owner: str, ttl: timedelta, name: str = LOCK_NAME) -> None:
+        self.store = store
+        self.owner = owner
+        self.ttl = ttl
+        self.name = name
+
+    def acquire(self, now: datetime) -> bool:
+        expires = now + self.ttl
+        with self.store.begin() as conn:
+            # Take it when free (no row), expired, or ours; then read who holds it (rowcount
+            # of INSERT ... ON CONFLICT DO NOTHING is not reliable across drivers).
+            insert: Any = dialect_insert(conn, scheduler_lock)
+            conn.execute(insert.values(name=self.name, owner=self.owner, expires_at=expires)
+                         .on_conflict_do_nothing())
+            conn.execute(update(scheduler_lock)
+                         .where(scheduler_lock.c.name == self.name)
+                         .where((scheduler_lock.c.owner == self.owner)
+                                | (scheduler_lock.c.expires_at < now))
+                         .values(owner=self.owner, expires_at=expires))
+            holder = conn.execute(select(scheduler_lock.c.owner)
+                                  .where(scheduler_lock.c.name == self.name)).scalar()
+            return holder == self.owner
+
+    def release(self) -> None:
+        with self.store.begin() as conn:
+            conn.execute(delete(scheduler_lock).where(scheduler_lock.c.name == self.name)
+                         .where(scheduler_lock.c.owner == self.owner))
+
+
+def leader_lock(store: Store, owner: str, ttl: timedelta) -> LeaderLock:
+    if store.dialect == "postgresql":
+        return AdvisoryLock(store)
+    return RowLock(store, owner, ttl)
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    trigger: BaseTrigger
+    func: Callable[[datetime], Any]
+
+
+# Running schedulers by owner id. Jobs in the database are references to :func:`_run` with
+# (owner, name) as arguments (the job store pickles them), so they find their Scheduler here.
+_ACTIVE: dict[str, Scheduler] = {}
+
+
+def _run(owner: str, name: str) -> None:
+    scheduler = _ACTIVE.get(owner)
+    if scheduler is None:
+        log.warning("job %s fired for an inactive scheduler %s", name, owner)
+        return
+    scheduler.run_job(name)
+
+
+class Scheduler:
+    """``Scheduler(config, store).start()`` in the server's lifespan; ``stop()`` on shutdown.
+
+    ``jobs`` defaults to :func:`default_jobs`; ``interval`` is how often leadership is
+    checked (renewing a lock row lasts ``scheduler.lock_ttl``).
+    """
+
+    def __init__(self, config: Config, store: Store, *,
+                 jobs: list[JobSpec] | None = None,
+                 clock: Callable[[], datetime] = utcnow, owner: str | None = None,
+                 lock: LeaderLock | None = None, interval: float | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.owner = owner or f"replica-{secrets.token_hex(6)}"
+        ttl: timedelta = config["scheduler.lock_ttl"]
+        self.lock = lock or leader_lock(store, self.owner, ttl)
+        self.interval = interval if interval is not None else max(ttl.total_seconds() / 3, 0.05)
+        self.jobs: Mapping[str, JobSpec] = {j.name: j for j in (
+            jobs if jobs is not None else default_jobs(config, store))}
+        self._aps: BackgroundScheduler | None = None
+        self._aps_store: Store | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._state_lock = threading.Lock()
+
+    @property
+    def is_leader(self) -> bool:
+        return self._aps is not None
+
+    def start(self) -> Scheduler:
+        _ACTIVE[self.owner] = self
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._elect_loop, daemon=True,
+                                        name=f"scheduler-{self.owner}")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self._step_down()
+        try:
+            self.lock.release()
+        except Exception as exc:  # noqa: BLE001 - shutting down; the lock expires anyway
+            log.warning("scheduler lock release failed: %s", exc)
+        _ACTIVE.pop(self.owner, None)
+
+    def _elect_loop(self) -> None:
+        while not self._stop.is_set():
+            self.elect()
+            self._stop.wait(self.interval)
+
+    def elect(self) -> bool:
+        """One round: take or keep the lock, start or stop the jobs accordingly."""
+        try:
+            leader = self.lock.acquire(self.clock())
+        except Exception as exc:  # noqa: BLE001 - the database is away: not the leader
+            log.warning("scheduler election failed: %s", exc)
+            leader = False
+        if leader and self._aps is None:
+            self._take_over()
+        elif not leader and self._aps is not None:
+            log.warning("%s lost the scheduler lock; stopping jobs", self.owner)
+            self._step_down()
+        return leader
+
+    def _take_over(self) -> None:
+        with self._state_lock:
+            # The job store gets its own engine on the same database: APScheduler disposes
+            # its engine on shutdown, which must not pull the store's pool from under others.
+            own = Store.from_url(self.store.engine.url.render_as_string(hide_password=False))
+            aps = BackgroundScheduler(
+                jobstores={"default": SQLAlchemyJobStore(engine=own.engine,
+                                                         tablename=JOBS_TABLE)},
+                job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
+                timezone="UTC",
+            )
+            aps.start(paused=True)
+            # Jobs of an earlier leader are replaced: their arguments name that leader.
+            known = set(self.jobs)
+            for job in aps.get_jobs():
+                if job.id not in known:
+                    job.remove()
+            for spec in self.jobs.values():
+                aps.add_job(_run, trigger=spec.trigger, args=(self.owner, spec.name),
+                            id=spec.name, name=spec.name, replace_existing=True)
+            aps.resume()
+            self._aps = aps
+            self._aps_store = own
+            log.info("%s runs the scheduled jobs: %s", self.owner, ", ".join(sorted(known)))
+
+    def _step_down(self) -> None:
+        with self._state_lock:
+            if self._aps is not None:
+                self._aps.shutdown(wait=False)
+                self._aps = None
+            if self._aps_store is not None:
+                # After the scheduler thread has ended: it may have reconnected after
+                # APScheduler's own dispose.
+                self._aps_store.dispose()
+                self._aps_store = None
+
+    def run_job(self, name: str) -> Any:
+        """Run one job now (APScheduler calls this; so can `tagwarden` commands and tests)."""
+        if self._stop.is_set() and self._aps is None:
+            return None
+        now = self.clock()
+        log.info("job %s at %s", name, now.isoformat())
+        return self.jobs[name].func(now)
+
+
+def default_jobs(config: Config, store: Store) -> list[JobSpec]:
+    """The production jobs. Each imports its part lazily: the model stack and the Slack
+    client load only in the replica that runs them."""
+
+    def cron(key: str, timezone: str = "UTC") -> CronTrigger:
+        return CronTrigger.from_crontab(config[key], timezone=timezone)
+
+    def execute(now: datetime) -> Any:
+        from .executor import Executor
+
+        report = Executor(store, None, config).run_due(now)
+        if config["slack.bot_token"]:
+            from bot.app import default_client
+            from bot.posting import publish_results
+
+            publish_results(store, client=default_client(config), now=now)
+        return report
+
+    def suggest_and_post(now: datetime) -> Any:
+        from bot.app import default_client
+        from bot.posting import post_suggestions
+
+        from .recommend import suggest
+
+        found = suggest(store, config, now=now)
+        return post_suggestions(store, config, found, client=default_client(config), now=now)
+
+    def retrain(now: datetime) -> Any:
+        from .model import train
+
+        return train(store, config, now=now)
+
+    jobs = [
+        JobSpec("execute", IntervalTrigger(minutes=1), execute),
+        JobSpec("retrain", cron("scheduler.retrain_cron"), retrain),
+    ]
+    if config["slack.bot_token"]:
+        jobs.append(JobSpec("suggest", cron("scheduler.suggest_cron"), suggest_and_post))
+        for team in config.teams:
+            if team.channel:
+                jobs.append(JobSpec(f"digest:{team.name}",
+                                    cron("scheduler.digest_cron", team.timezone),
+                                    _digest_job(config, store, team.name)))
+    return jobs
+
+
+def _digest_job(config: Config, store: Store, team: str) -> Callable[[datetime], Any]:
+    def digest(now: datetime) -> Any:
+        from bot.app import default_client
+        from bot.digest import post_digest
+
+        return post_digest(store, config, team=team, client=default_client(config), now=now)
+
+    return digest

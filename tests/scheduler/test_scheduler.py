@@ -1,0 +1,105 @@
+"""Several replicas on one database: exactly one runs the scheduled jobs (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import inspect
+
+from recommender import config as config_mod
+from recommender.scheduler import JobSpec, RowLock, Scheduler, default_jobs
+from recommender.store import Store
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+class Runs:
+    def __init__(self) -> None:
+        self.owners: list[str] = []
+        self._lock = threading.Lock()
+
+    def jobs(self, owner: str) -> list[JobSpec]:
+        def tick(now: datetime) -> None:
+            with self._lock:
+                self.owners.append(owner)
+
+        return [JobSpec("tick", IntervalTrigger(seconds=0.2), tick)]
+
+    def snapshot(self) -> list[str]:
+        with self._lock:
+            return list(self.owners)
+
+
+def test_exactly_one_replica_runs_the_jobs_and_another_takes_over(store: Store) -> None:
+    config = config_mod.load(env={}, overrides={"scheduler.lock_ttl": "1s"})
+    runs = Runs()
+    replicas = [Scheduler(config, store, jobs=runs.jobs(name), owner=name, interval=0.1).start()
+                for name in ("a", "b")]
+    try:
+        _wait(lambda: len(runs.snapshot()) >= 4)
+        leaders = [r for r in replicas if r.is_leader]
+        assert len(leaders) == 1
+        leader = leaders[0]
+        follower = next(r for r in replicas if r is not leader)
+        assert set(runs.snapshot()) == {leader.owner}
+        assert "apscheduler_jobs" in inspect(store.engine).get_table_names()
+
+        leader.stop()
+        _wait(lambda: follower.is_leader)
+        seen = len(runs.snapshot())
+        _wait(lambda: runs.snapshot()[seen:].count(follower.owner) >= 3)
+        assert leader.owner not in runs.snapshot()[seen:]
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+def test_row_lock_has_one_owner_until_it_expires(store: Store) -> None:
+    a = RowLock(store, "a", timedelta(seconds=60))
+    b = RowLock(store, "b", timedelta(seconds=60))
+    assert a.acquire(T0)
+    assert not b.acquire(T0 + timedelta(seconds=30))
+    assert a.acquire(T0 + timedelta(seconds=50))  # renewed to T0 + 110 s
+    assert not b.acquire(T0 + timedelta(seconds=100))
+    assert b.acquire(T0 + timedelta(seconds=111))  # a stopped renewing
+    assert not a.acquire(T0 + timedelta(seconds=112))
+    b.release()
+    assert a.acquire(T0 + timedelta(seconds=113))
+
+
+def test_run_job_passes_the_clock(sqlite_store: Store) -> None:
+    config = config_mod.load(env={})
+    seen: list[datetime] = []
+    scheduler = Scheduler(config, sqlite_store, clock=lambda: T0,
+                          jobs=[JobSpec("probe", IntervalTrigger(hours=1), seen.append)])
+    scheduler.run_job("probe")
+    assert seen == [T0]
+
+
+@pytest.mark.parametrize(("token", "expected"), [
+    (None, {"execute", "retrain"}),
+    ("xoxb-1", {"execute", "retrain", "suggest", "digest:payments"}),
+])
+def test_default_jobs(sqlite_store: Store, tmp_path, token: str | None,
+                      expected: set[str]) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text('[[team]]\nname = "payments"\nrepositories = ["payments/*"]\n'
+                    'channel = "C0PAY"\ntimezone = "Europe/Berlin"\n', encoding="utf-8")
+    config = config_mod.load(path, env={"SLACK_BOT_TOKEN": token} if token else {})
+    jobs = {j.name: j for j in default_jobs(config, sqlite_store)}
+    assert set(jobs) == expected
+    if token:
+        assert str(jobs["digest:payments"].trigger.timezone) == "Europe/Berlin"
