@@ -9,7 +9,8 @@ Two body shapes, both JSON:
 Validation is strict -- unknown keys, empty strings, a reference outside the grammar or still
 templated -- and names the offending item (``"where": "[3].image"``); nothing is stored unless
 the whole body is valid, and all sources are replaced in one transaction. The bearer token is
-the collector's (``collector.token``): 503 when unset, 401 when missing or wrong.
+the collector's (``collector.token``): 503 when unset, 401 when missing or wrong; a body that
+is not JSON by its media type is refused with 415.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..reference import parse_reference, registry_hosts
 from ..store import Store
 from ..timeutil import utcnow
 from .found import DeclaredRef, looks_templated
-from .store import record
+from .store import ReplaceResult, record
 
 __all__ = ["RefsApi", "parse_body"]
 
@@ -126,16 +127,15 @@ class RefsApi:
         refused = self._authorize(request)
         if refused is not None:
             return refused
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type and not media_type.endswith("json"):
+            return _json({"error": f"unsupported media type {media_type!r}: send JSON",
+                          "where": "header.content-type"}, 415)
         try:
             body = await self._read_body(request)
-            try:
-                doc = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise PayloadError(f"body is not JSON: {exc}", where="body") from exc
-            sets = parse_body(doc)
             at = self.clock()
-            results = await anyio.to_thread.run_sync(
-                lambda: record(self.store, sets, at=at, hosts=self.hosts))
+            # Parsing thousands of references and the transaction both leave the event loop.
+            sets, results = await anyio.to_thread.run_sync(self._handle, body, at)
         except PayloadError as exc:
             return _json(exc.as_dict(), exc.status_code)
         except StoreError as exc:
@@ -146,6 +146,15 @@ class RefsApi:
             "references": sum(len(refs) for refs in sets.values()),
             "sources": {r.source: r.as_dict() for r in results},
         })
+
+    def _handle(self, body: bytes, at: datetime) -> tuple[dict[str, list[DeclaredRef]],
+                                                          list[ReplaceResult]]:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError(f"body is not JSON: {exc}", where="body") from exc
+        sets = parse_body(doc)
+        return sets, record(self.store, sets, at=at, hosts=self.hosts)
 
     def _authorize(self, request: Request) -> Response | None:
         if self._token is None:

@@ -129,6 +129,15 @@ def test_bad_bodies_are_refused_and_store_nothing(
     assert stored(store) == 0
 
 
+def test_other_media_types_are_refused(server: tuple[httpx.Client, Store]) -> None:
+    client, store = server
+    response = client.post("/v1/refs", content=orjson.dumps([GOOD]),
+                           headers={**AUTH, "Content-Type": "text/csv"})
+    assert response.status_code == 415
+    assert response.json()["where"] == "header.content-type"
+    assert stored(store) == 0
+
+
 @pytest.mark.parametrize(
     ("headers", "status", "error"),
     [({}, 401, "missing bearer token"),
