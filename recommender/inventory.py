@@ -173,10 +173,15 @@ async def scan_async(
             configs[digest] = asyncio.ensure_future(fetch_config(repo, digest))
         return await configs[digest]
 
-    async def describe(repo: str, manifest: Manifest) -> _Seen:
+    async def describe(repo: str, manifest: Manifest, prior: Any) -> _Seen:
         seen = _Seen(manifest, subject=manifest.subject)
         config = manifest.config
-        if config and mt.is_config(config.get("mediaType")) and config.get("digest"):
+        if prior is not None and prior.last_scanned is not None:
+            # Content-addressed, so immutable: what an earlier scan read from the config
+            # still holds. Re-scans skip the config blobs.
+            seen.created, seen.labels, seen.platform = (prior.created_at, prior.labels,
+                                                        prior.platform)
+        elif config and mt.is_config(config.get("mediaType")) and config.get("digest"):
             doc = await config_of(repo, config["digest"])
             if doc:
                 seen.created = _parse_created(doc.get("created"))
@@ -190,6 +195,11 @@ async def scan_async(
 
     async def scan_repo(repo: str) -> None:
         result = _RepoResult(repo)
+        m = manifests.c
+        with store.connect() as conn:
+            prior = {row.digest: row for row in conn.execute(
+                select(m.digest, m.deleted_at, m.last_scanned, m.created_at, m.labels,
+                       m.platform).where(m.repository == repo))}
         try:
             tags = await call(client.list_tags, repo) if repo in listed else []
         except NotFound:
@@ -234,7 +244,7 @@ async def scan_async(
                     result.seen[digest] = _Seen(got)
                     pending.append(got)
         described = await asyncio.gather(
-            *(describe(repo, s.manifest) for s in result.seen.values()))
+            *(describe(repo, s.manifest, prior.get(d)) for d, s in result.seen.items()))
         for seen in described:
             result.seen[seen.manifest.digest] = seen
         for _parent, child, platform in result.children:
@@ -246,10 +256,7 @@ async def scan_async(
                 result.seen[digest].subject = result.seen[digest].subject or cosign[0]
                 result.seen[digest].referrer = cosign[1]
         # Known manifests not reached through a tag: untagged but alive, or really gone.
-        with store.connect() as conn:
-            known = {d for (d,) in conn.execute(
-                select(manifests.c.digest).where(manifests.c.repository == repo,
-                                                 manifests.c.deleted_at.is_(None)))}
+        known = {d for d, row in prior.items() if row.deleted_at is None}
         missing = sorted(known - set(result.seen))
         heads = await asyncio.gather(
             *(call(client.head_manifest, repo, d) for d in missing), return_exceptions=True)

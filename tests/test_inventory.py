@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -39,9 +40,21 @@ def client(registry):
         yield c
 
 
-def run_scan(store, registry, *, now, **kwargs):
+class Recording(httpx.AsyncHTTPTransport):
+    """The real transport, keeping the paths it sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return await super().handle_async_request(request)
+
+
+def run_scan(store, registry, *, now, transport=None, **kwargs):
     async def go():
-        async with AsyncRegistryClient(registry.url) as aclient:
+        async with AsyncRegistryClient(registry.url, transport=transport) as aclient:
             return await inventory.scan_async(store, aclient, now=now, **kwargs)
 
     return asyncio.run(go())
@@ -106,6 +119,17 @@ def test_scan_records_manifests_children_blobs_referrers_and_tags(store, registr
     assert all(r["source"] == "scan" for r in rows(store, tag_history))
     (record,) = rows(store, scans)
     assert record["tags"] == 5 and record["manifests"] == 8 and record["finished_at"] >= T0
+
+    # A re-scan reads manifests again (tags move) but not the immutable config blobs.
+    transport = Recording()
+    again = run_scan(store, registry, now=T0 + timedelta(days=1), transport=transport)
+    assert again.errors == [] and again.tags_opened == again.tags_closed == 0
+    assert not [p for p in transport.paths if "/blobs/" in p]
+    assert any("/manifests/" in p for p in transport.paths)
+    row = rows(store, manifests, m.digest == app.digest)[0]
+    assert (row["created_at"], row["labels"], row["platform"]) == (
+        CREATED, {"team": "payments"}, "linux/amd64")
+    assert row["first_seen"] == T0 and row["last_scanned"] == T0 + timedelta(days=1)
 
 
 def test_rescan_reconciles_with_telemetry(store, registry, client):
