@@ -37,7 +37,7 @@ from sqlalchemy import Connection, and_, func, or_, select, update
 
 from .audit import AuditLog
 from .config import Config
-from .errors import NotFound, RegistryError
+from .errors import NotFound, RegistryError, TagwardenError
 from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient, redact_url
 from .store import Store
@@ -320,7 +320,7 @@ class Executor:
             return self._record(item, now, "would_skip" if self.dry_run else "skipped",
                                 skip.reason)
         except RegistryError as exc:
-            return self._registry_failure(item, now, exc, "re-check")
+            return self._failure(item, now, f"re-check: {exc.message}", exc.temporary)
         if checks == "gone":
             return self._record(item, now, "would_delete" if self.dry_run else "deleted",
                                 "already gone")
@@ -335,19 +335,26 @@ class Executor:
                 "item_id": item.id, "batch_id": item.batch_id, "repository": item.repository,
                 "digest": item.digest, "checks": checks, "calls": self.calls.drain(),
             }, now=now, conn=conn)
-        try:
-            if self.backup_dir is not None:
-                from .backup import backup_manifest
+        if self.backup_dir is not None:
+            from .backup import backup_manifest
 
+            try:
                 backup_manifest(self.client, item.repository, item.digest, item.tags,
                                 self.backup_dir, now=now)
-            try:
-                self.client.delete_manifest(item.repository, item.digest)
-                reason = "deleted by digest"
             except NotFound:
-                reason = "already gone"
+                return self._record(item, now, "deleted", "already gone")
+            except RegistryError as exc:
+                return self._failure(item, now, f"backup: {exc.message}", exc.temporary)
+            except (OSError, TagwardenError) as exc:
+                # No backup, no delete: a full disk must not turn into an unrecoverable loss.
+                return self._failure(item, now, f"backup: {exc}", True)
+        try:
+            self.client.delete_manifest(item.repository, item.digest)
+            reason = "deleted by digest"
+        except NotFound:
+            reason = "already gone"
         except RegistryError as exc:
-            return self._registry_failure(item, now, exc, "delete")
+            return self._failure(item, now, f"delete: {exc.message}", exc.temporary)
         self.after_delete(item)
         return self._record(item, now, "deleted", reason)
 
@@ -422,13 +429,12 @@ class Executor:
             return None
         return f"{row.namespace}/{row.pod} ({row.image})"
 
-    def _registry_failure(self, item: DueItem, now: datetime, exc: RegistryError,
-                          step: str) -> ItemOutcome:
-        if self.dry_run:
-            return self._record(item, now, "retry", f"{step}: {exc.message}")
-        if exc.temporary and item.attempts < self.config["executor.max_attempts"]:
-            return self._record(item, now, "retry", f"{step}: {exc.message}")
-        return self._record(item, now, "failed", f"{step}: {exc.message}")
+    def _failure(self, item: DueItem, now: datetime, reason: str,
+                 temporary: bool) -> ItemOutcome:
+        """Retry later (the item stays approved) or, when hopeless, mark it failed."""
+        if self.dry_run or (temporary and item.attempts < self.config["executor.max_attempts"]):
+            return self._record(item, now, "retry", reason)
+        return self._record(item, now, "failed", reason)
 
     def _record(self, item: DueItem, now: datetime, outcome: str, reason: str) -> ItemOutcome:
         result = self._outcome(item, outcome, reason)

@@ -350,3 +350,16 @@ def test_a_deploy_by_tag_through_the_collector_is_skipped(world: World) -> None:
     assert outcome.outcome == "skipped"
     assert outcome.reason.startswith(f"used since the suggestion: deploy of {old.digest}")
     assert world.client.head_manifest("payments/api", old.digest) == old.digest
+
+
+def test_a_failed_backup_means_no_delete(world: World) -> None:
+    old = world.push("payments/api", ["v1"])
+    item_id = world.approve(old, ["v1"])
+    blocker = world.tmp / "not-a-directory"
+    blocker.write_text("a file where the backup directory should be", encoding="utf-8")
+    cfg = world.config.replace(executor__backup_dir=str(blocker / "backups"))
+    (outcome,) = Executor(world.store, world.client, cfg, calls=world.calls).run_due(
+        later(26)).outcomes
+    assert outcome.outcome == "retry" and outcome.reason.startswith("backup: ")
+    assert world.item(item_id).state == "approved"
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest
