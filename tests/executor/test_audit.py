@@ -99,3 +99,30 @@ def test_concurrent_appenders_keep_one_chain(store_url: str) -> None:
     finally:
         for s in stores:
             s.dispose()
+
+
+_WRITER = """
+import sys
+from datetime import UTC, datetime
+from recommender.audit import AuditLog
+from recommender.store import open_store
+
+store = open_store(sys.argv[1], migrate_schema=False)
+log = AuditLog(store)
+for i in range(20):
+    log.append("race", sys.argv[2], {"i": i}, now=datetime(2026, 3, 2, tzinfo=UTC))
+store.dispose()
+"""
+
+
+def test_several_processes_keep_one_chain(store: Store, store_url: str) -> None:
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, store_url, f"p{n}"])
+             for n in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    result = AuditLog(store).verify()
+    assert result.ok and result.rows == 60
+    actors = {e.actor for e in AuditLog(store).entries()}
+    assert actors == {"p0", "p1", "p2"}
