@@ -5,6 +5,7 @@ Read-only: every state change goes through :mod:`recommender.decisions` (atomic,
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,8 @@ from recommender.store import tables as t
 from .blocks import BatchView, DecisionView, ItemView
 
 __all__ = ["LoadedBatch", "load_batch", "to_views"]
+
+_IDLE = re.compile(r"^(?:no use for|never used since pushed) (\d+) days?")
 
 # Item states that mean "the executor is finished with it".
 FINISHED = frozenset({"deleted", "skipped", "failed"})
@@ -75,14 +78,16 @@ def to_views(row: dict[str, Any], items: list[dict[str, Any]],
 
 
 def _idle_days(items: list[dict[str, Any]]) -> int | None:
-    # "idle 30+ days": the smallest "no pull for N days" among the items, rounded down to a
-    # friendly step. Reasons are words, so this only reads the number when it is there.
+    # "idle 30+ days": the smallest idle time among the items, rounded down to a friendly
+    # step, read from the recommender's reasons ("no use for 143 days", "never used since
+    # pushed 90 days ago"). Reasons are words, so the title only claims it when all say so.
     days: list[int] = []
     for item in items:
         for reason in item["reasons"] or ():
-            words = str(reason).split()
-            if words[:3] == ["no", "pull", "for"] and len(words) > 3 and words[3].isdigit():
-                days.append(int(words[3]))
+            match = _IDLE.match(str(reason))
+            if match:
+                days.append(int(match.group(1)))
+                break
     if not days or len(days) < len(items):
         return None
     low = min(days)

@@ -49,9 +49,9 @@ def status_text(ctx: BotContext) -> str:
 
 def _suggest_text(ctx: BotContext, glob: str) -> str:
     # Imported here: the model stack (scikit-learn, pandas) is only needed when asked.
-    from recommender import recommend
+    from recommender.recommend import suggest
 
-    found = recommend.suggest(ctx.store, ctx.config, now=ctx.clock(), repository_glob=glob)
+    found = suggest(ctx.store, ctx.config, now=ctx.clock(), repository_glob=glob)
     if not found:
         return f"Nothing to suggest for `{glob}` right now."
     lines = [f"*{len(found)} suggestions for `{glob}`* (top {min(len(found), _MAX_LINES)}):"]
@@ -64,22 +64,22 @@ def _suggest_text(ctx: BotContext, glob: str) -> str:
 
 
 def _why_text(ctx: BotContext, ref: str) -> str:
-    from recommender import recommend
+    from recommender.recommend import explain
 
     repository, _, digest = ref.partition("@")
     if not repository or not digest.startswith("sha256:"):
         return f"Expected `<repository>@sha256:<hex>`, got `{ref}`."
-    found = recommend.suggest(ctx.store, ctx.config, now=ctx.clock(),
-                              repository_glob=repository, include_all=True)
-    match = next((s for s in found if s.digest == digest and s.repository == repository), None)
-    if match is None:
-        return f"tagwarden knows nothing about `{repository}@{digest}`."
-    verdict = "suggested for deletion" if match.suggested else "kept"
-    lines = [f"*{repository}@{digest[:19]}* is {verdict} (score {match.score:.2f})."]
-    if match.reasons:
-        lines.append("Reasons: " + "; ".join(match.reasons))
-    if match.blocked_by:
-        lines.append("Kept by: " + "; ".join(match.blocked_by))
+    found = explain(ctx.store, ctx.config, repository=repository, digest=digest,
+                    now=ctx.clock())
+    verdict = "suggested for deletion" if found.get("suggested") else "kept"
+    lines = [f"*{repository}@{digest[:19]}* is {verdict}"
+             + (f" (score {found['score']:.2f})." if "score" in found else ".")]
+    if found.get("decided_with_unit"):
+        lines.append("It is decided together with the image index or image it belongs to.")
+    if found.get("reasons"):
+        lines.append("Reasons: " + "; ".join(found["reasons"]))
+    if found.get("blocked_by"):
+        lines.append("Kept by: " + "; ".join(found["blocked_by"]))
     return "\n".join(lines)
 
 

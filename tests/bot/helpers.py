@@ -45,7 +45,7 @@ class Suggestion:
     score: float = 0.9
     suggested: bool = True
     reclaimable_bytes: int = 310_000_000
-    reasons: list[str] = field(default_factory=lambda: ["no pull for 143 days",
+    reasons: list[str] = field(default_factory=lambda: ["no use for 143 days",
                                                         "37 newer builds"])
     blocked_by: list[str] = field(default_factory=list)
     batch: str = ""
