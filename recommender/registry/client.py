@@ -76,7 +76,10 @@ class Manifest:
     @property
     def children(self) -> list[dict[str, Any]]:
         """An index's ``manifests`` descriptors (empty for an image manifest)."""
-        return list(self.parsed.get("manifests") or []) if self.is_index else []
+        if not self.is_index:
+            return []
+        return [d for d in self.parsed.get("manifests") or []
+                if isinstance(d, dict) and isinstance(d.get("digest"), str)]
 
     @property
     def config(self) -> dict[str, Any] | None:
@@ -85,7 +88,7 @@ class Manifest:
 
     @property
     def layers(self) -> list[dict[str, Any]]:
-        return list(self.parsed.get("layers") or [])
+        return [d for d in self.parsed.get("layers") or [] if isinstance(d, dict)]
 
     @property
     def blobs(self) -> list[dict[str, Any]]:
@@ -184,6 +187,19 @@ def _check_digest(body: bytes, claimed: str | None, url: str, what: str) -> str:
     return actual
 
 
+def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
+    """The body as a JSON object, or a RegistryError naming what was expected."""
+    try:
+        doc = orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        where = redact_url(str(response.url))
+        raise RegistryError(f"{what} is not JSON ({where})", url=where) from exc
+    if not isinstance(doc, dict):
+        where = redact_url(str(response.url))
+        raise RegistryError(f"{what} is not a JSON object ({where})", url=where)
+    return doc
+
+
 def _next_link(response: httpx.Response) -> str | None:
     link = response.links.get("next", {}).get("url")
     return urljoin(str(response.url), link) if link else None
@@ -197,7 +213,8 @@ class _Operations:
         call = _Call("GET", path, params={"n": str(n)} if n else None)
         while True:
             response = yield call
-            names.extend(orjson.loads(response.content).get(key) or [])
+            page = _json_object(response, f"{key} list").get(key) or []
+            names.extend(n for n in page if isinstance(n, str))
             next_url = _next_link(response)
             if next_url is None:
                 return names
@@ -217,14 +234,9 @@ class _Operations:
         # Two claims to check: the registry's header and, for a digest reference, our own.
         header = response.headers.get("docker-content-digest")
         digest = _check_digest(body, header, where, "manifest")
-        if ref.count(":") == 1 and ref.split(":", 1)[0].startswith("sha"):
+        if ":" in ref:  # tags cannot hold a colon: this is a digest
             _check_digest(body, ref, where, "manifest")
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RegistryError(f"manifest is not JSON ({where})", url=where) from exc
-        if not isinstance(parsed, dict):
-            raise RegistryError(f"manifest is not a JSON object ({where})", url=where)
+        parsed = _json_object(response, "manifest")
         media_type = mt.normalize(response.headers.get("content-type")) or parsed.get(
             "mediaType", ""
         )
@@ -294,7 +306,8 @@ class _Operations:
             allow=frozenset({400, 404, 405}),
         )
         if response.status_code == 200 and mt.is_index(response.headers.get("content-type")):
-            found = orjson.loads(response.content).get("manifests") or []
+            found = [d for d in _json_object(response, "referrers index").get("manifests") or []
+                     if isinstance(d, dict) and d.get("digest")]
             return [
                 Referrer(
                     d["digest"], _kind_of(d.get("artifactType")), d.get("mediaType"),

@@ -224,3 +224,13 @@ def test_requests_carry_the_user_agent_and_urls_are_redacted(loopback, client_fo
     assert server.seen[0].headers["user-agent"] == "tagwarden-test/1"
     assert "bob" not in err.value.url and "pw" not in err.value.url
     assert err.value.code is None
+
+
+@pytest.mark.parametrize("body", [b"<html>proxy error</html>", b"[1, 2]"])
+def test_a_body_that_is_not_a_json_object_is_a_registry_error(loopback, client_for, body):
+    server = loopback(lambda seen: (200, {"Content-Type": "application/json"}, body))
+    with pytest.raises(RegistryError) as err:
+        client_for(server.url).list_tags("team/app")
+    assert "tags list is not" in err.value.message and err.value.url.endswith("/tags/list")
+    with pytest.raises(RegistryError, match="manifest is not"):
+        client_for(server.url).get_manifest("team/app", "v1")
