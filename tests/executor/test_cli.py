@@ -38,6 +38,9 @@ def test_execute_dry_run_then_real_then_audit(world: World, store_url: str,
     assert report["gc_command"] == f"docker-registry garbage-collect {world.registry.config_path}"
     assert world.client.head_manifest("payments/api", old.digest) is None
 
+    assert main(_cli(world, store_url, "batches")) == 0
+    assert "done      payments payments/api (release): 1 deleted" in capsys.readouterr().out
+
     assert main(_cli(world, store_url, "audit", "verify")) == 0
     assert "audit log intact" in capsys.readouterr().out
     assert main(_cli(world, store_url, "audit", "export", "--format", "jsonl")) == 0
