@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, text, union_all, update
+from sqlalchemy import Connection, and_, false, func, or_, select, text, union_all, update
 
 from ..errors import PayloadError
 from ..reference import managed_repository
@@ -97,9 +97,14 @@ def replace_source(
                                where="location", location=ref.location[:80])
         row = _row(ref, source, hosts, at)
         new.setdefault(_key(row), row)
+    # Two writers replacing one source at once would both read the old set and both insert
+    # the new rows: serialize them before reading.
     if conn.dialect.name == "postgresql":
-        # Two replicas replacing one source at once would both insert the same new rows.
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": source})
+    else:
+        # SQLite's driver begins the transaction at the first write, so reads before it see
+        # no lock; a write that changes nothing takes the database's write lock now.
+        conn.execute(update(declared_refs).where(false()).values(valid_to=None))
     latest = conn.execute(
         select(func.max(declared_refs.c.valid_from), func.max(declared_refs.c.valid_to))
         .where(declared_refs.c.source == source)

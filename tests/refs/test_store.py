@@ -139,3 +139,30 @@ def test_duplicates_within_a_set_are_stored_once(store: Store) -> None:
     same = refs(("a:1", "reg.local:5000/x:1"), ("a:1", "reg.local:5000/x:1"))
     [result] = record(store, {"s": same}, at=T0, hosts=HOSTS)
     assert result.added == 1 and rows(store) == 1
+
+
+def test_concurrent_replacements_of_one_source_store_one_set(store: Store) -> None:
+    import threading
+
+    wanted = refs(*[(f"k.yaml:{i}", f"reg.local:5000/team/app{i}:1") for i in range(50)])
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def one(n: int) -> None:
+        try:
+            barrier.wait()
+            record(store, {"gitops": wanted}, at=T0 + timedelta(seconds=n), hosts=HOSTS)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # a writer that came later in time than another may be refused; none may duplicate rows
+    assert all(isinstance(e, PayloadError) for e in errors), errors
+    with store.connect() as conn:
+        open_rows = conn.execute(select(func.count()).select_from(declared_refs)
+                                 .where(declared_refs.c.valid_to.is_(None))).scalar_one()
+    assert open_rows == 50
