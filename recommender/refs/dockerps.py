@@ -1,4 +1,5 @@
-"""Image references of containers on plain Docker hosts: ``docker ps -a --format '{{json .}}'``.
+"""Image references of containers on plain Docker hosts: ``docker ps -a --format '{{json .}}'``
+(``podman ps -a --format '{{json .}}'`` too).
 
 One JSON object per line. Stopped containers count: ``docker start`` needs their image. The
 ``Image`` column is what the container was created from; when that image lost its tag Docker
@@ -40,7 +41,11 @@ def parse_docker_ps(text: str, *, path: str = "docker-ps", findings: Findings | 
         if not isinstance(image, str) or not image:
             raise PayloadError(f"{where}: no \"Image\" field (use docker ps -a --format "
                                "'{{json .}}')", where=where)
-        names = row.get("Names") if isinstance(row.get("Names"), str) else row.get("ID", "?")
+        names = row.get("Names")
+        if isinstance(names, list):  # podman ps prints a list of names
+            names = ",".join(str(n) for n in names)
+        if not isinstance(names, str) or not names:
+            names = str(row.get("ID") or "?")
         state = row.get("State") or row.get("Status") or ""
         detail = f"container {names}" + (f" ({state})" if state else "")
         if _IMAGE_ID.fullmatch(image):

@@ -315,3 +315,11 @@ def test_json_indented_with_tabs() -> None:
     found = parse_yaml(text, path="app.json")
     assert [(r.location, r.image) for r in found.refs] == [
         ("app.json:7", "reg.local:5000/team/api:1.9.3")]
+
+
+def test_podman_ps_lines_name_containers_in_a_list() -> None:
+    text = ('{"Id": "0f3e", "Image": "quay.io/org/app:3", "Names": ["app-1"], '
+            '"State": "running"}\n{"ID": "77aa66bb55cc", "Image": "busybox:1.36"}\n')
+    found = parse_docker_ps(text, path="podman.jsonl")
+    assert [r.detail for r in found.refs] == ["container app-1 (running)",
+                                              "container 77aa66bb55cc"]
