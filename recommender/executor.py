@@ -27,7 +27,7 @@ from __future__ import annotations
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from .audit import AuditLog
 from .config import Config
 from .errors import NotFound, RegistryError, TagwardenError
 from .registry.auth import RegistryAuth
-from .registry.client import RegistryClient, redact_url
+from .registry.client import RegistryClient, redact_url, referrer_kind
 from .store import Store
 from .store.tables import (
     approvals,
@@ -159,6 +159,7 @@ class DueItem:
     attempts: int
     reclaimable_bytes: int
     state: str
+    subject: str | None = None  # set for signatures, attestations, SBOMs, OCI referrers
 
 
 @dataclass
@@ -232,6 +233,7 @@ class Executor:
         self.audit = AuditLog(store)
         backup_dir = config["executor.backup_dir"]
         self.backup_dir = Path(backup_dir) if backup_dir else None
+        self._gone: set[tuple[str, str]] = set()  # deleted (or would be) in this run
 
     # -- hooks ---------------------------------------------------------------------------------
 
@@ -248,12 +250,20 @@ class Executor:
                               candidates=sorted({(i.repository, i.digest) for i in due}))
         if not self.dry_run:
             due = self._lease(due, now)
-        with ThreadPoolExecutor(max_workers=self.workers,
-                                thread_name_prefix="tagwarden-exec") as pool:
-            report.outcomes = list(pool.map(
-                lambda item: self._one(item, now, kept.get((item.repository, item.digest), [])),
-                due,
-            ))
+        self._gone = set()
+        # Referrers after everything else: a signature goes only once its subject is gone,
+        # so a subject that is skipped keeps its signatures (deploy-time verification).
+        for phase in ([i for i in due if i.subject is None], [i for i in due if i.subject]):
+            with ThreadPoolExecutor(max_workers=self.workers,
+                                    thread_name_prefix="tagwarden-exec") as pool:
+                outcomes = list(pool.map(
+                    lambda item: self._one(item, now,
+                                           kept.get((item.repository, item.digest), [])),
+                    phase,
+                ))
+            report.outcomes.extend(outcomes)
+            self._gone.update((o.repository, o.digest) for o in outcomes
+                              if o.outcome in ("deleted", "would_delete"))
         self._finish(report, now)
         return report
 
@@ -271,7 +281,10 @@ class Executor:
                            .scalar_subquery() >= batches.c.min_approvals)
         # An item left "executing" by a crashed worker is finished whatever its batch became
         # since (a cancel does not touch started items): its DELETE may already have happened.
-        query = (select(batch_items).join(batches, batches.c.id == batch_items.c.batch_id)
+        query = (select(batch_items, manifests.c.subject.label("manifest_subject"))
+                 .join(batches, batches.c.id == batch_items.c.batch_id)
+                 .outerjoin(manifests, and_(manifests.c.repository == batch_items.c.repository,
+                                            manifests.c.digest == batch_items.c.digest))
                  .where(or_(batches.c.state == "approved",
                             batch_items.c.state == "executing"))
                  .where(self._due_clause(now))
@@ -281,7 +294,7 @@ class Executor:
                  .order_by(batch_items.c.due_at, batch_items.c.id))
         return [DueItem(int(r.id), r.batch_id, r.repository, r.digest, tuple(r.tags or ()),
                         r.suggested_at, int(r.attempts or 0), int(r.reclaimable_bytes or 0),
-                        r.state)
+                        r.state, _subject(r.manifest_subject, r.tags or ()))
                 for r in conn.execute(query)]
 
     def _lease(self, due: list[DueItem], now: datetime) -> list[DueItem]:
@@ -304,9 +317,7 @@ class Executor:
                         "items": sorted(taken_id for taken_id in (int(r.id) for r in rows)),
                         "lease_expires": expires,
                     }, now=now, conn=conn)
-        return [DueItem(i.id, i.batch_id, i.repository, i.digest, i.tags, i.suggested_at,
-                        taken[i.id], i.reclaimable_bytes, "executing")
-                for i in due if i.id in taken]
+        return [replace(i, attempts=taken[i.id], state="executing") for i in due if i.id in taken]
 
     def _outcome(self, item: DueItem, outcome: str, reason: str = "") -> ItemOutcome:
         return ItemOutcome(item.id, item.batch_id, item.repository, item.digest, item.tags,
@@ -399,6 +410,9 @@ class Executor:
         del key
         if self.client.head_manifest(item.repository, item.digest) is None:
             return "gone"
+        if item.subject and (item.repository, item.subject) not in self._gone and \
+                self.client.head_manifest(item.repository, item.subject) is not None:
+            raise _Skip(f"its subject {item.subject} is kept (referrers go only with it)")
         for tag in item.tags:
             try:
                 now_at = self.client.resolve(item.repository, tag)
@@ -499,6 +513,17 @@ class Executor:
                                                   for o in report.outcomes]}
                                        if self.dry_run else {}),
                                   now=now, conn=conn)
+
+
+def _subject(manifest_subject: str | None, tags: Any) -> str | None:
+    """The digest a referrer refers to: the inventory's ``subject``, else a cosign tag's."""
+    if manifest_subject:
+        return manifest_subject
+    for tag in tags:
+        found = referrer_kind(tag)
+        if found is not None:
+            return found[0]
+    return None
 
 
 def _gc_bytes(conn: Connection, keys: list[tuple[str, str]]) -> int:

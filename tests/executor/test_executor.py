@@ -15,7 +15,7 @@ from recommender.audit import AuditLog
 from recommender.errors import NotFound
 from recommender.executor import CallLog, DueItem, Executor
 from recommender.registry import RegistryClient
-from recommender.registry.push import layer_tar
+from recommender.registry.push import layer_tar, push_signature
 from recommender.store.tables import (
     approvals,
     events,
@@ -25,7 +25,7 @@ from recommender.store.tables import (
 )
 
 from .conftest import World
-from .helpers import later
+from .helpers import T0, Suggestion, later
 
 
 def _tags(world: World, repo: str) -> list[str]:
@@ -363,3 +363,38 @@ def test_a_failed_backup_means_no_delete(world: World) -> None:
     assert outcome.outcome == "retry" and outcome.reason.startswith("backup: ")
     assert world.item(item_id).state == "approved"
     assert world.client.head_manifest("payments/api", old.digest) == old.digest
+
+
+def _approve_together(world: World, items: list[tuple[Any, list[str]]]) -> list[int]:
+    (batch,) = decisions.record_batches(
+        world.store, [Suggestion(img.repository, img.digest, tags) for img, tags in items],
+        now=T0, config=world.config)
+    decisions.approve(world.store, batch_id=batch.id, user_id="U0ALICE", now=later(1))
+    return [i.id for i in batch.items]
+
+
+def test_a_signature_goes_after_its_subject(world: World) -> None:
+    image = world.push("payments/api", ["v1"])
+    sig = push_signature(world.client, image)
+    sig_tag = image.digest.replace(":", "-") + ".sig"
+    # The signature first in the batch: the executor still deletes the subject first.
+    _approve_together(world, [(sig, [sig_tag]), (image, ["v1"])])
+    outcomes = world.executor().run_due(later(26)).outcomes
+    assert [(o.digest, o.outcome) for o in outcomes] == [
+        (image.digest, "deleted"), (sig.digest, "deleted")]
+    assert world.client.head_manifest("payments/api", sig.digest) is None
+
+
+def test_a_signature_stays_while_its_subject_is_kept(world: World) -> None:
+    image = world.push("payments/api", ["v1", "main"])
+    sig = push_signature(world.client, image)
+    sig_tag = image.digest.replace(":", "-") + ".sig"
+    _approve_together(world, [(image, ["v1", "main"]), (sig, [sig_tag])])
+    world.push("payments/api", ["main"], seed="newer")  # the subject will be skipped
+    for dry_run in (True, False):
+        outcomes = world.executor(dry_run=dry_run).run_due(later(26)).outcomes
+        expected = "would_skip" if dry_run else "skipped"
+        assert [o.outcome for o in outcomes] == [expected, expected]
+        assert outcomes[1].reason == f"its subject {image.digest} is kept (referrers go only " \
+            "with it)"
+    assert world.client.head_manifest("payments/api", sig.digest) == sig.digest
