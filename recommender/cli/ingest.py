@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
@@ -100,6 +101,36 @@ def _open_all(files: list[str]) -> None:
             JsonLines(path).close()
 
 
+class _BackgroundWriter:
+    """Writes batches on one thread while the caller parses the next batch.
+
+    SQLite and psycopg release the GIL while the database works, so on two cores parsing and
+    writing overlap. At most one batch waits (memory stays bounded) and batches are written
+    in order; a failed write surfaces at the next submit or at ``finish``.
+    """
+
+    def __init__(self, writer: EventWriter, tally: _Tally) -> None:
+        self.writer = writer
+        self.tally = tally
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagwarden-ingest")
+        self._pending: Future[WriteResult] | None = None
+
+    def submit(self, batch: list[Event]) -> None:
+        self._collect()
+        self._pending = self._pool.submit(self.writer.write, batch, now=utcnow())
+
+    def _collect(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self.tally.result += pending.result()
+
+    def finish(self) -> None:
+        try:
+            self._collect()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
 def _ingest_events(ctx: typer.Context, files: list[str], batch_size: int, label: str,
                    parse: Callable[[Any, Classifier], list[Event]]) -> None:
     st = state(ctx)
@@ -108,25 +139,29 @@ def _ingest_events(ctx: typer.Context, files: list[str], batch_size: int, label:
     _open_all(files)
     tally = _Tally(files)
     batch: list[Event] = []
-    with _progress(label) as progress:
-        for path in files:
-            with JsonLines(path) as lines:
-                for number, obj in lines:
-                    if isinstance(obj, PayloadError):
-                        tally.reject(path, number, obj)
-                        continue
-                    try:
-                        batch.extend(parse(obj, classifier))
-                    except PayloadError as exc:
-                        tally.reject(path, number, exc)
-                        continue
-                    if len(batch) >= batch_size:
-                        tally.result += writer.write(batch, now=utcnow())
-                        batch = []
-                        progress(lines)
-                progress(lines)
-        if batch:
-            tally.result += writer.write(batch, now=utcnow())
+    background = _BackgroundWriter(writer, tally)
+    try:
+        with _progress(label) as progress:
+            for path in files:
+                with JsonLines(path) as lines:
+                    for number, obj in lines:
+                        if isinstance(obj, PayloadError):
+                            tally.reject(path, number, obj)
+                            continue
+                        try:
+                            batch.extend(parse(obj, classifier))
+                        except PayloadError as exc:
+                            tally.reject(path, number, exc)
+                            continue
+                        if len(batch) >= batch_size:
+                            background.submit(batch)
+                            batch = []
+                            progress(lines)
+                    progress(lines)
+            if batch:
+                background.submit(batch)
+    finally:
+        background.finish()
     r = tally.result
     tally.finish(f"read {r.received}, stored {r.stored}, duplicates {r.duplicates}, "
                  f"{tally.rejected_text()}")

@@ -23,11 +23,13 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, case, delete, func, or_, select, text, update
+from sqlalchemy import Connection, bindparam, delete, func, or_, select, text, update
 
-from ..store import Store, dialect_insert
+from ..store import Store
 from ..store.tables import events, k8s_snapshots, manifests, rollups, running_refs, tag_history
 from ..usage import BLOB, is_manifest_media_type
+from . import taghistory
+from .bulk import insert_rows
 from .events import Event, PodSnapshot, WriteResult
 
 if TYPE_CHECKING:
@@ -40,6 +42,12 @@ _INDEX_TYPES = frozenset({
     "application/vnd.docker.distribution.manifest.list.v2+json",
 })
 _PAIRS_PER_QUERY = 200
+_EVENT_COLUMNS = ("time", "received_at", "source", "source_event_id", "action", "usage",
+                  "registry", "repository", "digest", "tag", "media_type", "size", "method",
+                  "user_agent", "actor", "client_addr", "environment", "cluster", "namespace")
+_MANIFEST_COLUMNS = ("repository", "digest", "media_type", "size", "first_seen", "is_index")
+_ROLLUP_COLUMNS = ("day", "repository", "digest", "tag", "action", "usage", "count",
+                   "first_at", "last_at")
 
 
 class EventWriter:
@@ -75,22 +83,17 @@ class EventWriter:
 
     def _insert_events(self, conn: Connection, ordered: list[Event], now: datetime
                        ) -> list[tuple[int, Event]]:
-        rows = [{
-            "time": e.time, "received_at": now, "source": e.source,
-            "source_event_id": e.source_event_id, "action": e.action, "usage": e.usage,
-            "registry": e.registry, "repository": e.repository, "digest": e.digest,
-            "tag": e.tag, "media_type": e.media_type, "size": e.size, "method": e.method,
-            "user_agent": e.user_agent, "actor": e.actor, "client_addr": e.client_addr,
-            "environment": e.environment, "cluster": e.cluster, "namespace": e.namespace,
-        } for e in ordered]
-        insert: Any = dialect_insert(conn, events)
-        stmt = (
-            insert.on_conflict_do_nothing(index_elements=["source", "source_event_id"])
-            .returning(events.c.id, events.c.source, events.c.source_event_id)
+        rows = [(e.time, now, e.source, e.source_event_id, e.action, e.usage, e.registry,
+                 e.repository, e.digest, e.tag, e.media_type, e.size, e.method, e.user_agent,
+                 e.actor, e.client_addr, e.environment, e.cluster, e.namespace)
+                for e in ordered]
+        returned = insert_rows(
+            conn, events, _EVENT_COLUMNS, rows,
+            suffix="ON CONFLICT (source, source_event_id) DO NOTHING",
+            returning="id, source, source_event_id",
         )
         by_key = {(e.source, e.source_event_id): e for e in ordered}
-        result = conn.execute(stmt, rows)
-        new = [(row[0], by_key[(row[1], row[2])]) for row in result]
+        new = [(row[0], by_key[(row[1], row[2])]) for row in returned]
         new.sort(key=lambda item: (item[1].time, item[0]))  # time order for the tag history
         return new
 
@@ -125,19 +128,21 @@ class EventWriter:
         if seen:
             rows = [seen[k] for k in sorted(seen)]
             pushed_rows = [r for r in rows if r["pushed"] is not None]
-            plain = [{k: v for k, v in r.items() if k != "pushed"} for r in rows]
-            stmt: Any = dialect_insert(conn, manifests)
-            cur = manifests.c
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["repository", "digest"],
-                set_={
-                    "first_seen": case((stmt.excluded.first_seen < cur.first_seen,
-                                        stmt.excluded.first_seen), else_=cur.first_seen),
-                    "media_type": func.coalesce(cur.media_type, stmt.excluded.media_type),
-                    "size": func.coalesce(cur.size, stmt.excluded.size),
-                },
+            # Only touch a row when something improves: no rewrite (and, on PostgreSQL, no
+            # row lock) for the thousands of pulls of a manifest already known.
+            insert_rows(
+                conn, manifests, _MANIFEST_COLUMNS,
+                [(r["repository"], r["digest"], r["media_type"], r["size"], r["first_seen"],
+                  r["is_index"]) for r in rows],
+                suffix="ON CONFLICT (repository, digest) DO UPDATE SET "
+                       "first_seen = CASE WHEN excluded.first_seen < manifests.first_seen "
+                       "THEN excluded.first_seen ELSE manifests.first_seen END, "
+                       "media_type = COALESCE(manifests.media_type, excluded.media_type), "
+                       "size = COALESCE(manifests.size, excluded.size) "
+                       "WHERE excluded.first_seen < manifests.first_seen "
+                       "OR (manifests.media_type IS NULL AND excluded.media_type IS NOT NULL) "
+                       "OR (manifests.size IS NULL AND excluded.size IS NOT NULL)",
             )
-            conn.execute(stmt, plain)
             if pushed_rows:
                 # A push after a recorded delete brings the manifest back.
                 conn.execute(
@@ -171,15 +176,7 @@ class EventWriter:
         if not changes:
             return
         self._lock_repositories(conn, {e.repository for e in changes})
-        for e in changes:  # already in time order
-            if e.action == "push":
-                assert e.tag is not None and e.digest is not None
-                _tag_pushed(conn, e.repository, e.tag, e.digest, e.time)
-            elif e.digest is not None:
-                _manifest_deleted(conn, e.repository, e.digest, e.time)
-            else:
-                assert e.tag is not None
-                _tag_deleted(conn, e.repository, e.tag, e.time)
+        taghistory.apply_changes(conn, changes)  # already in time order
 
     def _lock_repositories(self, conn: Connection, repositories: Iterable[str]) -> None:
         if conn.dialect.name != "postgresql":
@@ -200,11 +197,13 @@ class EventWriter:
         th = tag_history.c
         for start in range(0, len(pairs), _PAIRS_PER_QUERY):
             chunk = pairs[start:start + _PAIRS_PER_QUERY]
-            cond = or_(*(and_(th.repository == r, th.tag == t) for r, t in chunk))
+            wanted = set(chunk)
             for row in conn.execute(
-                select(th.repository, th.tag, th.valid_from, th.valid_to, th.digest).where(cond)
+                select(th.repository, th.tag, th.valid_from, th.valid_to, th.digest).where(
+                    th.repository.in_({r for r, _ in chunk}), th.tag.in_({t for _, t in chunk}))
             ):
-                history.setdefault((row[0], row[1]), []).append((row[2], row[3], row[4]))
+                if (row[0], row[1]) in wanted:
+                    history.setdefault((row[0], row[1]), []).append((row[2], row[3], row[4]))
         updates = []
         for event_id, e in pending:
             for valid_from, valid_to, digest in history.get((e.repository, e.tag or ""), ()):
@@ -229,21 +228,16 @@ class EventWriter:
                     cur[1] = e.time
                 if e.time > cur[2]:
                     cur[2] = e.time
-        rows = [{"day": k[0], "repository": k[1], "digest": k[2], "tag": k[3], "action": k[4],
-                 "usage": k[5], "count": v[0], "first_at": v[1], "last_at": v[2]}
-                for k, v in sorted(agg.items())]
-        stmt: Any = dialect_insert(conn, rollups)
-        ex, cur_ = stmt.excluded, rollups.c
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["day", "repository", "digest", "tag", "action", "usage"],
-            set_={
-                "count": cur_["count"] + ex["count"],
-                "first_at": case((ex.first_at < cur_.first_at, ex.first_at),
-                                 else_=cur_.first_at),
-                "last_at": case((ex.last_at > cur_.last_at, ex.last_at), else_=cur_.last_at),
-            },
+        rows = [(*k, v[0], v[1], v[2]) for k, v in sorted(agg.items())]
+        insert_rows(
+            conn, rollups, _ROLLUP_COLUMNS, rows,
+            suffix='ON CONFLICT (day, repository, digest, tag, action, usage) DO UPDATE SET '
+                   '"count" = rollups."count" + excluded."count", '
+                   "first_at = CASE WHEN excluded.first_at < rollups.first_at "
+                   "THEN excluded.first_at ELSE rollups.first_at END, "
+                   "last_at = CASE WHEN excluded.last_at > rollups.last_at "
+                   "THEN excluded.last_at ELSE rollups.last_at END",
         )
-        conn.execute(stmt, rows)
 
     def prune(self, now: datetime) -> int:
         """Delete raw events older than the retention; rollups stay. Returns how many."""
@@ -285,66 +279,3 @@ class EventWriter:
                     "container_kind": r.container_kind, "image": r.image,
                 } for r in snapshot.refs])
         return len(snapshot.refs)
-
-
-# --- tag history steps (the caller holds the repository's lock) ---------------------------------
-
-def _interval_at(conn: Connection, repo: str, tag: str, t: datetime) -> Any:
-    th = tag_history.c
-    return conn.execute(
-        select(th.id, th.digest, th.valid_from, th.valid_to)
-        .where(th.repository == repo, th.tag == tag, th.valid_from <= t,
-               or_(th.valid_to.is_(None), th.valid_to > t))
-        .order_by(th.valid_from.desc()).limit(1)
-    ).first()
-
-
-def _tag_pushed(conn: Connection, repo: str, tag: str, digest: str, t: datetime) -> None:
-    """``tag`` points at ``digest`` from ``t``: split the interval that held ``t``.
-
-    Every push is kept as the start of its own interval, even when the digest does not change:
-    merging would forget a point that a push arriving late (out of order) needs in order to
-    end where the next known push begins. A push into a gap (after a delete, or before
-    everything known) ends where the next known interval starts.
-    """
-    th = tag_history.c
-    cur = _interval_at(conn, repo, tag, t)
-    if cur is not None:
-        if cur.valid_from == t:  # two pushes at the same instant: the later message wins
-            if cur.digest != digest:
-                conn.execute(update(tag_history).where(th.id == cur.id).values(digest=digest))
-            return
-        conn.execute(update(tag_history).where(th.id == cur.id).values(valid_to=t))
-        end = cur.valid_to
-    else:
-        nxt = conn.execute(
-            select(th.valid_from).where(th.repository == repo, th.tag == tag, th.valid_from >= t)
-            .order_by(th.valid_from).limit(1)
-        ).first()
-        if nxt is not None and nxt.valid_from == t:
-            return  # an empty interval [t, t) starts here: a delete at the push's instant
-        end = nxt.valid_from if nxt is not None else None
-    conn.execute(tag_history.insert().values(repository=repo, tag=tag, digest=digest,
-                                             valid_from=t, valid_to=end, source="push"))
-
-
-def _tag_deleted(conn: Connection, repo: str, tag: str, t: datetime) -> None:
-    th = tag_history.c
-    cur = _interval_at(conn, repo, tag, t)
-    if cur is None:
-        return
-    if cur.valid_from == t:
-        conn.execute(delete(tag_history).where(th.id == cur.id))
-    else:
-        conn.execute(update(tag_history).where(th.id == cur.id).values(valid_to=t))
-
-
-def _manifest_deleted(conn: Connection, repo: str, digest: str, t: datetime) -> None:
-    """Deleting a manifest removes every tag on it: close each interval open at ``t``."""
-    th = tag_history.c
-    conn.execute(
-        update(tag_history)
-        .where(th.repository == repo, th.digest == digest, th.valid_from <= t,
-               or_(th.valid_to.is_(None), th.valid_to > t))
-        .values(valid_to=t)
-    )

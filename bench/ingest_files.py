@@ -1,0 +1,159 @@
+"""File ingest: ``tagwarden ingest distribution`` events/s into SQLite, and its peak memory.
+
+Generates seeded Distribution notification files (JSON lines of envelopes, gzip), then runs the
+real command as a subprocess on each and reports events/s and the child's peak RSS. Memory
+must not grow with the file: two sizes are measured. Targets (issue 2): >= 50,000 events/s,
+peak < 300 MB whatever the file size.
+
+    .venv/bin/python bench/ingest_files.py                 # 200k and 1M events
+    .venv/bin/python bench/ingest_files.py --events 100000 --events 400000 --keep
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json",
+                  "application/vnd.oci.image.manifest.v1+json",
+                  "application/vnd.oci.image.index.v1+json")
+LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+# (user agent, weight): mostly kubelet/containerd and docker, some scanners and mirrors.
+AGENTS = (
+    ("containerd/v1.7.11", 40),
+    ("docker/24.0.7 go/go1.20.10 git-commit/311b9ff kernel/6.5.0 os/linux arch/amd64 "
+     "UpstreamClient(Docker-Client/24.0.7 \\(linux\\))", 20),
+    ("cri-o/1.28.1 go/go1.20.10 os/linux arch/amd64", 8),
+    ("buildkit/v0.12.4", 5),
+    ("trivy/0.48.1", 10),
+    ("skopeo/1.14.0", 4),
+    ("regclient/regbot (v0.5.6)", 3),
+    ("Go-http-client/1.1", 5),
+    ("tagwarden/0.1.0", 5),
+)
+
+
+def _digest(*parts: object) -> str:
+    return "sha256:" + hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def generate(path: Path, events: int, *, seed: int = 7, repositories: int = 300) -> int:
+    """Write ``events`` events (1-10 per envelope, one envelope per line). Returns lines."""
+    rng = random.Random(seed)
+    agents = [a for a, _ in AGENTS]
+    weights = [w for _, w in AGENTS]
+    repos = [f"team{r % 17}/service-{r}" for r in range(repositories)]
+    # Popularity: a few repositories take most pulls (1/rank), and within a repository the
+    # newest versions do; versions advance as the file's time goes by.
+    cum, total = [], 0.0
+    for rank in range(repositories):
+        total += 1.0 / (rank + 1)
+        cum.append(total)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    step = 1.0 / 50  # 50 events/s on average: a file is a chronological registry log
+    written = lines = 0
+    with gzip.open(path, "wb", compresslevel=3) as out:
+        while written < events:
+            n = min(rng.randint(1, 10), events - written)
+            batch = []
+            for _ in range(n):
+                written += 1
+                repo = rng.choices(repos, cum_weights=cum)[0]
+                newest = 1 + (written * 40) // events
+                version = max(1, newest - int(rng.expovariate(0.7)))
+                t = start + timedelta(seconds=written * step + rng.random())
+                stamp = t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{rng.randint(0, 999_999_999):09d}Z"
+                roll = rng.random()
+                if roll < 0.03:
+                    action, media, method = "push", rng.choice(MANIFEST_TYPES), "PUT"
+                    version = newest
+                elif roll < 0.25:
+                    action, media, method = "pull", LAYER_TYPE, "GET"  # blob fetches
+                else:
+                    action, media = "pull", MANIFEST_TYPES[version % 3]
+                    method = "HEAD" if rng.random() < 0.4 else "GET"
+                digest = (_digest(repo, version, "layer", rng.randint(0, 4))
+                          if media == LAYER_TYPE else _digest(repo, version))
+                kind = "blobs" if media == LAYER_TYPE else "manifests"
+                target = {"mediaType": media, "digest": digest, "size": rng.randint(500, 9000),
+                          "length": 0, "repository": repo,
+                          "url": f"http://registry.example.com:5000/v2/{repo}/{kind}/{digest}"}
+                target["length"] = target["size"]
+                if media != LAYER_TYPE and (action == "push" or rng.random() < 0.5):
+                    target["tag"] = f"1.{version}.0"
+                batch.append({
+                    "id": f"{seed}-{written}-{rng.getrandbits(48):012x}",
+                    "timestamp": stamp, "action": action, "target": target,
+                    "request": {"id": f"r{written}", "addr": f"10.0.{rng.randint(0, 255)}.7:4000",
+                                "host": "registry.example.com:5000", "method": method,
+                                "useragent": rng.choices(agents, weights)[0]},
+                    "actor": {}, "source": {"addr": "reg-0:5000", "instanceID": "bench"},
+                })
+            out.write(orjson.dumps({"events": batch}) + b"\n")
+            lines += 1
+    return lines
+
+
+def measure(path: Path, db: Path) -> tuple[float, int, str]:
+    """Run the real command; (seconds, peak RSS bytes of the child, its summary line)."""
+    cmd = [sys.executable, "-m", "recommender.cli", "--db", f"sqlite:///{db}", "ingest",
+           "distribution", str(path)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    out = proc.stdout.read().decode().strip() if proc.stdout else ""
+    err = proc.stderr.read().decode().strip() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"ingest failed: {out} {err}")
+    return elapsed, usage.ru_maxrss * 1024, out
+
+
+def startup_seconds(db: Path) -> float:
+    """The command's fixed cost (imports, opening the store): ``tagwarden migrate``."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "recommender.cli", "--db", f"sqlite:///{db}",
+                    "migrate"], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, action="append",
+                        help="events per file (repeat for several sizes)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    args = parser.parse_args()
+    sizes = args.events or [200_000, 1_000_000]
+    with tempfile.TemporaryDirectory(prefix="tagwarden-bench-") as tmp:
+        work = Path(tmp)
+        print(f"{'events':>10} {'file MB':>8} {'total s':>8} {'startup s':>9} "
+              f"{'events/s':>10} {'peak RSS MB':>11}")
+        for size in sizes:
+            path = work / f"distribution-{size}.jsonl.gz"
+            generate(path, size, seed=args.seed)
+            db = work / f"store-{size}.db"
+            fixed = startup_seconds(db)  # also creates the schema, outside the timing
+            elapsed, peak, summary = measure(path, db)
+            rate = size / max(elapsed - fixed, 1e-9)
+            print(f"{size:>10} {path.stat().st_size / 1e6:>8.1f} {elapsed:>8.1f} {fixed:>9.1f} "
+                  f"{rate:>10,.0f} {peak / 2**20:>11.0f}   ({summary})")
+            if args.keep:
+                keep = Path("data/generated/bench")
+                keep.mkdir(parents=True, exist_ok=True)
+                path.replace(keep / path.name)
+
+
+if __name__ == "__main__":
+    main()
