@@ -80,15 +80,24 @@ def sequence(node: Node | None) -> list[Node]:
     return list(node.value) if isinstance(node, SequenceNode) else []
 
 
-def mentions(node: Node | None, keys: frozenset[str], depth: int = 0) -> bool:
-    """True when a mapping key in ``keys`` appears anywhere under ``node``."""
-    if depth > 50 or node is None:
-        return False
-    if isinstance(node, MappingNode):
-        return any(
-            (isinstance(k, ScalarNode) and k.value in keys) or mentions(v, keys, depth + 1)
-            for k, v in node.value
-        )
-    if isinstance(node, SequenceNode):
-        return any(mentions(v, keys, depth + 1) for v in node.value)
+def mentions(node: Node | None, keys: frozenset[str]) -> bool:
+    """True when a mapping key in ``keys`` appears anywhere under ``node``.
+
+    Each node is visited once: aliases share nodes, and a "billion laughs" document in a
+    checkout must not make a walk exponential.
+    """
+    seen: set[int] = set()
+    stack = [node] if node is not None else []
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, MappingNode):
+            for k, v in current.value:
+                if isinstance(k, ScalarNode) and k.value in keys:
+                    return True
+                stack.append(v)
+        elif isinstance(current, SequenceNode):
+            stack.extend(current.value)
     return False
