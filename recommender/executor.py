@@ -160,6 +160,11 @@ class DueItem:
     reclaimable_bytes: int
     state: str
     subject: str | None = None  # set for signatures, attestations, SBOMs, OCI referrers
+    parents: tuple[str, ...] = ()  # indexes that list this manifest as a platform child
+
+    @property
+    def dependent(self) -> bool:
+        return bool(self.subject or self.parents)
 
 
 @dataclass
@@ -251,9 +256,10 @@ class Executor:
         if not self.dry_run:
             due = self._lease(due, now)
         self._gone = set()
-        # Referrers after everything else: a signature goes only once its subject is gone,
-        # so a subject that is skipped keeps its signatures (deploy-time verification).
-        for phase in ([i for i in due if i.subject is None], [i for i in due if i.subject]):
+        # Referrers and platform children after everything else: a signature goes only once
+        # its subject is gone, a child only once its index is gone, so a kept subject keeps
+        # its signatures (deploy-time verification) and a kept index keeps its platforms.
+        for phase in ([i for i in due if not i.dependent], [i for i in due if i.dependent]):
             with ThreadPoolExecutor(max_workers=self.workers,
                                     thread_name_prefix="tagwarden-exec") as pool:
                 outcomes = list(pool.map(
@@ -292,10 +298,20 @@ class Executor:
                  # batch without its recorded approvals.
                  .where(approved_enough)
                  .order_by(batch_items.c.due_at, batch_items.c.id))
+        rows = conn.execute(query).all()
+        parents: dict[tuple[str, str], list[str]] = {}
+        digests = sorted({r.digest for r in rows})
+        for start in range(0, len(digests), 500):
+            for repo, parent, child in conn.execute(
+                    select(manifest_children.c.repository, manifest_children.c.parent,
+                           manifest_children.c.child)
+                    .where(manifest_children.c.child.in_(digests[start:start + 500]))):
+                parents.setdefault((repo, child), []).append(parent)
         return [DueItem(int(r.id), r.batch_id, r.repository, r.digest, tuple(r.tags or ()),
                         r.suggested_at, int(r.attempts or 0), int(r.reclaimable_bytes or 0),
-                        r.state, _subject(r.manifest_subject, r.tags or ()))
-                for r in conn.execute(query)]
+                        r.state, _subject(r.manifest_subject, r.tags or ()),
+                        tuple(sorted(parents.get((r.repository, r.digest), []))))
+                for r in rows]
 
     def _lease(self, due: list[DueItem], now: datetime) -> list[DueItem]:
         """Take the items atomically; items another worker took meanwhile are left out."""
@@ -413,6 +429,10 @@ class Executor:
         if item.subject and (item.repository, item.subject) not in self._gone and \
                 self.client.head_manifest(item.repository, item.subject) is not None:
             raise _Skip(f"its subject {item.subject} is kept (referrers go only with it)")
+        for parent in item.parents:
+            if (item.repository, parent) not in self._gone and \
+                    self.client.head_manifest(item.repository, parent) is not None:
+                raise _Skip(f"a platform of index {parent}, which is kept")
         for tag in item.tags:
             try:
                 now_at = self.client.resolve(item.repository, tag)

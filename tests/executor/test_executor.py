@@ -398,3 +398,17 @@ def test_a_signature_stays_while_its_subject_is_kept(world: World) -> None:
         assert outcomes[1].reason == f"its subject {image.digest} is kept (referrers go only " \
             "with it)"
     assert world.client.head_manifest("payments/api", sig.digest) == sig.digest
+
+
+def test_a_platform_child_stays_while_its_index_is_kept(world: World) -> None:
+    idx = world.push("payments/api", ["v1"], platforms=["linux/amd64", "linux/arm64"])
+    child = idx.children[0]
+    _approve_together(world, [(child, []), (idx, ["v1"])])
+    world.push("payments/api", ["v1"], seed="newer")  # v1 moves: the index is skipped ...
+    outcomes = world.executor().run_due(later(26)).outcomes
+    assert [o.digest for o in outcomes] == [idx.digest, child.digest]
+    assert outcomes[0].outcome == "skipped" and outcomes[0].reason.startswith("tag moved")
+    # ... so its child must stay, or pulling the index by digest breaks (manifest unknown).
+    assert outcomes[1].outcome == "skipped"
+    assert outcomes[1].reason == f"a platform of index {idx.digest}, which is kept"
+    assert world.client.head_manifest("payments/api", child.digest) == child.digest
