@@ -11,10 +11,12 @@ The steps for one item, each with its reason to be there:
    running it now, a tag added since the suggestion, a guardrail that now keeps it.
 2. ``HEAD`` by digest: already gone (someone else, or our own DELETE before a crash) is
    recorded as deleted without a second DELETE.
-3. Every tag re-resolved with the full ``Accept`` list: a tag that now names another digest
-   means deleting would not delete what was approved (the tag would survive elsewhere, or a
-   new push would be lost) -- skip.
-4. "executing" and the re-check results are committed with their audit rows, then the optional
+3. Every tag re-resolved with the full ``Accept`` list (a partial list can yield another
+   digest for the same tag): a tag that now names another digest means the approval was given
+   on facts that changed (a re-push, a rollback under way) -- skip; the next suggestion decides.
+4. A referrer (signature, attestation, SBOM) or a platform child runs after the other items
+   and only once its subject or index is gone: a kept image keeps its signatures and platforms.
+5. "executing" and the re-check results are committed with their audit rows, then the optional
    backup, then ``DELETE`` by digest, then the result with its audit rows. A crash between
    DELETE and the record is healed by step 2 on the retry.
 
