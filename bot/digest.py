@@ -101,9 +101,12 @@ class DigestReport:
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
-def post_digest(store: Store, config: Config, *, team: str, client: WebClient, now: datetime,
-                poster: Poster | None = None, dry_run: bool = False) -> DigestReport:
-    """Post the summary, then its pages in the summary's thread (paced per channel)."""
+def post_digest(store: Store, config: Config, *, team: str, client: WebClient | None,
+                now: datetime, poster: Poster | None = None,
+                dry_run: bool = False) -> DigestReport:
+    """Post the summary, then its pages in the summary's thread (paced per channel).
+
+    ``dry_run`` builds the messages without sending them (``client`` may then be None)."""
     found = next((x for x in config.teams if x.name == team), None)
     if found is None or not found.channel:
         raise ConfigError(f"team {team!r} is unknown or has no channel", setting="team.channel")
@@ -114,7 +117,11 @@ def post_digest(store: Store, config: Config, *, team: str, client: WebClient, n
     report = DigestReport(found.channel, messages=[summary, *pages])
     if dry_run:
         return report
-    poster = poster or Poster(client, interval=config["slack.post_interval"].total_seconds())
+    if poster is None:
+        if client is None:
+            raise ConfigError("posting the digest needs a Slack client",
+                              setting="slack.bot_token")
+        poster = Poster(client, interval=config["slack.post_interval"].total_seconds())
     report.ts = send(poster, found.channel, summary)
     if report.ts is None:
         return report

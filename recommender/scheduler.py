@@ -18,11 +18,13 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import anyio.to_thread
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -43,6 +45,7 @@ __all__ = [
     "Scheduler",
     "default_jobs",
     "leader_lock",
+    "lifespan_hook",
 ]
 
 log = logging.getLogger(__name__)
@@ -319,10 +322,9 @@ def default_jobs(config: Config, store: Store) -> list[JobSpec]:
 
         return train(store, config, now=now)
 
-    jobs = [
-        JobSpec("execute", IntervalTrigger(minutes=1), execute),
-        JobSpec("retrain", cron("scheduler.retrain_cron"), retrain),
-    ]
+    jobs = [JobSpec("retrain", cron("scheduler.retrain_cron"), retrain)]
+    if config["registry.url"]:
+        jobs.append(JobSpec("execute", IntervalTrigger(minutes=1), execute))
     if config["slack.bot_token"]:
         jobs.append(JobSpec("suggest", cron("scheduler.suggest_cron"), suggest_and_post))
         for team in config.teams:
@@ -341,3 +343,20 @@ def _digest_job(config: Config, store: Store, team: str) -> Callable[[datetime],
         return post_digest(store, config, team=team, client=default_client(config), now=now)
 
     return digest
+
+
+def lifespan_hook(config: Config, store: Store,
+                  **kwargs: Any) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A `recommender.server.build_app` lifespan hook: the scheduler runs while the server
+    does (started after the collector's writer, stopped before it)."""
+
+    @asynccontextmanager
+    async def hook(_app: Any) -> AsyncIterator[None]:
+        scheduler = Scheduler(config, store, **kwargs)
+        await anyio.to_thread.run_sync(scheduler.start)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(scheduler.stop)
+
+    return hook

@@ -27,6 +27,7 @@ from . import refs  # noqa: E402,F401
 from . import serve  # noqa: E402,F401
 from . import model  # noqa: E402,F401
 from . import registry  # noqa: E402,F401
+from . import slack  # noqa: E402,F401
 # isort: on
 
 

@@ -32,7 +32,14 @@ def serve(
     if not config["collector.token"]:
         print("warning: collector.token is not set (TAGWARDEN_COLLECTOR_TOKEN): every POST "
               "will be refused", file=sys.stderr)
-    application = build_app(config, st.store)
+    from bot.app import server_parts
+
+    from ..scheduler import lifespan_hook
+
+    routes, hooks = server_parts(config, st.store)
+    if config["scheduler.enabled"]:
+        hooks.append(lifespan_hook(config, st.store))
+    application = build_app(config, st.store, routes=routes, lifespans=hooks)
     server = uvicorn.Server(uvicorn.Config(
         application,
         host=host,

@@ -6,14 +6,17 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import inspect
 
 from recommender import config as config_mod
-from recommender.scheduler import JobSpec, RowLock, Scheduler, default_jobs
+from recommender.scheduler import JobSpec, RowLock, Scheduler, default_jobs, lifespan_hook
+from recommender.server import build_app
 from recommender.store import Store
+from tests.support.live_server import LiveServer
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -89,17 +92,34 @@ def test_run_job_passes_the_clock(sqlite_store: Store) -> None:
     assert seen == [T0]
 
 
-@pytest.mark.parametrize(("token", "expected"), [
-    (None, {"execute", "retrain"}),
-    ("xoxb-1", {"execute", "retrain", "suggest", "digest:payments"}),
+@pytest.mark.parametrize(("token", "registry", "expected"), [
+    (None, None, {"retrain"}),
+    (None, "http://127.0.0.1:5000", {"execute", "retrain"}),
+    ("xoxb-1", "http://127.0.0.1:5000", {"execute", "retrain", "suggest", "digest:payments"}),
 ])
-def test_default_jobs(sqlite_store: Store, tmp_path, token: str | None,
-                      expected: set[str]) -> None:
+def test_default_jobs(sqlite_store: Store, tmp_path: Path, token: str | None,
+                      registry: str | None, expected: set[str]) -> None:
     path = tmp_path / "t.toml"
     path.write_text('[[team]]\nname = "payments"\nrepositories = ["payments/*"]\n'
                     'channel = "C0PAY"\ntimezone = "Europe/Berlin"\n', encoding="utf-8")
-    config = config_mod.load(path, env={"SLACK_BOT_TOKEN": token} if token else {})
+    config = config_mod.load(path, env={"SLACK_BOT_TOKEN": token} if token else {},
+                             overrides={"registry.url": registry})
     jobs = {j.name: j for j in default_jobs(config, sqlite_store)}
     assert set(jobs) == expected
     if token:
         assert str(jobs["digest:payments"].trigger.timezone) == "Europe/Berlin"
+
+
+def test_the_server_runs_the_scheduler_in_its_lifespan(store: Store) -> None:
+    config = config_mod.load(env={}, overrides={"scheduler.lock_ttl": "1s"})
+    runs = Runs()
+    app = build_app(config, store, lifespans=[
+        lifespan_hook(config, store, jobs=runs.jobs("server"), owner="server", interval=0.1)])
+    with LiveServer(app):
+        _wait(lambda: len(runs.snapshot()) >= 2)
+    stopped_at = len(runs.snapshot())
+    time.sleep(0.5)
+    assert len(runs.snapshot()) == stopped_at  # stopped with the server
+    other = RowLock(store, "next", timedelta(seconds=1))
+    if store.dialect == "sqlite":  # the lock row was released on shutdown
+        assert other.acquire(datetime.now(UTC))
