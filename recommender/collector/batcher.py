@@ -10,7 +10,10 @@ running the next batch simply accumulates, so under load batches grow instead of
 
 If a batch transaction fails, nothing of it is stored. Unless the store itself is unreachable
 or locked, each request of the failed batch is then retried alone, so one request the database
-refuses (a value too long for PostgreSQL, say) cannot fail the requests that shared its batch.
+refuses (a NUL character or a number out of range for PostgreSQL, say) cannot fail the
+requests that shared its batch. A request the database refuses on its own for its data
+(``DataError``) gets :class:`PayloadError` (HTTP 400, nothing stored): retrying it could never
+succeed. Every other failure is :class:`StoreError` (HTTP 503: the sender retries later).
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
-from ..errors import StoreError
+from ..errors import PayloadError, StoreError
 from ..timeutil import utcnow
 from .events import Event, WriteResult
 from .metrics import CollectorMetrics
@@ -51,15 +54,20 @@ class _Request:
     future: asyncio.Future[int] = field(repr=False)
 
 
-def _unreachable(exc: BaseException | None) -> bool:
-    """True when the failure is the store's, not the data's (retrying alone cannot help)."""
+def _caused_by(exc: BaseException | None, kinds: type | tuple[type, ...]) -> BaseException | None:
+    """The first exception of ``kinds`` in the chain of ``exc`` (writers may translate)."""
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, OperationalError | InterfaceError):
-            return True
+        if isinstance(exc, kinds):
+            return exc
         exc = exc.__cause__ or exc.__context__
         seen += 1
-    return False
+    return None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """True when the failure is the store's, not the data's (retrying alone cannot help)."""
+    return _caused_by(exc, (OperationalError, InterfaceError)) is not None
 
 
 class Batcher:
@@ -133,7 +141,8 @@ class Batcher:
         """Store ``events`` (in one transaction, possibly shared); return how many were accepted.
 
         Raises :class:`StoreError` when the store failed or the collector is overloaded or
-        stopping; nothing of this request is stored then.
+        stopping, :class:`PayloadError` when the database refuses this request's own data;
+        nothing of this request is stored then.
         """
         if not events:
             return 0
@@ -207,12 +216,12 @@ class Batcher:
                 return
             log.warning("write of %d events failed: %s", len(events), exc,
                         exc_info=not isinstance(exc, StoreError))
-            error = _as_store_error(exc)
+            error = _as_error(exc)
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(error)
             return
-        self.metrics.batch_requests.observe(len(batch))
+        self.metrics.batch_requests.observe(len(batch))  # successful transactions only
         self.metrics.stored.inc(result.stored)
         self.metrics.duplicates.inc(result.duplicates)
         for request in batch:
@@ -233,12 +242,19 @@ class Batcher:
         return result
 
 
-def _as_store_error(exc: Exception) -> StoreError:
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    lines = str(orig if orig is not None else exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _as_error(exc: Exception) -> StoreError | PayloadError:
+    # DataError: PostgreSQL refusing a value (NUL in text, bigint out of range); OverflowError:
+    # sqlite3 refusing an integer past 64 bits before SQLite sees it.
+    data = _caused_by(exc, (DataError, OverflowError))
+    if data is not None and not _unreachable(exc):
+        return PayloadError(f"the store refuses this request's data: {_reason(data)}",
+                            where="store")
     if isinstance(exc, StoreError):
         return exc
-    orig = getattr(exc, "orig", None)
-    reason = str(orig if orig is not None else exc).strip().splitlines()
-    return StoreError(
-        f"the store refused the write: {reason[0] if reason else type(exc).__name__}",
-        temporary=True,
-    )
+    return StoreError(f"the store refused the write: {_reason(exc)}", temporary=True)

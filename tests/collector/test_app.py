@@ -344,6 +344,23 @@ def test_gzip_body_without_declaring_it_is_refused(serve: Any, store: Store) -> 
     assert count(store) == 0
 
 
+def test_values_the_database_refuses_are_400_not_503(serve: Any, store: Store) -> None:
+    """A retry could never succeed, so this is the request's fault, not the store's."""
+    client = serve()
+    huge = pull_event(1)
+    huge["target"]["size"] = 2**63
+    nul = pull_event(2, useragent="curl\u0000/8")
+    for event in (huge, nul):
+        r = client.post("/v1/events/distribution", content=json.dumps({"events": [event]}),
+                        headers=AUTH)
+        if r.status_code == 200:  # SQLite keeps NUL characters in text: nothing to refuse
+            assert store.dialect == "sqlite" and event is nul
+            continue
+        assert r.status_code == 400, r.text
+        assert r.json()["where"] == "store"
+    assert count(store) == (1 if store.dialect == "sqlite" else 0)
+
+
 # --- the store failing ---------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import string
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from recommender.config import load
 from recommender.server import build_app
 from recommender.store import open_store
+from tests.support import postgres
 from tests.support.live_server import LiveServer
 
 TOKEN = "fuzz-token"
@@ -33,10 +35,17 @@ FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    db: Path = tmp_path_factory.mktemp("fuzz") / "store.db"
-    store = open_store(f"sqlite:///{db}")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[httpx.Client]:
+    """One collector per backend: PostgreSQL refuses values SQLite keeps (NUL, long text)."""
+    if request.param == "sqlite":
+        db: Path = tmp_path_factory.mktemp("fuzz") / "store.db"
+        url = f"sqlite:///{db}"
+    else:
+        url = postgres.create_database(request.getfixturevalue("postgres_server"),
+                                       f"fuzz_{uuid.uuid4().hex[:12]}")
+    store = open_store(url)
     config = load(env={}, overrides={"collector.token": TOKEN,
                                      "collector.max_body_bytes": 16 * 1024})
     with LiveServer(build_app(config, store)) as server, \

@@ -13,7 +13,7 @@ from recommender.collector.batcher import Batcher
 from recommender.collector.events import Event
 from recommender.collector.metrics import CollectorMetrics
 from recommender.collector.writer import EventWriter
-from recommender.errors import StoreError
+from recommender.errors import PayloadError, StoreError
 from recommender.store import Store, tables
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -118,3 +118,23 @@ def test_refuses_when_overloaded_or_stopped(store: Store) -> None:
 
     assert asyncio.run(run())[0] == 8
     assert stored(store) == 8
+
+
+def test_a_request_the_database_refuses_fails_alone_with_a_payload_error(store: Store) -> None:
+    batcher = make(store, max_delay=0.2)
+    poison = events(7, 2)
+    poison[1].size = 2**63  # passes the parser, out of range for the store's BIGINT
+
+    async def run() -> list[Any]:
+        async with batcher:
+            good = [batcher.submit(events(r, 5)) for r in range(3)]
+            return list(await asyncio.gather(*good, batcher.submit(poison),
+                                             return_exceptions=True))
+
+    *good, refused = asyncio.run(run())
+    assert good == [5, 5, 5]  # they shared the failed transaction, then were written alone
+    assert isinstance(refused, PayloadError) and refused.detail["where"] == "store"
+    with store.connect() as conn:
+        ids = {r[0] for r in conn.execute(select(tables.events.c.source_event_id))}
+    assert not any(i.startswith("r7-") for i in ids)  # nothing of the refused request
+    assert stored(store) == 15
