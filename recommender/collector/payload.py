@@ -28,6 +28,7 @@ __all__ = [
     "require_dict",
 ]
 
+_INT_MAX = 2**63 - 1  # BIGINT
 _TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer"}
 
 
@@ -105,12 +106,15 @@ def get_str(doc: dict[str, Any], key: str, where: str, *, required: bool = False
 
 def get_int(doc: dict[str, Any], key: str, where: str, *, required: bool = False) -> int | None:
     value = doc.get(key)
-    if type(value) is int and value >= 0:
+    if type(value) is int and 0 <= value <= _INT_MAX:
         return value
     value = _get(doc, key, where, int, required)
     if value is not None and value < 0:
         path = join(where, key)
         raise PayloadError(f"{path} must not be negative", where=path)
+    if value is not None and value > _INT_MAX:
+        path = join(where, key)
+        raise PayloadError(f"{path} is too large", where=path)
     return value
 
 

@@ -118,6 +118,7 @@ def _with(path: str, value: Any, *, delete: bool = False) -> dict[str, Any]:
     (_with("target.digest", None, delete=True), "events[0].target.digest", "required"),
     (_with("target.size", "708"), "events[0].target.size", "must be an integer"),
     (_with("target.size", -1), "events[0].target.size", "negative"),
+    (_with("target.size", 2**63), "events[0].target.size", "too large"),
     (_with("request", []), "events[0].request", "must be an object"),
     (_with("request.useragent", 5), "events[0].request.useragent", "must be a string"),
     (_with("actor.name", {}), "events[0].actor.name", "must be a string"),
