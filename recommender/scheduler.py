@@ -298,9 +298,14 @@ def default_jobs(config: Config, store: Store) -> list[JobSpec]:
         return CronTrigger.from_crontab(config[key], timezone=timezone)
 
     def execute(now: datetime) -> Any:
-        from .executor import Executor
+        from .executor import CallLog, Executor, make_registry_client
 
-        report = Executor(store, None, config).run_due(now)
+        calls = CallLog()
+        client = make_registry_client(config, calls)
+        try:
+            report = Executor(store, client, config, calls=calls).run_due(now)
+        finally:
+            client.close()
         if config["slack.bot_token"]:
             from bot.app import default_client
             from bot.posting import publish_results

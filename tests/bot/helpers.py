@@ -66,14 +66,13 @@ def make_config(tmp_path: Path, api_url: str, *, min_approvals: int = 1,
                 store_url: str | None = None, extra: str = "") -> config_mod.Config:
     group = f'approver_group = "{approver_group}"' if approver_group else ""
     path = tmp_path / "tagwarden.toml"
-    path.write_text(f"""
+    path.write_text(f"""{extra}
 [slack]
 api_url = "{api_url}"
 bot_token = "{TOKEN}"
 signing_secret = "{SECRET}"
 team_id = "{WORKSPACE}"
 post_interval = "0s"
-{extra}
 
 [[team]]
 name = "payments"
