@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -67,6 +69,7 @@ __all__ = [
 ]
 
 ACTOR = "tagwarden-executor"
+LEASE_CHUNK = 64  # items leased at once; a few seconds of work at the measured rate
 
 
 class CallLog:
@@ -229,7 +232,8 @@ class Executor:
 
     def __init__(self, store: Store, registry_client: RegistryClient | None, config: Config, *,
                  dry_run: bool = False, calls: CallLog | None = None,
-                 worker_id: str | None = None, workers: int | None = None) -> None:
+                 worker_id: str | None = None, workers: int | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.config = config
         self.dry_run = dry_run
@@ -241,6 +245,8 @@ class Executor:
         backup_dir = config["executor.backup_dir"]
         self.backup_dir = Path(backup_dir) if backup_dir else None
         self._gone: set[tuple[str, str]] = set()  # deleted (or would be) in this run
+        self._monotonic = monotonic
+        self.lease_chunk = LEASE_CHUNK
 
     # -- hooks ---------------------------------------------------------------------------------
 
@@ -255,23 +261,30 @@ class Executor:
             due = self._due(conn, now)
             kept = guardrails(conn, self.config, now=now,
                               candidates=sorted({(i.repository, i.digest) for i in due}))
-        if not self.dry_run:
-            due = self._lease(due, now)
         self._gone = set()
+        started = self._monotonic()
         # Referrers and platform children after everything else: a signature goes only once
         # its subject is gone, a child only once its index is gone, so a kept subject keeps
         # its signatures (deploy-time verification) and a kept index keeps its platforms.
-        for phase in ([i for i in due if not i.dependent], [i for i in due if i.dependent]):
-            with ThreadPoolExecutor(max_workers=self.workers,
-                                    thread_name_prefix="tagwarden-exec") as pool:
-                outcomes = list(pool.map(
-                    lambda item: self._one(item, now,
-                                           kept.get((item.repository, item.digest), [])),
-                    phase,
-                ))
-            report.outcomes.extend(outcomes)
-            self._gone.update((o.repository, o.digest) for o in outcomes
-                              if o.outcome in ("deleted", "would_delete"))
+        with ThreadPoolExecutor(max_workers=self.workers,
+                                thread_name_prefix="tagwarden-exec") as pool:
+            for phase in ([i for i in due if not i.dependent], [i for i in due if i.dependent]):
+                outcomes: list[ItemOutcome] = []
+                # Lease a chunk at a time, so a long run never holds leases that expire before
+                # their items are reached (another replica would then take them too).
+                for start in range(0, len(phase), self.lease_chunk):
+                    chunk = phase[start:start + self.lease_chunk]
+                    if not self.dry_run:
+                        elapsed = timedelta(seconds=self._monotonic() - started)
+                        chunk = self._lease(chunk, now, elapsed)
+                    outcomes.extend(pool.map(
+                        lambda item: self._one(item, now,
+                                               kept.get((item.repository, item.digest), [])),
+                        chunk,
+                    ))
+                report.outcomes.extend(outcomes)
+                self._gone.update((o.repository, o.digest) for o in outcomes
+                                  if o.outcome in ("deleted", "would_delete"))
         self._finish(report, now)
         return report
 
@@ -315,16 +328,20 @@ class Executor:
                         tuple(sorted(parents.get((r.repository, r.digest), []))))
                 for r in rows]
 
-    def _lease(self, due: list[DueItem], now: datetime) -> list[DueItem]:
-        """Take the items atomically; items another worker took meanwhile are left out."""
+    def _lease(self, due: list[DueItem], now: datetime,
+               elapsed: timedelta = timedelta(0)) -> list[DueItem]:
+        """Take the items atomically; items another worker took meanwhile are left out.
+
+        ``now`` is the run's (injected) time; ``elapsed`` the real time the run has taken so
+        far, so the lease lasts ``executor.lease`` from the moment it is taken."""
         taken: dict[int, int] = {}
-        expires = now + self.config["executor.lease"]
+        expires = now + elapsed + self.config["executor.lease"]
         for start in range(0, len(due), 500):
             chunk = [i.id for i in due[start:start + 500]]
             with self.store.begin() as conn:
                 rows = conn.execute(
                     update(batch_items).where(batch_items.c.id.in_(chunk))
-                    .where(self._due_clause(now))
+                    .where(self._due_clause(now + elapsed))
                     .values(state="executing", lease_owner=self.worker_id,
                             lease_expires=expires, attempts=batch_items.c.attempts + 1)
                     .returning(batch_items.c.id, batch_items.c.attempts)

@@ -412,3 +412,19 @@ def test_a_platform_child_stays_while_its_index_is_kept(world: World) -> None:
     assert outcomes[1].outcome == "skipped"
     assert outcomes[1].reason == f"a platform of index {idx.digest}, which is kept"
     assert world.client.head_manifest("payments/api", child.digest) == child.digest
+
+
+def test_leases_are_taken_chunk_by_chunk_as_the_run_proceeds(world: World) -> None:
+    images = [world.push("payments/api", [f"v{i}"]) for i in range(3)]
+    for i, img in enumerate(images):
+        world.approve(img, [f"v{i}"])
+    ticks = iter(range(0, 10_000, 600))  # every look at the clock: ten more minutes
+    ex = world.executor(monotonic=lambda: float(next(ticks)))
+    ex.lease_chunk = 1
+    report = ex.run_due(later(26))
+    assert [o.outcome for o in report.outcomes] == ["deleted"] * 3
+    leased = [e.data for e in AuditLog(world.store).entries(kind="execute.leased")]
+    assert [len(d["items"]) for d in leased] == [1, 1, 1]
+    # Each lease runs from when it was taken, not from the start of the run.
+    expiries = [d["lease_expires"] for d in leased]
+    assert expiries == sorted(expiries) and len(set(expiries)) == 3
