@@ -63,9 +63,7 @@ def make_config(**overrides: Any) -> Any:
     return load(env={}, overrides=settings)
 
 
-@pytest.fixture
-def serve(store: Store) -> Iterator[Any]:
-    """``serve(**settings)`` -> a running collector (httpx client on its URL) over ``store``."""
+def _serving(store: Store) -> Iterator[Any]:
     servers: list[LiveServer] = []
     clients: list[httpx.Client] = []
 
@@ -83,6 +81,18 @@ def serve(store: Store) -> Iterator[Any]:
             client.close()
         for server in servers:
             server.stop()
+
+
+@pytest.fixture
+def serve(store: Store) -> Iterator[Any]:
+    """``serve(**settings)`` -> a running collector (httpx client on its URL) over ``store``."""
+    yield from _serving(store)
+
+
+@pytest.fixture
+def serve_lite(sqlite_store: Store) -> Iterator[Any]:
+    """The same on SQLite only, for refusals decided before the store is touched."""
+    yield from _serving(sqlite_store)
 
 
 def count(store: Store, table: Any = tables.events) -> int:
@@ -125,9 +135,9 @@ def test_docs_pull_event_is_stored_normalised(serve: Any, store: Store) -> None:
 @pytest.mark.parametrize("media_type", [V2, V1, "application/json",
                                         "application/json; charset=utf-8", None])
 def test_distribution_accepts_both_media_types_and_plain_json(
-    serve: Any, store: Store, media_type: str | None
+    serve_lite: Any, sqlite_store: Store, media_type: str | None
 ) -> None:
-    client = serve()
+    client = serve_lite()
     headers = dict(AUTH)
     if media_type:
         headers["Content-Type"] = media_type
@@ -135,7 +145,7 @@ def test_distribution_accepts_both_media_types_and_plain_json(
                     content=json.dumps({"events": [pull_event(1), pull_event(2)]}),
                     headers=headers)
     assert r.status_code == 200, r.text
-    assert count(store) == 2
+    assert count(sqlite_store) == 2
 
 
 def test_duplicates_are_accepted_and_stored_once(serve: Any, store: Store) -> None:
@@ -228,13 +238,15 @@ def test_pod_list_becomes_a_snapshot(serve: Any, store: Store) -> None:
 @pytest.mark.parametrize("params,where", [({}, "query.source"),
                                           ({"source": "eu-1", "at": "yesterday"}, "query.at"),
                                           ({"source": "x" * 129}, "query.source")])
-def test_pod_list_query_errors(serve: Any, store: Store, params: dict, where: str) -> None:
-    client = serve()
+def test_pod_list_query_errors(
+    serve_lite: Any, sqlite_store: Store, params: dict, where: str
+) -> None:
+    client = serve_lite()
     r = client.post("/v1/k8s/pods", params=params, json=pod_list(f"r.example/a@{DIGEST}"),
                     headers=AUTH)
     assert r.status_code == 400
     assert r.json()["where"] == where
-    assert count(store, tables.k8s_snapshots) == 0
+    assert count(sqlite_store, tables.k8s_snapshots) == 0
 
 
 # --- refused requests store nothing -------------------------------------------------------------
@@ -242,8 +254,8 @@ def test_pod_list_query_errors(serve: Any, store: Store, params: dict, where: st
 
 @pytest.mark.parametrize("path", ["/v1/events/distribution", "/v1/events/harbor",
                                   "/v1/events/deploy", "/v1/k8s/pods?source=eu-1"])
-def test_auth_is_required_on_every_post(serve: Any, store: Store, path: str) -> None:
-    client = serve()
+def test_auth_is_required_on_every_post(serve_lite: Any, sqlite_store: Store, path: str) -> None:
+    client = serve_lite()
     body = json.dumps({"events": [pull_event(1)]})
     missing = client.post(path, content=body)
     wrong = client.post(path, content=body, headers={"Authorization": "Bearer nope"})
@@ -252,7 +264,7 @@ def test_auth_is_required_on_every_post(serve: Any, store: Store, path: str) -> 
         assert r.status_code == 401
         assert "error" in r.json()
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
-    assert count(store) == 0 and count(store, tables.k8s_snapshots) == 0
+    assert count(sqlite_store) == 0 and count(sqlite_store, tables.k8s_snapshots) == 0
     assert metric(client, "tagwarden_requests_rejected_total",
                   source=path.split("/")[-1].split("?")[0].replace("pods", "k8s"),
                   reason="auth") == 3
@@ -268,8 +280,8 @@ def test_without_a_configured_token_every_post_is_refused(serve: Any, store: Sto
     assert client.get("/healthz").status_code == 200  # the server itself is fine
 
 
-def test_body_over_the_limit_is_413(serve: Any, store: Store) -> None:
-    client = serve(**{"collector.max_body_bytes": 4096})
+def test_body_over_the_limit_is_413(serve_lite: Any, sqlite_store: Store) -> None:
+    client = serve_lite(**{"collector.max_body_bytes": 4096})
     events = [pull_event(n) for n in range(40)]  # ~10 KB
     body = json.dumps({"events": events}).encode()
     assert len(body) > 4096
@@ -283,7 +295,7 @@ def test_body_over_the_limit_is_413(serve: Any, store: Store) -> None:
 
     streamed = client.post("/v1/events/distribution", content=chunks(), headers=AUTH)
     assert streamed.status_code == 413
-    assert count(store) == 0
+    assert count(sqlite_store) == 0
     small = client.post("/v1/events/distribution", json={"events": events[:3]}, headers=AUTH)
     assert small.status_code == 200  # the limit is on size, not a broken server
 
@@ -305,43 +317,43 @@ BAD_ENVELOPES = [
 
 @pytest.mark.parametrize("body,where", BAD_ENVELOPES)
 def test_bad_envelopes_are_400_naming_the_problem(
-    serve: Any, store: Store, body: bytes, where: str | None
+    serve_lite: Any, sqlite_store: Store, body: bytes, where: str | None
 ) -> None:
-    client = serve()
+    client = serve_lite()
     r = client.post("/v1/events/distribution", content=body, headers=AUTH)
     assert r.status_code == 400, r.text
     doc = r.json()
     assert doc["error"]
     if where is not None:
         assert doc["where"] == where
-    assert count(store) == 0  # the good event beside a bad one is not stored either
+    assert count(sqlite_store) == 0  # the good event beside a bad one is not stored either
 
 
-def test_bad_json_line_is_named(serve: Any, store: Store) -> None:
-    client = serve()
+def test_bad_json_line_is_named(serve_lite: Any, sqlite_store: Store) -> None:
+    client = serve_lite()
     good = json.dumps({"timestamp": "2026-01-01T00:00:00Z", "image": "r.example/a:v1"})
     r = client.post("/v1/events/deploy", content=f"{good}\n{good}\n{{oops\n", headers=AUTH)
     assert r.status_code == 400
     assert r.json()["where"] == "line 3"
-    assert count(store) == 0
+    assert count(sqlite_store) == 0
 
 
-def test_wrong_media_type_is_415(serve: Any, store: Store) -> None:
-    client = serve()
+def test_wrong_media_type_is_415(serve_lite: Any, sqlite_store: Store) -> None:
+    client = serve_lite()
     r = client.post("/v1/events/distribution", content=json.dumps({"events": [pull_event(1)]}),
                     headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 415
     assert r.json()["where"] == "header.content-type"
-    assert count(store) == 0
+    assert count(sqlite_store) == 0
 
 
-def test_gzip_body_without_declaring_it_is_refused(serve: Any, store: Store) -> None:
-    client = serve()
+def test_gzip_body_without_declaring_it_is_refused(serve_lite: Any, sqlite_store: Store) -> None:
+    client = serve_lite()
     r = client.post("/v1/events/distribution",
                     content=gzip.compress(json.dumps({"events": [pull_event(1)]}).encode()),
                     headers=AUTH)
     assert r.status_code == 400
-    assert count(store) == 0
+    assert count(sqlite_store) == 0
 
 
 def test_values_the_database_refuses_are_400_not_503(serve: Any, store: Store) -> None:
@@ -350,15 +362,19 @@ def test_values_the_database_refuses_are_400_not_503(serve: Any, store: Store) -
     huge = pull_event(1)
     huge["target"]["size"] = 2**63
     nul = pull_event(2, useragent="curl\u0000/8")
+    accepted = 0
     for event in (huge, nul):
         r = client.post("/v1/events/distribution", content=json.dumps({"events": [event]}),
                         headers=AUTH)
         if r.status_code == 200:  # SQLite keeps NUL characters in text: nothing to refuse
             assert store.dialect == "sqlite" and event is nul
+            accepted += 1
             continue
         assert r.status_code == 400, r.text
-        assert r.json()["where"] == "store"
-    assert count(store) == (1 if store.dialect == "sqlite" else 0)
+        # the parser may refuse it first (naming the field), else the store does
+        assert r.json()["where"] in ("store", "events[0].target.size",
+                                     "events[0].request.useragent")
+    assert count(store) == accepted
 
 
 # --- the store failing ---------------------------------------------------------------------------
