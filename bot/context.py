@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,21 @@ class BotContext:
     store: Store
     clock: Callable[[], datetime]
     authorizer: Authorizer
+    # Work after the ack runs here. Bolt's lazy listeners would deep-copy each request (most
+    # of the cost of an acknowledgement); the listeners only read the parsed body, so handing
+    # the same objects to a worker is safe.
+    workers: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        max_workers=8, thread_name_prefix="tagwarden-slack"))
+
+    def later(self, work: Callable[..., Any], *args: Any) -> Future[Any]:
+        def run() -> Any:
+            try:
+                return work(*args)
+            except Exception:
+                log.exception("slack follow-up %s failed", getattr(work, "__name__", work))
+                raise
+
+        return self.workers.submit(run)
 
     def load(self, batch_id: str) -> LoadedBatch | None:
         with self.store.connect() as conn:

@@ -1,7 +1,7 @@
 """Button clicks on batch messages: Approve, Deny, Snooze, Review items, Cancel.
 
 Each click is acknowledged at once (Slack wants ``ack()`` within 3 s); the work runs after it
-as a Bolt lazy listener: 1. authorize the user against the owning team, at click time;
+on the bot's worker threads: 1. authorize the user against the owning team, at click time;
 2. audit the click, allowed or refused; 3. ask :mod:`recommender.decisions` for the state
 change (atomic there: five concurrent clicks make one transition); 4. redraw the message in
 place, or tell the user ephemerally why nothing happened.
@@ -29,10 +29,6 @@ __all__ = ["SNOOZE", "authorize", "check", "register"]
 log = logging.getLogger(__name__)
 
 SNOOZE = timedelta(days=7)
-
-
-def _ack(ack: Ack) -> None:
-    ack()
 
 
 def _click(body: dict[str, Any]) -> tuple[str, str, str | None]:
@@ -129,8 +125,19 @@ def register(app: App, ctx: BotContext) -> None:
     def review(body: dict[str, Any], client: WebClient) -> None:
         open_modal(body, client, "review")
 
-    app.action(blocks.ACTION_APPROVE)(ack=_ack, lazy=[approve])
-    app.action(blocks.ACTION_SNOOZE)(ack=_ack, lazy=[snooze])
-    app.action(blocks.ACTION_CANCEL)(ack=_ack, lazy=[cancel])
-    app.action(blocks.ACTION_DENY)(ack=_ack, lazy=[deny])
-    app.action(blocks.ACTION_REVIEW)(ack=_ack, lazy=[review])
+    for action_id, work in ((blocks.ACTION_APPROVE, approve), (blocks.ACTION_SNOOZE, snooze),
+                            (blocks.ACTION_CANCEL, cancel), (blocks.ACTION_DENY, deny),
+                            (blocks.ACTION_REVIEW, review)):
+        app.action(action_id)(_acked(ctx, work))
+
+
+def _acked(ctx: BotContext,
+           work: Callable[[dict[str, Any], WebClient], None]) -> Callable[..., None]:
+    """A listener that acknowledges at once and leaves ``work`` to the bot's workers."""
+
+    def listener(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        ctx.later(work, body, client)
+
+    listener.__name__ = f"ack_{work.__name__}"
+    return listener

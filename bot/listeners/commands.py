@@ -84,12 +84,13 @@ def _why_text(ctx: BotContext, ref: str) -> str:
 
 
 def register(app: App, ctx: BotContext) -> None:
-    def command_ack(ack: Ack, command: dict[str, Any]) -> None:
+    def command_ack(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         words = (command.get("text") or "").split()
         if words[:1] == ["status"]:
             ack(response_type="ephemeral", text=status_text(ctx))
         elif words[:1] in (["suggest"], ["why"]) and len(words) == 2:
             ack(response_type="ephemeral", text=f"Working on `{' '.join(words)}`…")
+            ctx.later(command_answer, command, respond)
         else:
             ack(response_type="ephemeral", text=USAGE)
 
@@ -104,4 +105,4 @@ def register(app: App, ctx: BotContext) -> None:
             text = f"Could not answer: {exc.message}"
         respond(response_type="ephemeral", replace_original=False, text=text[:3000])
 
-    app.command(COMMAND)(ack=command_ack, lazy=[command_answer])
+    app.command(COMMAND)(command_ack)

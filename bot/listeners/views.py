@@ -52,7 +52,7 @@ def register(app: App, ctx: BotContext) -> None:
         else:
             ctx.tell(client, body, f"Nothing changed: {result.message}")
 
-    def review_ack(ack: Ack, body: dict[str, Any]) -> None:
+    def review_ack(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         # Validation answers inside the modal, so it must happen before the ack.
         if not blocks.checked_item_ids(body["view"]["state"]["values"]):
             first = next((b for b in body["view"]["state"]["values"] if b.startswith("items-")),
@@ -61,10 +61,9 @@ def register(app: App, ctx: BotContext) -> None:
                 errors={first: "Keep at least one item ticked, or use Deny instead."})
             return
         ack()
+        ctx.later(review_submitted, body, client)
 
     def review_submitted(body: dict[str, Any], client: WebClient) -> None:
-        if not blocks.checked_item_ids(body["view"]["state"]["values"]):
-            return  # refused in the modal by review_ack
         batch_id = _batch_id(body)
         user = _submitter(ctx, client, body, "approve_items", batch_id)
         if user is None:
@@ -85,8 +84,9 @@ def register(app: App, ctx: BotContext) -> None:
         if not result.changed:
             ctx.tell(client, body, f"Nothing changed yet: {result.message}")
 
-    def _ack(ack: Ack) -> None:
+    def deny_ack(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
+        ctx.later(deny_submitted, body, client)
 
-    app.view(blocks.VIEW_DENY)(ack=_ack, lazy=[deny_submitted])
-    app.view(blocks.VIEW_REVIEW)(ack=review_ack, lazy=[review_submitted])
+    app.view(blocks.VIEW_DENY)(deny_ack)
+    app.view(blocks.VIEW_REVIEW)(review_ack)
