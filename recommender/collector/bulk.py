@@ -59,6 +59,23 @@ def _converters(conn: Connection, table: Table, columns: Sequence[str]
     return out
 
 
+def _chunk_sizes(total: int, limit: int) -> list[int]:
+    """Rows per statement: the largest power of two under ``limit``, then the remainder in
+    powers of two. Few distinct statement texts, so the driver's prepared-statement cache
+    (sqlite3 keeps 128; psycopg prepares repeated ones) stays small and gets hits; one text
+    per row count would fill it with multi-megabyte statements that are never reused."""
+    biggest = 1 << max(0, limit.bit_length() - 1)
+    sizes = [biggest] * (total // biggest)
+    rest = total % biggest
+    bit = biggest >> 1
+    while rest:
+        if rest & bit:
+            sizes.append(bit)
+            rest -= bit
+        bit >>= 1
+    return sizes
+
+
 def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
                 rows: Sequence[Sequence[Any]], *, suffix: str = "", returning: str = ""
                 ) -> list[Any]:
@@ -73,10 +90,11 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
     tail = (f" {suffix}" if suffix else "") + (f" RETURNING {returning}" if returning else "")
     convert = list(enumerate(_converters(conn, table, columns)))
     converted = [i for i, fn in convert if fn is not None]
-    per_statement = max(1, _MAX_PARAMS // len(columns))
     result: list[Any] = []
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start:start + per_statement]
+    start = 0
+    for size in _chunk_sizes(len(rows), _MAX_PARAMS // len(columns)):
+        chunk = rows[start:start + size]
+        start += size
         params: list[Any] = []
         for row in chunk:
             if converted:
