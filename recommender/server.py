@@ -9,6 +9,7 @@ left, in reverse order, before it stops (so pending events are still written on 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import datetime
@@ -30,7 +31,7 @@ from .timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LifespanHook", "build_app"]
+__all__ = ["LifespanHook", "app_from_env", "build_app", "serve_app"]
 
 # A hook gets the app and returns an async context manager that lives as long as the server.
 LifespanHook = Callable[[Starlette], AbstractAsyncContextManager[None]]
@@ -90,6 +91,36 @@ def build_app(
     app.state.config = config
     app.state.store = store
     return app
+
+
+def serve_app(config: Config, store: Store, *, clock: Callable[[], datetime] = utcnow
+              ) -> Starlette:
+    """What ``tagwarden serve`` runs: :func:`build_app` plus the Slack endpoint (or Socket
+    Mode connection) and the scheduler, when configured."""
+    from bot.app import server_parts
+
+    from .scheduler import lifespan_hook
+
+    routes, hooks = server_parts(config, store, clock=clock)
+    if config["scheduler.enabled"]:
+        hooks.append(lifespan_hook(config, store))  # leader-elected: safe in every worker
+    return build_app(config, store, clock=clock, routes=routes, lifespans=hooks)
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory for ``tagwarden serve --workers N``: each worker process builds its app.
+
+    The parent passes the configuration file in ``TAGWARDEN_CONFIG`` and the store URL in
+    ``TAGWARDEN_DB``; it has already migrated the store, so workers only check the schema
+    (N workers migrating one SQLite file at once would race).
+    """
+    from .config import load
+    from .store import open_store
+
+    config = load(os.environ.get("TAGWARDEN_CONFIG") or None)
+    store = open_store(config["store.url"], migrate_schema=False)
+    store.check_schema()
+    return serve_app(config, store)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -86,3 +86,30 @@ def test_serve_on_a_busy_port_fails_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in err
     assert "collector.token is not set" in err  # the operator is told why POSTs will fail
     assert "address already in use" in err.lower()
+
+
+def test_serve_with_two_workers_shares_the_store_and_the_metrics(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start(tmp_path, "--host", "127.0.0.1", "--port", str(port), "--workers", "2")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc)
+        for n in range(8):  # a new connection each time: the kernel spreads them over workers
+            deploy = {"timestamp": f"2026-01-0{n + 1}T00:00:00Z",
+                      "image": f"r.example/shop/web:v{n}"}
+            r = httpx.post(f"{url}/v1/events/deploy", content=json.dumps(deploy),
+                           headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+            assert r.status_code == 200, r.text
+        for _ in range(4):  # whichever worker answers, the totals are the same
+            text = httpx.get(f"{url}/metrics").text
+            assert 'tagwarden_events_received_total{source="deploy",usage="use"} 8.0' in text
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "Traceback" not in err, err
+    assert "2 workers" in err
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (8,)

@@ -1,9 +1,13 @@
-"""``tagwarden serve``: the collector (and later the Slack endpoint) under uvicorn."""
+"""``tagwarden serve``: the collector, declared references, the Slack endpoint and the
+scheduler, under uvicorn."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
-from typing import Annotated
+import tempfile
+from typing import Annotated, Any
 
 import typer
 
@@ -15,15 +19,18 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address to listen on (server.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (server.port).")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Worker processes. One is enough for most registries; two use both cores "
+                    "of a small machine for HTTP and parsing (writes still serialise on SQLite).",
+    )] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
-    """Run the HTTP server: collector endpoints, /healthz, /metrics.
+    """Run the HTTP server: collector endpoints, /v1/refs, /slack/events, /healthz, /metrics.
 
-    Stops gracefully on SIGINT/SIGTERM: events already received are written before exit.
+    Stops gracefully on SIGINT/SIGTERM: requests in flight are answered and the events already
+    received are written before exit.
     """
     import uvicorn
-
-    from ..server import build_app
 
     st = state(ctx)
     config = st.config
@@ -32,16 +39,8 @@ def serve(
     if not config["collector.token"]:
         print("warning: collector.token is not set (TAGWARDEN_COLLECTOR_TOKEN): every POST "
               "will be refused", file=sys.stderr)
-    from bot.app import server_parts
-
-    from ..scheduler import lifespan_hook
-
-    routes, hooks = server_parts(config, st.store)
-    if config["scheduler.enabled"]:
-        hooks.append(lifespan_hook(config, st.store))
-    application = build_app(config, st.store, routes=routes, lifespans=hooks)
-    server = uvicorn.Server(uvicorn.Config(
-        application,
+    store = st.store  # opened (and migrated) here, once, before any worker starts
+    options: dict[str, Any] = dict(
         host=host,
         port=port,
         # uvloop and httptools when installed (uvicorn[standard]): the fast path.
@@ -51,9 +50,25 @@ def serve(
         access_log=False,
         log_level=log_level,
         timeout_graceful_shutdown=10,
-    ))
-    print(f"tagwarden serving on http://{host}:{port} (store {st.store.url})",
-          file=sys.stderr, flush=True)
-    server.run()
-    if not server.started:
-        raise typer.Exit(1)
+    )
+    print(f"tagwarden serving on http://{host}:{port} (store {store.url}"
+          + (f", {workers} workers)" if workers > 1 else ")"), file=sys.stderr, flush=True)
+    if workers == 1:
+        from ..server import serve_app
+
+        server = uvicorn.Server(uvicorn.Config(serve_app(config, store), **options))
+        server.run()
+        if not server.started:
+            raise typer.Exit(1)
+        return
+    # Workers are fresh processes that build their own app from the environment.
+    metrics_dir = tempfile.mkdtemp(prefix="tagwarden-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ["TAGWARDEN_DB"] = config["store.url"]
+    if st.config_path is not None:
+        os.environ["TAGWARDEN_CONFIG"] = str(st.config_path.resolve())
+    try:
+        uvicorn.run("recommender.server:app_from_env", factory=True, workers=workers,
+                    **options)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -3,14 +3,21 @@
 A registry of its own (not prometheus-client's global one) lets several apps live in one process
 (tests, the benchmark) without their counters colliding. Counters are bumped once per request or
 batch with the aggregated amount, never once per event, so metrics stay cheap at high rates.
+
+With several worker processes (``tagwarden serve --workers N``) the parent sets
+``PROMETHEUS_MULTIPROC_DIR`` before the workers start: prometheus-client then keeps every value
+in a per-process file there, and :meth:`CollectorMetrics.render` sums all workers' files, so
+``/metrics`` tells the same totals whichever worker answers.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .events import Event
 
@@ -78,4 +85,8 @@ class CollectorMetrics:
         self.rejected.labels(source, reason).inc()
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)
+            return generate_latest(merged)
         return generate_latest(self.registry)
