@@ -40,16 +40,16 @@ def client(registry):
         yield c
 
 
-class Recording(httpx.AsyncHTTPTransport):
+class Recording(httpx.HTTPTransport):
     """The real transport, keeping the paths it sent."""
 
     def __init__(self) -> None:
         super().__init__()
         self.paths: list[str] = []
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.paths.append(request.url.path)
-        return await super().handle_async_request(request)
+        return super().handle_request(request)
 
 
 def run_scan(store, registry, *, now, transport=None, **kwargs):
