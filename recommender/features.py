@@ -13,15 +13,17 @@ signatures, attestations and SBOMs follow their subject and are not units of the
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Float, cast, func, select
 
 from .config import DEFAULT_PRODUCTION_ENVS
 from .store import tables as t
@@ -67,17 +69,23 @@ def to_datetime(value: float) -> datetime:
     return _EPOCH + timedelta(days=float(value))
 
 
-def _col_days(series: pd.Series) -> np.ndarray:
-    if len(series) == 0:
-        return np.zeros(0, dtype=float)
-    ts = pd.to_datetime(series, utc=True)
-    out = (ts - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1)
-    return np.asarray(out, dtype=float)
+def _days_sql(conn: Connection, column: Any) -> Any:
+    """A timestamp column as float days since the epoch, computed by the database: creating a
+    Python datetime per row costs more than everything else in this module."""
+    if conn.dialect.name == "sqlite":
+        expr = func.julianday(column) - 2440587.5
+    else:
+        expr = func.extract("epoch", column) / 86400.0
+    return cast(expr, Float)
 
 
-def _frame(conn: Connection, stmt: object, columns: list[str]) -> pd.DataFrame:
-    rows = conn.execute(stmt).all()  # type: ignore[call-overload]
-    return pd.DataFrame.from_records(rows, columns=columns)
+def _frame(conn: Connection, stmt: Any, columns: list[str],
+           times: tuple[str, ...] = ()) -> pd.DataFrame:
+    rows = [tuple(r) for r in conn.execute(stmt)]
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    for col in times:
+        frame[col] = frame[col].astype(float)
+    return frame
 
 
 @dataclass
@@ -110,49 +118,45 @@ def load_history(conn: Connection, *, until: datetime,
     u = days(until)
     m = t.manifests
     manifests = _frame(conn, select(
-        m.c.repository, m.c.digest, m.c.first_seen, m.c.deleted_at, m.c.total_bytes, m.c.size,
-        m.c.subject, m.c.referrer_kind, m.c.is_index, m.c.media_type,
+        m.c.repository, m.c.digest, _days_sql(conn, m.c.first_seen),
+        _days_sql(conn, m.c.deleted_at), m.c.total_bytes, m.c.size, m.c.subject,
+        m.c.referrer_kind, m.c.is_index, m.c.media_type,
     ).where(m.c.first_seen <= until), ["repository", "digest", "first_seen", "deleted_at",
                                         "total_bytes", "size", "subject", "referrer_kind",
-                                        "is_index", "media_type"])
-    manifests["first_seen"] = _col_days(manifests["first_seen"])
-    manifests["deleted_at"] = _col_days(manifests["deleted_at"])
+                                        "is_index", "media_type"], ("first_seen", "deleted_at"))
     manifests.loc[manifests["deleted_at"] > u, "deleted_at"] = np.nan
     c = t.manifest_children
     children = _frame(conn, select(c.c.repository, c.c.parent, c.c.child),
                       ["repository", "parent", "child"])
     th = t.tag_history
-    tags = _frame(conn, select(th.c.repository, th.c.tag, th.c.digest, th.c.valid_from,
-                               th.c.valid_to).where(th.c.valid_from <= until),
-                  ["repository", "tag", "digest", "valid_from", "valid_to"])
-    tags["valid_from"] = _col_days(tags["valid_from"])
-    tags["valid_to"] = _col_days(tags["valid_to"])
+    tags = _frame(conn, select(th.c.repository, th.c.tag, th.c.digest,
+                               _days_sql(conn, th.c.valid_from), _days_sql(conn, th.c.valid_to))
+                  .where(th.c.valid_from <= until),
+                  ["repository", "tag", "digest", "valid_from", "valid_to"],
+                  ("valid_from", "valid_to"))
     tags.loc[tags["valid_to"] > u, "valid_to"] = np.nan
     r = t.rollups
-    usage = _frame(conn, select(r.c.repository, r.c.digest, r.c.day, r.c.action, r.c.usage,
-                                r.c.count, r.c.first_at, r.c.last_at)
+    usage = _frame(conn, select(r.c.repository, r.c.digest, r.c.action, r.c.usage, r.c.count,
+                                _days_sql(conn, r.c.first_at), _days_sql(conn, r.c.last_at))
                    .where(r.c.day <= until.date(), r.c.digest != "",
                           r.c.action.in_(("pull", "push"))),
-                   ["repository", "digest", "day", "action", "usage", "count", "first_at",
-                    "last_at"])
-    usage["first_at"] = _col_days(usage["first_at"])
-    usage["last_at"] = _col_days(usage["last_at"])
-    usage["day"] = np.floor(usage["first_at"]) if len(usage) else usage["first_at"]
+                   ["repository", "digest", "action", "usage", "count", "first_at", "last_at"],
+                   ("first_at", "last_at"))
+    usage["day"] = np.floor(usage["first_at"].to_numpy(dtype=float))
     usage = _clip_usage(usage, u)
     e = t.events
-    deploys = _frame(conn, select(e.c.repository, e.c.digest, e.c.time, e.c.environment)
+    deploys = _frame(conn, select(e.c.repository, e.c.digest, _days_sql(conn, e.c.time),
+                                  e.c.environment)
                      .where(e.c.action == "deploy", e.c.time <= until),
-                     ["repository", "digest", "time", "environment"])
-    deploys["time"] = _col_days(deploys["time"])
+                     ["repository", "digest", "time", "environment"], ("time",))
     globs = tuple(production)
-    deploys["production"] = [
-        bool(env) and any(fnmatch.fnmatchcase(str(env).lower(), g) for g in globs)
-        for env in deploys["environment"]
-    ]
+    envs = {env: bool(env) and any(fnmatch.fnmatchcase(str(env).lower(), g) for g in globs)
+            for env in deploys["environment"].unique()}
+    deploys["production"] = deploys["environment"].map(envs).astype(bool)
     s, rr = t.k8s_snapshots, t.running_refs
-    snapshots = _frame(conn, select(s.c.id, s.c.source, s.c.taken_at)
-                       .where(s.c.taken_at <= until), ["id", "source", "taken_at"])
-    snapshots["taken_at"] = _col_days(snapshots["taken_at"])
+    snapshots = _frame(conn, select(s.c.id, s.c.source, _days_sql(conn, s.c.taken_at))
+                       .where(s.c.taken_at <= until), ["id", "source", "taken_at"],
+                       ("taken_at",))
     refs = _frame(conn, select(rr.c.snapshot_id, rr.c.repository, rr.c.digest, rr.c.tag)
                   .join(s, s.c.id == rr.c.snapshot_id).where(s.c.taken_at <= until),
                   ["snapshot_id", "repository", "digest", "tag"])
@@ -227,8 +231,12 @@ def _build_unit_map(h: History) -> dict[tuple[str, str], tuple[str, str]]:
 def _map_units(frame: pd.DataFrame, units: dict[tuple[str, str], tuple[str, str]]) -> pd.Series:
     if frame.empty or not units:
         return frame["digest"]
-    keys = list(zip(frame["repository"], frame["digest"], strict=True))
-    return pd.Series([units.get(k, k)[1] for k in keys], index=frame.index, dtype=object)
+    table = pd.DataFrame([(r, d, top[1]) for (r, d), top in units.items()],
+                         columns=["repository", "digest", "unit"])
+    merged = frame[["repository", "digest"]].merge(table, how="left",
+                                                   on=["repository", "digest"])
+    unit = merged["unit"].where(merged["unit"].notna(), merged["digest"])
+    return pd.Series(unit.to_numpy(dtype=object), index=frame.index, dtype=object)
 
 
 def alive_units(h: History, now: float) -> pd.DataFrame:
@@ -422,8 +430,7 @@ def _tag_features(h: History, n: float, out: pd.DataFrame) -> None:
         out[col] = [float(f"kind_{k}" == col) for k in kinds]
     out.loc[out["kind"] == "signature", "kind_other"] = 1.0
     ever = tg.groupby(["repository", "digest"]).agg(first=("valid_from", "min"),
-                                                    gone=("valid_to", "max"),
-                                                    live=("valid_to", lambda s: s.isna().any()))
+                                                    gone=("valid_to", "max"))
     ever.index.names = ["repository", "unit"]
     ever = ever.reindex(out.index)
     out["tagged_ever"] = ever["first"].notna().astype(float).to_numpy()
@@ -439,21 +446,30 @@ def _tag_features(h: History, n: float, out: pd.DataFrame) -> None:
 
     versions = [_best_version(v) for v in tag_lists]
     out["has_semver"] = [float(v is not None) for v in versions]
-    newer, in_line, latest = [], [], []
-    by_repo: dict[str, list[tuple[object, tuple[int, int]]]] = {}
+    # Newer versions in the repository (and in the same major.minor line): binary search in
+    # each group's sorted version keys instead of comparing every pair.
+    by_repo: dict[str, list[Any]] = {}
+    by_line: dict[tuple[str, int, int], list[Any]] = {}
     for (repo, _), v in zip(keys, versions, strict=True):
         if v is not None:
-            by_repo.setdefault(repo, []).append((v.key(), v.line))
+            by_repo.setdefault(repo, []).append(v.key())
+            by_line.setdefault((repo, *v.line), []).append(v.key())
+    for group in (*by_repo.values(), *by_line.values()):
+        group.sort()
+    newer: list[float] = []
+    in_line: list[float] = []
+    latest: list[float] = []
     for (repo, _), v in zip(keys, versions, strict=True):
         if v is None:
             newer.append(np.nan)
             in_line.append(np.nan)
             latest.append(0.0)
             continue
-        others = by_repo[repo]
         k = v.key()
-        newer.append(float(sum(1 for o, _ in others if o > k)))  # type: ignore[operator]
-        in_line.append(float(sum(1 for o, line in others if line == v.line and o > k)))  # type: ignore[operator]
+        group = by_repo[repo]
+        newer.append(float(len(group) - bisect.bisect_right(group, k)))
+        line = by_line[(repo, *v.line)]
+        in_line.append(float(len(line) - bisect.bisect_right(line, k)))
         latest.append(float(newer[-1] == 0))
     out["newer_versions"] = newer
     out["newer_in_line"] = in_line

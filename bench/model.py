@@ -1,0 +1,256 @@
+"""Recommender benchmark: features, guardrails and scoring at scale; training on a year.
+
+Run: ``.venv/bin/python bench/model.py scale [--manifests 100000] [--events 5000000]``
+and  ``.venv/bin/python bench/model.py train [--repositories 100] [--days 365] [--keep DIR]``.
+
+``scale`` (target: under 60 s and 4 GB peak for 100,000 manifests and 5 million events) writes
+a store straight into its tables: manifests in 500 repositories, tag history, daily rollups
+that sum to ``--events`` use and scanner pulls (heavy-tailed per manifest, spread over a year),
+production deploys and pod snapshots. It then times, each from a cold call on a fresh
+connection: reading the history and computing every feature (``features.build_features``), the
+guardrails (``policy.evaluate_history``), and scoring with a fitted pipeline (fitted first,
+untimed, on the same rows). The events are written as the rollups the collector keeps, which is
+all the features read; the raw events table is not touched by the recommender.
+
+``train`` (target: under 2 minutes) generates a fleet with ``recommender.fleet`` (seed 1, the
+default mix), loads it with the collector's own ingest functions, then times
+``model.train`` as of the fleet's last day. ``--keep DIR`` reuses a loaded fleet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import insert  # noqa: E402
+
+from recommender import config as config_mod  # noqa: E402
+from recommender.features import build_features, load_history  # noqa: E402
+from recommender.model import Fitted, make_pipeline  # noqa: E402
+from recommender.policy import evaluate_history  # noqa: E402
+from recommender.store import Store, open_store  # noqa: E402
+from recommender.store import tables as t  # noqa: E402
+from recommender.training import Metrics  # noqa: E402
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+START = NOW - timedelta(days=365)
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_scale_store(store: Store, manifests: int, events: int, seed: int = 1) -> int:
+    """Fill the tables; returns the number of rollup rows."""
+    rng = np.random.default_rng(seed)
+    repos = 500
+    repo_of = rng.integers(0, repos, manifests)
+    pushed = START + np.sort(rng.uniform(0, 365, manifests)) * timedelta(days=1)
+    digests = [f"sha256:{i:064x}" for i in range(manifests)]
+    rows = [{"repository": f"team{r % 40}/svc{r}", "digest": d, "first_seen": p,
+             "total_bytes": int(s), "size": 1200, "is_index": False}
+            for r, d, p, s in zip(repo_of, digests, pushed,
+                                  rng.lognormal(18.5, 1.0, manifests), strict=True)]
+    kinds = rng.choice(["sha-{:07x}", "v1.{}.0", "build-{}", "pr-{}"], manifests,
+                       p=[0.5, 0.2, 0.2, 0.1])
+    tags = [{"repository": m["repository"], "tag": k.format(i), "digest": m["digest"],
+             "valid_from": m["first_seen"], "valid_to": None, "source": "push"}
+            for i, (m, k) in enumerate(zip(rows, kinds, strict=True))]
+    # Events per manifest: heavy-tailed, summing to ``events``; each active day is one rollup.
+    weights = rng.pareto(1.2, manifests) + 0.05
+    per = np.floor(weights / weights.sum() * events).astype(int)
+    per[: events - int(per.sum())] += 1
+    rollups = []
+    for i in np.flatnonzero(per):
+        n = int(per[i])
+        active = int(min(n, max(1, rng.geometric(0.08))))
+        age = (NOW - rows[i]["first_seen"]).total_seconds() / 86400  # type: ignore[operator]
+        offsets = np.sort(rng.uniform(0, age, active))
+        counts = rng.multinomial(n - active, np.full(active, 1 / active)) + 1
+        usage = "scanner" if rng.random() < 0.15 else "use"
+        seen = set()
+        for off, c in zip(offsets, counts, strict=True):
+            moment = rows[i]["first_seen"] + timedelta(days=float(off))  # type: ignore[operator]
+            day = moment.date()
+            if day in seen:
+                continue
+            seen.add(day)
+            rollups.append({"day": day, "repository": rows[i]["repository"],
+                            "digest": digests[i], "tag": "", "action": "pull", "usage": usage,
+                            "count": int(c), "first_at": moment, "last_at": moment})
+    deploys = [{"time": rows[i]["first_seen"] + timedelta(hours=2),
+                "received_at": rows[i]["first_seen"] + timedelta(hours=2), "source": "deploy",
+                "source_event_id": f"d{i}", "action": "deploy", "usage": "use",
+                "repository": rows[i]["repository"], "digest": digests[i],
+                "environment": "production"}
+               for i in rng.choice(manifests, manifests // 20, replace=False)]
+    with store.begin() as conn:
+        for table, data in ((t.manifests, rows), (t.tag_history, tags), (t.rollups, rollups),
+                            (t.events, deploys)):
+            for k in range(0, len(data), 20000):
+                conn.execute(insert(table), data[k:k + 20000])
+        for cluster in range(3):
+            sid = conn.execute(insert(t.k8s_snapshots).values(
+                source=f"cluster-{cluster}", taken_at=NOW - timedelta(hours=1), pods=2000,
+            ).returning(t.k8s_snapshots.c.id)).scalar_one()
+            running = rng.choice(manifests, 2000, replace=False)
+            conn.execute(insert(t.running_refs), [
+                {"snapshot_id": sid, "registry": "reg", "repository": rows[i]["repository"],
+                 "digest": digests[i], "image": "x"} for i in running])
+    return len(rollups)
+
+
+def scale(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(f"sqlite:///{tmp}/bench.db")
+        began = time.perf_counter()
+        n_rollups = write_scale_store(store, args.manifests, args.events)
+        print(f"wrote {args.manifests} manifests, {args.events} events as {n_rollups} rollup "
+              f"rows in {time.perf_counter() - began:.1f} s (untimed)")
+        cfg = config_mod.load(env={})
+        t0 = time.perf_counter()
+        with store.connect() as conn:
+            h = load_history(conn, until=NOW)
+        t1 = time.perf_counter()
+        from recommender.features import features_at
+
+        frame = features_at(h, NOW)
+        t2 = time.perf_counter()
+        blocked = evaluate_history(h, cfg, NOW)
+        t3 = time.perf_counter()
+        frame["eligible"] = [not blocked[k] for k in zip(frame["repository"], frame["digest"],
+                                                          strict=True)]
+        label = (frame["idle_days"] > 60).astype(int).to_numpy()
+        pipe = make_pipeline()
+        pipe.fit(frame, label)  # untimed: only to have a fitted model of the real shape
+        model = Fitted(pipe, 0.5, Metrics(0, 0, 1, 0, 0, 0, 0), {}, {}, False)
+        t4 = time.perf_counter()
+        scores = model.score(frame)
+        t5 = time.perf_counter()
+        print(f"read history        {t1 - t0:6.1f} s")
+        print(f"features            {t2 - t1:6.1f} s  ({len(frame)} units)")
+        print(f"guardrails          {t3 - t2:6.1f} s")
+        print(f"scoring             {t5 - t4:6.1f} s  ({len(scores)} scores)")
+        print(f"total               {t3 - t0 + t5 - t4:6.1f} s  (target < 60 s)")
+        print(f"peak memory         {peak_mb():6.0f} MB (target < 4096 MB)")
+        # The same through the public one-call entry point, for the record.
+        t6 = time.perf_counter()
+        with store.connect() as conn:
+            build_features(conn, now=NOW)
+        print(f"build_features()    {time.perf_counter() - t6:6.1f} s  (cold call, again)")
+        store.dispose()
+
+
+def train_bench(args: argparse.Namespace) -> None:
+    from recommender.fleet import FleetSpec, generate
+    from recommender.model import train
+
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-model-"))
+    db = root / "store.db"
+    store = open_store(f"sqlite:///{db}")
+    if not (root / "loaded").exists():
+        began = time.perf_counter()
+        spec = FleetSpec(seed=1, repositories=args.repositories, days=args.days)
+        files = generate(spec, root / "fleet")
+        load_fleet(store, files)
+        (root / "loaded").write_text("ok\n")
+        print(f"generated and loaded the fleet in {time.perf_counter() - began:.0f} s "
+              "(untimed)")
+    cfg = config_mod.load(env={}, overrides={"model.dir": str(root / "models")})
+    last = datetime.combine(FleetSpec().start, datetime.min.time(), UTC) + timedelta(
+        days=args.days)
+    began = time.perf_counter()
+    report = train(store, cfg, now=last)
+    took = time.perf_counter() - began
+    print(f"train: {report.snapshots} snapshots, {report.message}")
+    if report.new:
+        print(f"validation: precision {report.new.precision:.4f}, bytes recall "
+              f"{report.new.bytes_recall:.3f}")
+    print(f"training took {took:.1f} s (target < 120 s); peak memory {peak_mb():.0f} MB")
+
+
+def load_fleet(store: Store, files: object) -> None:
+    """The collector's own ingest path: the CLI commands, run in-process."""
+    from recommender.cli import main
+
+    url = str(store.engine.url)
+    directory = Path(files.distribution).parent  # type: ignore[attr-defined]
+    for argv in (["fleet", "load-inventory", str(directory / "inventory.jsonl")],
+                 ["ingest", "distribution", str(directory / "distribution.jsonl.gz")],
+                 ["ingest", "deploys", str(directory / "deploys.jsonl")],
+                 ["ingest", "k8s", str(directory / "pods.jsonl")]):
+        if main(["--db", url, *argv]) != 0:
+            raise SystemExit(f"loading failed: {' '.join(argv)}")
+
+
+def quality(args: argparse.Namespace) -> None:
+    """Backtests on loaded fleets: model against the idle rule tuned on the past."""
+    import json
+
+    from recommender.model import backtest
+
+    cfg = config_mod.load(env={})
+    print("| fleet | at | model precision | recall | bytes recall | false pos. | suggested "
+          "| idle rule (tuned on past) | idle precision | idle bytes recall | bytes vs idle |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for directory in args.fleets:
+        root = Path(directory)
+        meta = json.loads((root / "fleet.json").read_text())["spec"]
+        start = datetime.fromisoformat(meta["start"]).replace(tzinfo=UTC)
+        end = start + timedelta(days=int(meta["days"]))
+        at = end - timedelta(days=90) if args.at is None else datetime.fromisoformat(
+            args.at).replace(tzinfo=UTC)
+        store = open_store(f"sqlite:///{root / 'store.db'}")
+        began = time.perf_counter()
+        report = backtest(store, cfg, at=at, now=end)
+        rows = {r["name"]: r for r in report.rows}
+        m, idle = rows.get("model"), rows["idle rule"]
+        ratio = (m["suggested_bytes"] / idle["suggested_bytes"]
+                 if m and idle["suggested_bytes"] else float("nan"))
+        from recommender.fleet import MIXES
+
+        mix = next((name for name, weights in MIXES.items() if weights == meta["mix"]),
+                   "custom mix")
+        label = f"seed {meta['seed']}, {meta['repositories']} repos, {mix}"
+        if m is None:
+            print(f"| {label} | {at:%Y-%m-%d} | {report.message} |")
+            continue
+        print(f"| {label} | {at:%Y-%m-%d} | {m['precision']:.4f} | {m['recall']:.3f} | "
+              f"{m['bytes_recall']:.3f} | {m['false_positives']} | {m['suggested']} | "
+              f"{idle['rule']} | {idle['precision']:.4f} | {idle['bytes_recall']:.3f} | "
+              f"{ratio:.2f}x |")
+        print(f"<!-- {root}: {time.perf_counter() - began:.0f} s, threshold "
+              f"{report.threshold}, training {report.training} -->")
+        store.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("scale")
+    s.add_argument("--manifests", type=int, default=100_000)
+    s.add_argument("--events", type=int, default=5_000_000)
+    tr = sub.add_parser("train")
+    tr.add_argument("--repositories", type=int, default=100)
+    tr.add_argument("--days", type=int, default=365)
+    tr.add_argument("--keep", help="Directory to keep (and reuse) the loaded fleet in.")
+    q = sub.add_parser("quality")
+    q.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
+    q.add_argument("--at", help="Backtest instant (default: 90 days before the fleet's end).")
+    args = parser.parse_args()
+    print(f"python {platform.python_version()} on {platform.machine()}")
+    {"scale": scale, "train": train_bench, "quality": quality}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
