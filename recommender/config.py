@@ -258,8 +258,6 @@ SETTINGS: tuple[Setting, ...] = (
     S("scheduler.retrain_cron", "0 3 * * 0", "str", "Cron (UTC) of the weekly retraining."),
     S("scheduler.digest_cron", "0 10 * * 1", "str",
       "Cron of the weekly digest, in each team's time zone."),
-    S("scheduler.k8s_poll_interval", None, "duration",
-      "How often to poll Kubernetes for running pods (unset: no polling job)."),
     S("scheduler.lock_ttl", "60s", "duration",
       "How long a replica's scheduler lock lasts without renewal (SQLite lock row)."),
 )

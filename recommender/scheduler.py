@@ -8,9 +8,11 @@ every ``interval`` seconds; the leader runs an APScheduler 3 ``BackgroundSchedul
 live in the store's database (``SQLAlchemyJobStore``), a follower runs none. A leader that loses
 its lock stops its scheduler at once (running jobs finish).
 
-Jobs take ``now`` from the scheduler's clock: scan, Kubernetes poll (when configured), suggest
-and post, execute (every minute, then draw finished results in Slack), retrain (weekly), and
-one digest per team, on a cron in the team's time zone.
+Jobs take ``now`` from the scheduler's clock: scan (with a registry), execute (every minute,
+with a registry; then draw finished results in Slack), suggest and post (with a Slack token),
+retrain (weekly), and one digest per team with a channel, on a cron in the team's time zone.
+There is no Kubernetes poll job yet: pod lists arrive through the collector (POST or
+`tagwarden ingest k8s`).
 """
 
 from __future__ import annotations
@@ -327,9 +329,25 @@ def default_jobs(config: Config, store: Store) -> list[JobSpec]:
 
         return train(store, config, now=now)
 
+    def scan(now: datetime) -> Any:
+        import asyncio
+
+        from . import inventory
+        from .registry import AsyncRegistryClient
+
+        workers = config["registry.concurrency"]
+
+        async def run() -> Any:
+            async with AsyncRegistryClient.from_config(config,
+                                                       max_connections=workers) as client:
+                return await inventory.scan_async(store, client, now=now, concurrency=workers)
+
+        return asyncio.run(run())
+
     jobs = [JobSpec("retrain", cron("scheduler.retrain_cron"), retrain)]
     if config["registry.url"]:
         jobs.append(JobSpec("execute", IntervalTrigger(minutes=1), execute))
+        jobs.append(JobSpec("scan", cron("scheduler.scan_cron"), scan))
     if config["slack.bot_token"]:
         jobs.append(JobSpec("suggest", cron("scheduler.suggest_cron"), suggest_and_post))
         for team in config.teams:

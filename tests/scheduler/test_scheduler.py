@@ -94,8 +94,9 @@ def test_run_job_passes_the_clock(sqlite_store: Store) -> None:
 
 @pytest.mark.parametrize(("token", "registry", "expected"), [
     (None, None, {"retrain"}),
-    (None, "http://127.0.0.1:5000", {"execute", "retrain"}),
-    ("xoxb-1", "http://127.0.0.1:5000", {"execute", "retrain", "suggest", "digest:payments"}),
+    (None, "http://127.0.0.1:5000", {"execute", "retrain", "scan"}),
+    ("xoxb-1", "http://127.0.0.1:5000", {"execute", "retrain", "scan", "suggest",
+                                         "digest:payments"}),
 ])
 def test_default_jobs(sqlite_store: Store, tmp_path: Path, token: str | None,
                       registry: str | None, expected: set[str]) -> None:
