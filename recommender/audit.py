@@ -137,17 +137,15 @@ class AuditLog:
     def lock(self, conn: Connection) -> tuple[int, str]:
         """Lock the chain's head until ``conn``'s transaction ends; returns (seq, hash)."""
         # A no-op UPDATE takes the lock on both databases: PostgreSQL locks the row until
-        # commit, SQLite takes its single write lock. Reading the head after it is then safe.
-        locked = conn.execute(update(audit_head).where(audit_head.c.id == 1)
-                              .values(seq=audit_head.c.seq))
-        if locked.rowcount == 0:
+        # commit, SQLite takes its single write lock. What it returns is then safe to extend.
+        take = (update(audit_head).where(audit_head.c.id == 1).values(seq=audit_head.c.seq)
+                .returning(audit_head.c.seq, audit_head.c.hash))
+        row = conn.execute(take).first()
+        if row is None:  # the very first append: create the head, then take it
             conn.execute(dialect_insert(conn, audit_head)
                          .values(id=1, seq=0, hash=GENESIS)
                          .on_conflict_do_nothing())  # type: ignore[attr-defined]
-            conn.execute(update(audit_head).where(audit_head.c.id == 1)
-                         .values(seq=audit_head.c.seq))
-        row = conn.execute(select(audit_head.c.seq, audit_head.c.hash)
-                           .where(audit_head.c.id == 1)).one()
+            row = conn.execute(take).one()
         return int(row.seq), str(row.hash)
 
     def entries(self, *, kind: str | None = None, after: int = 0,
