@@ -1,0 +1,37 @@
+"""``python -m recommender.demo`` (what ``make demo`` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from ..errors import TagwardenError
+from .run import FULL, QUICK, run_demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m recommender.demo",
+        description="Run tagwarden end to end on a throwaway registry and a generated fleet.")
+    parser.add_argument("--quick", action="store_true",
+                        help="A smaller fleet (the CI test); every step still runs.")
+    parser.add_argument("--out", type=Path, default=Path("data/demo"),
+                        help="Where report.html, summary.json and the Slack mock-up go.")
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        run_demo(args.out, size=QUICK if args.quick else FULL, console=console)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]: everything the demo started is stopped")
+        return 130
+    except TagwardenError as exc:
+        console.print(f"[red]demo failed:[/red] {exc}", markup=True, highlight=False)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
