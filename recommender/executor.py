@@ -376,7 +376,9 @@ class Executor:
         # so a crash after the DELETE leaves a trail that the retry completes.
         with self.store.begin() as conn:
             if not self._still_ours(conn, item):
-                return self._outcome(item, "lost", "lease taken by another worker")
+                lost = self._outcome(item, "lost", "lease taken by another worker")
+                self._audit_lost(conn, lost, now, intended="delete")
+                return lost
             self.audit.append("item.checked", ACTOR, {
                 "item_id": item.id, "batch_id": item.batch_id, "repository": item.repository,
                 "digest": item.digest, "checks": checks, "calls": self.calls.drain(),
@@ -403,6 +405,13 @@ class Executor:
             return self._failure(item, now, f"delete: {exc.message}", exc.temporary)
         self.after_delete(item)
         return self._record(item, now, "deleted", reason)
+
+    def _audit_lost(self, conn: Connection, lost: ItemOutcome, now: datetime, *,
+                    intended: str) -> None:
+        self.audit.append("item.lost", self.worker_id, {
+            "item_id": lost.item_id, "batch_id": lost.batch_id, "repository": lost.repository,
+            "digest": lost.digest, "intended": intended, "calls": lost.calls,
+        }, now=now, conn=conn)
 
     def _still_ours(self, conn: Connection, item: DueItem) -> bool:
         # Taking the row (a no-op UPDATE) both checks and locks the lease for this transaction.
@@ -513,6 +522,9 @@ class Executor:
                                 .values(**values))
             if done.rowcount != 1:
                 result.outcome, result.reason = "lost", "lease taken by another worker"
+                # What this worker did (maybe a DELETE) is still audited; the item's record
+                # is the other worker's.
+                self._audit_lost(conn, result, now, intended=outcome)
                 return result
             if outcome == "deleted":
                 conn.execute(update(manifests).where(manifests.c.repository == item.repository)

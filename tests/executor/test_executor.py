@@ -428,3 +428,26 @@ def test_leases_are_taken_chunk_by_chunk_as_the_run_proceeds(world: World) -> No
     # Each lease runs from when it was taken, not from the start of the run.
     expiries = [d["lease_expires"] for d in leased]
     assert expiries == sorted(expiries) and len(set(expiries)) == 3
+
+
+def test_a_worker_whose_lease_was_taken_over_records_nothing(world: World) -> None:
+    old = world.push("payments/api", ["v1"])
+    item_id = world.approve(old, ["v1"])
+    takeover: list[Any] = []
+
+    class Slow(Executor):
+        def after_delete(self, item: DueItem) -> None:
+            # This worker stalls past its lease; another one takes the item over meanwhile.
+            takeover.append(world.executor(worker_id="w2").run_due(later(27)))
+
+    (mine,) = Slow(world.store, world.client, world.config, calls=world.calls,
+                   worker_id="w1").run_due(later(26)).outcomes
+    (theirs,) = takeover[0].outcomes
+    assert theirs.outcome == "deleted" and theirs.reason == "already gone"
+    assert mine.outcome == "lost"
+    assert world.item(item_id).state == "deleted"
+    audit = AuditLog(world.store)
+    assert len(list(audit.entries(kind="item.deleted"))) == 1 and audit.verify().ok
+    # The stalled worker's DELETE is in the audit all the same.
+    (lost,) = audit.entries(kind="item.lost")
+    assert lost.actor == "w1" and [c["method"] for c in lost.data["calls"]] == ["DELETE"]
