@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--repos", type=int, default=100)
     parser.add_argument("--tags", type=int, default=100)
     parser.add_argument("--push-workers", type=int, default=16)
-    X
+    parser.add_argument("--concurrency", type=int, default=8, help="tagwarden scan's")
     parser.add_argument("--sample", type=int, default=300,
                         help="tags skopeo inspects (0: all, no extrapolation)")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (kept)")
