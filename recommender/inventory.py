@@ -498,9 +498,11 @@ def reclaimable_bytes(conn: Connection, keys: Iterable[Key]) -> int:
 
     Counted once each: the manifests' own blobs and the config and layer blobs that no
     remaining (not deleted, not in ``keys``) manifest in any repository still references. An
-    index takes along its children that nothing else keeps (no tag, no other live parent),
-    as the registry's GC does for untagged children. Manifests never scanned contribute only
-    what the inventory knows of them.
+    index takes along its children that nothing else keeps (no tag, no other live parent):
+    the executor deletes them after their index (Distribution 2.x's GC would otherwise keep
+    them as untagged manifests). Manifests never scanned contribute only what the inventory
+    knows of them (their own size), and a blob shared with a never-scanned manifest is
+    counted as freed: scan before trusting the figure.
     """
     doomed = _with_orphaned_children(conn, set(keys))
     if not doomed:
