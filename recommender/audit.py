@@ -84,6 +84,7 @@ class VerifyResult:
     rows: int
     bad_seq: int | None = None
     problem: str | None = None
+    head: str = GENESIS  # the last row's hash: keep it elsewhere to detect a wholesale rewrite
 
 
 class AuditLog:
@@ -187,7 +188,7 @@ class AuditLog:
         if head is not None and (head.seq != last or head.hash != prev):
             return VerifyResult(False, count, last + 1,
                                 f"rows after {last} were removed (head is at {head.seq})")
-        return VerifyResult(True, count)
+        return VerifyResult(True, count, head=prev)
 
     def export(self, out: TextIO, *, fmt: str = "jsonl") -> int:
         """Write every row as one JSON line; returns the number of rows."""

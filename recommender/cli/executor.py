@@ -71,7 +71,7 @@ def audit_verify(ctx: typer.Context) -> None:
     if not result.ok:
         raise TagwardenError(f"audit log broken at row {result.bad_seq}: {result.problem}",
                              seq=result.bad_seq)
-    typer.echo(f"audit log intact: {result.rows} rows")
+    typer.echo(f"audit log intact: {result.rows} rows, head {result.head}")
 
 
 @audit_app.command("export")

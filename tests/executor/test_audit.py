@@ -30,6 +30,7 @@ def test_append_chains_and_exports(store: Store) -> None:
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
     assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
     assert log.verify().ok and log.verify().rows == 5
+    assert log.verify().head == entries[-1].hash
     out = io.StringIO()
     assert log.export(out) == 5
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
