@@ -68,7 +68,9 @@ def serve(
     if st.config_path is not None:
         os.environ["TAGWARDEN_CONFIG"] = str(st.config_path.resolve())
     try:
+        # A worker answers the parent's health pings only once its imports are done; on a busy
+        # machine that takes longer than uvicorn's 5 s default, and it would be killed.
         uvicorn.run("recommender.server:app_from_env", factory=True, workers=workers,
-                    **options)
+                    timeout_worker_healthcheck=60, **options)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
