@@ -22,7 +22,7 @@ __all__ = ["CiParams", "ExperimentParams", "ReleaseParams", "ci", "experiment", 
 
 @dataclass(frozen=True)
 class CiParams:
-    builds_per_weekday: tuple[float, float] = (1.0, 8.0)
+    builds_per_weekday: tuple[float, float] = (1.0, 6.0)
     tag_styles: tuple[str, ...] = ("sha", "build", "date", "branch")
     floating_main: float = 0.7  # share of repositories whose main builds also move `main`
     floating_only: float = 0.3  # ... that push main builds as `main` only (untagged leftovers)
@@ -37,7 +37,7 @@ class CiParams:
 
 @dataclass(frozen=True)
 class ReleaseParams:
-    builds_per_weekday: tuple[float, float] = (0.5, 5.0)
+    builds_per_weekday: tuple[float, float] = (0.5, 4.0)
     release_every_days: tuple[float, float] = (7.0, 35.0)
     v_prefix: float = 0.6  # `v1.2.3` rather than `1.2.3`
     minor_tags: float = 0.4  # also move `1.2`
@@ -100,6 +100,10 @@ def ci(r: Repo, p: CiParams = CiParams()) -> None:
     preview = rng.random() < p.preview_envs
     cd = rng.random() < p.continuous_delivery
     replicas = int(rng.integers(2, 6))
+    r.extra.update(tag_style=style, floating_main=bool(floating),
+                   floating_only=bool(only_floating), pr_share=round(pr_share, 3),
+                   pr_moving_only=bool(pr_moving), preview_envs=bool(preview),
+                   continuous_delivery=bool(cd))
     main_tag = w.tag_id("main")
     prs: dict[int, tuple[int, int]] = {}  # pr number -> (opened, last build)
     pr_no = int(rng.integers(10, 500))
@@ -158,6 +162,8 @@ def release(r: Repo, p: ReleaseParams = ReleaseParams()) -> None:
     prerelease = rng.random() < p.prerelease
     replicas = int(rng.integers(2, 7))
     version = [int(rng.integers(0, 4)), int(rng.integers(0, 12)), 0]
+    r.extra.update(v_prefix=prefix == "v", minor_tags=bool(minor_tags), stable_tag=bool(stable),
+                   prerelease=bool(prerelease), replicas=replicas)
     latest, main = w.tag_id("latest"), w.tag_id("main")
     runner = w.clients.ci(int(rng.integers(0, 24)), "buildkit")
     mains: list[tuple[int, int]] = []  # (time, manifest) of main builds
@@ -247,6 +253,8 @@ def experiment(r: Repo, p: ExperimentParams = ExperimentParams()) -> None:
     times = np.sort(rng.integers(begin, max(end, begin + 1), n))
     last = -1
     sandbox = rng.random() < p.sandbox_deploy
+    r.extra.update(moving_tag=bool(moving), pushes=n, sandbox_deploy=bool(sandbox),
+                   active_days=round((end - begin) / DAY, 1))
     for k, t in enumerate(times):
         t = int(t)
         tag = fixed if moving else w.tag_id(str(rng.choice([f"v0.0.{k + 1}", f"try{k + 1}",
@@ -262,7 +270,8 @@ def experiment(r: Repo, p: ExperimentParams = ExperimentParams()) -> None:
     if sandbox:
         w.undeploy(end + int(rng.uniform(0, 10) * DAY), cluster="stg-1", namespace="sandbox",
                    workload=r.short)
-    if last >= 0 and rng.random() < p.revisit:
+    r.extra["revisited"] = bool(last >= 0 and rng.random() < p.revisit)
+    if r.extra["revisited"]:
         back = end + int(rng.uniform(30, 300) * DAY)
         pulls = back + np.sort(rng.integers(0, 2 * DAY, int(rng.integers(1, 4))))
         w.pull(pulls, last, last_tag, "get", me, rng)

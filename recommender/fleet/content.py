@@ -15,7 +15,6 @@ import base64
 import gzip
 import hashlib
 import io
-import json
 import tarfile
 from datetime import UTC, datetime
 
@@ -107,6 +106,16 @@ def config_bytes(*, created_ns: int, platform: str, diff_ids: list[str], reposit
     return orjson.dumps(doc)
 
 
+def _indent3(doc: object) -> bytes:
+    """JSON as Go's ``json.MarshalIndent(v, "", "   ")`` writes it (docker's manifests)."""
+    lines = orjson.dumps(doc, option=orjson.OPT_INDENT_2).split(b"\n")
+    out = []
+    for line in lines:
+        stripped = line.lstrip(b" ")
+        out.append(b" " * ((len(line) - len(stripped)) // 2 * 3) + stripped)
+    return b"\n".join(out)
+
+
 def _descriptor(media_type: str, digest: str, size: int) -> dict[str, object]:
     return {"mediaType": media_type, "digest": digest, "size": size}
 
@@ -124,7 +133,7 @@ def manifest_bytes(flavor: str, config: tuple[str, int], layers: list[tuple[str,
     if annotations and flavor == "oci":
         doc["annotations"] = annotations
     if flavor == "docker":
-        return json.dumps(doc, indent=3).encode()
+        return _indent3(doc)
     return orjson.dumps(doc)
 
 
@@ -137,7 +146,7 @@ def index_bytes(flavor: str, children: list[tuple[str, int, str, str]]) -> bytes
                           "platform": {"architecture": arch, "os": os_name}})
     doc = {"schemaVersion": 2, "mediaType": MEDIA[flavor]["index"], "manifests": manifests}
     if flavor == "docker":
-        return json.dumps(doc, indent=3).encode()
+        return _indent3(doc)
     return orjson.dumps(doc)
 
 

@@ -55,7 +55,7 @@ def runs_of(w: World) -> list[Run]:
     return out
 
 
-def delete_by_hand(w: World, rng: np.random.Generator, runs: list[Run], share: float = 0.25
+def delete_by_hand(w: World, rng: np.random.Generator, runs: list[Run], share: float = 0.2
                    ) -> int:
     """People clean up now and then: old manifests with only build/dev tags that nothing runs."""
     busy: dict[int, int] = {}
@@ -75,13 +75,15 @@ def delete_by_hand(w: World, rng: np.random.Generator, runs: list[Run], share: f
         t = w.start_ns + int(rng.uniform(30, 120) * DAY)
         while t < w.end_ns:
             tags_now = current.tags_at(t, rid)
+            # a person deletes some of what looks old to them, never all of it
+            keep_share = rng.uniform(0.4, 0.8)
             for man in by_repo.get(rid, []):
                 m = w.manifests[man]
-                if (man in children or m.pushed_ns > t - 30 * DAY or m.deleted_ns < NEVER
+                if (man in children or m.pushed_ns > t - 45 * DAY or m.deleted_ns < NEVER
                         or busy.get(man, 0) > t - 7 * DAY):
                     continue
                 tags = tags_now.get(man, [])
-                if any(_KEEP.match(w.tags[x]) for x in tags) or rng.random() < 0.4:
+                if any(_KEEP.match(w.tags[x]) for x in tags) or rng.random() < keep_share:
                     continue
                 _delete(w, t + deleted % 600 * SECOND, man, tags, who)
                 deleted += 1
@@ -228,6 +230,9 @@ def janitors(w: World, rng: np.random.Generator, tags: TagIntervals, share: floa
     if latest is None:
         return
     daily = rng.random(len(w.repos)) < share / 2
+    with_latest = np.unique(tags.repo[tags.tag == latest])
+    if len(with_latest) and not daily[with_latest].any():  # someone always has such a script
+        daily[with_latest[0]] = True
     for at in range(w.start_ns + 5 * HOUR, w.end_ns, DAY):
         idx = tags.valid_at(at)
         idx = idx[daily[tags.repo[idx]] & (tags.tag[idx] == latest)]

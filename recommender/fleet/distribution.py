@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ import orjson
 from .world import ACTION_NAMES, DELETE, METHOD_NAMES, MOUNT, SECOND, TAGDEL, World
 
 __all__ = ["INSTANCES", "format_time", "write_distribution"]
+
+_BLOCK = 20_000  # envelopes rendered at a time
 
 # (source addr, instanceID, UTC offset in minutes) of the registry's replicas
 INSTANCES = (
@@ -52,63 +55,129 @@ def format_time(t_ns: int, offset_min: int) -> str:
     return f"{text}{sign}{h:02d}:{m:02d}"
 
 
-def _uuid(hi: int, lo: int) -> str:
-    s = f"{hi:016x}{lo:016x}"
-    return f"{s[:8]}-{s[8:12]}-4{s[13:16]}-{'89ab'[lo >> 62]}{s[17:20]}-{s[20:]}"
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# byte positions of a UUID's 32 hex digits in its 36-character text
+_UUID_POS = np.array([i + (i >= 8) + (i >= 12) + (i >= 16) + (i >= 20) for i in range(32)])
 
 
-def _renderer(w: World, cols: dict[str, np.ndarray], rng: np.random.Generator
-              ) -> Callable[[int, int], dict[str, Any]]:
-    n = len(cols["t"])
-    ids = rng.integers(0, 2**63, (n, 4), dtype=np.int64).astype(np.uint64) * 2 + 1
-    ports = rng.integers(32768, 61000, n)
-    host = w.spec.registry
-    repos = w.repos
-    mans = w.manifests
-    blobs = w.blobs
-    tags = w.tags
-    clients = [(c.user_agent, {"name": c.actor} if c.actor else {}, c.addr)
-               for c in w.clients.items]
-    t_col, a_col, m_col = cols["t"].tolist(), cols["action"].tolist(), cols["man"].tolist()
-    g_col, me_col = cols["tag"].tolist(), cols["method"].tolist()
-    c_col, b_col = cols["client"].tolist(), cols["blob"].tolist()
+def _uuids(raw: np.ndarray) -> list[str]:
+    """Version-4 UUID texts from rows of 16 random bytes (vectorized)."""
+    raw = raw.copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    hexed = np.empty((len(raw), 32), dtype=np.uint8)
+    hexed[:, 0::2] = _HEX[raw >> 4]
+    hexed[:, 1::2] = _HEX[raw & 0x0F]
+    text = np.full((len(raw), 36), ord("-"), dtype=np.uint8)
+    text[:, _UUID_POS] = hexed
+    return text.view("S36").ravel().astype("U36").tolist()
 
-    def render(j: int, instance: int) -> dict[str, Any]:
-        action = a_col[j]
-        m = mans[m_col[j]]
-        repo = repos[m.repo]
+
+_SUFFIX = {0: "Z"}
+
+
+def _suffix(off: int) -> str:
+    got = _SUFFIX.get(off)
+    if got is None:
+        h, m = divmod(abs(off), 60)
+        got = _SUFFIX[off] = f"{'+' if off > 0 else '-'}{h:02d}:{m:02d}"
+    return got
+
+
+def _times(t_ns: np.ndarray, offset_min: np.ndarray) -> tuple[list[str], list[int]]:
+    """RFC 3339 nanosecond texts in each event's replica offset, and how much of each to keep
+    (Go trims the fraction's trailing zeros, and the dot when nothing is left)."""
+    local = t_ns + offset_min.astype(np.int64) * 60 * SECOND
+    texts = np.datetime_as_string(local.astype("datetime64[ns]"), unit="ns").tolist()
+    frac = local % SECOND
+    keep = np.full(len(local), 29, dtype=np.int64)
+    for _ in range(9):  # count trailing zeros of the nanoseconds, digit by digit
+        zero = (frac % 10 == 0) & (keep > 20)
+        keep -= zero
+        frac = np.where(zero, frac // 10, frac)
+    keep[keep == 20] = 19  # all zeros: no fraction at all
+    return texts, keep.tolist()
+
+
+class _Renderer:
+    """Events as JSON text. The parts that repeat (a manifest's target block, a client's
+    request block) are serialized once and cached; ids and times are made per block."""
+
+    def __init__(self, w: World, cols: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+        n = len(cols["t"])
+        self.w = w
+        self.cols = cols
+        self.raw_ids = np.frombuffer(rng.bytes(32 * n), dtype=np.uint8).reshape(n, 32)
+        self.ports = rng.integers(32768, 61000, n)
+        self.offsets = np.array([i[2] for i in INSTANCES])
+        self.sources = [orjson.dumps({"addr": a, "instanceID": i}).decode() + "}"
+                        for a, i, _ in INSTANCES]
+        self.targets: dict[int, str] = {}
+        self.requests: dict[int, tuple[str, str]] = {}
+
+    def _target(self, action: int, man: int, tag: int, blob: int) -> str:
+        w = self.w
+        m = w.manifests[man]
+        repo = w.repos[m.repo]
+        host = w.spec.registry
         if action == DELETE:
             target: dict[str, Any] = {"digest": m.digest, "repository": repo}
         elif action == TAGDEL:
-            target = {"repository": repo, "tag": tags[g_col[j]]}
-        elif b_col[j] >= 0:
-            b = blobs[b_col[j]]
+            target = {"repository": repo, "tag": w.tags[tag]}
+        elif blob >= 0:
+            b = w.blobs[blob]
             target = {"mediaType": b.media_type, "size": b.size, "digest": b.digest,
                       "length": b.size, "repository": repo}
             if action == MOUNT:
-                target["fromRepository"] = repos[b.repo]
+                target["fromRepository"] = w.repos[b.repo]
             target["url"] = f"https://{host}/v2/{repo}/blobs/{b.digest}"
         else:
             target = {"mediaType": m.media_type, "size": m.size, "digest": m.digest,
                       "length": m.size, "repository": repo,
                       "url": f"https://{host}/v2/{repo}/manifests/{m.digest}"}
-            if g_col[j] >= 0:
-                target["tag"] = tags[g_col[j]]
-        ua, actor, addr = clients[c_col[j]]
-        a, b, c, d = ids[j].tolist()
-        src_addr, src_id, offset = INSTANCES[instance]
-        return {
-            "id": _uuid(a, b),
-            "timestamp": format_time(t_col[j], offset),
-            "action": ACTION_NAMES[action],
-            "target": target,
-            "request": {"id": _uuid(c, d), "addr": f"{addr}:{ports[j]}", "host": host,
-                        "method": METHOD_NAMES[me_col[j]], "useragent": ua},
-            "actor": actor,
-            "source": {"addr": src_addr, "instanceID": src_id},
-        }
+            if tag >= 0:
+                target["tag"] = w.tags[tag]
+        return f'"action":"{ACTION_NAMES[action]}","target":{orjson.dumps(target).decode()}'
 
-    return render
+    def _request(self, client: int, method: int) -> tuple[str, str]:
+        c = self.w.clients.items[client]
+        rest = orjson.dumps({"host": self.w.spec.registry, "method": METHOD_NAMES[method],
+                             "useragent": c.user_agent}).decode()[1:]
+        actor = orjson.dumps({"name": c.actor} if c.actor else {}).decode()
+        return c.addr + ":", "," + rest + ',"actor":' + actor + ',"source":'
+
+    def block(self, js: np.ndarray, inst: np.ndarray) -> list[str]:
+        """The JSON texts of events ``js`` served by replicas ``inst``."""
+        cols = self.cols
+        ids = _uuids(self.raw_ids[js, :16])
+        rids = _uuids(self.raw_ids[js, 16:])
+        offsets = self.offsets[inst]
+        times, keep = _times(cols["t"][js], offsets)
+        suffixes = [_suffix(o) for o in self.offsets.tolist()]
+        ports = self.ports[js].tolist()
+        action, man, tag = cols["action"][js], cols["man"][js], cols["tag"][js]
+        # one integer key per (manifest, tag, action) and per (client, method)
+        tkeys = ((man.astype(np.int64) << 28 | (tag.astype(np.int64) + 1)) << 3 | action)
+        rkeys = cols["client"][js].astype(np.int64) << 3 | cols["method"][js]
+        out = []
+        targets, requests, sources = self.targets, self.requests, self.sources
+        for k, (tk, rk, b, i) in enumerate(zip(tkeys.tolist(), rkeys.tolist(),
+                                               cols["blob"][js].tolist(), inst.tolist(),
+                                               strict=True)):
+            cached = None if b >= 0 else targets.get(tk)  # blob targets rarely repeat
+            if cached is None:
+                cached = self._target(tk & 7, tk >> 31, ((tk >> 3) & (2**28 - 1)) - 1, b)
+                if b < 0:
+                    targets[tk] = cached
+            target = cached
+            req = requests.get(rk)
+            if req is None:
+                req = requests[rk] = self._request(rk >> 3, rk & 7)
+            # one %-format per event: the fastest way to assemble millions of these texts
+            out.append('{"id":"%s","timestamp":"%s%s",%s,"request":{"id":"%s","addr":"%s%d"%s%s'  # noqa: UP031
+                       % (ids[k], times[k][:keep[k]], suffixes[i], target, rids[k], req[0],
+                          ports[k], req[1], sources[i]))
+        return out
 
 
 def write_distribution(w: World, cols: dict[str, np.ndarray], path: Path,
@@ -155,20 +224,31 @@ def write_distribution(w: World, cols: dict[str, np.ndarray], path: Path,
     all_deliver = np.concatenate(
         [deliver, deliver[dup] + rng.integers(SECOND, 30 * SECOND, len(dup))])
     sequence = all_env[np.argsort(all_deliver, kind="stable")]
-    render = _renderer(w, cols, rng)
-    with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
-                                               compresslevel=3) as out:
-        buf: list[bytes] = []
-        for k, e in enumerate(sequence.tolist()):
-            i = int(inst[e])
-            events = [render(j, i) for j in flat[starts[e]:stops[e]].tolist()]
-            buf.append(orjson.dumps({"events": events}))
-            if len(buf) >= 2000:
-                out.write(b"\n".join(buf) + b"\n")
-                buf.clear()
-                if progress is not None:
-                    progress(k)
-        if buf:
-            out.write(b"\n".join(buf) + b"\n")
+    render = _Renderer(w, cols, rng)
+    # Blocks are compressed as separate gzip members (a valid gzip file: readers inflate
+    # members in sequence) on a second thread, while the next block renders: zlib releases
+    # the GIL. Each member is deterministic, so the file is too.
+    with path.open("wb") as out, ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for b0 in range(0, len(sequence), _BLOCK):
+            envs = sequence[b0:b0 + _BLOCK]
+            lengths = stops[envs] - starts[envs]
+            # positions of every member of these envelopes in ``flat``, in envelope order
+            before = np.cumsum(lengths) - lengths
+            js = flat[np.arange(lengths.sum()) - np.repeat(before - starts[envs], lengths)]
+            texts = render.block(js, np.repeat(inst[envs], lengths))
+            lines = []
+            pos = 0
+            for size in lengths.tolist():
+                lines.append('{"events":[' + ",".join(texts[pos:pos + size]) + "]}")
+                pos += size
+            data = ("\n".join(lines) + "\n").encode()
+            if pending is not None:
+                out.write(pending.result())
+            pending = pool.submit(gzip.compress, data, 1, mtime=0)
+            if progress is not None:
+                progress(b0 + len(envs))
+        if pending is not None:
+            out.write(pending.result())
     return {"events": n, "envelopes": len(starts), "duplicate_envelopes": len(dup),
             "late_envelopes": int(late.sum())}

@@ -8,14 +8,15 @@ record and checks every digest, so what it returns is exactly what the registry 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import ConfigError, DigestMismatch
 from ..timeutil import parse_time
 from . import content
 
-__all__ = ["Materialized", "materialize"]
+__all__ = ["Materialized", "materialize", "push_records"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,32 @@ def materialize(record: dict[str, Any], *, byte_scale: float | None) -> Material
     body = content.manifest_bytes(record["flavor"], (content.sha256(cfg), len(cfg)), layers)
     _check(f"{repo}@{digest}", digest, body)
     return Materialized(repo, digest, record["media_type"], body, blobs)
+
+
+class _Pusher(Protocol):
+    def push_blob(self, repo: str, data: bytes, *, mount_from: str | None = None) -> str: ...
+
+    def put_manifest(self, repo: str, ref: str, body: bytes, media_type: str) -> str: ...
+
+
+def push_records(client: _Pusher, records: Iterable[dict[str, Any]], *,
+                 byte_scale: float | None) -> int:
+    """Push the alive manifests of ``records`` with their tags (the demo's registry).
+
+    Platform manifests go before their index; signatures after their subject. Every digest
+    the registry answers with is checked against the record. Returns manifests pushed.
+    """
+    alive = [r for r in records if r.get("deleted_at") is None]
+    rank = {"image": 0, "index": 1, "signature": 2}
+    pushed = 0
+    for rec in sorted(alive, key=lambda r: rank.get(r.get("kind", "image"), 0)):
+        item = materialize(rec, byte_scale=byte_scale)
+        for data in item.blobs.values():
+            client.push_blob(item.repository, data)
+        for ref in [item.digest, *rec.get("tags", ())]:
+            got = client.put_manifest(item.repository, ref, item.manifest, item.media_type)
+            if got != item.digest:
+                raise DigestMismatch(f"{item.repository}:{ref}: the registry computed {got}",
+                                     expected=item.digest, actual=got)
+        pushed += 1
+    return pushed

@@ -59,17 +59,20 @@ def cron(r: Repo, p: CronParams = CronParams()) -> None:
     floating = rng.random() < p.floating_tag
     keeps = rng.random() < p.keeps_pods
     clusters = PRODUCTION if rng.random() < p.both_regions else PRODUCTION[:1]
+    r.extra.update(period_days=period, floating_tag=bool(floating), keeps_pods=bool(keeps),
+                   clusters=list(clusters))
     stable = w.tag_id("stable")
     builds: list[tuple[int, int, int]] = []
-    t = w.start_ns - int(rng.uniform(0, 60) * DAY)  # the current version predates the window
-    t = max(t, w.start_ns)
+    t = w.start_ns + int(rng.uniform(0, 5) * DAY)
     while t < w.end_ns:
         ver = w.tag_id(f"{2024 + (t - w.start_ns) // (365 * DAY) + 1}.{len(builds) + 1}")
         man = build(r, t, [ver, stable] if floating else [ver])
         builds.append((t, man, stable if floating else ver))
         t += int(rng.uniform(*p.rebuild_every_days) * DAY)
+    # one schedule ("0 3 * * 1"), the same in every cluster that runs the job
+    schedule = timing.periodic(rng, w.start_ns, w.end_ns, period, jitter_hours=0.0)
     for cl in clusters:
-        runs = timing.periodic(rng, w.start_ns, w.end_ns, period, jitter_hours=0.1)
+        runs = schedule + rng.integers(0, 5 * MINUTE, len(schedule))  # controller lag
         for k, (bt, man, tag) in enumerate(builds):
             until = builds[k + 1][0] + DAY if k + 1 < len(builds) else w.end_ns
             w.deploy(bt + DAY, man, tag, cluster=cl, namespace="jobs", workload=r.short,
@@ -95,6 +98,8 @@ def base(r: Repo, p: BaseParams = BaseParams()) -> None:
     moving = [w.tag_id(line), w.tag_id("latest")]
     rate = rng.uniform(*p.build_pulls_per_weekday)
     half = rng.uniform(*p.tail_half_life_days)
+    r.extra.update(build_pulls_per_weekday=round(rate, 2), tail_half_life_days=round(half, 1),
+                   multiarch=bool(r.multiarch))
     versions: list[tuple[int, int, int]] = []
     t = w.start_ns + int(rng.uniform(0, 3) * DAY)
     patch = int(rng.integers(0, 5))
@@ -147,6 +152,7 @@ def mirror(r: Repo, p: MirrorParams = MirrorParams()) -> None:
     r.pusher = w.clients.mirror()
     r.multiarch = rng.random() < p.multiarch
     r.signed = False
+    r.extra.update(multiarch=bool(r.multiarch), signed=False)
     version = [int(rng.integers(1, 8)), int(rng.integers(0, 30)), 0]
     moving = [w.tag_id(f"{version[0]}.{version[1]}"), w.tag_id("latest")]
     replicas = int(rng.integers(2, 5))

@@ -135,6 +135,8 @@ def build_world(spec: FleetSpec, progress: Callable[[str], None] | None = None
                           pusher=pusher))
     for r in repos:
         RUNNERS[w.repo_kind[r.rid]](r)
+        # what the archetype drew for this repository (fleet.json: per-archetype evaluation)
+        w.repo_traits[r.rid].update(r.extra)
         if progress is not None:
             progress(f"simulated {r.name}")
     runs = runs_of(w)

@@ -192,15 +192,16 @@ class World:
         n = len(t)
         if n == 0:
             return
-        col = np.broadcast_to
+
+        def col(x: np.ndarray | int, dtype: type) -> np.ndarray:
+            if isinstance(x, np.ndarray):
+                return x.astype(dtype, copy=False)
+            return np.full(n, x, dtype=dtype)
+
         self._chunks.append((
-            np.asarray(t, dtype=np.int64),
-            np.full(n, action, dtype=np.int8),
-            col(np.asarray(man, dtype=np.int32), (n,)).copy(),
-            col(np.asarray(tag, dtype=np.int32), (n,)).copy(),
-            np.full(n, method, dtype=np.int8),
-            col(np.asarray(client, dtype=np.int32), (n,)).copy(),
-            col(np.asarray(blob, dtype=np.int32), (n,)).copy(),
+            np.asarray(t, dtype=np.int64), np.full(n, action, dtype=np.int8),
+            col(man, np.int32), col(tag, np.int32), np.full(n, method, dtype=np.int8),
+            col(client, np.int32), col(blob, np.int32),
         ))
 
     def columns(self) -> dict[str, np.ndarray]:
