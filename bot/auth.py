@@ -62,6 +62,8 @@ class Authorizer:
         except SlackApiError as exc:
             # paid_only, no_such_subteam, missing_scope: the allow-list alone decides.
             log.warning("usergroups.users.list %s: %s", group, exc.response.get("error"))
+            if exc.response.status_code >= 500:
+                return None  # Slack's trouble, not an answer: ask again next click
             members = None
         except SlackClientError as exc:
             log.warning("usergroups.users.list %s: %s", group, exc)

@@ -7,6 +7,7 @@ the acknowledgement; ``suggest`` and ``why`` run the model, which can take longe
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Any
 
@@ -25,6 +26,8 @@ COMMAND = "/tagwarden"
 USAGE = ("Usage: `/tagwarden status`, `/tagwarden suggest <repository glob>`, "
          "`/tagwarden why <repository>@<digest>`")
 _MAX_LINES = 15
+
+log = logging.getLogger(__name__)
 
 
 def status_text(ctx: BotContext) -> str:
@@ -103,6 +106,9 @@ def register(app: App, ctx: BotContext) -> None:
                 ctx, words[1])
         except TagwardenError as exc:  # no model yet, bad glob: one readable line
             text = f"Could not answer: {exc.message}"
+        except Exception:  # a bug must not leave the user waiting; the log has the rest
+            log.exception("/tagwarden %s failed", " ".join(words))
+            text = "Could not answer: tagwarden failed (the server log has the details)."
         respond(response_type="ephemeral", replace_original=False, text=text[:3000])
 
     app.command(COMMAND)(command_ack)

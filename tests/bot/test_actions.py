@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -15,7 +16,7 @@ from recommender.store import tables as t
 from tests.support.fake_slack import Recorded
 
 from .conftest import Bot
-from .helpers import click_payload, form, post_signed, view_payload
+from .helpers import click_payload, digest, form, post_signed, view_payload
 
 
 def _audit(bot: Bot, kind: str) -> list[dict[str, object]]:
@@ -185,3 +186,38 @@ def test_unknown_subcommand_gets_usage(bot: Bot) -> None:
             "&channel_id=C0PAYMENTS&response_url=" + bot.fake.response_url())
     resp = post_signed(bot.events_url, body)
     assert resp.status_code == 200 and "Usage" in resp.json()["text"]
+
+
+def _command(bot: Bot, text: str) -> dict[str, object]:
+    body = ("command=%2Ftagwarden&text=" + text.replace(" ", "+").replace("@", "%40")
+            + "&team_id=T0TAGWARDEN&user_id=U0ALICE&channel_id=C0PAYMENTS&trigger_id=1.2.3"
+            "&response_url=" + bot.fake.response_url("cmd"))
+    resp = post_signed(bot.events_url, body)
+    assert resp.status_code == 200
+    return resp.json()
+
+
+def test_suggest_command_acks_then_answers_through_the_response_url(bot: Bot) -> None:
+    # One manifest the default guardrails keep (keep the last 10 versions): nothing to suggest.
+    seen = bot.clock() - timedelta(days=30)
+    with bot.store.begin() as conn:
+        conn.execute(t.manifests.insert().values(
+            repository="payments/api", digest=digest(7), size=500, total_bytes=10_500,
+            first_seen=seen, last_scanned=seen, is_index=False))
+        conn.execute(t.tag_history.insert().values(
+            repository="payments/api", tag="build-7", digest=digest(7), valid_from=seen,
+            source="scan"))
+    ack = _command(bot, "suggest payments/*")
+    assert ack["response_type"] == "ephemeral" and "Working on" in str(ack["text"])
+    [answer] = bot.fake.wait_for("response_url", timeout=60)
+    assert answer.path == "/response/cmd" and answer.args["response_type"] == "ephemeral"
+    assert answer.args["text"] == "Nothing to suggest for `payments/*` right now."
+
+
+def test_why_command_about_an_unknown_digest_answers_one_line(bot: Bot) -> None:
+    _command(bot, "why payments/api@sha256:" + "ab" * 32)
+    [answer] = bot.fake.wait_for("response_url", timeout=60)
+    assert str(answer.args["text"]).startswith("Could not answer: payments/api@sha256:abab")
+    _command(bot, "why payments/api")
+    answers = bot.fake.wait_for("response_url", 2, timeout=60)
+    assert "Expected `<repository>@sha256:<hex>`" in str(answers[-1].args["text"])

@@ -1,0 +1,79 @@
+"""Authorization at click time: the allow-list, the user group (cached briefly), the workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from slack_sdk import WebClient
+
+from bot.app import server_parts
+from bot.auth import Authorizer
+from recommender.errors import ConfigError
+from recommender.store import Store
+from tests.support.fake_slack import FakeSlack
+
+from .helpers import TOKEN, WORKSPACE, make_config
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _authorizer(fake: FakeSlack, tmp_path: Path, ticks: Ticks, **kwargs: object) -> Authorizer:
+    config = make_config(tmp_path, fake.api_url, **kwargs)  # type: ignore[arg-type]
+    return Authorizer(config, WebClient(token=TOKEN, base_url=fake.api_url), ttl=60,
+                      monotonic=ticks)
+
+
+def test_allow_list_and_workspace(fake_slack: FakeSlack, tmp_path: Path) -> None:
+    auth = _authorizer(fake_slack, tmp_path, Ticks())
+    assert auth.check(user_id="U0ALICE", repository="payments/api", workspace=WORKSPACE)
+    refused = auth.check(user_id="U0MALLORY", repository="payments/api", workspace=WORKSPACE)
+    assert not refused and "not an approver for payments/api" in refused.reason
+    elsewhere = auth.check(user_id="U0ALICE", repository="payments/api", workspace="T0OTHER")
+    assert not elsewhere and "workspace" in elsewhere.reason
+    orphan = auth.check(user_id="U0ALICE", repository="search/api", workspace=WORKSPACE)
+    assert not orphan and "no team owns search/api" in orphan.reason
+    assert not fake_slack.calls("usergroups.users.list")  # no group configured
+
+
+def test_group_membership_is_cached_then_reread(fake_slack: FakeSlack, tmp_path: Path) -> None:
+    ticks = Ticks()
+    auth = _authorizer(fake_slack, tmp_path, ticks, approvers=(),
+                       approver_group="S0PAYAPPROVERS")
+    assert auth.check(user_id="U0CAROL", repository="payments/api", workspace=WORKSPACE)
+    fake_slack.usergroups["S0PAYAPPROVERS"] = []  # Carol leaves the group
+    ticks.now = 30
+    assert auth.check(user_id="U0CAROL", repository="payments/api", workspace=WORKSPACE)
+    assert len(fake_slack.calls("usergroups.users.list")) == 1
+    ticks.now = 61
+    assert not auth.check(user_id="U0CAROL", repository="payments/api", workspace=WORKSPACE)
+    assert len(fake_slack.calls("usergroups.users.list")) == 2
+
+
+def test_group_lookup_failure_falls_back_to_the_allow_list(fake_slack: FakeSlack,
+                                                           tmp_path: Path) -> None:
+    auth = _authorizer(fake_slack, tmp_path, Ticks(), approvers=("U0ALICE",),
+                       approver_group="S0NOSUCHGROUP")  # free plan: no_such_subteam/paid_only
+    assert auth.check(user_id="U0ALICE", repository="payments/api", workspace=WORKSPACE)
+    assert not auth.check(user_id="U0CAROL", repository="payments/api", workspace=WORKSPACE)
+    fake_slack.fail("usergroups.users.list", 500, times=5)
+    auth2 = _authorizer(fake_slack, tmp_path, Ticks(), approvers=(),
+                        approver_group="S0PAYAPPROVERS")
+    assert not auth2.check(user_id="U0CAROL", repository="payments/api", workspace=WORKSPACE)
+
+
+def test_server_parts_mounts_the_endpoint_or_explains_a_refused_token(
+        store: Store, fake_slack: FakeSlack, tmp_path: Path) -> None:
+    config = make_config(tmp_path, fake_slack.api_url)
+    routes, hooks = server_parts(config, store)
+    assert [r.path for r in routes] == ["/slack/events"] and hooks == []  # type: ignore[attr-defined]
+    fake_slack.fail("auth.test", 500)
+    with pytest.raises(ConfigError, match="Slack refused the bot token"):
+        server_parts(config, store)
+    assert server_parts(config.replace(slack__bot_token=""), store) == ([], [])
