@@ -78,6 +78,8 @@ class DemoResult:
     execution: dict[str, Any] = field(default_factory=dict)
     slack_messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     slack_mode: str = "fake"
+    endpoints: dict[str, str] = field(default_factory=dict)  # what was started (all stopped)
+    workdir: str = ""  # the temporary directory (removed at the end)
     total_seconds: float = 0.0
 
 
@@ -175,6 +177,7 @@ def run_demo(out_dir: Path, *, size: DemoSize = FULL, console: Console | None = 
     steps = _Steps(console, result, total=11)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="tagwarden-demo-"))
+    result.workdir = str(work)
     try:
         with Services(work) as services:
             _run_steps(services, steps, result, work, environ, real_slack)
@@ -230,8 +233,8 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
         note(f"{s['repositories']} repositories, {size.days} days, {s['events']} registry "
              f"events, {s['deploys']} deploys, {s['snapshots']} pod lists, "
              f"{s['manifests']} manifests")
-    teams = sorted({json.loads(line)["repository"].split("/")[0]
-                    for line in (fleet_dir / "inventory.jsonl").open(encoding="utf-8")})
+    with (fleet_dir / "inventory.jsonl").open(encoding="utf-8") as fh:
+        teams = sorted({json.loads(line)["repository"].split("/")[0] for line in fh})
 
     with steps.step("Start docker-registry, the Slack API and tagwarden serve") as note:
         registry = services.start_registry()
@@ -258,6 +261,8 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
                "TAGWARDEN_CONFIG": str(config_path)}
         env.pop("TAGWARDEN_DB", None)
         server = services.start_server(config_path, env)
+        result.endpoints = {"registry": registry.url, "tagwarden": server.url,
+                            "slack": slack_api}
         note(f"registry {registry.url}, tagwarden {server.url}, Slack {slack_api}")
 
     with steps.step("Push the fleet's images (real, small)") as note:

@@ -1,0 +1,90 @@
+"""``make demo`` for real, at the ``--quick`` size: every step runs against the real
+docker-registry, ``tagwarden serve`` and the CLI; only Slack is the loopback fake."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from rich.console import Console
+
+from recommender.demo import QUICK, DemoResult, run_demo
+from recommender.registry.local import registry_binary
+
+from .conftest import missing
+
+STEPS = 11
+Demo = tuple[DemoResult, Path, str]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    if registry_binary() is None:
+        missing("docker-registry")
+    out = tmp_path_factory.mktemp("demo")
+    console = Console(file=io.StringIO(), width=120)
+    result = run_demo(out, size=QUICK, console=console, env={})
+    assert isinstance(console.file, io.StringIO)
+    text = console.file.getvalue()
+    return result, out, text
+
+
+def test_every_step_ran_and_the_summary_was_printed(demo: Demo) -> None:
+    result, _out, text = demo
+    assert len(result.steps) == STEPS
+    for title, _seconds, _detail in result.steps:
+        assert title in text
+    for phrase in ("manifests in the registry", "bytes on disk", "kept by a guardrail",
+                   "precision", "Total time"):
+        assert phrase in text
+
+
+def test_the_approved_batch_was_deleted_and_collected_on_disk(
+        demo: Demo) -> None:
+    r, _out, _text = demo
+    before, after = r.storage_before, r.storage_after
+    assert before is not None and after is not None
+    deleted = r.execution["counts"].get("deleted", 0)
+    approved = [b for b in r.batches if b["id"] == r.approved_batch]
+    assert approved and approved[0]["state"] not in {"pending", "approved"}
+    assert deleted == len([i for i in approved[0]["items"] if i["state"] == "deleted"]) > 0
+    # the registry's own storage: exactly the deleted manifests are gone, and GC freed bytes
+    assert before.manifests - after.manifests == deleted
+    assert after.blobs < before.blobs and after.bytes < before.bytes
+    # nothing else was touched: other batches stay pending
+    others = [b for b in r.batches if b["id"] != r.approved_batch]
+    assert others and all(b["state"] == "pending" for b in others)
+
+
+def test_live_notifications_model_and_guardrails(demo: Demo) -> None:
+    r, _out, _text = demo
+    assert r.live_events > 0  # the scan's reads and the deletes, sent by the registry
+    assert r.replay["accepted"] > 0 and r.replay["snapshots"] > 0
+    rows = {row["name"]: row for row in r.backtest["results"]}
+    assert 0.0 <= rows["model"]["precision"] <= 1.0
+    assert any(s["blocked_by"] for s in r.suggestions)
+    assert any(s["suggested"] for s in r.suggestions)
+
+
+def test_report_and_slack_mockup(demo: Demo) -> None:
+    r, out, _text = demo
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") >= 2
+    approved = next(b for b in r.batches if b["id"] == r.approved_batch)
+    assert approved["repository"] in page and "approved in the demo" in page
+    mockup = (out / "suggestion-batch.md").read_text(encoding="utf-8")
+    assert "[ Approve" in mockup and approved["repository"] in mockup
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["storage_after"]["manifests"] < summary["storage_before"]["manifests"]
+
+
+def test_everything_it_started_is_stopped(demo: Demo) -> None:
+    r, _out, _text = demo
+    assert not Path(r.workdir).exists()
+    for name, url in r.endpoints.items():
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url, timeout=2)
+        assert name
