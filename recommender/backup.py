@@ -1,4 +1,5 @@
-"""Backups before deletion: a manifest, its children and blobs as an OCI image layout.
+"""Backups before deletion: a manifest, its children and blobs as an OCI image layout, or
+copied into another registry (:func:`copy_manifest`, which also copies them back).
 
 One layout directory per deleted manifest, ``<root>/<repository with / as _>@<hex>``, holding
 ``oci-layout``, ``index.json`` (one entry per tag the manifest had, with the standard
@@ -22,9 +23,17 @@ from typing import Any
 
 from .errors import DigestMismatch, TagwardenError
 from .registry import mediatypes as mt
-from .registry.client import RegistryClient, digest_of
+from .registry.client import Manifest, RegistryClient, digest_of
 
-__all__ = ["REF_NAME", "REPOSITORY", "Restored", "backup_manifest", "layout_dirs", "restore"]
+__all__ = [
+    "REF_NAME",
+    "REPOSITORY",
+    "Restored",
+    "backup_manifest",
+    "copy_manifest",
+    "layout_dirs",
+    "restore",
+]
 
 REF_NAME = "org.opencontainers.image.ref.name"
 REPOSITORY = "io.tagwarden.repository"
@@ -171,3 +180,31 @@ def restore(client: RegistryClient, path: Path, *,
                                          expected=digest, actual=pushed)
             done.append(Restored(repo, digest, tuple(tags), layout))
     return done
+
+
+def _copy(src: RegistryClient, dst: RegistryClient, repo: str, ref: str) -> Manifest:
+    manifest = src.get_manifest(repo, ref)
+    if mt.is_index(manifest.media_type):
+        for child in manifest.parsed.get("manifests") or []:
+            copied = _copy(src, dst, repo, child["digest"])
+            dst.put_manifest(repo, copied.digest, copied.body, copied.media_type)
+    else:
+        for desc in [manifest.parsed.get("config") or {}, *(manifest.parsed.get("layers") or [])]:
+            digest = desc.get("digest")
+            # push_blob asks first, so blobs the destination already holds are not sent again.
+            if digest and dst.blob_size(repo, digest) is None:
+                dst.push_blob(repo, src.get_blob(repo, digest))
+    return manifest
+
+
+def copy_manifest(src: RegistryClient, dst: RegistryClient, repository: str, digest: str,
+                  tags: Any) -> str:
+    """Copy ``repository@digest`` (children and blobs first) from ``src`` to ``dst``, at each
+    of ``tags`` (by digest when there are none). Used both to back up and to restore."""
+    manifest = _copy(src, dst, repository, digest)
+    for ref in list(tags) or [digest]:
+        pushed = dst.put_manifest(repository, ref, manifest.body, manifest.media_type)
+        if pushed != digest:
+            raise DigestMismatch(f"copied {repository}:{ref} as {pushed}, not {digest}",
+                                 expected=digest, actual=pushed)
+    return digest

@@ -206,6 +206,13 @@ SETTINGS: tuple[Setting, ...] = (
     S("executor.backup_dir", None, "str?",
       "Directory to back up each manifest and its blobs to (OCI image layout) before deleting; "
       "unset: no backup. `tagwarden restore DIR` pushes a backup back."),
+    S("executor.backup_registry", None, "str?",
+      "Base URL of another registry each manifest (blobs, children, tags) is copied to before "
+      "deleting; unset: none. `tagwarden restore --from-registry URL REPO@DIGEST` copies back."),
+    S("executor.backup_registry_username", None, "str?", "User of the backup registry.",
+      "TAGWARDEN_BACKUP_REGISTRY_USERNAME"),
+    S("executor.backup_registry_password", None, "secret", "Password of the backup registry.",
+      "TAGWARDEN_BACKUP_REGISTRY_PASSWORD"),
     S("executor.deny_quiet", "30d", "duration",
       "How long a denied digest is not proposed again."),
     # usage classification (added to the built-in patterns in recommender/usage.py)

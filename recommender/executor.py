@@ -115,16 +115,21 @@ class _RecordingTransport(httpx.BaseTransport):
 
 
 def make_registry_client(config: Config, calls: CallLog, *,
-                         inner: httpx.BaseTransport | None = None) -> RegistryClient:
-    """The production client: credentials from the config, every call recorded in ``calls``."""
-    url = config["registry.url"]
+                         inner: httpx.BaseTransport | None = None, url: str | None = None,
+                         username: str | None = None,
+                         password: Any = None) -> RegistryClient:
+    """The production client: credentials from the config, every call recorded in ``calls``.
+
+    ``url`` (with ``username``/``password``) names another registry, such as the backup one."""
+    if url is None:
+        url = config["registry.url"]
+        username, password = config["registry.username"], config["registry.password"]
     if not url:
         from .errors import ConfigError
 
         raise ConfigError("registry.url is not set: the executor needs a registry",
                           setting="registry.url")
-    password = config["registry.password"]
-    auth = RegistryAuth(config["registry.username"], password.reveal() if password else None)
+    auth = RegistryAuth(username, password.reveal() if password else None)
     transport = calls.transport(inner or httpx.HTTPTransport(verify=config["registry.verify_tls"]))
     return RegistryClient(url, auth=auth, transport=transport,
                           timeout=config["registry.timeout"].total_seconds(),
@@ -233,7 +238,8 @@ class Executor:
     def __init__(self, store: Store, registry_client: RegistryClient | None, config: Config, *,
                  dry_run: bool = False, calls: CallLog | None = None,
                  worker_id: str | None = None, workers: int | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 backup_client: RegistryClient | None = None) -> None:
         self.store = store
         self.config = config
         self.dry_run = dry_run
@@ -244,6 +250,7 @@ class Executor:
         self.audit = AuditLog(store)
         backup_dir = config["executor.backup_dir"]
         self.backup_dir = Path(backup_dir) if backup_dir else None
+        self.backup_client = backup_client
         self._gone: set[tuple[str, str]] = set()  # deleted (or would be) in this run
         self._monotonic = monotonic
         self.lease_chunk = LEASE_CHUNK
@@ -256,6 +263,21 @@ class Executor:
     # -- the run ---------------------------------------------------------------------------------
 
     def run_due(self, now: datetime) -> ExecutionReport:
+        """Run every item due at ``now``; the report says what happened to each."""
+        if self.backup_client is not None or not self.config["executor.backup_registry"]:
+            return self._run(now)
+        # A backup registry client of our own lives for one run (no sockets left behind).
+        self.backup_client = make_registry_client(
+            self.config, self.calls, url=self.config["executor.backup_registry"],
+            username=self.config["executor.backup_registry_username"],
+            password=self.config["executor.backup_registry_password"])
+        try:
+            return self._run(now)
+        finally:
+            self.backup_client.close()
+            self.backup_client = None
+
+    def _run(self, now: datetime) -> ExecutionReport:
         report = ExecutionReport(now=now, dry_run=self.dry_run, gc_command=gc_command(self.config))
         with self.store.connect() as conn:
             due = self._due(conn, now)
@@ -383,12 +405,16 @@ class Executor:
                 "item_id": item.id, "batch_id": item.batch_id, "repository": item.repository,
                 "digest": item.digest, "checks": checks, "calls": self.calls.drain(),
             }, now=now, conn=conn)
-        if self.backup_dir is not None:
-            from .backup import backup_manifest
+        if self.backup_dir is not None or self.backup_client is not None:
+            from .backup import backup_manifest, copy_manifest
 
             try:
-                backup_manifest(self.client, item.repository, item.digest, item.tags,
-                                self.backup_dir, now=now)
+                if self.backup_dir is not None:
+                    backup_manifest(self.client, item.repository, item.digest, item.tags,
+                                    self.backup_dir, now=now)
+                if self.backup_client is not None:
+                    copy_manifest(self.client, self.backup_client, item.repository,
+                                  item.digest, item.tags)
             except NotFound:
                 return self._record(item, now, "deleted", "already gone")
             except RegistryError as exc:

@@ -9,12 +9,19 @@ from typing import Annotated
 
 import orjson
 import typer
+from sqlalchemy import select
 
 from ..audit import AuditLog
+from ..backup import Restored, copy_manifest
 from ..backup import restore as restore_layouts
+from ..config import Config
 from ..decisions import list_batches
 from ..errors import TagwardenError
 from ..executor import CallLog, Executor, make_registry_client
+from ..reference import is_digest
+from ..registry.client import RegistryClient
+from ..store import Store
+from ..store.tables import batch_items
 from ..timeutil import parse_time, utcnow
 from .state import app, state
 
@@ -95,24 +102,61 @@ def audit_export(
 @app.command()
 def restore(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="A backup layout, or a directory of them.")],
+    source: Annotated[str, typer.Argument(
+        help="A backup layout or a directory of them; with --from-registry, REPO@DIGEST.")],
     repository: Annotated[str | None, typer.Option(
         "--repository", help="Push into this repository instead of the recorded one.")] = None,
+    from_registry: Annotated[str | None, typer.Option(
+        "--from-registry", help="Copy back from this backup registry (base URL).")] = None,
+    tags: Annotated[list[str] | None, typer.Option(
+        "--tag", help="Tags to restore (default: the tags it had when it was deleted).")] = None,
 ) -> None:
-    """Push a backup made before a deletion back into the registry (blobs, manifest, tags)."""
+    """Put back what was backed up before a deletion (blobs, children, manifest, tags)."""
     st = state(ctx)
     calls = CallLog()
     client = make_registry_client(st.config, calls)
     try:
-        done = restore_layouts(client, path, repository=repository)
+        if from_registry:
+            done = [_restore_from_registry(st.store, st.config, client, calls, from_registry,
+                                           source, repository, tags)]
+        else:
+            done = restore_layouts(client, Path(source), repository=repository)
     finally:
         client.close()
     for r in done:
         typer.echo(f"restored {r.repository}@{r.digest} ({','.join(r.tags) or 'untagged'})")
     AuditLog(st.store).append("restore", "cli", {
-        "path": str(path), "restored": [[r.repository, r.digest, list(r.tags)] for r in done],
+        "source": from_registry or source,
+        "restored": [[r.repository, r.digest, list(r.tags)] for r in done],
         "calls": calls.drain(),
     }, now=utcnow())
+
+
+def _restore_from_registry(store: Store, config: Config, client: RegistryClient,
+                           calls: CallLog, url: str, source: str, repository: str | None,
+                           tags: list[str] | None) -> Restored:
+    if repository is not None:
+        raise TagwardenError("--repository is not supported with --from-registry",
+                             option="--repository")
+    repo, sep, digest = source.partition("@")
+    if not sep or not is_digest(digest):
+        raise TagwardenError(f"expected REPO@DIGEST, got {source!r}", source=source)
+    if tags is None:
+        with store.connect() as conn:
+            recorded = conn.execute(
+                select(batch_items.c.tags).where(batch_items.c.repository == repo)
+                .where(batch_items.c.digest == digest).where(batch_items.c.state == "deleted")
+                .order_by(batch_items.c.finished_at.desc())).scalars().first()
+        tags = list(recorded or [])
+    backup = make_registry_client(config, calls, url=url,
+                                  username=config["executor.backup_registry_username"],
+                                  password=config["executor.backup_registry_password"])
+    try:
+        # The backup registry holds it under the original repository name.
+        copy_manifest(backup, client, repo, digest, tags)
+    finally:
+        backup.close()
+    return Restored(repo, digest, tuple(tags), Path(url))
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -11,6 +12,7 @@ from sqlalchemy import update
 from recommender.cli import main
 from recommender.config import load
 from recommender.executor import Executor
+from recommender.registry import RegistryClient
 from recommender.store.tables import audit_log
 
 from .conftest import World
@@ -96,3 +98,35 @@ def test_backup_before_delete_and_restore_round_trip(world: World, store_url: st
     for child in index.children:
         for blob in child.blobs:
             assert world.client.get_blob("payments/web", blob)
+
+
+def test_backup_into_another_registry_and_copy_back(world: World, store_url: str,
+                                                    registry_factory: Any,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    spare = registry_factory()
+    assert world.config.path is not None
+    text = world.config.path.read_text(encoding="utf-8")
+    world.config.path.write_text(text.replace(
+        "[registry]", f'[executor]\nbackup_registry = "{spare.url}"\n\n[registry]'),
+        encoding="utf-8")
+    cfg = load(world.config.path, env={})
+    index = world.push("payments/web", ["v7", "v7.0"], platforms=["linux/amd64", "linux/arm64"])
+    world.approve(index, ["v7", "v7.0"])
+    report = Executor(world.store, world.client, cfg, calls=world.calls).run_due(later(26))
+    assert [o.outcome for o in report.outcomes] == ["deleted"]
+    assert world.client.head_manifest("payments/web", index.digest) is None
+    backup = RegistryClient(spare.url)
+    try:
+        assert backup.resolve("payments/web", "v7") == index.digest
+        assert sorted(backup.list_tags("payments/web")) == ["v7", "v7.0"]
+    finally:
+        backup.close()
+
+    ref = f"payments/web@{index.digest}"
+    assert main(_cli(world, store_url, "restore", "--from-registry", spare.url, ref)) == 0
+    assert f"restored {ref} (v7,v7.0)" in capsys.readouterr().out
+    assert world.client.resolve("payments/web", "v7.0") == index.digest
+    for child in index.children:
+        assert world.client.head_manifest("payments/web", child.digest) == child.digest
+    assert main(_cli(world, store_url, "restore", "--from-registry", spare.url, "nonsense")) == 1
+    assert "expected REPO@DIGEST" in capsys.readouterr().err
