@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from recommender import decisions
@@ -80,15 +81,22 @@ def test_five_concurrent_approve_clicks_make_one_transition(bot: Bot) -> None:
     assert decisions.get_batch(bot.store, batch.id).state == "approved"
 
 
-def test_two_approvers_at_once_make_one_transition(bot: Bot) -> None:
+@pytest.mark.parametrize("min_approvals", [1, 2])
+def test_two_approvers_at_once_make_one_transition(bot_factory: Callable[..., Bot],
+                                                   min_approvals: int) -> None:
+    bot = bot_factory(min_approvals=min_approvals)
     batch = bot.new_batch(2)
     with ThreadPoolExecutor(2) as pool:
         codes = list(pool.map(lambda u: _click(bot, "tw_approve", batch.id, user=u),
                               ["U0ALICE", "U0BOB"]))
     assert codes == [200, 200]
-    bot.fake.wait_for("chat.postEphemeral", 1)
-    bot.fake.wait_for("chat.update", 1)
+    bot.fake.wait_for("chat.update", min_approvals)
+    bot.fake.wait_for("chat.postEphemeral", 1)  # late (1) or "waiting for another" (2)
     assert len([a for a in _audit(bot, "decision.approve") if a["changed"]]) == 1
+    after = decisions.get_batch(bot.store, batch.id)
+    assert after.state == "approved"
+    expected = {"U0ALICE", "U0BOB"} if min_approvals == 2 else {after.approvals[0]}
+    assert set(after.approvals) == expected
 
 
 def test_two_person_rule_needs_two_distinct_approvers(bot_factory: Callable[..., Bot]) -> None:
