@@ -101,6 +101,7 @@ class EventWriter:
         """``first_seen`` from every sighting (push, pull, mount), ``deleted_at`` from deletes."""
         seen: dict[tuple[str, str], dict[str, Any]] = {}
         deletes: list[dict[str, Any]] = []
+        pushed_rows: list[dict[str, Any]] = []
         for _, e in new:
             if e.digest is None or e.usage == BLOB:
                 continue
@@ -143,17 +144,6 @@ class EventWriter:
                        "OR (manifests.media_type IS NULL AND excluded.media_type IS NOT NULL) "
                        "OR (manifests.size IS NULL AND excluded.size IS NOT NULL)",
             )
-            if pushed_rows:
-                # A push after a recorded delete brings the manifest back.
-                conn.execute(
-                    update(manifests)
-                    .where(manifests.c.repository == bindparam("r"),
-                           manifests.c.digest == bindparam("d"),
-                           manifests.c.deleted_at <= bindparam("t"))
-                    .values(deleted_at=None),
-                    [{"r": r["repository"], "d": r["digest"], "t": r["pushed"]}
-                     for r in pushed_rows],
-                )
         if deletes:
             conn.execute(
                 update(manifests)
@@ -163,6 +153,18 @@ class EventWriter:
                            manifests.c.deleted_at > bindparam("t")))
                 .values(deleted_at=bindparam("t")),
                 deletes,
+            )
+        if pushed_rows:
+            # A push after a recorded delete brings the manifest back; run after the deletes
+            # so a delete and a later re-push in one batch leave the manifest present.
+            conn.execute(
+                update(manifests)
+                .where(manifests.c.repository == bindparam("r"),
+                       manifests.c.digest == bindparam("d"),
+                       manifests.c.deleted_at <= bindparam("t"))
+                .values(deleted_at=None),
+                [{"r": r["repository"], "d": r["digest"], "t": r["pushed"]}
+                 for r in pushed_rows],
             )
 
     def _apply_tag_history(self, conn: Connection, new: list[tuple[int, Event]]) -> None:

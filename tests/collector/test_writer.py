@@ -139,6 +139,18 @@ def test_deletes_close_tags_and_mark_the_manifest(store: Store) -> None:
             manifests.c.digest == D1)).scalar_one() is None
 
 
+def test_delete_and_re_push_in_one_batch(store: Store) -> None:
+    EventWriter(store).write([ev("push", digest=D1, tag="v1", at=h(0)),
+                              ev("delete", digest=D1, at=h(1)),
+                              ev("push", digest=D1, tag="v1", at=h(2))], now=NOW)
+    with store.connect() as conn:
+        assert conn.execute(select(manifests.c.deleted_at)).scalar_one() is None
+    assert history(store) == [(D1, h(0), h(1)), (D1, h(2), None)]
+    EventWriter(store).write([ev("delete", digest=D1, at=h(3))], now=NOW)
+    with store.connect() as conn:
+        assert conn.execute(select(manifests.c.deleted_at)).scalar_one() == T0 + h(3)
+
+
 def test_manifests_first_seen_is_the_earliest_sighting(store: Store) -> None:
     w = EventWriter(store)
     w.write([ev("pull", digest=D1, tag="v1", at=h(3))], now=NOW)
