@@ -1,11 +1,12 @@
 """Who may decide: checked on every click, against the team that owns the repository.
 
-A user may approve, deny, snooze or cancel a batch when they are in the owning team's
+A user may approve, deny or snooze a batch when they are in the owning team's
 ``approvers`` list or in its Slack user group (``approver_group``, read with
 ``usergroups.users.list`` and cached briefly, so a removal takes effect within ``ttl``). User
 groups need a paid Slack plan: when the lookup fails, the allow-list alone decides (fail closed).
 The workspace is checked too: with ``slack.team_id`` set, clicks from another workspace are
-refused.
+refused. Cancel is open to anyone in the workspace: it only ever stops a deletion (the design's
+invariant 2, "anyone may cancel during the cooling-off"); it is audited with who clicked.
 """
 
 from __future__ import annotations
@@ -72,7 +73,10 @@ class Authorizer:
             self._cache[group] = (now, members)
         return members
 
-    def check(self, *, user_id: str, repository: str, workspace: str | None = None) -> Verdict:
+    def check(self, *, user_id: str, repository: str, workspace: str | None = None,
+              anyone: bool = False) -> Verdict:
+        """May ``user_id`` decide on ``repository``? ``anyone``: any member of the workspace
+        may (Cancel: stopping a deletion is always allowed, design invariant 2)."""
         expected = self.config["slack.team_id"]
         if expected and workspace != expected:
             return Verdict(False, f"this workspace ({workspace}) is not the one tagwarden "
@@ -80,6 +84,8 @@ class Authorizer:
         team = self.config.team_for(repository)
         if team is None:
             return Verdict(False, f"no team owns {repository}; nobody may decide on it")
+        if anyone:
+            return Verdict(True, "anyone may cancel during the cooling-off", team.name)
         if user_id in team.approvers:
             return Verdict(True, "approver", team.name)
         if team.approver_group:

@@ -52,7 +52,7 @@ def check(ctx: BotContext, client: WebClient, body: dict[str, Any], *, action: s
                    reason="this batch does not exist")
         return None
     verdict = ctx.authorizer.check(user_id=user, repository=loaded.view.repository,
-                                   workspace=workspace)
+                                   workspace=workspace, anyone=action == "cancel")
     if not verdict:
         ctx.refuse(client, body, action=action, user=user, batch_id=batch_id,
                    reason=verdict.reason)

@@ -115,14 +115,26 @@ def test_two_person_rule_needs_two_distinct_approvers(bot_factory: Callable[...,
     assert after.state == "approved" and set(after.approvals) == {"U0ALICE", "U0BOB"}
 
 
-def test_cancel_during_cooling_off(bot: Bot) -> None:
+def test_anyone_in_the_workspace_may_cancel_during_cooling_off(bot: Bot) -> None:
     batch = bot.new_batch(1)
     _click(bot, "tw_approve", batch.id)
     bot.fake.wait_for("chat.update")
-    assert _click(bot, "tw_cancel", batch.id, user="U0BOB") == 200
+    assert _click(bot, "tw_cancel", batch.id, user="U0DAVE") == 200  # not an approver
     updates = bot.fake.wait_for("chat.update", 2)
-    assert "Cancelled by <@U0BOB>" in _texts(updates[-1])
+    assert "Cancelled by <@U0DAVE>" in _texts(updates[-1])
     assert decisions.get_batch(bot.store, batch.id).state == "cancelled"
+    [cancelled] = _audit(bot, "decision.cancel")
+    assert cancelled["actor"] == "U0DAVE"
+
+
+def test_non_approver_may_not_deny_or_snooze(bot: Bot) -> None:
+    batch = bot.new_batch(1)
+    for action in ("tw_deny", "tw_snooze", "tw_review"):
+        assert _click(bot, action, batch.id, user="U0MALLORY") == 200
+    bot.fake.wait_for("chat.postEphemeral", 3)
+    assert not bot.fake.calls("views.open") and not bot.fake.calls("chat.update")
+    assert decisions.get_batch(bot.store, batch.id).state == "pending"
+    assert len(_audit(bot, "click.refused")) == 3
 
 
 def test_snooze(bot: Bot) -> None:
