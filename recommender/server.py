@@ -4,6 +4,8 @@
 routes or mounts (the Slack endpoint) in ``routes``, and lifespan hooks (the scheduler) in
 ``lifespans`` — async context managers entered after the collector's writer has started and
 left, in reverse order, before it stops (so pending events are still written on shutdown).
+:func:`serve_app` is what ``tagwarden serve`` runs (Slack and the scheduler added);
+:func:`app_from_env` builds it in each worker process of ``tagwarden serve --workers N``.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def build_app(
         try:
             await anyio.to_thread.run_sync(probe)
         except Exception as exc:  # any failure of the probe means "not healthy"
-            return json_response({"status": "unavailable", "error": f"store: {exc}"}, 503)
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"]
+            return json_response({"status": "unavailable", "error": f"store: {reason[0]}"}, 503)
         if not collector.batcher.running:
             return json_response({"status": "unavailable", "error": "writer not running"}, 503)
         return json_response({"status": "ok", "store": store.dialect})

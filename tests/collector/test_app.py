@@ -427,3 +427,16 @@ def test_declared_references_endpoint_is_served(serve: Any, store: Store) -> Non
     assert client.post("/v1/refs", json=[]).status_code == 401  # E's endpoint, same token
     assert client.post("/v1/refs", json={"source": "ci", "references": []},
                        headers=AUTH).status_code < 300
+
+
+def test_healthz_says_when_the_store_is_unreachable(tmp_path: Any) -> None:
+    unreachable = Store.from_url(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+    with LiveServer(build_app(make_config(), unreachable)) as server:
+        r = httpx.get(f"{server.url}/healthz")
+        assert r.status_code == 503
+        assert r.json()["status"] == "unavailable"
+        assert r.json()["error"].startswith("store: unable to open database file")
+        posted = httpx.post(f"{server.url}/v1/events/distribution", headers=AUTH,
+                            json={"events": [pull_event(1)]})
+        assert posted.status_code == 503  # the registry keeps the event and retries
+    unreachable.dispose()
