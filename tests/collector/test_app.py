@@ -440,3 +440,33 @@ def test_healthz_says_when_the_store_is_unreachable(tmp_path: Any) -> None:
                             json={"events": [pull_event(1)]})
         assert posted.status_code == 503  # the registry keeps the event and retries
     unreachable.dispose()
+
+
+def test_harbor_cloudevents_media_type_is_accepted(serve_lite: Any, sqlite_store: Store) -> None:
+    client = serve_lite()
+    hook = {
+        "specversion": "1.0", "id": "3bd2e1fb-8c52-4d4c-9c0b-1d1b1f0e7b11",
+        "type": "harbor.artifact.pulled", "time": "2026-01-02T03:04:05Z", "operator": "bob",
+        "data": {"resources": [{"digest": DIGEST, "tag": DIGEST,
+                                "resource_url": f"harbor.example/shop/web@{DIGEST}"}],
+                 "repository": {"name": "web", "namespace": "shop",
+                                "repo_full_name": "shop/web"}},
+    }
+    r = client.post("/v1/events/harbor", content=json.dumps(hook),
+                    headers={**AUTH, "Content-Type": "application/cloudevents+json"})
+    assert r.status_code == 200, r.text
+    assert count(sqlite_store) == 1
+
+
+def test_pod_snapshot_without_at_is_stamped_by_the_app_clock(sqlite_store: Store) -> None:
+    fixed = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    app = build_app(make_config(), sqlite_store, clock=lambda: fixed)
+    with LiveServer(app) as server:
+        for params in ({"source": "eu-1"}, {"source": "eu-2", "at": "now"}):
+            r = httpx.post(f"{server.url}/v1/k8s/pods", params=params, headers=AUTH,
+                           json=pod_list(f"registry.example/shop/web@{DIGEST}"))
+            assert r.status_code == 200, r.text
+            assert r.json()["taken_at"] == fixed.isoformat()
+    with sqlite_store.connect() as conn:
+        taken = conn.execute(select(tables.k8s_snapshots.c.taken_at)).scalars().all()
+    assert taken == [fixed, fixed]
