@@ -31,12 +31,12 @@ def _pct(x: float | None) -> str:
 
 
 def guardrail_counts(suggestions: list[dict[str, Any]]) -> Counter[str]:
-    """Manifests kept, by guardrail (``referenced: deploy/a.yaml:3`` counts as
-    ``referenced``; figures in a reason become N so that alike reasons count together)."""
+    """Guardrail reasons, counted (``referenced: deploy/a.yaml:3`` counts as ``referenced``;
+    day counts become N so that alike reasons count together). A manifest may have several."""
     counts: Counter[str] = Counter()
     for s in suggestions:
         for reason in s.get("blocked_by") or []:
-            counts[re.sub(r"\d+", "N", str(reason).split(":")[0].strip())] += 1
+            counts[re.sub(r"\d+ days", "N days", str(reason).split(":")[0].strip())] += 1
     return counts
 
 
@@ -71,7 +71,7 @@ def print_summary(r: DemoResult, console: Console, report_path: Path) -> None:
     console.print(f"[bold]Suggestions[/bold] at {r.now:%Y-%m-%d %H:%M} UTC: "
                   f"{len(suggested)} of {len(r.suggestions)} manifests suggested "
                   f"({_mb(sum(s.get('reclaimable_bytes') or 0 for s in suggested))} "
-                  f"reclaimable), {len(kept)} kept by a guardrail:")
+                  f"reclaimable), {len(kept)} kept by a guardrail (a manifest may have several):")
     for name, n in guardrail_counts(r.suggestions).most_common():
         console.print(f"    {n:>5}  {name}")
     posted = [b for b in r.batches if b.get("channel")]
@@ -143,7 +143,7 @@ def _plots(r: DemoResult) -> list[tuple[str, str]]:
         ax.hist([sc for sc, sug, blk in scores if not sug and not blk], bins=bins,
                 label="kept by the model", alpha=0.6)
         ax.set_yscale("log")
-        ax.set_xlabel("P(never used again within the horizon)")
+        ax.set_xlabel("P(no use within the horizon)")
         ax.set_ylabel("manifests")
         ax.legend(fontsize=8)
         ax.set_title("Scores of every alive manifest")
