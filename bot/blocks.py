@@ -434,6 +434,7 @@ class DigestView:
     model_version: str | None = None
     model_precision: float | None = None
     lines: tuple[str, ...] = ()  # one per pending batch, largest first
+    surprises: tuple[str, ...] = ()  # deleted, then asked for again
 
 
 def digest_summary(d: DigestView) -> dict[str, Any]:
@@ -457,7 +458,7 @@ def digest_summary(d: DigestView) -> dict[str, Any]:
         ]},
         _section(f"*How the suggestions fared:* {right}.", "digest-fared"),
     ]
-    wrong: list[str] = []
+    wrong: list[str] = [f"• surprise: {_escape(x)}" for x in d.surprises[:10]]
     if d.denials:
         wrong += [f"• denied: {_escape(x)}" for x in d.denials[:10]]
         if len(d.denials) > 10:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk import WebClient
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, func, select
 
 from recommender.config import Config
 from recommender.errors import ConfigError
@@ -39,6 +39,27 @@ def _model(conn: Connection) -> tuple[str | None, float | None]:
         return None, None
     precision = ((row.metrics or {}).get("validation") or {}).get("precision")
     return row.id, float(precision) if precision is not None else None
+
+
+def _surprises(conn: Connection, team: str, *, since: datetime,
+               now: datetime) -> tuple[str, ...]:
+    """Deleted manifests somebody still asked for last week: the worst kind of wrong."""
+    query = (select(t.batch_items.c.repository, t.batch_items.c.tags, t.batch_items.c.digest,
+                    func.count().label("n"))
+             .join(t.batches, t.batches.c.id == t.batch_items.c.batch_id)
+             .join(t.events, and_(t.events.c.repository == t.batch_items.c.repository,
+                                  t.events.c.digest == t.batch_items.c.digest,
+                                  t.events.c.time > t.batch_items.c.finished_at))
+             .where(t.batches.c.team == team, t.batch_items.c.state == "deleted",
+                    t.events.c.action.in_(["pull", "deploy"]),
+                    t.events.c.time >= since, t.events.c.time < now)
+             # The primary key alone: the other columns depend on it (tags is JSON, which
+             # PostgreSQL cannot group by).
+             .group_by(t.batch_items.c.id)
+             .order_by(func.count().desc(), t.batch_items.c.id))
+    return tuple(
+        f"{r.repository}:{','.join(r.tags or []) or r.digest[:19]} asked for {r.n} time"
+        f"{'s' if r.n != 1 else ''} after its deletion" for r in conn.execute(query))
 
 
 def build_digest(conn: Connection, config: Config, team: str, *, now: datetime) -> DigestView:
@@ -79,6 +100,7 @@ def build_digest(conn: Connection, config: Config, team: str, *, now: datetime) 
                     denials.append(f"{row.repository} ({row.kind}): {why}")
             elif row.state in {"approved", "executing", "deleted", "skipped", "failed"}:
                 approved += 1
+    surprises = _surprises(conn, team, since=since, now=now)
     version, precision = _model(conn)
     ranked = sorted(pending.values(), key=lambda e: (-e["bytes"], e["repo"], e["kind"]))
     lines = tuple(f"• *{e['repo']}* — {e['n']} {e['kind']} manifest"
@@ -87,7 +109,8 @@ def build_digest(conn: Connection, config: Config, team: str, *, now: datetime) 
         team=team, week_start=since, now=now, reclaimable_bytes=reclaimable,
         pending_batches=len(pending), pending_items=pending_items, reclaimed_bytes=reclaimed,
         deleted_items=deleted, approved_items=approved, denied_items=denied,
-        skipped=tuple(skipped.most_common()), denials=tuple(denials), model_version=version,
+        skipped=tuple(skipped.most_common()), denials=tuple(denials),
+        surprises=surprises, model_version=version,
         model_precision=precision, lines=lines,
     )
 

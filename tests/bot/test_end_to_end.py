@@ -8,7 +8,10 @@ import json
 from collections.abc import Callable
 from datetime import timedelta
 
+from bot.digest import build_digest
 from recommender import decisions
+from recommender.collector.events import Event
+from recommender.collector.writer import EventWriter
 from recommender.registry import LocalRegistry, PushedImage, RegistryClient, push_image
 from recommender.scheduler import Scheduler, default_jobs
 from recommender.store import Store, dialect_insert
@@ -91,5 +94,16 @@ def test_approve_cool_off_execute_and_the_message_shows_the_result(
 
         scheduler.run_job("execute")  # nothing due; the result is not drawn twice
         assert len(bot.fake.calls("chat.update")) == 2
+
+        # Somebody still pulls it after the deletion: the weekly digest calls it a surprise.
+        asked = bot.clock() + timedelta(hours=1)
+        EventWriter(bot.store).write([Event(
+            time=asked, source="distribution", source_event_id="after-delete-1", action="pull",
+            usage="use", repository="payments/api", digest=old.digest, method="GET",
+            user_agent="containerd/1.7")], now=asked)
+        with bot.store.connect() as conn:
+            week = build_digest(conn, bot.config, "payments", now=asked + timedelta(days=1))
+        assert week.deleted_items == 1 and week.reclaimed_bytes > 0
+        assert week.surprises == ("payments/api:build-1 asked for 1 time after its deletion",)
     finally:
         client.close()
