@@ -151,11 +151,13 @@ def test_digest_of_ten_thousand_batches_stays_within_limits() -> None:
     view = DigestView("payments", T0 - timedelta(days=7), T0, 10**13, 10_000, 10_000, 5 * 10**9,
                       12, 40, 3, (("tag moved", 2),), ("payments/api (build): demo",), "m-1",
                       0.973, tuple(f"• *payments/svc-{n}* — 1 build manifest, 1.0 GB"
-                                   for n in range(10_000)))
+                                   for n in range(10_000)),
+                      surprises=("payments/api:v1 asked for 2 times after its deletion",))
     summary = blocks.digest_summary(view)
     _check_limits(summary)
     text = json.dumps(summary)
     assert "10.0 TB" in text and "97%" in text and "demo" in text
+    assert "surprise: payments/api:v1 asked for 2 times" in text
     pages = blocks.digest_pages(view)
     assert len(pages) == blocks.MAX_DIGEST_PAGES
     for page in pages:
