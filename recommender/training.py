@@ -173,9 +173,11 @@ class Metrics:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def metrics(frame: pd.DataFrame, suggested: np.ndarray) -> Metrics:
-    """Precision, recall and bytes recall of ``suggested`` among the eligible rows."""
-    eligible = frame["eligible"].to_numpy(dtype=bool)
+def metrics(frame: pd.DataFrame, suggested: np.ndarray, *, scope: str = "eligible") -> Metrics:
+    """Precision, recall and bytes recall of ``suggested`` among the eligible rows (what no
+    guardrail keeps), or among all rows with ``scope="all"`` (a rule used on its own)."""
+    eligible = (frame["eligible"].to_numpy(dtype=bool) if scope == "eligible"
+                else np.ones(len(frame), dtype=bool))
     dead = frame["dead"].to_numpy(dtype=bool) & eligible
     pick = suggested.astype(bool) & eligible
     size = frame["bytes"].to_numpy(dtype=float)
@@ -198,6 +200,7 @@ def metrics(frame: pd.DataFrame, suggested: np.ndarray) -> Metrics:
 class RuleBaseline:
     name: str
     parameter: float  # D days idle, or N kept
+    scope: str = "eligible"  # eligible: inside the guardrails; all: the rule on its own
 
     def suggest(self, frame: pd.DataFrame) -> np.ndarray:
         if self.name == "idle":
@@ -206,29 +209,31 @@ class RuleBaseline:
         return frame["newer_pushes"].to_numpy(dtype=float) >= self.parameter
 
     def describe(self) -> str:
+        alone = " (on its own)" if self.scope == "all" else ""
         if self.name == "idle":
-            return f"idle more than {int(self.parameter)} days and not running"
-        return f"keep the last {int(self.parameter)} pushed per repository"
+            return f"idle more than {int(self.parameter)} days and not running{alone}"
+        return f"keep the last {int(self.parameter)} pushed per repository{alone}"
 
 
 _IDLE_GRID = (7, 14, 21, 30, 45, 60, 90, 120, 150, 180, 240, 300, 365, 500, 730)
 _KEEP_GRID = (1, 2, 3, 5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
 
 
-def _tune(name: str, grid: Iterable[int], past: pd.DataFrame, target: float) -> RuleBaseline:
+def _tune(name: str, grid: Iterable[int], past: pd.DataFrame, target: float,
+          scope: str = "eligible") -> RuleBaseline:
     """The most permissive setting that reaches ``target`` precision on past snapshots."""
-    best = RuleBaseline(name, float(max(grid)))
+    best = RuleBaseline(name, float(max(grid)), scope)
     best_bytes = -1.0
     for value in grid:
-        rule = RuleBaseline(name, float(value))
-        m = metrics(past, rule.suggest(past))
+        rule = RuleBaseline(name, float(value), scope)
+        m = metrics(past, rule.suggest(past), scope=scope)
         if m.suggested and m.precision >= target and m.suggested_bytes > best_bytes:
             best, best_bytes = rule, m.suggested_bytes
     return best
 
 
-def tune_idle_rule(past: pd.DataFrame, target: float) -> RuleBaseline:
-    return _tune("idle", _IDLE_GRID, past, target)
+def tune_idle_rule(past: pd.DataFrame, target: float, scope: str = "eligible") -> RuleBaseline:
+    return _tune("idle", _IDLE_GRID, past, target, scope)
 
 
 def tune_keep_rule(past: pd.DataFrame, target: float) -> RuleBaseline:

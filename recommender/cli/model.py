@@ -63,7 +63,7 @@ def _gb(value: float | None) -> str:
 def train(ctx: typer.Context, now: Now = None, horizon: Horizon = None) -> None:
     """Train a model on the store's history; promote it when not worse than the current one."""
     st = state(ctx)
-    report = run_train(st.store, st.config, now=_time(now, "now"), horizon_days=_horizon(horizon))
+    report = run_train(st.store, st.config, now=_time(now, "--now"), horizon_days=_horizon(horizon))
     typer.echo(report.message)
     if report.mode != "model":
         return
@@ -88,7 +88,7 @@ def backtest(
 ) -> None:
     """Train on what was known at --at, evaluate on the following horizon, beside the rules."""
     st = state(ctx)
-    report = run_backtest(st.store, st.config, at=_time(at, "at"), now=utcnow(),
+    report = run_backtest(st.store, st.config, at=_time(at, "--at"), now=utcnow(),
                           horizon_days=_horizon(horizon))
     if fmt is Format.json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
@@ -120,7 +120,7 @@ def suggest_cmd(
 ) -> None:
     """Scored, guardrailed deletion suggestions ranked by expected reclaimable bytes."""
     st = state(ctx)
-    when = _time(now, "now")
+    when = _time(now, "--now")
     items = suggest(st.store, st.config, now=when, repository_glob=repository,
                     include_all=include_all)
     if fmt is Format.json:
@@ -185,7 +185,7 @@ def why(
                            where="reference")
     st = state(ctx)
     info = explain(st.store, st.config, repository=repo, digest=digest,
-                   now=_time(now, "now"))
+                   now=_time(now, "--now"))
     typer.echo(f"{repo}@{digest}")
     if info.get("decided_with_unit"):
         typer.echo("decided together with its index or subject:")
