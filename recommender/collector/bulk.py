@@ -44,6 +44,20 @@ def _pg_time(value: datetime | None) -> datetime | None:
     return value
 
 
+def _last_one(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``fn`` remembering its last answer (the same object repeats in every row)."""
+    last_in: Any = object()
+    last_out: Any = None
+
+    def convert(value: Any) -> Any:
+        nonlocal last_in, last_out
+        if value is not last_in:
+            last_in, last_out = value, fn(value)
+        return last_out
+
+    return convert
+
+
 def _converters(conn: Connection, table: Table, columns: Sequence[str]
                 ) -> list[Callable[[Any], Any] | None]:
     sqlite = conn.dialect.name == "sqlite"
@@ -88,24 +102,24 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
     one = "(" + ", ".join([mark] * len(columns)) + ")"
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) VALUES "
     tail = (f" {suffix}" if suffix else "") + (f" RETURNING {returning}" if returning else "")
-    convert = list(enumerate(_converters(conn, table, columns)))
-    converted = [i for i, fn in convert if fn is not None]
+    # (column index, converter): a batch shares one ``received_at``, converted once.
+    convert = [(i, _last_one(fn)) for i, fn in enumerate(_converters(conn, table, columns))
+               if fn is not None]
     result: list[Any] = []
     start = 0
     for size in _chunk_sizes(len(rows), _MAX_PARAMS // len(columns)):
         chunk = rows[start:start + size]
         start += size
         params: list[Any] = []
-        for row in chunk:
-            if converted:
+        if convert:
+            for row in chunk:
                 values = list(row)
-                for i in converted:
-                    fn = convert[i][1]
-                    assert fn is not None
+                for i, fn in convert:
                     values[i] = fn(values[i])
-                params.extend(values)
-            else:
-                params.extend(row)
+                params += values
+        else:
+            for row in chunk:
+                params += row
         sql = head + ", ".join([one] * len(chunk)) + tail
         cursor = conn.exec_driver_sql(sql, tuple(params))
         if returning:
