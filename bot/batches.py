@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -109,7 +108,3 @@ def load_batch(conn: Connection, batch_id: str) -> LoadedBatch | None:
         .order_by(t.approvals.c.at, t.approvals.c.user_id))]
     view, decision = to_views(dict(row), items, approvers)
     return LoadedBatch(view, decision, row["posted_channel"], row["posted_ts"], dict(row))
-
-
-def cool_off(row: dict[str, Any]) -> timedelta:
-    return timedelta(seconds=int(row["cool_off_seconds"]))
