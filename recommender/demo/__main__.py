@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
 
 from ..errors import TagwardenError
 from .run import FULL, QUICK, run_demo
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the demo like Ctrl-C: everything it started too
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/demo"),
                         help="Where report.html, summary.json and the Slack mock-up go.")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     console = Console()
     try:
         run_demo(args.out, size=QUICK if args.quick else FULL, console=console)
@@ -29,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except TagwardenError as exc:
         console.print(f"[red]demo failed:[/red] {exc}", markup=True, highlight=False)
+        return 1
+    except Exception as exc:  # one readable line, like every tagwarden command; no traceback
+        console.print(f"[red]demo failed:[/red] {type(exc).__name__}: {exc}", highlight=False)
         return 1
     return 0
 

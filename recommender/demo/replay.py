@@ -112,8 +112,12 @@ class _Poster:
     def post(self, path: str, body: bytes, content_type: str,
              params: dict[str, str] | None = None) -> dict[str, Any]:
         for _attempt in range(20):
-            response = self.http.post(f"{self.base_url}{path}", content=body, params=params,
-                                      headers={**self.headers, "Content-Type": content_type})
+            try:
+                response = self.http.post(f"{self.base_url}{path}", content=body, params=params,
+                                          headers={**self.headers, "Content-Type": content_type})
+            except httpx.HTTPError as exc:
+                raise DemoError(f"POST {path}: {type(exc).__name__}: {exc} (is tagwarden serve "
+                                "still running?)", step="replay", path=path) from exc
             if response.status_code == 503:  # the collector asks to retry (Retry-After: 1)
                 continue
             if response.status_code != 200:

@@ -31,7 +31,7 @@ from ..fleet import FleetSpec, generate
 from ..registry.client import RegistryClient
 from ..store import open_store
 from ..timeutil import utcnow
-from .approval import approve_payload, blocks_by_batch, send_signed
+from .approval import PostedBatch, approve_payload, blocks_by_batch, send_signed
 from .replay import push_fleet, replay_history
 from .services import DemoError, Services, tagwarden_command
 from .storage import StorageFigures, measure
@@ -106,13 +106,13 @@ class _Steps:
 
 
 def _config_text(work: Path, registry_url: str, gc_config: Path, slack_api: str,
-                 teams: dict[str, str], public_url: str) -> str:
+                 teams: dict[str, str], public_url: str, approver: str) -> str:
     team_blocks = "".join(f"""
 [[team]]
 name = "{name}"
 repositories = ["{name}/*"]
 channel = "{channel}"
-approvers = ["{APPROVER}"]
+approvers = ["{approver}"]
 cool_off = "24h"
 min_approvals = 1
 """ for name, channel in sorted(teams.items()))
@@ -241,9 +241,11 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
         if real_slack:
             slack_api = environ.get("SLACK_API_URL", "https://slack.com/api/")
             channel = environ.get("TAGWARDEN_DEMO_CHANNEL", "")
-            if not (channel and environ.get("SLACK_SIGNING_SECRET")):
-                raise DemoError("with SLACK_BOT_TOKEN set, also set SLACK_SIGNING_SECRET and "
-                                "TAGWARDEN_DEMO_CHANNEL (and TAGWARDEN_DEMO_APPROVER)",
+            if not (channel and environ.get("SLACK_SIGNING_SECRET")
+                    and environ.get("SLACK_TEAM_ID")):
+                raise DemoError("with SLACK_BOT_TOKEN set, also set SLACK_SIGNING_SECRET, "
+                                "SLACK_TEAM_ID, TAGWARDEN_DEMO_CHANNEL and "
+                                "TAGWARDEN_DEMO_APPROVER (a user allowed to approve)",
                                 step="slack")
             channels = {team: channel for team in teams}
         else:
@@ -251,11 +253,13 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
             slack_api = fake.api_url
             channels = {team: f"C0{team.upper().replace('-', '')[:9]}" for team in teams}
         token = secrets.token_urlsafe(24)
+        approver = environ.get("TAGWARDEN_DEMO_APPROVER", APPROVER) if real_slack else APPROVER
         signing = environ.get("SLACK_SIGNING_SECRET") if real_slack else secrets.token_hex(16)
         assert signing is not None
         config_path = work / "tagwarden.toml"
         config_path.write_text(_config_text(work, registry.url, registry.config_path, slack_api,
-                                            channels, "http://127.0.0.1"), encoding="utf-8")
+                                            channels, "http://127.0.0.1", approver),
+                               encoding="utf-8")
         env = {**environ, "TAGWARDEN_COLLECTOR_TOKEN": token, "SLACK_SIGNING_SECRET": signing,
                "SLACK_BOT_TOKEN": environ.get("SLACK_BOT_TOKEN") or "xoxb-demo-fake",
                "TAGWARDEN_CONFIG": str(config_path)}
@@ -323,16 +327,13 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
             team_id = WORKSPACE
             if real_slack:
                 team_id = environ.get("SLACK_TEAM_ID", "")
-            user = environ.get("TAGWARDEN_DEMO_APPROVER", APPROVER) if real_slack else APPROVER
             response_url = (services.slack.response_url("demo") if services.slack
                             else "https://hooks.slack.com/actions/unused")
-            from .approval import PostedBatch
-
             target = PostedBatch(chosen.id, chosen.posted_channel or "", chosen.posted_ts or "",
                                  f"{chosen.repository} ({chosen.kind})",
                                  result.slack_messages.get(chosen.id, []))
             send_signed(f"{server.url}/slack/events",
-                        approve_payload(target, user=user, team=team_id,
+                        approve_payload(target, user=approver, team=team_id,
                                         response_url=response_url), signing)
             approved = _wait_for_state(store, chosen.id, "approved")
             result.approved_batch = chosen.id
