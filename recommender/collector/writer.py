@@ -19,12 +19,15 @@ the write lock with its first statement (the insert) and holds it to the end.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, delete, func, or_, select, text, update
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from ..errors import StoreError
 from ..store import Store
 from ..store.tables import events, k8s_snapshots, manifests, rollups, running_refs, tag_history
 from ..usage import BLOB, is_manifest_media_type
@@ -50,6 +53,18 @@ _ROLLUP_COLUMNS = ("day", "repository", "digest", "tag", "action", "usage", "cou
                    "first_at", "last_at")
 
 
+@contextmanager
+def _translated() -> Iterator[None]:
+    """The store's failures as :class:`StoreError` (one line in the CLI; the original stays
+    the ``__cause__``, where the HTTP batcher looks to tell "store down" from "bad data")."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise StoreError(f"the store refused the write: {exc.orig}", temporary=True) from exc
+    except SQLAlchemyError as exc:
+        raise StoreError(f"the store refused the write: {exc}", temporary=False) from exc
+
+
 class EventWriter:
     """Writes events and pod snapshots into ``store``; ``raw_retention`` bounds :meth:`prune`."""
 
@@ -71,7 +86,7 @@ class EventWriter:
         ordered = [unique[k] for k in sorted(unique)]
         if not ordered:
             return WriteResult(received=len(batch))
-        with self.store.begin() as conn:
+        with _translated(), self.store.begin() as conn:
             new = self._insert_events(conn, ordered, now)
             if new:
                 self._apply_manifests(conn, new)
@@ -244,7 +259,7 @@ class EventWriter:
     def prune(self, now: datetime) -> int:
         """Delete raw events older than the retention; rollups stay. Returns how many."""
         cutoff = now - self.raw_retention
-        with self.store.begin() as conn:
+        with _translated(), self.store.begin() as conn:
             result = conn.execute(delete(events).where(events.c.time < cutoff))
         return int(result.rowcount or 0)
 
@@ -255,7 +270,7 @@ class EventWriter:
 
         Idempotent: a snapshot of the same source at the same time is stored once.
         """
-        with self.store.begin() as conn:
+        with _translated(), self.store.begin() as conn:
             if conn.dialect.name == "postgresql":
                 key = int.from_bytes(hashlib.blake2b(b"k8s:" + snapshot.source.encode(),
                                                      digest_size=8).digest(), "big", signed=True)

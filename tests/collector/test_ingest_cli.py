@@ -178,3 +178,15 @@ def test_the_console_command_reads_a_pipe(tmp_path: Path) -> None:
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stdout.strip() == "read 2, stored 1, duplicates 1, rejected 1 (lines 3)"
+
+
+def test_a_store_failure_is_one_line(tmp_path: Path, run: Any) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    with store.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE rollups")  # a broken store: the write must fail
+    store.dispose()
+    (tmp_path / "a.jsonl").write_bytes(envelope(1) + b"\n")
+    done = run("ingest", "distribution", "a.jsonl", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: the store refused the write: no such table: rollups"
+    assert stored(tmp_path) == []  # the events insert was rolled back with it
