@@ -58,6 +58,9 @@ class FakeSlack:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ts: Any = field(default_factory=lambda: itertools.count(1))
     _server: ThreadingHTTPServer | None = None
+    _ws_server: Any = None
+    _ws: Any = None
+    socket_received: list[dict[str, Any]] = field(default_factory=list)
     _thread: threading.Thread | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -84,7 +87,36 @@ class FakeSlack:
         self._thread.start()
         return self
 
+    def enable_socket_mode(self) -> None:
+        """Serve Socket Mode too: ``apps.connections.open`` hands out a ``ws://`` URL here;
+        :meth:`socket_send` pushes envelopes to the connected app, its acks are recorded in
+        ``socket_received``."""
+        from websockets.sync.server import ServerConnection, serve
+
+        def handler(ws: ServerConnection) -> None:
+            self._ws = ws
+            ws.send(json.dumps({"type": "hello", "num_connections": 1,
+                                "connection_info": {"app_id": "A0TAGWARDEN"}}))
+            for message in ws:
+                with self._lock:
+                    self.socket_received.append(json.loads(message))
+
+        self._ws_server = serve(handler, "127.0.0.1", 0)
+        threading.Thread(target=self._ws_server.serve_forever, daemon=True,
+                         name="fake-slack-socket").start()
+
+    def socket_send(self, envelope: dict[str, Any], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self._ws is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("no Socket Mode client connected")
+            time.sleep(0.02)
+        self._ws.send(json.dumps(envelope))
+
     def stop(self) -> None:
+        if self._ws_server is not None:
+            self._ws_server.shutdown()
+            self._ws_server = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -200,6 +232,11 @@ class FakeSlack:
             return {"ok": True, "view": {"id": f"V{next(self._ts)}", **(view or {})}}
         if method == "response_url":
             return {"ok": True}
+        if method == "apps.connections.open":
+            if self._ws_server is None:
+                return {"ok": False, "error": "socket_mode_not_enabled"}
+            port = self._ws_server.socket.getsockname()[1]
+            return {"ok": True, "url": f"ws://127.0.0.1:{port}/link/?ticket=fake"}
         return {"ok": False, "error": "unknown_method"}
 
     @staticmethod

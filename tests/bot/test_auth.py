@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from slack_sdk import WebClient
 
-from bot.app import server_parts
+from bot.app import create_bolt_app, server_parts, start_socket_mode
 from bot.auth import Authorizer
+from recommender import decisions
 from recommender.errors import ConfigError
 from recommender.store import Store
 from tests.support.fake_slack import FakeSlack
 
-from .helpers import TOKEN, WORKSPACE, make_config
+from .helpers import TOKEN, WORKSPACE, Clock, Suggestion, click_payload, digest, make_config
 
 
 class Ticks:
@@ -77,3 +78,28 @@ def test_server_parts_mounts_the_endpoint_or_explains_a_refused_token(
     with pytest.raises(ConfigError, match="Slack refused the bot token"):
         server_parts(config, store)
     assert server_parts(config.replace(slack__bot_token=""), store) == ([], [])
+
+
+def test_socket_mode_approves_without_a_public_url(store: Store, fake_slack: FakeSlack,
+                                                   tmp_path: Path) -> None:
+    fake_slack.enable_socket_mode()
+    config = make_config(tmp_path, fake_slack.api_url).replace(slack__app_token="xapp-1-test")
+    clock = Clock()
+    bolt = create_bolt_app(config, store, clock=clock, socket_mode=True)
+    [batch] = decisions.record_batches(store, [Suggestion("payments/api", digest(1))],
+                                       now=clock(), config=config)
+    decisions.set_posted(store, batch_id=batch.id, channel="C0PAYMENTS", ts="1.000100",
+                         now=clock())
+    handler = start_socket_mode(bolt, config)
+    try:
+        assert fake_slack.calls("apps.connections.open")[0].headers["Authorization"] == \
+            "Bearer xapp-1-test"
+        fake_slack.socket_send({"envelope_id": "env-1", "type": "interactive",
+                                "accepts_response_payload": False, "retry_attempt": 0,
+                                "payload": click_payload("tw_approve", batch.id)})
+        [update] = fake_slack.wait_for("chat.update")
+        assert update.args["ts"] == "1.000100"
+        assert {"envelope_id": "env-1"} in fake_slack.socket_received  # acknowledged
+        assert decisions.get_batch(store, batch.id).state == "approved"
+    finally:
+        handler.close()
