@@ -7,7 +7,8 @@ Traps handled here (see docs/telemetry.md):
 * ``timestamp`` has nanoseconds and any offset; it is normalised to UTC.
 * Blob requests fire events too; their layer/config media type makes them ``blob`` usage.
 * A manifest ``DELETE`` fires one event with ``{digest, repository}`` and then one per tag with
-  ``{tag, repository}`` only: a delete needs a digest or a tag, not both.
+  ``{tag, repository}`` only; 3.x also sends ``{repository}`` alone when a whole repository
+  is deleted. So a delete may carry a digest, a tag, or neither.
 * ``size`` may be missing while the older ``length`` is present.
 """
 
@@ -68,7 +69,7 @@ def parse_event(item: Any, classifier: Classifier, where: str = "event") -> Even
     if size is None:
         size = get_int(target, "length", target_where)
     url = get_str(target, "url", target_where, max_len=2048)
-    if digest is None and not (action == "delete" and tag):
+    if digest is None and action != "delete":
         path = join(target_where, "digest")
         raise PayloadError(f"{path} is required for a {action} event", where=path)
 

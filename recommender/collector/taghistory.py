@@ -9,7 +9,7 @@ Events arrive late and out of order, so each change is placed at its own time:
   merging would forget a point that a later-arriving push needs in order to end correctly;
 * a tag delete at ``t`` ends the interval holding ``t``;
 * a manifest delete at ``t`` ends every interval on that digest holding ``t`` (a registry
-  deletes a manifest with all its tags).
+  deletes a manifest with all its tags); a repository delete ends every interval of it.
 
 One batch loads the rows that can change (those not ended before the batch's earliest event),
 applies its events in time order in memory, and writes the difference with three
@@ -47,7 +47,7 @@ class _Row:
 
 
 def apply_changes(conn: Connection, changes: Sequence[Event]) -> None:
-    """Apply pushes (tag + digest), tag deletes and manifest deletes, given in time order."""
+    """Apply pushes (tag + digest) and deletes (manifest, tag, repository), in time order."""
     if not changes:
         return
     since = min(e.time for e in changes)
@@ -60,9 +60,12 @@ def apply_changes(conn: Connection, changes: Sequence[Event]) -> None:
             for (repo, _tag), rows in timelines.items():
                 if repo == e.repository:
                     _close(rows, e.time, digest=e.digest)
-        else:
-            assert e.tag is not None
+        elif e.tag is not None:
             _close(timelines.get((e.repository, e.tag), []), e.time, digest=None)
+        else:  # the whole repository
+            for (repo, _tag), rows in timelines.items():
+                if repo == e.repository:
+                    _close(rows, e.time, digest=None)
     _save(conn, timelines)
 
 
@@ -74,6 +77,15 @@ def _load(conn: Connection, changes: Sequence[Event], since: datetime
              (e.action == "push" or e.digest is None)}
     deleted = sorted({(e.repository, e.digest) for e in changes
                       if e.action == "delete" and e.digest is not None})
+    whole = sorted({e.repository for e in changes
+                    if e.action == "delete" and e.digest is None and e.tag is None})
+    # Every tag of a deleted repository can change.
+    for start in range(0, len(whole), _IN_CHUNK):
+        for repo, tag in conn.execute(
+            select(th.repository, th.tag).where(
+                th.repository.in_(whole[start:start + _IN_CHUNK]), live).distinct()
+        ):
+            pairs.add((repo, tag))
     # The tags a deleted manifest carries now: their rows can change too.
     for start in range(0, len(deleted), _IN_CHUNK):
         chunk = deleted[start:start + _IN_CHUNK]

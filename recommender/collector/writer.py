@@ -117,7 +117,11 @@ class EventWriter:
         seen: dict[tuple[str, str], dict[str, Any]] = {}
         deletes: list[dict[str, Any]] = []
         pushed_rows: list[dict[str, Any]] = []
+        repo_deletes: list[dict[str, Any]] = []
         for _, e in new:
+            if e.action == "delete" and e.digest is None and e.tag is None:
+                repo_deletes.append({"r": e.repository, "t": e.time})  # a whole repository
+                continue
             if e.digest is None or e.usage == BLOB:
                 continue
             if e.action == "delete":
@@ -169,6 +173,16 @@ class EventWriter:
                 .values(deleted_at=bindparam("t")),
                 deletes,
             )
+        if repo_deletes:
+            conn.execute(
+                update(manifests)
+                .where(manifests.c.repository == bindparam("r"),
+                       manifests.c.first_seen <= bindparam("t"),
+                       or_(manifests.c.deleted_at.is_(None),
+                           manifests.c.deleted_at > bindparam("t")))
+                .values(deleted_at=bindparam("t")),
+                repo_deletes,
+            )
         if pushed_rows:
             # A push after a recorded delete brings the manifest back; run after the deletes
             # so a delete and a later re-push in one batch leave the manifest present.
@@ -187,7 +201,7 @@ class EventWriter:
             e for _, e in new
             if e.usage != BLOB and (
                 (e.action == "push" and e.tag and e.digest)
-                or (e.action == "delete" and (e.digest or e.tag))
+                or e.action == "delete"  # of a manifest, a tag or a whole repository
             )
         ]
         if not changes:

@@ -76,6 +76,13 @@ def test_manifest_delete_then_tag_delete() -> None:
     assert got[0].usage == "self"
 
 
+def test_a_repository_delete_names_only_the_repository() -> None:
+    # distribution 3.x notifications/bridge.go RepoDeleted: target {repository} alone
+    [ev] = parse({"events": [{"id": "r1", "timestamp": "2026-03-02T08:00:00Z",
+                              "action": "delete", "target": {"repository": "shop/old"}}]})
+    assert (ev.action, ev.repository, ev.digest, ev.tag) == ("delete", "shop/old", None, None)
+
+
 def test_size_falls_back_to_length_and_head_is_kept() -> None:
     ev = copy.deepcopy(DOCS_PULL)
     del ev["events"][0]["target"]["size"]

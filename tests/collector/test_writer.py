@@ -139,6 +139,22 @@ def test_deletes_close_tags_and_mark_the_manifest(store: Store) -> None:
             manifests.c.digest == D1)).scalar_one() is None
 
 
+def test_a_repository_delete_ends_everything_in_it(store: Store) -> None:
+    w = EventWriter(store)
+    w.write([ev("push", digest=D1, tag="v1", at=h(0)), ev("push", digest=D2, tag="v2", at=h(1)),
+             ev("push", digest=D3, tag="v1", at=h(0), repo="other/app")], now=NOW)
+    w.write([ev("delete", at=h(2)), ev("push", digest=D3, tag="v3", at=h(3))], now=NOW)
+    assert history(store, "v1") == [(D1, h(0), h(2))]
+    assert history(store, "v2") == [(D2, h(1), h(2))]
+    assert history(store, "v3") == [(D3, h(3), None)]  # pushed after: a new life
+    assert history(store, "v1", repo="other/app") == [(D3, h(0), None)]
+    with store.connect() as conn:
+        got = {(r, d): t for r, d, t in conn.execute(select(
+            manifests.c.repository, manifests.c.digest, manifests.c.deleted_at))}
+    assert got == {("shop/api", D1): T0 + h(2), ("shop/api", D2): T0 + h(2),
+                   ("shop/api", D3): None, ("other/app", D3): None}
+
+
 def test_delete_and_re_push_in_one_batch(store: Store) -> None:
     EventWriter(store).write([ev("push", digest=D1, tag="v1", at=h(0)),
                               ev("delete", digest=D1, at=h(1)),
