@@ -81,9 +81,10 @@ _SCANNER_AGENTS = (
     r"grype", r"syft", r"anchore",  # grype/0.74.0 and Anchore Engine/Enterprise
     r"snyk",                       # snyk-container, snyk/1.x
     r"twistlock", r"prisma",       # Prisma Cloud Compute (Twistlock) Defender
-    r"docker-scout", r"scout/",
-    r"jfrog-xray", r"xray",
-    r"neuvector", r"qualys", r"sysdig", r"wiz", r"stackrox", r"(?:harbor-)?scanner",
+    r"docker-scout",
+    r"jfrog[- ]xray",
+    r"neuvector", r"qualys", r"sysdig", r"stackrox", r"harbor-scanner",
+    # Deliberately specific: a too-broad pattern would call a real client's pull "not use".
 )
 _REPLICATION_AGENTS = (
     r"skopeo/",                    # decision: copy/sync/inspect tool, see module docstring
