@@ -25,20 +25,21 @@ class CiParams:
     builds_per_weekday: tuple[float, float] = (1.0, 6.0)
     tag_styles: tuple[str, ...] = ("sha", "build", "date", "branch")
     floating_main: float = 0.7  # share of repositories whose main builds also move `main`
-    floating_only: float = 0.3  # ... that push main builds as `main` only (untagged leftovers)
+    floating_only: float = 0.4  # ... that push main builds as `main` only (untagged leftovers)
     pr_share: tuple[float, float] = (0.1, 0.4)  # share of builds that are PR images
     pr_moving_only: float = 0.5  # PR images tagged `pr-<n>` only (each push untags the last)
     preview_envs: float = 0.3  # repositories deploying each PR to a preview namespace
     continuous_delivery: float = 0.35  # repositories promoting some main builds to production
     promote_share: float = 0.25  # ... share of main builds promoted
     quick_rollback: float = 0.04  # production deploys rolled back within hours
-    debug_pull: float = 0.03  # builds pulled again by a person days later (inspection)
+    debug_pull: float = 0.03  # builds pulled again by a person ~a week later (inspection)
 
 
 @dataclass(frozen=True)
 class ReleaseParams:
     builds_per_weekday: tuple[float, float] = (0.5, 4.0)
     release_every_days: tuple[float, float] = (7.0, 35.0)
+    main_only: float = 0.25  # main builds tagged `main` only (no SHA tag): untagged leftovers
     v_prefix: float = 0.6  # `v1.2.3` rather than `1.2.3`
     minor_tags: float = 0.4  # also move `1.2`
     stable_tag: float = 0.4  # also move `stable`
@@ -144,7 +145,7 @@ def ci(r: Repo, p: CiParams = CiParams()) -> None:
                 _promote(r, dt + int(rng.uniform(1, 20) * HOUR), man, tags[0], replicas,
                          prod_history, p.quick_rollback)
         if rng.random() < p.debug_pull:
-            later = t + int(rng.exponential(20) * DAY)
+            later = t + int(rng.exponential(7) * DAY)
             w.pull(np.array([later]), man, tags[0] if tags[0] != main_tag else -1, "get",
                    w.clients.human(int(rng.integers(0, 10)), "docker"), rng)
     if preview:
@@ -162,18 +163,19 @@ def release(r: Repo, p: ReleaseParams = ReleaseParams()) -> None:
     prerelease = rng.random() < p.prerelease
     replicas = int(rng.integers(2, 7))
     version = [int(rng.integers(0, 4)), int(rng.integers(0, 12)), 0]
-    r.extra.update(v_prefix=prefix == "v", minor_tags=bool(minor_tags), stable_tag=bool(stable),
-                   prerelease=bool(prerelease), replicas=replicas)
+    sha_tags = rng.random() >= p.main_only
+    r.extra.update(main_only=not sha_tags, v_prefix=prefix == "v", minor_tags=bool(minor_tags),
+                   stable_tag=bool(stable), prerelease=bool(prerelease), replicas=replicas)
     latest, main = w.tag_id("latest"), w.tag_id("main")
     runner = w.clients.ci(int(rng.integers(0, 24)), "buildkit")
     mains: list[tuple[int, int]] = []  # (time, manifest) of main builds
     for t in timing.workdays(rng, w.start_ns, w.end_ns, rng.uniform(*p.builds_per_weekday)):
         t = int(t)
-        sha = _sha(rng)
-        man = build(r, t, [w.tag_id(sha), main])
-        w.pull(t + np.array([int(rng.integers(3, 30)) * MINUTE]), man, w.tag_id(sha), "head_get",
+        tags = [w.tag_id(_sha(rng)), main] if sha_tags else [main]
+        man = build(r, t, tags)
+        w.pull(t + np.array([int(rng.integers(3, 30)) * MINUTE]), man, tags[0], "head_get",
                runner, rng)
-        w.deploy(t + 25 * MINUTE, man, w.tag_id(sha), cluster="stg-1", namespace=r.team,
+        w.deploy(t + 25 * MINUTE, man, tags[0], cluster="stg-1", namespace=r.team,
                  workload=r.short, replicas=1)
         mains.append((t, man))
     if not mains:

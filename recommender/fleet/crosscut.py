@@ -61,6 +61,8 @@ def delete_by_hand(w: World, rng: np.random.Generator, runs: list[Run], share: f
     busy: dict[int, int] = {}
     for run in runs:
         busy[run.man] = max(busy.get(run.man, 0), run.end)
+    for t_assign, _, _, man in w.assignments:  # tagged again later (a release of a build)
+        busy[man] = max(busy.get(man, 0), t_assign + 7 * DAY)
     by_repo: dict[int, list[int]] = {}
     for m in w.manifests:
         if m.kind != "signature":
@@ -138,12 +140,14 @@ def settle_workloads(w: World, rng: np.random.Generator, runs: list[Run]) -> Non
             continue
         cl = CLUSTERS[run.cluster]
         tag = -1 if run.by_digest else run.tag
+        # containerd resolves a tag with HEAD then GETs the digest; cri-o GETs by tag
+        style = "head_get" if cl.runtime == "containerd" else "get"
         if prev.get(key) != run.man:
             n = min(run.replicas, cl.nodes)
             nodes = rng.choice(cl.nodes, size=n, replace=False)
             times = run.start + np.sort(rng.integers(5 * SECOND, 3 * MINUTE, n))
             clients = np.array([w.clients.node(run.cluster, int(i)) for i in nodes])
-            w.pull(times, run.man, tag, "head_get", clients, rng)
+            w.pull(times, run.man, tag, style, clients, rng)
             sig = w.signature_of.get(run.man)
             if sig is not None:  # the admission controller verifies the signature first
                 w.pull(np.array([run.start - 2 * SECOND]), sig, w.sig_tag(run.man), "get",
@@ -154,7 +158,7 @@ def settle_workloads(w: World, rng: np.random.Generator, runs: list[Run]) -> Non
         if len(churn):
             nodes = rng.integers(0, cl.nodes, len(churn))
             clients = np.array([w.clients.node(run.cluster, int(i)) for i in nodes])
-            w.pull(churn, run.man, tag, "head_get", clients, rng)
+            w.pull(churn, run.man, tag, style, clients, rng)
 
 
 def _children_of(w: World) -> tuple[np.ndarray, np.ndarray]:

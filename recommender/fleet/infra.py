@@ -83,7 +83,8 @@ def cron(r: Repo, p: CronParams = CronParams()) -> None:
             for run in mine:
                 # each run is a new pod, usually on another node: the runtime pulls the tag
                 node = w.clients.node(cl, int(rng.integers(0, CLUSTERS[cl].nodes)))
-                w.pull(np.array([int(run)]), man, tag, "head_get", node, rng)
+                style = "head_get" if CLUSTERS[cl].runtime == "containerd" else "get"
+                w.pull(np.array([int(run)]), man, tag, style, node, rng)
                 if keeps:  # the completed pod stays listed until the next run replaces it
                     w.deploy(int(run), man, tag, cluster=cl, namespace="jobs",
                              workload=f"{r.short}-run", replicas=1, kind="job", record=False)
