@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -56,6 +58,17 @@ def fill(client: RegistryClient, repos: int, tags: int, workers: int) -> float:
         for _ in pool.map(push, jobs):
             pass
     return time.perf_counter() - start
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def tagwarden_scan(url: str, db: Path, concurrency: int) -> tuple[float, str]:
@@ -112,19 +125,30 @@ def main() -> None:
         raise SystemExit("skopeo is not installed (apt-get install skopeo)")
 
     work = args.dir or Path(tempfile.mkdtemp(prefix="tagwarden-bench-scan-"))
+    filled = (work / "registry" / "storage" / "docker").exists()
     registry = LocalRegistry(work / "registry").start()
     try:
         total = args.repos * args.tags
-        with RegistryClient(registry.url) as client:
-            seconds = fill(client, args.repos, args.tags, args.push_workers)
-        print(f"filled {total} tags in {args.repos} repositories in {seconds:.1f}s "
-              f"({total / seconds:.0f} images/s, {args.push_workers} push workers)")
+        if filled:
+            print(f"reusing the registry filled earlier in {work}")
+        else:
+            with RegistryClient(registry.url) as client:
+                seconds = fill(client, args.repos, args.tags, args.push_workers)
+            print(f"filled {total} tags in {args.repos} repositories in {seconds:.1f}s "
+                  f"({total / seconds:.0f} images/s, {args.push_workers} push workers)")
 
         startup = cli_startup()
         db = work / "scan.db"
         db.unlink(missing_ok=True)
+        assert registry._proc is not None
+        server_before, client_before = process_cpu(registry._proc.pid), children_cpu()
         wall, summary = tagwarden_scan(registry.url, db, args.concurrency)
+        server = process_cpu(registry._proc.pid) - server_before
+        client_cpu = children_cpu() - client_before
         print(f"tagwarden scan: {wall:.1f}s wall (CLI start-up alone {startup:.1f}s); {summary}")
+        # CPU seconds do not grow with other load on the machine, wall time does.
+        print(f"  CPU: tagwarden {client_cpu:.1f}s (start-up included), "
+              f"docker-registry {server:.1f}s, concurrency {args.concurrency}")
 
         list_s, per_tag, inspected = skopeo_scan(registry.host, args.repos, args.tags,
                                                  args.sample)

@@ -113,10 +113,12 @@ def scan(
     concurrency: int = 16,
     repository_glob: str | None = None,
     progress: Callable[[str, int], None] | None = None,
+    read_configs: bool = True,
 ) -> ScanReport:
     """Scan the registry behind ``client`` into ``store`` (see :func:`scan_async`)."""
     return asyncio.run(scan_async(store, client, now=now, concurrency=concurrency,
-                                  repository_glob=repository_glob, progress=progress))
+                                  repository_glob=repository_glob, progress=progress,
+                                  read_configs=read_configs))
 
 
 async def scan_async(
@@ -127,8 +129,13 @@ async def scan_async(
     concurrency: int = 16,
     repository_glob: str | None = None,
     progress: Callable[[str, int], None] | None = None,
+    read_configs: bool = True,
 ) -> ScanReport:
     """Walk catalog, tags and manifests with at most ``concurrency`` requests in flight.
+
+    ``read_configs=False`` skips the config blobs of manifests not scanned before (one request
+    per new image: half a first scan's requests); their ``created_at``, labels and platform
+    stay unknown until a scan that reads them.
 
     ``progress(event, n)`` is told ``("repositories", total)`` once, then ``("repository", 1)``
     per repository done. Failures of one repository or tag are recorded in the report and the
@@ -176,12 +183,13 @@ async def scan_async(
     async def describe(repo: str, manifest: Manifest, prior: Any) -> _Seen:
         seen = _Seen(manifest, subject=manifest.subject)
         config = manifest.config
-        if prior is not None and prior.last_scanned is not None:
+        if prior is not None and (prior.created_at is not None or prior.platform is not None):
             # Content-addressed, so immutable: what an earlier scan read from the config
             # still holds. Re-scans skip the config blobs.
             seen.created, seen.labels, seen.platform = (prior.created_at, prior.labels,
                                                         prior.platform)
-        elif config and mt.is_config(config.get("mediaType")) and config.get("digest"):
+        elif (read_configs and config and mt.is_config(config.get("mediaType"))
+              and config.get("digest")):
             doc = await config_of(repo, config["digest"])
             if doc:
                 seen.created = _parse_created(doc.get("created"))

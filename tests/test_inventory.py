@@ -289,3 +289,17 @@ def test_scan_limited_by_repository_glob(store, registry, client):
     report = run_scan(store, registry, now=T0, repository_glob="team/*")
     assert report.repositories == 1
     assert {r["repository"] for r in rows(store, manifests)} == {"team/app"}
+
+
+def test_scan_without_configs_then_with(store, registry, client):
+    image = push_image(client, "team/app", "v1", created=CREATED, labels={"a": "b"})
+    transport = Recording()
+    run_scan(store, registry, now=T0, transport=transport, read_configs=False)
+    assert not [p for p in transport.paths if "/blobs/" in p]
+    row = rows(store, manifests, manifests.c.digest == image.digest)[0]
+    assert row["created_at"] is None and row["total_bytes"] == image.size + sum(
+        image.blobs.values())  # sizes come from the manifest itself
+
+    run_scan(store, registry, now=T0 + timedelta(hours=1))
+    row = rows(store, manifests, manifests.c.digest == image.digest)[0]
+    assert (row["created_at"], row["labels"]) == (CREATED, {"a": "b"})

@@ -58,6 +58,10 @@ def scan_command(
     repository: Glob = None,
     concurrency: Annotated[int | None, typer.Option(
         min=1, help="Requests in flight (default: registry.concurrency).")] = None,
+    configs: Annotated[bool, typer.Option(
+        "--configs/--no-configs",
+        help="Read new images' config blobs (created time, labels, platform): one more "
+             "request per new image.")] = True,
 ) -> None:
     """Walk the registry's catalog, tags and manifests into the store's inventory."""
     st = state(ctx)
@@ -69,7 +73,8 @@ def scan_command(
     async def run(update: Callable[[str, int], None]) -> inventory.ScanReport:
         async with client:
             return await inventory.scan_async(store, client, now=utcnow(), concurrency=workers,
-                                              repository_glob=repository, progress=update)
+                                              repository_glob=repository, progress=update,
+                                              read_configs=configs)
 
     with _progress() as update:
         report = asyncio.run(run(update))

@@ -207,7 +207,9 @@ def push_signature(
     payload = _json({"critical": {"image": {"docker-manifest-digest": target.digest},
                                   "type": "cosign container image signature"},
                      "optional": {"seed": repr(seed)}})
+    # What cosign itself writes: no platform, the zero time as ``created``.
     config = _json({"architecture": "", "os": "", "config": {},
+                    "created": "0001-01-01T00:00:00Z",
                     "rootfs": {"type": "layers", "diff_ids": [digest_of(payload)]}})
     doc = {
         "schemaVersion": 2,
