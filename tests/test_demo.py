@@ -17,6 +17,8 @@ from recommender.registry.local import registry_binary
 from .conftest import missing
 
 STEPS = 11
+# The whole demo runs in the first test's setup: ~3 minutes on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(600)
 Demo = tuple[DemoResult, Path, str]
 
 
