@@ -8,6 +8,7 @@ millions of them; they are rendered to JSON only when written.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,7 @@ class World:
         self.clients = ClientTable()
         self._repo_blobs: set[tuple[int, int]] = set()
         self._scalar: list[tuple[int, int, int, int, int, int, int]] = []
-        self._chunks: list[tuple[np.ndarray, ...]] = []
+        self._chunks: list[tuple[Any, ...]] = []
 
     # --- names ---------------------------------------------------------------------------
 
@@ -189,33 +190,33 @@ class World:
 
     def events(self, t: np.ndarray, action: int, man: np.ndarray | int, tag: np.ndarray | int,
                method: int, client: np.ndarray | int, blob: np.ndarray | int = -1) -> None:
-        n = len(t)
-        if n == 0:
+        """Many events at once; every column but ``t`` may be one value for all of them."""
+        if len(t) == 0:
             return
-
-        def col(x: np.ndarray | int, dtype: type) -> np.ndarray:
-            if isinstance(x, np.ndarray):
-                return x.astype(dtype, copy=False)
-            return np.full(n, x, dtype=dtype)
-
-        self._chunks.append((
-            np.asarray(t, dtype=np.int64), np.full(n, action, dtype=np.int8),
-            col(man, np.int32), col(tag, np.int32), np.full(n, method, dtype=np.int8),
-            col(client, np.int32), col(blob, np.int32),
-        ))
+        # scalars stay scalars until ``columns``: most calls share all but the times
+        self._chunks.append((np.asarray(t, dtype=np.int64), action, man, tag, method, client,
+                             blob))
 
     def columns(self) -> dict[str, np.ndarray]:
         """All events as columns, in no particular order."""
-        chunks = list(self._chunks)
+        chunks: list[tuple[Any, ...]] = list(self._chunks)
         if self._scalar:
             arr = np.array(self._scalar, dtype=np.int64)
             chunks.append(tuple(arr[:, i] for i in range(7)))
         names = ("t", "action", "man", "tag", "method", "client", "blob")
         dtypes = (np.int64, np.int8, np.int32, np.int32, np.int8, np.int32, np.int32)
-        if not chunks:
-            return {n: np.zeros(0, dtype=d) for n, d in zip(names, dtypes, strict=True)}
-        return {n: np.concatenate([c[i] for c in chunks]).astype(d, copy=False)
-                for i, (n, d) in enumerate(zip(names, dtypes, strict=True))}
+        lengths = np.array([len(c[0]) for c in chunks], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        out = {}
+        for i, (name, dtype) in enumerate(zip(names, dtypes, strict=True)):
+            scalars = np.array([0 if isinstance(c[i], np.ndarray) else c[i] for c in chunks],
+                               dtype=np.int64)
+            col = np.repeat(scalars, lengths).astype(dtype)
+            for k, c in enumerate(chunks):
+                if isinstance(c[i], np.ndarray):
+                    col[offsets[k]:offsets[k + 1]] = c[i]
+            out[name] = col
+        return out
 
     # --- high-level operations -------------------------------------------------------------
 

@@ -287,3 +287,18 @@ def test_a_mix_without_an_archetype_has_none_of_it(tmp_path: Path) -> None:
     files = generate(FleetSpec(seed=5, repositories=6, days=20,
                                mix=parse_mix("experiment=0,ci=0")), tmp_path)
     assert files.summary["archetypes"].keys() == {"base", "cron", "daemon", "mirror", "release"}
+
+
+def test_bytes_do_not_depend_on_the_process(tmp_path: Path) -> None:
+    """Python salts str hashes per process: nothing may depend on set or hash order."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from recommender.fleet import FleetSpec, generate; "
+            "generate(FleetSpec(seed=8, repositories=5, days=20), sys.argv[1])")
+    for salt in ("1", "2"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / salt)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": salt})
+    for name in NAMES:
+        assert _sha(tmp_path / "1" / name) == _sha(tmp_path / "2" / name), name
