@@ -71,11 +71,11 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def tagwarden_scan(url: str, db: Path, concurrency: int) -> tuple[float, str]:
+def tagwarden_scan(url: str, db: Path, concurrency: int, *extra: str) -> tuple[float, str]:
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "recommender.cli", "--db", f"sqlite:///{db}", "scan",
-         "--registry", url, "--concurrency", str(concurrency)],
+         "--registry", url, "--concurrency", str(concurrency), *extra],
         capture_output=True, text=True, cwd=ROOT, check=False,
     )
     elapsed = time.perf_counter() - start
@@ -138,17 +138,23 @@ def main() -> None:
                   f"({total / seconds:.0f} images/s, {args.push_workers} push workers)")
 
         startup = cli_startup()
-        db = work / "scan.db"
-        db.unlink(missing_ok=True)
+        print(f"CLI start-up alone (tagwarden --help): {startup:.1f}s")
         assert registry._proc is not None
-        server_before, client_before = process_cpu(registry._proc.pid), children_cpu()
-        wall, summary = tagwarden_scan(registry.url, db, args.concurrency)
-        server = process_cpu(registry._proc.pid) - server_before
-        client_cpu = children_cpu() - client_before
-        print(f"tagwarden scan: {wall:.1f}s wall (CLI start-up alone {startup:.1f}s); {summary}")
-        # CPU seconds do not grow with other load on the machine, wall time does.
-        print(f"  CPU: tagwarden {client_cpu:.1f}s (start-up included), "
-              f"docker-registry {server:.1f}s, concurrency {args.concurrency}")
+        timed: dict[str, float] = {}
+        for label, extra in (("tagwarden scan", ()), ("tagwarden scan --no-configs",
+                                                      ("--no-configs",))):
+            db = work / "scan.db"
+            db.unlink(missing_ok=True)
+            server_before, client_before = process_cpu(registry._proc.pid), children_cpu()
+            wall, summary = tagwarden_scan(registry.url, db, args.concurrency, *extra)
+            server = process_cpu(registry._proc.pid) - server_before
+            client_cpu = children_cpu() - client_before
+            timed[label] = wall
+            print(f"{label}: {wall:.1f}s wall; {summary}")
+            # CPU seconds do not grow with other load on the machine; wall time does.
+            print(f"  CPU: tagwarden {client_cpu:.1f}s (start-up included), "
+                  f"docker-registry {server:.1f}s, concurrency {args.concurrency}")
+        wall = timed["tagwarden scan"]
 
         list_s, per_tag, inspected = skopeo_scan(registry.host, args.repos, args.tags,
                                                  args.sample)
@@ -157,7 +163,8 @@ def main() -> None:
                else f"extrapolated from {inspected} random tags")
         print(f"skopeo sequential scan: {skopeo_total:.1f}s ({how}; list-tags {list_s:.1f}s, "
               f"inspect {per_tag * 1000:.0f} ms/tag)")
-        print(f"ratio skopeo / tagwarden: {skopeo_total / wall:.1f}x")
+        for label, seconds in timed.items():
+            print(f"ratio skopeo / {label}: {skopeo_total / seconds:.1f}x")
     finally:
         registry.stop()
         if args.dir is None:
