@@ -154,7 +154,6 @@ def main() -> None:
             # CPU seconds do not grow with other load on the machine; wall time does.
             print(f"  CPU: tagwarden {client_cpu:.1f}s (start-up included), "
                   f"docker-registry {server:.1f}s, concurrency {args.concurrency}")
-        wall = timed["tagwarden scan"]
 
         list_s, per_tag, inspected = skopeo_scan(registry.host, args.repos, args.tags,
                                                  args.sample)
