@@ -86,7 +86,8 @@ def print_summary(r: DemoResult, console: Console, report_path: Path) -> None:
     console.print(f"[bold]Executed[/bold]{when}: "
                   + (", ".join(f"{n} {k}" for k, n in counts.items()) or "nothing"))
     console.print(f"[bold]Live registry notifications[/bold] received during scan and "
-                  f"execute: {r.live_events}")
+                  f"execute: {r.live_events} ("
+                  + ", ".join(f"{n} {usage}" for usage, n in r.live_by_usage.items()) + ")")
     console.print(f"[bold]Model[/bold] backtest at {r.backtest.get('at', '')[:10]}, horizon "
                   f"{r.backtest.get('horizon_days', 0):.0f} days ({r.backtest.get('mode')}):")
     for model in _models(r):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -64,7 +65,8 @@ class DemoResult:
     steps: list[tuple[str, float, str]] = field(default_factory=list)
     pushed: dict[str, int] = field(default_factory=dict)
     replay: dict[str, int] = field(default_factory=dict)
-    live_events: int = 0
+    live_events: int = 0  # sent by the registry itself after the replay, by usage class:
+    live_by_usage: dict[str, int] = field(default_factory=dict)
     storage_before: StorageFigures | None = None
     storage_after_execute: StorageFigures | None = None
     storage_after: StorageFigures | None = None
@@ -155,12 +157,15 @@ def _run(step: str, env: dict[str, str], *args: str, timeout: float = 600) -> st
     return done.stdout
 
 
-def _metric_total(metrics_text: str, name: str) -> float:
-    total = 0.0
+def _metric_by_usage(metrics_text: str, name: str) -> dict[str, float]:
+    """``name{source="…",usage="…"} value`` lines of Prometheus' text format, summed by usage."""
+    totals: dict[str, float] = {}
     for line in metrics_text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+        if line.startswith(name + "{"):
+            usage = re.search(r'usage="([^"]*)"', line)
+            key = usage.group(1) if usage else ""
+            totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
 
 
 def run_demo(out_dir: Path, *, size: DemoSize = FULL, console: Console | None = None,
@@ -291,7 +296,7 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
 
     cli = ["--config", str(config_path)]
     with steps.step("Scan the registry (tagwarden scan)") as note:
-        before_live = _collector_events(server.url)
+        before_live = _collector_events(server.url)  # the replay's, to subtract
         out = _run("scan", env, *cli, "scan")
         note(out.strip().splitlines()[-1] if out.strip() else "scanned")
 
@@ -355,7 +360,11 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
 
     with steps.step("Garbage-collect the registry (stopped)") as note:
         time.sleep(1.0)  # let the registry deliver its delete notifications
-        result.live_events = int(_collector_events(server.url) - before_live)
+        after_live = _collector_events(server.url)
+        result.live_by_usage = {k: int(v - before_live.get(k, 0.0))
+                                for k, v in sorted(after_live.items())
+                                if v - before_live.get(k, 0.0) > 0}
+        result.live_events = sum(result.live_by_usage.values())
         result.storage_after_execute = measure(registry.storage)
         registry.stop()
         registry.garbage_collect()
@@ -365,11 +374,11 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
         note(f"{_mb(freed)} freed on disk; {result.live_events} live notifications received")
 
 
-def _collector_events(base_url: str) -> float:
+def _collector_events(base_url: str) -> dict[str, float]:
     import httpx
 
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
-    return _metric_total(text, "tagwarden_events_received_total")
+    return _metric_by_usage(text, "tagwarden_events_received_total")
 
 
 def _wait_for_state(store: Any, batch_id: str, state: str,
