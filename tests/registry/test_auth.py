@@ -112,3 +112,37 @@ def test_bearer_with_wrong_password_or_anonymous(auth_registry_factory, token_is
     with pytest.raises(AuthError) as err:
         client_for(reg.url).catalog()
     assert err.value.status == 401
+
+
+def test_an_expired_token_is_fetched_again_once(loopback, client_for):
+    state = {"issued": 0, "valid": None, "refuse": False}
+    server = None
+
+    def answer(seen):
+        if seen.path.startswith("/token"):
+            state["issued"] += 1
+            if not state["refuse"]:
+                state["valid"] = f"t{state['issued']}"
+            token = f"t{state['issued']}"
+            return 200, {"Content-Type": "application/json"}, f'{{"token": "{token}"}}'.encode()
+        if seen.headers.get("authorization") != f"Bearer {state['valid']}":
+            challenge = (f'Bearer realm="{server.url}/token",service="loop",'
+                         'scope="repository:r:pull"')
+            return 401, {"WWW-Authenticate": challenge}, b'{"errors":[{"code":"UNAUTHORIZED"}]}'
+        return 200, {"Content-Type": "application/json"}, b'{"name":"r","tags":["a"]}'
+
+    server = loopback(answer)
+    auth = RegistryAuth()  # anonymous: tokens without credentials
+    client = client_for(server.url, auth=auth)
+    assert client.list_tags("r") == ["a"]
+    assert client.list_tags("r") == ["a"]  # cached token, no new fetch
+    assert auth.token_requests == 1
+    state["valid"] = "rotated"  # t1 expired: refused once, t2 fetched, the retry succeeds
+    assert client.list_tags("r") == ["a"]
+    assert auth.token_requests == 2
+    state["refuse"], state["valid"] = True, "nothing"  # no token works any more
+    with pytest.raises(AuthError) as err:
+        client.list_tags("r")  # t2 refused -> t3 fetched -> refused: one retry, no loop
+    assert auth.token_requests == 3 and err.value.status == 401
+    token_calls = [s for s in server.seen if s.path.startswith("/token")]
+    assert all("authorization" not in s.headers for s in token_calls)  # anonymous

@@ -234,3 +234,17 @@ def test_a_body_that_is_not_a_json_object_is_a_registry_error(loopback, client_f
     assert "tags list is not" in err.value.message and err.value.url.endswith("/tags/list")
     with pytest.raises(RegistryError, match="manifest is not"):
         client_for(server.url).get_manifest("team/app", "v1")
+
+
+def test_referrers_api_is_used_when_the_registry_has_it(loopback, client_for):
+    subject = "sha256:" + "d" * 64
+    index = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
+        {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:" + "1" * 64, "size": 10,
+         "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json"},
+        {"mediaType": mt.OCI_MANIFEST, "digest": "sha256:" + "2" * 64, "size": 10,
+         "artifactType": "application/vnd.cyclonedx+json"},
+    ]}).encode()
+    server = loopback(lambda seen: (200, {"Content-Type": mt.OCI_INDEX}, index))
+    found = client_for(server.url).referrers("team/app", subject)
+    assert [(r.digest[-1], r.kind) for r in found] == [("1", "signature"), ("2", "sbom")]
+    assert [s.path for s in server.seen] == [f"/v2/team/app/referrers/{subject}"]
