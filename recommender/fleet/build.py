@@ -48,6 +48,7 @@ class Repo:
     signed: bool
     deps_median: float
     app_median: float
+    attest: bool = False  # signed repositories that also push SLSA provenance (.att)
     builds: int = 0
     deps_generation: int = 0
     pusher: int = 0  # client id that pushes
@@ -115,4 +116,7 @@ def build(r: Repo, t: int, tags: list[int], *, labels: dict[str, str] | None = N
     if sign if sign is not None else r.signed:
         sig = w.signature(r.rid, top, t + 8 * SECOND)
         w.push(t + 8 * SECOND, sig, w.sig_tag(top), w.clients.cosign_ci())
+        if r.attest:  # `cosign attest`: SLSA provenance next to the signature
+            att = w.signature(r.rid, top, t + 11 * SECOND, kind="attestation")
+            w.push(t + 11 * SECOND, att, w.sig_tag(top, ".att"), w.clients.cosign_ci())
     return top

@@ -22,6 +22,8 @@ import orjson
 
 __all__ = [
     "MEDIA",
+    "attestation_manifest_bytes",
+    "attestation_payload",
     "config_bytes",
     "index_bytes",
     "layer_bytes",
@@ -48,6 +50,8 @@ MEDIA = {
     },
 }
 COSIGN_PAYLOAD = "application/vnd.dev.cosign.simplesigning.v1+json"
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+SLSA_PROVENANCE = "https://slsa.dev/provenance/v0.2"
 
 
 def sha256(data: bytes) -> str:
@@ -172,6 +176,36 @@ def signature_manifest_bytes(payload: bytes, config: tuple[str, int], key: str) 
         "config": _descriptor(MEDIA["oci"]["config"], *config),
         "layers": [{**_descriptor(COSIGN_PAYLOAD, sha256(payload), len(payload)),
                     "annotations": {"dev.cosignproject.cosign/signature": sig}}],
+    }
+    return orjson.dumps(doc)
+
+
+def attestation_payload(host: str, repository: str, subject: str) -> bytes:
+    """A DSSE envelope around an in-toto SLSA provenance statement, as ``cosign attest`` pushes."""
+    statement = {
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "predicateType": SLSA_PROVENANCE,
+        "subject": [{"name": f"{host}/{repository}",
+                     "digest": {"sha256": subject.split(":", 1)[1]}}],
+        "predicate": {"builder": {"id": "https://git.example.internal/ci"},
+                      "buildType": "https://git.example.internal/ci/pipeline@v1"},
+    }
+    sig = base64.b64encode(hashlib.shake_256(b"att\0" + subject.encode()).digest(71)).decode()
+    envelope = {"payloadType": "application/vnd.in-toto+json",
+                "payload": base64.b64encode(orjson.dumps(statement)).decode(),
+                "signatures": [{"keyid": "", "sig": sig}]}
+    return orjson.dumps(envelope)
+
+
+def attestation_manifest_bytes(payload: bytes, config: tuple[str, int]) -> bytes:
+    """The OCI manifest cosign pushes as ``sha256-<hex>.att``."""
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA["oci"]["manifest"],
+        "config": _descriptor(MEDIA["oci"]["config"], *config),
+        "layers": [{**_descriptor(DSSE_ENVELOPE, sha256(payload), len(payload)),
+                    "annotations": {"dev.cosignproject.cosign/signature": "",
+                                    "predicateType": SLSA_PROVENANCE}}],
     }
     return orjson.dumps(doc)
 

@@ -89,9 +89,10 @@ def delete_by_hand(w: World, rng: np.random.Generator, runs: list[Run], share: f
                     continue
                 _delete(w, t + deleted % 600 * SECOND, man, tags, who)
                 deleted += 1
-                sig = w.signature_of.get(man)
-                if sig is not None and w.manifests[sig].deleted_ns == NEVER:
-                    _delete(w, t + deleted % 600 * SECOND + SECOND, sig, [w.sig_tag(man)], who)
+                for ref in w.referrers_of.get(man, ()):  # its signature and attestation
+                    if w.manifests[ref].deleted_ns == NEVER:
+                        _delete(w, t + deleted % 600 * SECOND + SECOND, ref,
+                                [w.referrer_tag(ref)], who)
             t += int(rng.uniform(30, 120) * DAY)
     return deleted
 
@@ -178,7 +179,7 @@ def scanners(w: World, rng: np.random.Generator, tags: TagIntervals) -> None:
 
     if not len(tags.t):
         return
-    is_sig = np.array([t.endswith(".sig") for t in w.tags], dtype=bool)
+    is_sig = np.array([t.endswith((".sig", ".att")) for t in w.tags], dtype=bool)
     first, second = _children_of(w)
     trivy = w.clients.scanner("trivy")
     clair = w.clients.scanner("clair")

@@ -55,10 +55,15 @@ def materialize(record: dict[str, Any], *, byte_scale: float | None) -> Material
                             [c["digest"] for c in record["children"]])
     if kind == "signature":
         host, _, name = record["identity"].partition("/")
-        payload = content.signature_payload(host, name, record["subject"])
+        attestation = record.get("referrer_kind") == "attestation"
+        payload = (content.attestation_payload if attestation else content.signature_payload)(
+            host, name, record["subject"])
         cfg = content.signature_config_bytes(_seconds_ns(record["created_at"]), payload)
-        body = content.signature_manifest_bytes(payload, (content.sha256(cfg), len(cfg)),
-                                                record["subject"])
+        if attestation:
+            body = content.attestation_manifest_bytes(payload, (content.sha256(cfg), len(cfg)))
+        else:
+            body = content.signature_manifest_bytes(payload, (content.sha256(cfg), len(cfg)),
+                                                    record["subject"])
         _check(f"{repo}@{digest}", digest, body)
         return Materialized(repo, digest, record["media_type"], body,
                             {content.sha256(cfg): cfg, content.sha256(payload): payload})

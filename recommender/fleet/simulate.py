@@ -104,6 +104,7 @@ def _name(kind: str, rng: np.random.Generator, taken: set[str]) -> tuple[str, st
 
 _MULTIARCH = {"ci": 0.1, "release": 0.3, "daemon": 0.5, "cron": 0.0, "experiment": 0.0}
 _SIGNED = {"ci": 0.3, "release": 0.6, "daemon": 0.5, "cron": 0.2}
+_ATTEST = 0.4  # of signed repositories, those that also attest provenance
 
 
 def build_world(spec: FleetSpec, progress: Callable[[str], None] | None = None
@@ -132,7 +133,9 @@ def build_world(spec: FleetSpec, progress: Callable[[str], None] | None = None
                           bool(traits["multiarch"]), bool(traits["signed"]),
                           deps_median=float(np.clip(rng.lognormal(np.log(40e6), 0.9), 2e6, 9e8)),
                           app_median=float(np.clip(rng.lognormal(np.log(8e6), 0.8), 2e5, 2e8)),
-                          pusher=pusher))
+                          pusher=pusher, attest=bool(traits["signed"]) and bool(
+                              rng.random() < _ATTEST)))
+        traits["attest"] = repos[-1].attest
     for r in repos:
         RUNNERS[w.repo_kind[r.rid]](r)
         # what the archetype drew for this repository (fleet.json: per-archetype evaluation)

@@ -56,6 +56,7 @@ class Manifest:
     blobs: list[int] = field(default_factory=list)  # config first, then layers
     children: list[tuple[int, str]] = field(default_factory=list)
     subject: int = -1
+    referrer: str | None = None  # signature | attestation (cosign tag referrers)
     labels: dict[str, str] = field(default_factory=dict)
     deleted_ns: int = int(NEVER)
 
@@ -84,6 +85,7 @@ class World:
         self._diff_ids: dict[int, str] = {}
         self.manifests: list[Manifest] = []
         self.signature_of: dict[int, int] = {}  # image manifest -> its cosign signature
+        self.referrers_of: dict[int, list[int]] = {}  # image -> its signature, attestation
         self.tags: list[str] = []
         self._tag_ids: dict[str, int] = {}
         self.assignments: list[tuple[int, int, int, int]] = []  # (t, repo, tag, manifest)
@@ -156,20 +158,33 @@ class World:
         self.manifests[mid].children = [(c, k[3]) for c, k in zip(children, kids, strict=True)]
         return mid
 
-    def signature(self, repo: int, subject: int, t_ns: int) -> int:
+    def signature(self, repo: int, subject: int, t_ns: int, kind: str = "signature") -> int:
+        """A cosign tag referrer of ``subject``: ``signature`` (.sig) or ``attestation`` (.att)."""
         subj = self.manifests[subject].digest
-        payload = content.signature_payload(self.spec.registry, self.repos[repo], subj)
-        pid = self._raw_blob("payload:" + content.sha256(payload), payload,
-                             content.COSIGN_PAYLOAD, "payload", repo)
+        host, name = self.spec.registry, self.repos[repo]
+        if kind == "signature":
+            payload = content.signature_payload(host, name, subj)
+            media = content.COSIGN_PAYLOAD
+        else:
+            payload = content.attestation_payload(host, name, subj)
+            media = content.DSSE_ENVELOPE
+        pid = self._raw_blob("payload:" + content.sha256(payload), payload, media, "payload",
+                             repo)
         cfg = content.signature_config_bytes(t_ns, payload)
         cfg_digest = content.sha256(cfg)
         cid = self._raw_blob("config:" + cfg_digest, cfg, content.MEDIA["oci"]["config"],
                              "config", repo)
-        body = content.signature_manifest_bytes(payload, (cfg_digest, len(cfg)), subj)
+        if kind == "signature":
+            body = content.signature_manifest_bytes(payload, (cfg_digest, len(cfg)), subj)
+        else:
+            body = content.attestation_manifest_bytes(payload, (cfg_digest, len(cfg)))
         mid = self._manifest(repo, body, content.MEDIA["oci"]["manifest"], "signature", "oci",
                              t_ns, blobs=[cid, pid])
         self.manifests[mid].subject = subject
-        self.signature_of[subject] = mid
+        self.manifests[mid].referrer = kind
+        self.referrers_of.setdefault(subject, []).append(mid)
+        if kind == "signature":
+            self.signature_of[subject] = mid
         return mid
 
     def _manifest(self, repo: int, body: bytes, media_type: str, kind: str, flavor: str,
@@ -179,8 +194,12 @@ class World:
                                        kind, flavor, t_ns, t_ns, **extra))  # type: ignore[arg-type]
         return mid
 
-    def sig_tag(self, subject: int) -> int:
-        return self.tag_id(self.manifests[subject].digest.replace(":", "-") + ".sig")
+    def sig_tag(self, subject: int, suffix: str = ".sig") -> int:
+        return self.tag_id(self.manifests[subject].digest.replace(":", "-") + suffix)
+
+    def referrer_tag(self, referrer: int) -> int:
+        m = self.manifests[referrer]
+        return self.sig_tag(m.subject, ".sig" if m.referrer == "signature" else ".att")
 
     # --- events --------------------------------------------------------------------------
 

@@ -196,7 +196,7 @@ def inventory_records(w: World, tags: TagIntervals) -> list[dict[str, Any]]:
                           "media_type": w.manifests[c].media_type, "platform": p}
                          for c, p in m.children],
             "subject": w.manifests[m.subject].digest if m.subject >= 0 else None,
-            "referrer_kind": "signature" if m.kind == "signature" else None,
+            "referrer_kind": m.referrer,
             "created_at": _iso(m.created_ns),
             "pushed_at": format_time(m.pushed_ns, 0),
             "deleted_at": format_time(m.deleted_ns, 0) if m.deleted_ns < NEVER else None,

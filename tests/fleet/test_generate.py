@@ -152,10 +152,12 @@ def test_signatures_follow_their_images(fleet: Fleet) -> None:
     assert len(sigs) > 20
     pushes = {(e["target"]["repository"], e["target"].get("tag")): e for e in fleet.events
               if e["action"] == "push" and "tag" in e["target"]}
+    assert {s["referrer_kind"] for s in sigs} == {"signature", "attestation"}
     for sig in sigs:
         subject = inv[sig["subject"]]
         assert subject["repository"] == sig["repository"]
-        tag = sig["subject"].replace(":", "-") + ".sig"
+        suffix = ".sig" if sig["referrer_kind"] == "signature" else ".att"
+        tag = sig["subject"].replace(":", "-") + suffix
         assert tag in sig["tags"] or sig["deleted_at"] is not None
         push = pushes[(sig["repository"], tag)]
         assert parse_time(push["timestamp"]) >= parse_time(subject["pushed_at"])

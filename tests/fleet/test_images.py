@@ -20,7 +20,7 @@ SCALE = 2e-6
 
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    spec = FleetSpec(seed=4, repositories=8, days=25, byte_scale=SCALE,
+    spec = FleetSpec(seed=2, repositories=8, days=25, byte_scale=SCALE,
                      mix={"release": 1, "base": 1, "mirror": 1, "ci": 1})
     files = generate(spec, tmp_path_factory.mktemp("scaled"))
     return [orjson.loads(x) for x in files.inventory.read_bytes().splitlines()]
@@ -35,6 +35,7 @@ def test_materialized_bytes_hash_to_the_recorded_digests(scaled: list[dict]) -> 
         for b in rec["blobs"]:
             assert len(item.blobs[b["digest"]]) == b["size"]
     assert kinds == {"image", "index", "signature"}
+    assert {r["referrer_kind"] for r in scaled} == {None, "signature", "attestation"}
 
 
 def test_the_wrong_scale_and_virtual_fleets_are_refused(scaled: list[dict],
@@ -52,7 +53,9 @@ def test_the_wrong_scale_and_virtual_fleets_are_refused(scaled: list[dict],
 @pytest.mark.registry
 def test_a_scaled_fleet_pushes_to_a_real_registry(registry: LocalRegistry,
                                                   scaled: list[dict], tmp_path: Path) -> None:
-    repos = sorted({r["repository"] for r in scaled})[:3]
+    # the repositories of an index and of an attestation: every kind goes through the registry
+    repos = {next(r["repository"] for r in scaled if r["kind"] == "index"),
+             next(r["repository"] for r in scaled if r["referrer_kind"] == "attestation")}
     chosen = [r for r in scaled if r["repository"] in repos]
     with RegistryClient(registry.url) as client:
         pushed = images.push_records(client, chosen, byte_scale=SCALE)
