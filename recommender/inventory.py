@@ -98,6 +98,7 @@ class _RepoResult:
     tags: dict[str, str] = field(default_factory=dict)  # tag -> digest
     seen: dict[str, _Seen] = field(default_factory=dict)  # digest -> manifest
     children: list[tuple[str, str, str | None]] = field(default_factory=list)
+    failed_tags: set[str] = field(default_factory=set)  # listed but not read: left as known
     gone: set[str] = field(default_factory=set)  # known digests no longer reachable
     alive_untagged: set[str] = field(default_factory=set)
 
@@ -223,6 +224,7 @@ async def scan_async(
                 continue  # deleted between the listing and the fetch
             if isinstance(got, RegistryError):
                 report.errors.append({"repository": repo, "tag": tag, **_error(got)})
+                result.failed_tags.add(tag)
                 continue
             if isinstance(got, BaseException):
                 raise got
@@ -409,7 +411,8 @@ def _write_repo(store: Store, result: _RepoResult, now: datetime, report: ScanRe
                 manifests.c.repository == repo, manifests.c.digest.in_(sorted(result.gone)),
                 manifests.c.deleted_at.is_(None),
             ).values(deleted_at=now))
-        opened, closed = _reconcile_tags(conn, repo, result.tags, now)
+        opened, closed = _reconcile_tags(conn, repo, result.tags, now,
+                                         keep=result.failed_tags)
     report.tags += len(result.tags)
     report.manifests += len(result.seen)
     report.blobs += len(blob_rows)
@@ -419,9 +422,11 @@ def _write_repo(store: Store, result: _RepoResult, now: datetime, report: ScanRe
 
 
 def _reconcile_tags(
-    conn: Connection, repo: str, listed: dict[str, str], now: datetime
+    conn: Connection, repo: str, listed: dict[str, str], now: datetime,
+    *, keep: Collection[str] = (),
 ) -> tuple[int, int]:
-    """Make the intervals open at ``now`` match what the registry lists."""
+    """Make the intervals open at ``now`` match what the registry lists. Tags in ``keep``
+    (listed, but their manifest could not be read) are left as they were."""
     th = tag_history.c
     open_rows = conn.execute(
         select(th.id, th.tag, th.digest).where(
@@ -429,7 +434,8 @@ def _reconcile_tags(
             or_(th.valid_to.is_(None), th.valid_to > now))
     ).all()
     current = {row.tag: row for row in open_rows}
-    to_close = [row.id for row in open_rows if listed.get(row.tag) != row.digest]
+    to_close = [row.id for row in open_rows
+                if row.tag not in keep and listed.get(row.tag) != row.digest]
     if to_close:
         # A moved tag (we missed the push) or a vanished tag (we missed the delete) ends now.
         conn.execute(update(tag_history).where(th.id.in_(to_close)).values(valid_to=now))

@@ -52,9 +52,23 @@ class Recording(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
+class FailingFor(httpx.HTTPTransport):
+    """The real transport, except that one path answers 503 (an overloaded registry)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == self.path:
+            return httpx.Response(503, json={"errors": [{"code": "UNAVAILABLE"}]})
+        return super().handle_request(request)
+
+
 def run_scan(store, registry, *, now, transport=None, **kwargs):
     async def go():
-        async with AsyncRegistryClient(registry.url, transport=transport) as aclient:
+        async with AsyncRegistryClient(registry.url, transport=transport,
+                                       retries=0) as aclient:
             return await inventory.scan_async(store, aclient, now=now, **kwargs)
 
     return asyncio.run(go())
@@ -303,3 +317,15 @@ def test_scan_without_configs_then_with(store, registry, client):
     run_scan(store, registry, now=T0 + timedelta(hours=1))
     row = rows(store, manifests, manifests.c.digest == image.digest)[0]
     assert (row["created_at"], row["labels"]) == (CREATED, {"a": "b"})
+
+
+def test_a_tag_that_cannot_be_read_keeps_what_the_store_knew(store, registry, client):
+    push_image(client, "team/app", "v1")
+    v2 = push_image(client, "team/app", "v2")
+    run_scan(store, registry, now=T0)
+    report = run_scan(store, registry, now=T0 + timedelta(hours=1),
+                      transport=FailingFor("/v2/team/app/manifests/v2"))
+    assert [(e["tag"], e["status"]) for e in report.errors] == [("v2", 503)]
+    assert report.tags_closed == 0
+    assert open_tags(store, "team/app")["v2"] == v2.digest
+    assert rows(store, manifests, manifests.c.digest == v2.digest)[0]["deleted_at"] is None
