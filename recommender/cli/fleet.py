@@ -54,6 +54,8 @@ def generate_cmd(
         help="Make layers real bytes at this fraction of their size (pushable fleets).")] = None,
     snapshot_every: Annotated[int, typer.Option(help="Days between pod list snapshots.")] = 1,
     scanner_every: Annotated[int, typer.Option(help="Days between full scanner passes.")] = 7,
+    prehistory_days: Annotated[int, typer.Option(
+        help="Days of history before --start that telemetry never saw.")] = 0,
 ) -> None:
     """Simulate a registry fleet and write its telemetry, pod lists and inventory."""
     from ..fleet import FleetSpec, generate, parse_mix
@@ -64,7 +66,8 @@ def generate_cmd(
         raise ConfigError(f"--start {start!r} is not a date (YYYY-MM-DD)", start=start) from None
     spec = FleetSpec(seed=seed, repositories=repositories, days=days, start=first,
                      mix=parse_mix(mix), byte_scale=byte_scale,
-                     snapshot_every_days=snapshot_every, scanner_every_days=scanner_every)
+                     snapshot_every_days=snapshot_every, scanner_every_days=scanner_every,
+                     prehistory_days=prehistory_days)
     began = time.perf_counter()
     with _progress(repositories + 3) as step:
         files = generate(spec, out, progress=step)

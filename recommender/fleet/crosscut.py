@@ -189,14 +189,14 @@ def scanners(w: World, rng: np.random.Generator, tags: TagIntervals) -> None:
     t0 = tags.t[sel] + rng.integers(MINUTE, 20 * MINUTE, len(sel))
     _scan(w, t0, tags.man[sel], tags.tag[sel], trivy, first, second)
     every = w.spec.scanner_every_days * DAY
-    for at in range(w.start_ns + 2 * HOUR, w.end_ns, every):
+    for at in range(w.window_ns + 2 * HOUR, w.end_ns, every):
         idx = tags.valid_at(at)
         idx = idx[~is_sig[tags.tag[idx]]]
         # one pass takes hours; a manifest with several tags is scanned once per tag
         when = at + rng.integers(0, 4 * HOUR, len(idx))
         _scan(w, when, tags.man[idx], tags.tag[idx], trivy, first, second)
     clair_repos = rng.random(len(w.repos)) < 0.3
-    for at in range(w.start_ns + 26 * HOUR, w.end_ns, 30 * DAY):
+    for at in range(w.window_ns + 26 * HOUR, w.end_ns, 30 * DAY):
         idx = tags.valid_at(at)
         idx = idx[clair_repos[tags.repo[idx]] & ~is_sig[tags.tag[idx]]]
         mans = np.unique(tags.man[idx])
@@ -225,7 +225,7 @@ def janitors(w: World, rng: np.random.Generator, tags: TagIntervals, share: floa
         return
     chosen = rng.random(len(w.repos)) < share
     bot = w.clients.janitor("regclient")
-    for at in range(w.start_ns + 3 * HOUR, w.end_ns, 7 * DAY):
+    for at in range(w.window_ns + 3 * HOUR, w.end_ns, 7 * DAY):
         idx = tags.valid_at(at)
         idx = idx[chosen[tags.repo[idx]]]
         when = at + np.sort(rng.integers(0, HOUR, len(idx)))
@@ -238,7 +238,7 @@ def janitors(w: World, rng: np.random.Generator, tags: TagIntervals, share: floa
     with_latest = np.unique(tags.repo[tags.tag == latest])
     if len(with_latest) and not daily[with_latest].any():  # someone always has such a script
         daily[with_latest[0]] = True
-    for at in range(w.start_ns + 5 * HOUR, w.end_ns, DAY):
+    for at in range(w.window_ns + 5 * HOUR, w.end_ns, DAY):
         idx = tags.valid_at(at)
         idx = idx[daily[tags.repo[idx]] & (tags.tag[idx] == latest)]
         w.events(at + rng.integers(0, MINUTE, len(idx)), PULL, tags.man[idx], latest, HEAD,

@@ -93,7 +93,9 @@ def load_inventory(store: Store, path: Path | str, *, now: datetime | None = Non
         registry = (orjson.loads(meta.read_bytes())["spec"]["registry"] if meta.exists()
                     else "fleet")
     records = list(read_inventory(path))
-    pushed = [_time(r["pushed_at"], n, "pushed_at") for n, r in enumerate(records, 1)]
+    # a scan knows when it first saw a manifest; the fleet says so in ``first_seen``
+    pushed = [_time(r.get("first_seen") or r["pushed_at"], n, "first_seen")
+              for n, r in enumerate(records, 1)]
     scanned = now or max((p for p in pushed if p is not None), default=None)
     if scanned is None:
         raise PayloadError(f"{path}: no manifest in the inventory", where="file")

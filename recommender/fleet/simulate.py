@@ -152,12 +152,12 @@ def build_world(spec: FleetSpec, progress: Callable[[str], None] | None = None
 
 
 def _visible(w: World, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Drop what cannot have happened: use of a manifest after its deletion, events outside
-    the window."""
+    """Drop what cannot have happened (use of a manifest after its deletion) and what
+    telemetry did not see (events outside the window, e.g. in the prehistory)."""
     deleted = np.array([m.deleted_ns for m in w.manifests] or [NEVER], dtype=np.int64)
     t, action, man = cols["t"], cols["action"], cols["man"]
     after_delete = (t > deleted[man]) & (action != DELETE) & (action != TAGDEL)
-    keep = ~after_delete & (t >= w.start_ns) & (t < w.end_ns)
+    keep = ~after_delete & (t >= w.window_ns) & (t < w.end_ns)
     return {k: v[keep] for k, v in cols.items()}
 
 

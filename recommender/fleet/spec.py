@@ -80,6 +80,9 @@ class FleetSpec:
     blob_event_ratio: float = 0.15  # share of pulls that also fetch blobs (cold caches)
     duplicate_rate: float = 0.003  # envelopes delivered twice (retry after a lost ack)
     reorder_rate: float = 0.02  # envelopes delivered late (retry backoff): out of order
+    # Days simulated before ``start`` that telemetry never saw (tagwarden was installed on
+    # ``start``): their manifests, tags and running pods exist, their events do not.
+    prehistory_days: int = 0
 
     def __post_init__(self) -> None:
         if self.repositories < 1:
@@ -89,6 +92,8 @@ class FleetSpec:
             raise ConfigError("a fleet needs at least one day", days=self.days)
         if self.byte_scale is not None and not 0 < self.byte_scale <= 1:
             raise ConfigError("byte_scale must be in (0, 1]", byte_scale=self.byte_scale)
+        if self.prehistory_days < 0:
+            raise ConfigError("prehistory_days must be >= 0", prehistory_days=self.prehistory_days)
         if self.snapshot_every_days < 1 or self.scanner_every_days < 1:
             raise ConfigError("snapshot and scanner periods are whole days >= 1")
         bad = [k for k in self.mix if k not in ARCHETYPES]

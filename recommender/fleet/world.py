@@ -75,7 +75,9 @@ class Workload:
 class World:
     def __init__(self, spec: FleetSpec) -> None:
         self.spec = spec
-        self.start_ns = int(spec.start_at.timestamp()) * SECOND
+        # telemetry starts at ``window_ns``; the simulation may start earlier (prehistory)
+        self.window_ns = int(spec.start_at.timestamp()) * SECOND
+        self.start_ns = self.window_ns - spec.prehistory_days * DAY
         self.end_ns = int(spec.end_at.timestamp()) * SECOND
         self.repos: list[str] = []
         self.repo_kind: list[str] = []

@@ -31,6 +31,8 @@ def write_deploys(w: World, path: Path, rng: np.random.Generator) -> int:
     rows = sorted(w.deploys, key=lambda d: (d[0], d[4], d[5], d[1]))
     with path.open("wb") as out:
         for t, man, tag, env, cluster, ns in rows:
+            if t < w.window_ns:  # before telemetry began
+                continue
             m = w.manifests[man]
             name = f"{host}/{w.repos[m.repo]}"
             style = rng.random()
@@ -45,7 +47,7 @@ def write_deploys(w: World, path: Path, rng: np.random.Generator) -> int:
             doc = {"timestamp": format_time(t - t % 1000, offset), "image": image,
                    "environment": env, "cluster": cluster, "namespace": ns}
             out.write(orjson.dumps(doc) + b"\n")
-    return len(rows)
+    return sum(1 for r in rows if r[0] >= w.window_ns)
 
 
 class _PodFactory:
@@ -149,7 +151,7 @@ def write_pods(w: World, runs: list[Run], path: Path, rng: np.random.Generator) 
     ends = {c: np.array([runs[k].end for k in ks]) for c, ks in by_cluster.items()}
     snapshots = pods = 0
     with path.open("wb") as out:
-        for day in range(w.start_ns, w.end_ns, every):
+        for day in range(w.window_ns, w.end_ns, every):
             for ci, cluster in enumerate(CLUSTERS):
                 at = day + 30 * MINUTE + ci * 7 * MINUTE + int(rng.integers(0, 90)) * SECOND
                 items: list[dict[str, Any]] = []
@@ -176,6 +178,8 @@ def inventory_records(w: World, tags: TagIntervals) -> list[dict[str, Any]]:
     host = w.spec.registry
     out = []
     for m in w.manifests:
+        if m.deleted_ns < w.window_ns:  # gone before tagwarden looked: nobody knows of it
+            continue
         blobs = []
         for b in (w.blobs[x] for x in m.blobs):
             entry: dict[str, Any] = {"digest": b.digest, "size": b.size,
@@ -199,6 +203,8 @@ def inventory_records(w: World, tags: TagIntervals) -> list[dict[str, Any]]:
             "referrer_kind": m.referrer,
             "created_at": _iso(m.created_ns),
             "pushed_at": format_time(m.pushed_ns, 0),
+            # what a scan can know: pushed in the prehistory = first seen when telemetry began
+            "first_seen": format_time(max(m.pushed_ns, w.window_ns), 0),
             "deleted_at": format_time(m.deleted_ns, 0) if m.deleted_ns < NEVER else None,
             "tags": sorted(current.get(m.id, [])),
             "labels": m.labels or None,

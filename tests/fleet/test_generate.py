@@ -304,3 +304,23 @@ def test_bytes_do_not_depend_on_the_process(tmp_path: Path) -> None:
                        env={**os.environ, "PYTHONHASHSEED": salt})
     for name in NAMES:
         assert _sha(tmp_path / "1" / name) == _sha(tmp_path / "2" / name), name
+
+
+def test_prehistory_exists_in_the_registry_but_not_in_telemetry(tmp_path: Path) -> None:
+    from .conftest import read_fleet
+
+    spec = FleetSpec(seed=9, repositories=8, days=30, prehistory_days=60)
+    f = read_fleet(generate(spec, tmp_path))
+    start = spec.start_at
+    assert min(parse_time(e["timestamp"]) for e in f.events) >= start
+    assert min(parse_time(d["timestamp"]) for d in f.deploys) >= start
+    old = [r for r in f.inventory if parse_time(r["pushed_at"]) < start]
+    assert len(old) > 50
+    assert all(parse_time(r["first_seen"]) == start for r in old)
+    assert all(r["deleted_at"] is None or parse_time(r["deleted_at"]) >= start
+               for r in f.inventory)
+    # on day one, pods already run images pushed before telemetry began
+    first = [s for s in f.snapshots if parse_time(s["taken_at"]) < start + timedelta(days=1)]
+    running = {st["imageID"].split("@")[1] for s in first for p in s["list"]["items"]
+               for st in p["status"]["containerStatuses"]}
+    assert running & {r["digest"] for r in old}
