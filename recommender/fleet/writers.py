@@ -85,6 +85,9 @@ class _PodFactory:
         job = run.kind == "job"
         owner_kind = "DaemonSet" if daemon else ("Job" if job else "ReplicaSet")
         rs = self._name(10)
+        # applications that migrate their database first run the same image as an init
+        # container (reported in initContainerStatuses)
+        migrate = not (daemon or job) and self.rng.random() < 0.3
         count = cl.nodes if daemon else min(run.replicas, 12)
         started = _iso(run.start + 30 * SECOND)
         out = []
@@ -99,13 +102,13 @@ class _PodFactory:
             else:
                 pod_name = f"{run.workload}-{'' if daemon else rs + '-'}{self._name(5)}"
                 state = {"running": {"startedAt": started}}
-            status = {
+            runtime = "cri-o://" if cl.runtime == "cri-o" else "containerd://"
+            status: dict[str, Any] = {
                 "name": run.container, "image": status_image, "imageID": image_id,
-                "containerID": ("cri-o://" if cl.runtime == "cri-o" else "containerd://")
-                + self._cid(),
+                "containerID": runtime + self._cid(),
                 "ready": not job, "restartCount": 0, "started": not job, "state": state,
             }
-            out.append({
+            pod: dict[str, Any] = {
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {
@@ -132,7 +135,18 @@ class _PodFactory:
                     "startTime": _iso(run.start),
                     "containerStatuses": [status],
                 },
-            })
+            }
+            if migrate:
+                pod["spec"]["initContainers"] = [{"name": "migrate", "image": spec_image,
+                                                  "command": ["/app/migrate"]}]
+                pod["status"]["initContainerStatuses"] = [{
+                    "name": "migrate", "image": status_image, "imageID": image_id,
+                    "containerID": runtime + self._cid(),
+                    "ready": True, "restartCount": 0, "started": False,
+                    "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                             "startedAt": _iso(run.start + 5 * SECOND),
+                                             "finishedAt": _iso(run.start + 25 * SECOND)}}}]
+            out.append(pod)
         self.cache[k] = out
         return out
 

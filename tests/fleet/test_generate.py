@@ -225,6 +225,7 @@ def test_pod_snapshots_are_kubectl_lists_of_what_runs(fleet: Fleet) -> None:
     assert sources["stg-1"] == -(-SMALL.days // SMALL.snapshot_every_days)
     prev = None
     phases = Counter()
+    inits = 0
     for snap in fleet.snapshots:
         taken = parse_time(snap["taken_at"])
         assert snap["list"]["kind"] == "List" and snap["list"]["apiVersion"] == "v1"
@@ -235,13 +236,16 @@ def test_pod_snapshots_are_kubectl_lists_of_what_runs(fleet: Fleet) -> None:
         for pod in snap["list"]["items"]:
             assert pod["kind"] == "Pod" and pod["metadata"]["namespace"]
             phases[pod["status"]["phase"]] += 1
-            for st in pod["status"]["containerStatuses"]:
+            inits += len(pod["status"].get("initContainerStatuses", ()))
+            for st in (pod["status"]["containerStatuses"]
+                       + pod["status"].get("initContainerStatuses", [])):
                 ref = parse_reference(st["imageID"])
                 rec = inv[ref.digest]
                 assert rec["repository"] == ref.repository
                 assert parse_time(rec["pushed_at"]) <= taken
                 assert rec["deleted_at"] is None or parse_time(rec["deleted_at"]) > taken
     assert phases["Running"] > 1000
+    assert inits > 100  # init containers (database migrations) run the app's image too
     # completed CronJob pods are listed only where the job history keeps them
     keeps = any(r.get("keeps_pods") for r in fleet.meta["repositories"])
     assert (phases["Succeeded"] > 0) == keeps
