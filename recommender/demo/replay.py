@@ -56,7 +56,7 @@ class ReplayResult:
 def _records(inventory: Path) -> list[dict[str, Any]]:
     with inventory.open("rb") as fh:
         alive = [r for r in map(orjson.loads, fh) if not r.get("deleted_at")]
-    return sorted(alive, key=lambda r: (_KIND_ORDER.get(r.get("kind", "image"), 0),
+    return sorted(alive, key=lambda r: (_KIND_ORDER.get(r.get("kind", "image"), 2),
                                         r["pushed_at"]))
 
 
@@ -78,8 +78,9 @@ def push_fleet(client: RegistryClient, fleet_dir: Path, *, byte_scale: float,
 
     # Each kind in its own wave: an index needs its platform manifests in the registry first.
     done = 0
-    for kind in sorted(_KIND_ORDER, key=_KIND_ORDER.__getitem__):
-        wave = [r for r in records if r.get("kind", "image") == kind]
+    for rank in sorted(set(_KIND_ORDER.values())):
+        # a kind we do not know yet goes last, after the manifests it may refer to
+        wave = [r for r in records if _KIND_ORDER.get(r.get("kind", "image"), 2) == rank]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for tags, blobs, size in pool.map(push, wave):
                 result.manifests += 1
