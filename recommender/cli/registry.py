@@ -98,6 +98,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+_NUMBERS = frozenset({"uses", "non_use_pulls", "bytes"})
 _COLUMNS = ("repository", "digest", "tags", "pushed_at", "last_used_at", "uses",
             "non_use_pulls", "running", "bytes")
 
@@ -118,10 +119,13 @@ def inventory_command(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*_COLUMNS, box=None, pad_edge=False)
+    table = Table(box=None, pad_edge=False)
+    for column in _COLUMNS:
+        table.add_column(column, no_wrap=True, overflow="ellipsis",
+                         justify="right" if column in _NUMBERS else "left")
     for row in rows:
         cells = [_text(row[c]) for c in _COLUMNS]
-        cells[1] = cells[1][:19]  # sha256: + 12 hex, as registries' UIs show it
+        cells[1] = cells[1].removeprefix("sha256:")[:12]  # as `docker images` shows them
         table.add_row(*cells)
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
     typer.echo(f"{len(rows)} manifests")
