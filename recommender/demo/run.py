@@ -108,7 +108,7 @@ class _Steps:
 
 
 def _config_text(work: Path, registry_url: str, gc_config: Path, slack_api: str,
-                 teams: dict[str, str], public_url: str, approver: str) -> str:
+                 teams: dict[str, str], public_url: str, approver: str, team_id: str) -> str:
     team_blocks = "".join(f"""
 [[team]]
 name = "{name}"
@@ -133,6 +133,7 @@ horizon = "{HORIZON_DAYS}d"
 [slack]
 api_url = "{slack_api}"
 public_url = "{public_url}"
+team_id = "{team_id}"   # clicks from any other workspace are refused
 post_interval = "0s"
 
 [scheduler]
@@ -259,11 +260,12 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
             channels = {team: f"C0{team.upper().replace('-', '')[:9]}" for team in teams}
         token = secrets.token_urlsafe(24)
         approver = environ.get("TAGWARDEN_DEMO_APPROVER", APPROVER) if real_slack else APPROVER
+        team_id = environ.get("SLACK_TEAM_ID", WORKSPACE) if real_slack else WORKSPACE
         signing = environ.get("SLACK_SIGNING_SECRET") if real_slack else secrets.token_hex(16)
         assert signing is not None
         config_path = work / "tagwarden.toml"
         config_path.write_text(_config_text(work, registry.url, registry.config_path, slack_api,
-                                            channels, "http://127.0.0.1", approver),
+                                            channels, "http://127.0.0.1", approver, team_id),
                                encoding="utf-8")
         env = {**environ, "TAGWARDEN_COLLECTOR_TOKEN": token, "SLACK_SIGNING_SECRET": signing,
                "SLACK_BOT_TOKEN": environ.get("SLACK_BOT_TOKEN") or "xoxb-demo-fake",
@@ -329,9 +331,6 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
             if not batches:
                 raise DemoError("no batch was posted to Slack", step="approve")
             chosen = max(batches, key=lambda b: b.reclaimable_bytes)
-            team_id = WORKSPACE
-            if real_slack:
-                team_id = environ.get("SLACK_TEAM_ID", "")
             response_url = (services.slack.response_url("demo") if services.slack
                             else "https://hooks.slack.com/actions/unused")
             target = PostedBatch(chosen.id, chosen.posted_channel or "", chosen.posted_ts or "",
