@@ -12,9 +12,6 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import ConfigError, PayloadError
-from ..model import backtest as run_backtest
-from ..model import train as run_train
-from ..recommend import explain, suggest
 from ..timeutil import parse_duration, parse_time, utcnow
 from .state import app, state
 
@@ -62,6 +59,8 @@ def _gb(value: float | None) -> str:
 @app.command()
 def train(ctx: typer.Context, now: Now = None, horizon: Horizon = None) -> None:
     """Train a model on the store's history; promote it when not worse than the current one."""
+    from ..model import train as run_train  # scikit-learn/pandas: only when a command needs them
+
     st = state(ctx)
     report = run_train(st.store, st.config, now=_time(now, "--now"), horizon_days=_horizon(horizon))
     typer.echo(report.message)
@@ -87,6 +86,8 @@ def backtest(
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
 ) -> None:
     """Train on what was known at --at, evaluate on the following horizon, beside the rules."""
+    from ..model import backtest as run_backtest
+
     st = state(ctx)
     report = run_backtest(st.store, st.config, at=_time(at, "--at"), now=utcnow(),
                           horizon_days=_horizon(horizon))
@@ -119,6 +120,8 @@ def suggest_cmd(
     post: Annotated[bool, typer.Option("--post", help="Post the batches to Slack.")] = False,
 ) -> None:
     """Scored, guardrailed deletion suggestions ranked by expected reclaimable bytes."""
+    from ..recommend import suggest
+
     st = state(ctx)
     when = _time(now, "--now")
     items = suggest(st.store, st.config, now=when, repository_glob=repository,
@@ -183,6 +186,8 @@ def why(
     if not sep or not repo or not digest.startswith("sha256:"):
         raise PayloadError(f"expected REPOSITORY@sha256:..., got {reference!r}",
                            where="reference")
+    from ..recommend import explain
+
     st = state(ctx)
     info = explain(st.store, st.config, repository=repo, digest=digest,
                    now=_time(now, "--now"))
