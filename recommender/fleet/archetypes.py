@@ -197,10 +197,11 @@ def release(r: Repo, p: ReleaseParams = ReleaseParams()) -> None:
             version = [version[0], version[1] + 1, 0]
         else:
             version[2] += 1
-        if prerelease and version[2] == 0:
+        j = int(np.searchsorted(times, t - 2 * DAY)) - 1  # the build two days earlier
+        if prerelease and version[2] == 0 and j >= 0:
             rc = w.tag_id(f"{prefix}{version[0]}.{version[1]}.0-rc.1")
-            w.retag(t - 2 * DAY, mains[max(0, i - 1)][1], rc, r.pusher)
-            w.deploy(t - 2 * DAY + HOUR, mains[max(0, i - 1)][1], rc, cluster="stg-1",
+            w.retag(t - 2 * DAY, mains[j][1], rc, r.pusher)
+            w.deploy(t - 2 * DAY + HOUR, mains[j][1], rc, cluster="stg-1",
                      namespace=r.team, workload=r.short, replicas=1)
         name = f"{prefix}{version[0]}.{version[1]}.{version[2]}"
         tag = w.tag_id(name)

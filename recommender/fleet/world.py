@@ -244,6 +244,7 @@ class World:
     def push(self, t: int, man: int, tag: int, client: int, *, new_blobs: bool = True) -> None:
         """Push a manifest (blobs first, as clients do), optionally by tag; moves the tag."""
         m = self.manifests[man]
+        m.pushed_ns = min(m.pushed_ns, t)  # platform manifests go up before their index
         if new_blobs:
             for i, bid in enumerate(m.blobs):
                 if (m.repo, bid) in self._repo_blobs:

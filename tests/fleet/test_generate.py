@@ -328,3 +328,11 @@ def test_prehistory_exists_in_the_registry_but_not_in_telemetry(tmp_path: Path) 
     running = {st["imageID"].split("@")[1] for s in first for p in s["list"]["items"]
                for st in p["status"]["containerStatuses"]}
     assert running & {r["digest"] for r in old}
+
+
+def test_nothing_is_pulled_or_tagged_before_it_is_pushed(fleet: Fleet) -> None:
+    pushed = {r["digest"]: parse_time(r["pushed_at"]) for r in fleet.inventory}
+    for e in fleet.events:
+        digest = e["target"].get("digest")
+        if e["action"] in ("pull", "push") and digest in pushed:
+            assert parse_time(e["timestamp"]) >= pushed[digest] - timedelta(seconds=1), e
