@@ -14,6 +14,8 @@ The steps for one item, each with its reason to be there:
 3. Every tag re-resolved with the full ``Accept`` list (a partial list can yield another
    digest for the same tag): a tag that now names another digest means the approval was given
    on facts that changed (a re-push, a rollback under way) -- skip; the next suggestion decides.
+   And every tag of the repository, as the registry lists it: one put on the digest since
+   (a promotion whose notification was lost) would go with the DELETE -- skip.
 4. A referrer (signature, attestation, SBOM) or a platform child runs after the other items
    and only once its subject or index is gone: a kept image keeps its signatures and platforms.
 5. "executing" and the re-check results are committed with their audit rows, then the optional
@@ -252,6 +254,10 @@ class Executor:
         self.backup_dir = Path(backup_dir) if backup_dir else None
         self.backup_client = backup_client
         self._gone: set[tuple[str, str]] = set()  # deleted (or would be) in this run
+        # tag -> digest per repository, read from the registry once per run (see _tags_now)
+        self._tags_now: dict[str, dict[str, str | None]] = {}
+        self._tags_locks: dict[str, threading.Lock] = {}
+        self._tags_guard = threading.Lock()
         self._monotonic = monotonic
         self.lease_chunk = LEASE_CHUNK
 
@@ -284,6 +290,7 @@ class Executor:
             kept = guardrails(conn, self.config, now=now,
                               candidates=sorted({(i.repository, i.digest) for i in due}))
         self._gone = set()
+        self._tags_now, self._tags_locks = {}, {}
         started = self._monotonic()
         # Referrers and platform children after everything else: a signature goes only once
         # its subject is gone, a child only once its index is gone, so a kept subject keeps
@@ -494,7 +501,31 @@ class Executor:
                 continue  # the tag was removed: nothing left to protect
             if now_at != item.digest:
                 raise _Skip(f"tag moved: {tag} now points to {now_at}")
+        # A tag put on the digest after the suggestion whose notification was lost is known
+        # only to the registry; deleting the digest would delete that tag too (an alias, a
+        # promotion to "prod").
+        for tag, at in sorted(self._registry_tags(item.repository).items()):
+            if at == item.digest and tag not in item.tags:
+                raise _Skip(f"tagged since the suggestion: {tag} (found in the registry)")
         return f"{len(item.tags)} tag(s) still on the digest; not used, not running"
+
+    def _registry_tags(self, repository: str) -> dict[str, str | None]:
+        """Every tag of ``repository`` with the digest it names, read once per run (one
+        ``HEAD`` per tag, full ``Accept`` list). A tag moved during the run onto a digest
+        being deleted is the remaining window; the tags an item was shown are re-resolved
+        right before its own delete."""
+        with self._tags_guard:
+            lock = self._tags_locks.setdefault(repository, threading.Lock())
+        with lock:
+            found = self._tags_now.get(repository)
+            if found is None:
+                try:
+                    tags = self.client.list_tags(repository)
+                except NotFound:
+                    tags = []
+                found = {tag: self.client.head_manifest(repository, tag) for tag in tags}
+                self._tags_now[repository] = found
+            return found
 
     def _running(self, conn: Connection, item: DueItem, family: list[str],
                  now: datetime) -> str | None:
