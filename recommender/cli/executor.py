@@ -57,8 +57,10 @@ def execute(
                           calls=calls).run_due(when)
     finally:
         client.close()
+    drawn = _publish(st.config, st.store, now=when) if not dry_run else []
     if as_json:
-        typer.echo(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        typer.echo(orjson.dumps(report.as_dict() | {"slack_updated": drawn},
+                                option=orjson.OPT_INDENT_2).decode())
         return
     for o in report.outcomes:
         tags = ",".join(o.tags) or "untagged"
@@ -69,6 +71,19 @@ def execute(
     if report.deleted:
         typer.echo(f"{report.reclaimable_bytes} bytes now eligible for garbage collection; run "
                    f"(registry read-only or stopped): {report.gc_command}")
+    if drawn:
+        typer.echo(f"{len(drawn)} Slack message(s) updated with the results")
+
+
+def _publish(config: Config, store: Store, *, now: datetime) -> list[str]:
+    """Redraw the Slack messages of finished batches, as the scheduler's execute job does:
+    a run by hand must not leave a message saying "deletion due" over a deleted image."""
+    if not config["slack.bot_token"]:
+        return []
+    from bot.app import default_client
+    from bot.posting import publish_results
+
+    return publish_results(store, client=default_client(config), now=now)
 
 
 @audit_app.command("verify")
