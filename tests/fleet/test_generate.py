@@ -211,6 +211,7 @@ def test_deploy_events_follow_the_webhook_format(fleet: Fleet) -> None:
         assert ref.tag or ref.digest
         if ref.digest:
             assert inv[ref.digest]["repository"] == ref.repository
+            assert parse_time(dep["timestamp"]) >= parse_time(inv[ref.digest]["pushed_at"])
         envs[dep["environment"]] += 1
         parse_time(dep["timestamp"])
     assert set(envs) == {"staging", "production"}
