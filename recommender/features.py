@@ -102,6 +102,8 @@ class History:
     snapshots: pd.DataFrame  # source taken_at
     production: tuple[str, ...] = field(default=DEFAULT_PRODUCTION)
     units: dict[tuple[str, str], tuple[str, str]] | None = field(default=None, repr=False)
+    # Features and guardrails of one instant share the alive units (a few, not every instant).
+    alive_cache: dict[float, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @property
     def start(self) -> float | None:
@@ -241,6 +243,15 @@ def _map_units(frame: pd.DataFrame, units: dict[tuple[str, str], tuple[str, str]
 
 def alive_units(h: History, now: float) -> pd.DataFrame:
     """Manifests alive at ``now`` that are decided on their own (not children, not referrers)."""
+    cached = h.alive_cache.get(now)
+    if cached is None:
+        if len(h.alive_cache) >= 4:
+            h.alive_cache.pop(next(iter(h.alive_cache)))
+        cached = h.alive_cache[now] = _alive_units(h, now)
+    return cached.copy()
+
+
+def _alive_units(h: History, now: float) -> pd.DataFrame:
     m = h.manifests
     alive = m[(m["first_seen"] <= now) & (m["deleted_at"].isna() | (m["deleted_at"] > now))]
     units = _unit_map(h)
@@ -312,23 +323,41 @@ def current_tags(h: History, now: float) -> dict[tuple[str, str], list[str]]:
 
 
 def _group_stats(frame: pd.DataFrame, key: pd.Series, now: float) -> pd.DataFrame:
-    """Per unit: last use, counts in windows, distinct use days and the gaps between them."""
-    f = frame.assign(unit=key.to_numpy())
-    age = now - f["last_at"]
-    out = pd.DataFrame({
-        "last_use": f.groupby(["repository", "unit"])["last_at"].max(),
-    })
+    """Per unit: last use, counts in windows, distinct use days and the gaps between them.
+
+    Grouping by two string columns re-hashes the strings for every aggregate; the unit is
+    factorised once into integer codes and every aggregate groups by those."""
+    codes, uniques = pd.factorize(pd.MultiIndex.from_arrays(
+        [frame["repository"].to_numpy(dtype=object), key.to_numpy(dtype=object)]))
+    n = len(uniques)
+    last_at = frame["last_at"].to_numpy(dtype=float)
+    count = frame["count"].to_numpy(dtype=float)
+    day = frame["day"].to_numpy(dtype=float)
+    last_use = np.full(n, -np.inf)
+    np.maximum.at(last_use, codes, last_at)
+    cols: dict[str, np.ndarray] = {"last_use": last_use}
+    age = now - last_at
     for window in (7, 30, 90, 365):
-        out[f"uses_{window}"] = f["count"].where(age <= window, 0).groupby(
-            [f["repository"], f["unit"]]).sum()
-    daily = f[["repository", "unit", "day"]].drop_duplicates().sort_values(
-        ["repository", "unit", "day"])
-    recent = daily[daily["day"] > now - 365]
-    out["use_days_90"] = daily[daily["day"] > now - 90].groupby(["repository", "unit"]).size()
-    out["use_days_365"] = recent.groupby(["repository", "unit"]).size()
-    gaps = recent.assign(gap=recent.groupby(["repository", "unit"])["day"].diff())
-    out["gap_max_days"] = gaps.groupby(["repository", "unit"])["gap"].max()
-    out["gap_mean_days"] = gaps.groupby(["repository", "unit"])["gap"].mean()
+        cols[f"uses_{window}"] = np.bincount(codes, weights=np.where(age <= window, count, 0.0),
+                                             minlength=n)
+    # Distinct use days per unit, in order, and the gaps between consecutive ones.
+    pairs = np.unique(np.stack([codes.astype(float), day]), axis=1)
+    pc, pd_ = pairs[0].astype(np.int64), pairs[1]
+    cols["use_days_90"] = np.bincount(pc, weights=(pd_ > now - 90).astype(float), minlength=n)
+    recent = pd_ > now - 365
+    rc, rd = pc[recent], pd_[recent]
+    cols["use_days_365"] = np.bincount(rc, minlength=n).astype(float)
+    same = np.r_[False, rc[1:] == rc[:-1]]
+    gap = np.where(same, np.r_[0.0, np.diff(rd)], np.nan)
+    has_gap = ~np.isnan(gap)
+    gap_max = np.full(n, -np.inf)
+    np.maximum.at(gap_max, rc[has_gap], gap[has_gap])
+    gap_sum = np.bincount(rc[has_gap], weights=gap[has_gap], minlength=n)
+    gap_n = np.bincount(rc[has_gap], minlength=n)
+    cols["gap_max_days"] = np.where(gap_n > 0, gap_max, np.nan)
+    cols["gap_mean_days"] = np.where(gap_n > 0, gap_sum / np.maximum(gap_n, 1), np.nan)
+    out = pd.DataFrame(cols, index=uniques)
+    out.index.names = ["repository", "unit"]
     return out
 
 

@@ -134,6 +134,26 @@ class Fitted:
         return (self.score(frame) >= self.threshold) & frame["eligible"].to_numpy(dtype=bool)
 
 
+MAX_TRAIN_ROWS = 250_000
+
+
+def _downsample(train: pd.DataFrame, random_state: int) -> pd.DataFrame:
+    """Keep every "used" row and a random share of the (far more numerous) "dead" ones,
+    re-weighted so the trees see the same balance; calibration, on unsampled later data,
+    corrects what remains. Bounds training time on large fleets."""
+    if len(train) <= MAX_TRAIN_ROWS:
+        return train
+    used = train[train["dead"] == 0]
+    dead = train[train["dead"] == 1]
+    room = max(MAX_TRAIN_ROWS - len(used), MAX_TRAIN_ROWS // 2)
+    if len(dead) <= room:
+        return train
+    rate = room / len(dead)
+    kept = dead.sample(n=room, random_state=random_state)
+    kept = kept.assign(weight=kept["weight"] / rate)
+    return pd.concat([used, kept]).sort_index()
+
+
 def fit(data: pd.DataFrame, split: Split, config: Config, *,
         extra: pd.DataFrame | None = None) -> Fitted:
     """Train on ``split.train`` (+ ``extra`` feedback rows), calibrate on ``split.calibrate``,
@@ -145,6 +165,7 @@ def fit(data: pd.DataFrame, split: Split, config: Config, *,
     if extra is not None and not extra.empty:
         train = pd.concat([train, extra[train.columns.intersection(extra.columns)]],
                           ignore_index=True)
+    train = _downsample(train, int(config["model.random_state"]))
     if train["dead"].nunique() < 2:
         raise ModelError("training data has a single label: every unit was "
                          + ("unused" if train["dead"].iloc[0] else "used"), rows=len(train))
