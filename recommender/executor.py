@@ -35,6 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,12 @@ class CallLog:
             calls = self._local.calls = []
         return calls  # type: ignore[no-any-return]
 
-    def record(self, method: str, url: str, status: int | str) -> None:
-        self._calls().append({"method": method, "url": redact_url(url), "status": status})
+    def record(self, method: str, url: str, status: int | str,
+               retry_after: float | None = None) -> None:
+        call: dict[str, Any] = {"method": method, "url": redact_url(url), "status": status}
+        if retry_after is not None:
+            call["retry_after"] = retry_after
+        self._calls().append(call)
 
     def drain(self) -> list[dict[str, Any]]:
         calls = self._calls()
@@ -109,11 +114,32 @@ class _RecordingTransport(httpx.BaseTransport):
         except httpx.HTTPError as exc:
             self.log.record(request.method, str(request.url), type(exc).__name__)
             raise
-        self.log.record(request.method, str(request.url), response.status_code)
+        self.log.record(request.method, str(request.url), response.status_code,
+                        _retry_after(response))
         return response
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` of a 429/503 in seconds (a number or an HTTP date), else None.
+
+    Read here rather than from the client's error: a DELETE is not retried by the client, and
+    its :class:`RegistryError` does not carry the header, yet the next attempt must wait."""
+    value = response.headers.get("retry-after")
+    if not value or response.status_code not in (429, 503):
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+        sent = parsedate_to_datetime(response.headers.get("date") or value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - sent).total_seconds())
 
 
 def make_registry_client(config: Config, calls: CallLog, *,
@@ -564,6 +590,9 @@ class Executor:
             base: timedelta = self.config["executor.retry_backoff"]
             wait = min(base * (2 ** max(0, item.attempts - 1)),
                        self.config["executor.retry_backoff_max"])
+            # The registry's own Retry-After wins over a shorter backoff (capped at a day).
+            asked = max((c.get("retry_after") or 0.0 for c in result.calls), default=0.0)
+            wait = max(wait, timedelta(seconds=min(asked, 86400.0)))
             values.update(state="approved", next_attempt_at=now + wait, result=reason)
         elif outcome == "skipped":
             values.update(state="skipped", skipped_reason=reason, finished_at=now,

@@ -3,6 +3,18 @@ invariants 1-7, peers.md), each proven on the real registry and both stores."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from recommender.audit import AuditLog
+from recommender.executor import CallLog, Executor
+from recommender.registry import RegistryClient
+
 from .conftest import World
 from .helpers import later
 
@@ -42,3 +54,78 @@ def _other(world: World) -> tuple[bytes, str]:
     other = world.push("payments/api", ["other"], seed="other")
     manifest = world.client.get_manifest("payments/api", other.digest)
     return manifest.body, manifest.media_type
+
+
+class _RateLimitedDeletes(BaseHTTPRequestHandler):
+    """A front of the real registry that answers DELETE with 429 and ``Retry-After`` (Docker
+    Hub and registries behind API gateways do; docker-registry itself never does)."""
+
+    upstream = ""
+    protocol_version = "HTTP/1.1"
+
+    def _forward(self) -> None:
+        with httpx.Client() as http:
+            answer = http.request(self.command, self.upstream + self.path,
+                                  headers={k: v for k, v in self.headers.items()
+                                           if k.lower() in ("accept", "content-type")})
+        self.send_response(answer.status_code)
+        for name in ("content-type", "docker-content-digest", "link"):
+            if name in answer.headers:
+                self.send_header(name, answer.headers[name])
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(answer.content)
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        body = b'{"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]}'
+        self.send_response(429)
+        self.send_header("Retry-After", "600")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_HEAD = _forward
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def rate_limited(world: World) -> Iterator[str]:
+    handler = type("Handler", (_RateLimitedDeletes,), {"upstream": world.registry.url})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_429_on_delete_waits_at_least_its_retry_after(world: World, rate_limited: str) -> None:
+    # peers.md 12: a rate-limited DELETE leaves the item pending, and the next attempt comes
+    # no sooner than the registry asked (10 minutes), not after our own 1-minute backoff.
+    old = world.push("payments/api", ["v1"])
+    item_id = world.approve(old, ["v1"])
+    calls = CallLog()
+    client = RegistryClient(rate_limited, transport=calls.transport(), retries=0)
+    try:
+        (outcome,) = Executor(world.store, client, world.config,
+                              calls=calls).run_due(later(26)).outcomes
+    finally:
+        client.close()
+    assert outcome.outcome == "retry" and "429" in outcome.reason
+    item = world.item(item_id)
+    assert item.state == "approved"
+    assert item.next_attempt_at == later(26) + timedelta(seconds=600)
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest
+    retry = next(AuditLog(world.store).entries(kind="item.retry"))
+    assert retry.data["calls"][-1] == {"method": "DELETE", "url": retry.data["calls"][-1]["url"],
+                                       "status": 429, "retry_after": 600.0}
+    # Not before the registry's time; then it goes through the real registry.
+    assert world.executor().run_due(later(26) + timedelta(minutes=5)).outcomes == []
+    (again,) = world.executor().run_due(later(26) + timedelta(minutes=11)).outcomes
+    assert again.outcome == "deleted"
