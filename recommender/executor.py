@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, false, func, or_, select, update
 
 from .audit import AuditLog
 from .config import Config
@@ -488,15 +488,22 @@ class Executor:
                 select(manifest_children.c.child)
                 .where(manifest_children.c.repository == item.repository)
                 .where(manifest_children.c.parent == item.digest)).scalars()]
+            # A use naming only one of its tags, which the writer could not resolve (digest
+            # ""), is a use of this digest too: the tag was on it when it was suggested.
+            by_tag: Any = (and_(rollups.c.digest == "", rollups.c.tag.in_(list(item.tags)))
+                           if item.tags else false())
             used = conn.execute(
-                select(rollups.c.digest, rollups.c.action, func.max(rollups.c.last_at))
+                select(rollups.c.digest, rollups.c.tag, rollups.c.action,
+                       func.max(rollups.c.last_at))
                 .where(rollups.c.repository == item.repository)
-                .where(rollups.c.digest.in_(family)).where(rollups.c.usage == "use")
+                .where(or_(rollups.c.digest.in_(family), by_tag))
+                .where(rollups.c.usage == "use")
                 .where(rollups.c.last_at > item.suggested_at)
-                .group_by(rollups.c.digest, rollups.c.action)).first()
+                .group_by(rollups.c.digest, rollups.c.tag, rollups.c.action)
+                .order_by(rollups.c.digest.desc())).first()
             if used is not None:
-                raise _Skip(f"used since the suggestion: {used[1]} of {used[0]} at "
-                            f"{used[2].isoformat()}")
+                raise _Skip(f"used since the suggestion: {used[2]} of {used[0] or used[1]} at "
+                            f"{used[3].isoformat()}")
             pod = self._running(conn, item, family, now)
             if pod is not None:
                 raise _Skip(f"runs now: {pod}")

@@ -11,12 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from recommender import decisions
 from recommender.audit import AuditLog
 from recommender.executor import CallLog, Executor
 from recommender.registry import RegistryClient
+from recommender.store.tables import rollups
 
 from .conftest import World
-from .helpers import later
+from .helpers import Suggestion, later
 
 
 def test_an_alias_pushed_behind_our_back_is_not_deleted_with_the_digest(world: World) -> None:
@@ -129,3 +131,29 @@ def test_a_429_on_delete_waits_at_least_its_retry_after(world: World, rate_limit
     assert world.executor().run_due(later(26) + timedelta(minutes=5)).outcomes == []
     (again,) = world.executor().run_due(later(26) + timedelta(minutes=11)).outcomes
     assert again.outcome == "deleted"
+
+
+def test_a_deploy_by_a_tag_the_store_could_not_resolve_counts_as_use(world: World) -> None:
+    # A deploy that names only "v1", written while the tag history did not know where v1
+    # pointed (its rollup has no digest): it still says v1 is wanted since the suggestion.
+    old = world.push("payments/api", ["v1"])
+    world.approve(old, ["v1"])
+    with world.store.begin() as conn:
+        conn.execute(rollups.insert().values(
+            day=later(3).date(), repository="payments/api", digest="", tag="v1",
+            action="deploy", usage="use", count=1, first_at=later(3), last_at=later(3)))
+    (outcome,) = world.executor().run_due(later(26)).outcomes
+    assert outcome.outcome == "skipped"
+    assert outcome.reason == f"used since the suggestion: deploy of v1 at {later(3).isoformat()}"
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest
+
+
+def test_an_approved_item_is_not_proposed_again_while_cooling_off(world: World) -> None:
+    old = world.push("payments/api", ["v1"])
+    item_id = world.approve(old, ["v1"])
+    again = decisions.record_batches(
+        world.store, [Suggestion("payments/api", old.digest, ["v1"])], now=later(2),
+        config=world.config)
+    assert again == []
+    (outcome,) = world.executor().run_due(later(26)).outcomes
+    assert (outcome.item_id, outcome.outcome) == (item_id, "deleted")
