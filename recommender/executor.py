@@ -434,10 +434,23 @@ class Executor:
                 lost = self._outcome(item, "lost", "lease taken by another worker")
                 self._audit_lost(conn, lost, now, intended="delete")
                 return lost
-            self.audit.append("item.checked", ACTOR, {
-                "item_id": item.id, "batch_id": item.batch_id, "repository": item.repository,
-                "digest": item.digest, "checks": checks, "calls": self.calls.drain(),
-            }, now=now, conn=conn)
+            batch = conn.execute(select(batches.c.state, batches.c.decided_by)
+                                 .where(batches.c.id == item.batch_id)).one()
+            if batch.state == "cancelled":
+                cancelled_by = batch.decided_by
+            else:
+                cancelled_by = None
+                self.audit.append("item.checked", ACTOR, {
+                    "item_id": item.id, "batch_id": item.batch_id,
+                    "repository": item.repository, "digest": item.digest, "checks": checks,
+                    "calls": self.calls.drain(),
+                }, now=now, conn=conn)
+        if cancelled_by is not None:
+            # A Cancel committed after the lease but before this point still stops the
+            # DELETE (the cancel leaves leased items alone: one may be mid-DELETE). One
+            # committed later is reported by the cancel as "already started".
+            return self._record(item, now, "skipped",
+                                f"cancelled by {cancelled_by} before its delete")
         if self.backup_dir is not None or self.backup_client is not None:
             from .backup import backup_manifest, copy_manifest
 

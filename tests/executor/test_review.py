@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -13,7 +13,7 @@ import pytest
 
 from recommender import decisions
 from recommender.audit import AuditLog
-from recommender.executor import CallLog, Executor
+from recommender.executor import CallLog, DueItem, Executor
 from recommender.registry import RegistryClient
 from recommender.store.tables import rollups
 
@@ -157,3 +157,25 @@ def test_an_approved_item_is_not_proposed_again_while_cooling_off(world: World) 
     assert again == []
     (outcome,) = world.executor().run_due(later(26)).outcomes
     assert (outcome.item_id, outcome.outcome) == (item_id, "deleted")
+
+
+class _CancelledMidRun(Executor):
+    """A Cancel click lands while the executor re-checks an item it has leased."""
+
+    def _recheck(self, item: DueItem, now: datetime, kept: list[str]) -> str:
+        found = super()._recheck(item, now, kept)
+        decisions.cancel(self.store, batch_id=item.batch_id, user_id="U0DAVE", now=now)
+        return found
+
+
+def test_a_cancel_that_lands_before_the_delete_stops_it(world: World) -> None:
+    old = world.push("payments/api", ["v1"])
+    item_id = world.approve(old, ["v1"])
+    (outcome,) = _CancelledMidRun(world.store, world.client, world.config,
+                                  calls=world.calls).run_due(later(26)).outcomes
+    assert outcome.outcome == "skipped"
+    assert outcome.reason == "cancelled by U0DAVE before its delete"
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest
+    assert world.item(item_id).state == "skipped"
+    assert decisions.get_batch(world.store, world.item(item_id).batch_id).state == "cancelled"
+    assert AuditLog(world.store).verify().ok
