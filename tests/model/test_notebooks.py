@@ -42,7 +42,8 @@ def test_notebook_runs(name: str, fleet_store: tuple[Path, datetime], tmp_path: 
     monkeypatch.setenv("TAGWARDEN_NOTEBOOK_NOW", now.isoformat())
     monkeypatch.setenv("TAGWARDEN_NOTEBOOK_HORIZON_DAYS", "30")
     book = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(book, timeout=300, kernel_name="python3", cwd=str(tmp_path)).execute()
+    NotebookClient(book, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "".join(o.get("text", "") for c in book.cells if c.cell_type == "code"
                    for o in c.get("outputs", []))
     assert "Traceback" not in text
