@@ -13,6 +13,8 @@ import pytest
 
 from recommender import decisions
 from recommender.audit import AuditLog
+from recommender.collector.events import Event
+from recommender.collector.writer import EventWriter
 from recommender.executor import CallLog, DueItem, Executor
 from recommender.registry import RegistryClient
 from recommender.store.tables import rollups
@@ -179,3 +181,48 @@ def test_a_cancel_that_lands_before_the_delete_stops_it(world: World) -> None:
     assert world.item(item_id).state == "skipped"
     assert decisions.get_batch(world.store, world.item(item_id).batch_id).state == "cancelled"
     assert AuditLog(world.store).verify().ok
+
+
+def _write(world: World, event: Event) -> None:
+    EventWriter(world.store).write([event], now=event.time)
+
+
+def test_an_alias_the_collector_saw_pushed_since_the_suggestion_is_kept(world: World) -> None:
+    # A replication job (not use) tags the digest "prod"; its notification arrives.
+    old = world.push("payments/api", ["v1"])
+    world.approve(old, ["v1"])
+    manifest = world.client.get_manifest("payments/api", old.digest)
+    world.client.put_manifest("payments/api", "prod", manifest.body, manifest.media_type)
+    _write(world, Event(time=later(4), source="distribution", source_event_id="push-prod",
+                        action="push", usage="replication", repository="payments/api",
+                        digest=old.digest, tag="prod", media_type=manifest.media_type))
+    (outcome,) = world.executor().run_due(later(26)).outcomes
+    assert (outcome.outcome, outcome.reason) == ("skipped", "tagged since the suggestion: prod")
+    assert world.client.resolve("payments/api", "prod") == old.digest
+
+
+def test_a_pull_by_the_tag_of_an_alias_counts_as_use(world: World) -> None:
+    # "v1.0" and "v1" name one digest; a client pulls "v1.0" by tag (the event names the tag;
+    # the writer finds the digest in the tag history).
+    old = world.push("payments/api", ["v1", "v1.0"])
+    world.approve(old, ["v1", "v1.0"])
+    _write(world, Event(time=later(6), source="deploy", source_event_id="pull-alias",
+                        action="pull", usage="use", repository="payments/api", tag="v1.0",
+                        user_agent="containerd/1.7"))
+    (outcome,) = world.executor().run_due(later(26)).outcomes
+    assert outcome.outcome == "skipped"
+    assert outcome.reason == (f"used since the suggestion: pull of {old.digest} at "
+                              f"{later(6).isoformat()}")
+    assert sorted(world.client.list_tags("payments/api")) == ["v1", "v1.0"]
+
+
+def test_a_dry_run_sees_the_registry_alias_as_the_real_run_does(world: World) -> None:
+    # peers.md 8: the dry run must not promise a deletion the real run would refuse.
+    old = world.push("payments/api", ["v1"])
+    world.approve(old, ["v1"])
+    manifest = world.client.get_manifest("payments/api", old.digest)
+    world.client.put_manifest("payments/api", "prod", manifest.body, manifest.media_type)
+    (dry,) = world.executor(dry_run=True).run_due(later(26)).outcomes
+    (real,) = world.executor().run_due(later(26)).outcomes
+    assert (dry.outcome, real.outcome) == ("would_skip", "skipped")
+    assert dry.reason == real.reason
