@@ -28,6 +28,8 @@ def test_migrate_creates_the_store(tmp_path: Path) -> None:
     [
         (("--config", "missing.toml", "migrate"), "error: config file not found"),
         (("--db", "nosuchdb://x", "migrate"), "error: cannot open store"),
+        (("nosuch",), "error: No such command 'nosuch'"),
+        (("inventory", "--format", "xml"), "error: Invalid value for '--format'"),
     ],
 )
 def test_errors_are_one_line_without_traceback(

@@ -35,14 +35,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = app(args=list(argv) if argv is not None else None, prog_name="tagwarden",
                      standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except (typer.Exit, click.exceptions.Exit) as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, click.exceptions.Abort):
         print("aborted", file=sys.stderr)
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    # Typer >= 0.26 carries its own copy of click's exceptions; both kinds are usage errors.
+    except (typer.TyperException, click.ClickException) as exc:
+        message = exc.format_message()
+        if message:  # empty when the help was shown instead (no arguments)
+            print(f"error: {message}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2) or 2)
     except TagwardenError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
@@ -58,4 +61,3 @@ def _entry() -> None:  # pragma: no cover - console script
 if __name__ == "__main__":  # pragma: no cover
     _entry()
 
-_ = typer  # re-exported for command modules

@@ -126,7 +126,8 @@ class LocalRegistry:
                     + (self.root / "registry.log").read_text(errors="replace")[-2000:]
                 )
             try:
-                if httpx.get(f"{self.url}/v2/", timeout=1.0).status_code == 200:
+                # 200 when open, 401 when auth is configured: either way it serves.
+                if httpx.get(f"{self.url}/v2/", timeout=1.0).status_code in (200, 401):
                     return self
             except httpx.HTTPError:
                 pass
