@@ -408,7 +408,8 @@ def _close(store: Store, *, batch_id: str, user_id: str, now: datetime, action: 
                                    .where(approvals.c.batch_id == batch_id)).scalars())
         message = f"{to_state} by {user_id}: {items.rowcount} item(s)"
         if started:
-            message += f"; {started} item(s) had already started and are not affected"
+            message += (f"; {started} item(s) had already started (one not yet deleted is "
+                        "still stopped before its delete)")
         audit.append(f"decision.{action}", user_id, {
             "batch_id": batch_id, "allowed": True, "changed": True, "state": to_state,
             "items": items.rowcount, "already_started": started, **extra,
@@ -436,7 +437,8 @@ def snooze(store: Store, *, batch_id: str, user_id: str, now: datetime,
 
 
 def cancel(store: Store, *, batch_id: str, user_id: str, now: datetime) -> DecisionResult:
-    """Cancel a pending or approved batch; items already being executed are not affected."""
+    """Cancel a pending or approved batch. Items already leased by the executor are left to
+    it (one may be mid-DELETE); it skips any whose DELETE has not been sent yet."""
     return _close(store, batch_id=batch_id, user_id=user_id, now=now, action="cancel",
                   from_states=["pending", "approved"], to_state="cancelled",
                   item_states=["suggested", "approved"], extra={})
