@@ -250,6 +250,14 @@ class ExecutionReport:
                 "items": [o.as_dict() for o in self.outcomes]}
 
 
+@dataclass(frozen=True)
+class _RepoView:
+    """The registry's tags of one repository: tag -> digest, platform -> [(index, tag)]."""
+
+    tags: dict[str, str | None]
+    parents: dict[str, list[tuple[str, str]]]
+
+
 class _Skip(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -280,8 +288,8 @@ class Executor:
         self.backup_dir = Path(backup_dir) if backup_dir else None
         self.backup_client = backup_client
         self._gone: set[tuple[str, str]] = set()  # deleted (or would be) in this run
-        # tag -> digest per repository, read from the registry once per run (see _tags_now)
-        self._tags_now: dict[str, dict[str, str | None]] = {}
+        # What the registry's tags name, per repository, read once per run (_registry_view)
+        self._tags_now: dict[str, _RepoView] = {}
         self._tags_locks: dict[str, threading.Lock] = {}
         self._tags_guard = threading.Lock()
         self._monotonic = monotonic
@@ -550,27 +558,60 @@ class Executor:
         # A tag put on the digest after the suggestion whose notification was lost is known
         # only to the registry; deleting the digest would delete that tag too (an alias, a
         # promotion to "prod").
-        for tag, at in sorted(self._registry_tags(item.repository).items()):
+        view = self._registry_view(item.repository)
+        for tag, at in sorted(view.tags.items()):
             if at == item.digest and tag not in item.tags:
                 raise _Skip(f"tagged since the suggestion: {tag} (found in the registry)")
+        # Likewise a tagged index that lists the digest as a platform (a multi-arch release
+        # reusing the image) and that the scan has not seen: the store's parents miss it.
+        for parent, tag in view.parents.get(item.digest, ()):
+            if (item.repository, parent) not in self._gone:
+                raise _Skip(f"a platform of index {parent} (tag {tag}), which is kept")
         return f"{len(item.tags)} tag(s) still on the digest; not used, not running"
 
-    def _registry_tags(self, repository: str) -> dict[str, str | None]:
-        """Every tag of ``repository`` with the digest it names, read once per run (one
-        ``HEAD`` per tag, full ``Accept`` list). A tag moved during the run onto a digest
-        being deleted is the remaining window; the tags an item was shown are re-resolved
-        right before its own delete."""
+    def _registry_view(self, repository: str) -> _RepoView:
+        """Every tag of ``repository`` with the digest it names, and the platforms of every
+        tagged index, read once per run (one ``HEAD`` per tag, full ``Accept`` list; a
+        ``GET`` of each tagged manifest the store does not know as a plain image). A tag
+        moved during the run onto a digest being deleted is the remaining window; the tags an
+        item was shown are re-resolved right before its own delete."""
         with self._tags_guard:
             lock = self._tags_locks.setdefault(repository, threading.Lock())
         with lock:
             found = self._tags_now.get(repository)
-            if found is None:
+            if found is not None:
+                return found
+            try:
+                names = self.client.list_tags(repository)
+            except NotFound:
+                names = []
+            tags = {tag: self.client.head_manifest(repository, tag) for tag in names}
+            digests = sorted({d for d in tags.values() if d})
+            plain: set[str] = set()
+            with self.store.connect() as conn:
+                for start in range(0, len(digests), 500):
+                    plain.update(conn.execute(
+                        select(manifests.c.digest)
+                        .where(manifests.c.repository == repository)
+                        .where(manifests.c.digest.in_(digests[start:start + 500]))
+                        .where(manifests.c.is_index.is_(False))).scalars())
+            parents: dict[str, list[tuple[str, str]]] = {}
+            for digest in digests:
+                if digest in plain:
+                    continue
                 try:
-                    tags = self.client.list_tags(repository)
+                    manifest = self.client.get_manifest(repository, digest)
                 except NotFound:
-                    tags = []
-                found = {tag: self.client.head_manifest(repository, tag) for tag in tags}
-                self._tags_now[repository] = found
+                    continue
+                children = manifest.parsed.get("manifests")
+                if not isinstance(children, list):
+                    continue
+                tag = min(t for t, d in tags.items() if d == digest)
+                for child in children:
+                    if isinstance(child, dict) and isinstance(child.get("digest"), str):
+                        parents.setdefault(child["digest"], []).append((digest, tag))
+            found = _RepoView(tags, parents)
+            self._tags_now[repository] = found
             return found
 
     def _running(self, conn: Connection, item: DueItem, family: list[str],

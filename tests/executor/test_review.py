@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import orjson
 import pytest
 
 from recommender import decisions
@@ -226,3 +227,40 @@ def test_a_dry_run_sees_the_registry_alias_as_the_real_run_does(world: World) ->
     (real,) = world.executor().run_due(later(26)).outcomes
     assert (dry.outcome, real.outcome) == ("would_skip", "skipped")
     assert dry.reason == real.reason
+
+
+def test_an_image_that_became_a_platform_of_a_new_tagged_index_is_kept(world: World) -> None:
+    # peers.md 2: after the suggestion, a multi-arch release reuses the very same image as its
+    # linux/amd64 platform (reproducible builds) and is tagged "v2"; the scan has not seen the
+    # index yet. Deleting the image would make "v2" answer `manifest unknown` on amd64.
+    old = world.push("payments/api", ["old"])
+    item_id = world.approve(old, ["old"])
+    index = orjson.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": old.media_type, "digest": old.digest, "size": old.size,
+                       "platform": {"architecture": "amd64", "os": "linux"}}],
+    })
+    parent = world.client.put_manifest("payments/api", "v2", index,
+                                       "application/vnd.oci.image.index.v1+json")
+    (dry,) = world.executor(dry_run=True).run_due(later(26)).outcomes
+    (outcome,) = world.executor().run_due(later(26)).outcomes
+    assert (dry.outcome, outcome.outcome) == ("would_skip", "skipped")
+    assert outcome.reason == f"a platform of index {parent} (tag v2), which is kept"
+    assert world.client.get_manifest("payments/api", "v2").digest == parent
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest
+    assert world.item(item_id).state == "skipped"
+
+
+def test_a_platform_goes_when_its_index_goes_in_the_same_run(world: World) -> None:
+    # The index and its platforms approved together: the index first, then its platforms,
+    # even though the registry's tag list read at the start of the run still named the index.
+    idx = world.push("payments/api", ["v1"], platforms=["linux/amd64", "linux/arm64"])
+    (batch,) = decisions.record_batches(world.store, [
+        Suggestion("payments/api", idx.digest, ["v1"]),
+        *[Suggestion("payments/api", c.digest, []) for c in idx.children]],
+        now=later(0), config=world.config)
+    decisions.approve(world.store, batch_id=batch.id, user_id="U0ALICE", now=later(1))
+    report = world.executor().run_due(later(26))
+    assert sorted(o.outcome for o in report.outcomes) == ["deleted"] * 3
+    assert all(world.client.head_manifest("payments/api", m.digest) is None
+               for m in [idx, *idx.children])
