@@ -26,9 +26,9 @@ _MAX_PARAMS = 30_000  # SQLite allows 32,766 per statement, PostgreSQL 65,535
 def _sqlite_time(value: datetime | None) -> str | None:
     if value is None:
         return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime refused by the store: {value!r}")
     if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime refused by the store: {value!r}")
         value = value.astimezone(UTC)
     # SQLAlchemy's SQLite DATETIME storage form: 'YYYY-MM-DD HH:MM:SS.ffffff'.
     return value.isoformat(" ", "microseconds")[:26]
@@ -44,18 +44,13 @@ def _pg_time(value: datetime | None) -> datetime | None:
     return value
 
 
-def _last_one(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``fn`` remembering its last answer (the same object repeats in every row)."""
-    last_in: Any = object()
-    last_out: Any = None
-
-    def convert(value: Any) -> Any:
-        nonlocal last_in, last_out
-        if value is not last_in:
-            last_in, last_out = value, fn(value)
-        return last_out
-
-    return convert
+def _convert_column(fn: Callable[[Any], Any], values: list[Any]) -> list[Any]:
+    """``fn`` over one column. A column holding one object throughout (a batch's
+    ``received_at``) is converted once; ``list.count`` checks that at C speed."""
+    first = values[0]
+    if values.count(first) == len(values):
+        return [fn(first)] * len(values)
+    return list(map(fn, values))
 
 
 def _converters(conn: Connection, table: Table, columns: Sequence[str]
@@ -102,24 +97,19 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
     one = "(" + ", ".join([mark] * len(columns)) + ")"
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) VALUES "
     tail = (f" {suffix}" if suffix else "") + (f" RETURNING {returning}" if returning else "")
-    # (column index, converter): a batch shares one ``received_at``, converted once.
-    convert = [(i, _last_one(fn)) for i, fn in enumerate(_converters(conn, table, columns))
+    convert = [(i, fn) for i, fn in enumerate(_converters(conn, table, columns))
                if fn is not None]
+    width = len(columns)
     result: list[Any] = []
     start = 0
-    for size in _chunk_sizes(len(rows), _MAX_PARAMS // len(columns)):
+    for size in _chunk_sizes(len(rows), _MAX_PARAMS // width):
         chunk = rows[start:start + size]
         start += size
-        params: list[Any] = []
-        if convert:
-            for row in chunk:
-                values = list(row)
-                for i, fn in convert:
-                    values[i] = fn(values[i])
-                params += values
-        else:
-            for row in chunk:
-                params += row
+        # Flattened row by row, then each converted column replaced in place through a
+        # stride: comprehensions and slice assignment, no per-row Python loop.
+        params = [value for row in chunk for value in row]
+        for i, fn in convert:
+            params[i::width] = _convert_column(fn, params[i::width])
         sql = head + ", ".join([one] * len(chunk)) + tail
         cursor = conn.exec_driver_sql(sql, tuple(params))
         if returning:
