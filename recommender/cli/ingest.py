@@ -135,7 +135,7 @@ def _ingest_events(ctx: typer.Context, files: list[str], batch_size: int, label:
                    parse: Callable[[Any, Classifier], list[Event]]) -> None:
     st = state(ctx)
     classifier = Classifier.from_config(st.config)
-    writer = EventWriter.from_config(st.store, st.config)
+    writer = EventWriter.from_config(st.store, st.config, bulk=True)
     _open_all(files)
     tally = _Tally(files)
     batch: list[Event] = []

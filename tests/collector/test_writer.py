@@ -275,3 +275,28 @@ def test_concurrent_writers_lose_and_double_nothing(store: Store) -> None:
         got = history(store, f"t{j}")
         assert [r[1] for r in got] == [h(0), h(1), h(2), h(3)]
         assert [r[2] for r in got] == [h(1), h(2), h(3), None]
+
+
+def test_a_bulk_writer_stores_the_same_and_tunes_sqlite(store: Store) -> None:
+    def contents(s: Store) -> tuple[Any, ...]:
+        with s.connect() as conn:
+            stored = conn.execute(select(
+                events.c.source_event_id, events.c.time, events.c.received_at, events.c.digest,
+                events.c.tag).order_by(events.c.source_event_id)).all()
+        return tuple(stored), rollup_rows(s), history(s)
+
+    batch = [ev("push", digest=D1, tag="v1", eid="p", at=h(1)),
+             ev("pull", digest=D1, tag="v1", eid="q", at=h(2)),
+             ev("deploy", tag="v1", eid="r", source="deploy", at=h(3)),
+             ev("pull", digest=D1, eid="s", at=h(3) + timedelta(microseconds=7))]
+    bulk = EventWriter(store, bulk=True)
+    assert bulk.write(batch, now=NOW).stored == 4
+    stored, rolled, hist = contents(store)
+    assert [(r[0], r[1] - T0, r[2], r[3]) for r in stored] == [
+        ("p", h(1), NOW, D1), ("q", h(2), NOW, D1), ("r", h(3), NOW, D1),
+        ("s", h(3) + timedelta(microseconds=7), NOW, D1)]
+    assert sum(r[5] for r in rolled) == 4 and hist == [(D1, h(1), None)]
+    if store.dialect == "sqlite":
+        # The pooled connection the writer used keeps the bulk-load cache size.
+        with store.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -65536
