@@ -145,6 +145,10 @@ def load_history(conn: Connection, *, until: datetime,
                    ["repository", "digest", "action", "usage", "count", "first_at", "last_at"],
                    ("first_at", "last_at"))
     usage["day"] = np.floor(usage["first_at"].to_numpy(dtype=float))
+    # Compared once here rather than at every replayed instant (string compares dominate).
+    pull = (usage["action"] == "pull").to_numpy(dtype=bool)
+    usage["is_use"] = pull & (usage["usage"] == "use").to_numpy(dtype=bool)
+    usage["is_scan"] = pull & (usage["usage"] == "scanner").to_numpy(dtype=bool)
     usage = _clip_usage(usage, u)
     e = t.events
     deploys = _frame(conn, select(e.c.repository, e.c.digest, _days_sql(conn, e.c.time),
@@ -282,7 +286,7 @@ def used_in_window(h: History, start: float, end: float) -> set[tuple[str, str]]
     units = _unit_map(h)
     used: set[tuple[str, str]] = set()
     u = h.usage
-    w = u[(u["action"] == "pull") & (u["usage"] == "use") & (u["last_at"] > start)
+    w = u[u["is_use"] & (u["last_at"] > start)
           & (u["first_at"] <= end)]
     d = h.deploys[(h.deploys["time"] > start) & (h.deploys["time"] <= end)]
     d = d[d["digest"].notna()]
@@ -379,7 +383,7 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
 
     u = h.usage
     u = _clip_usage(u[u["first_at"] <= n], n)
-    use = u[(u["action"] == "pull") & (u["usage"] == "use")]
+    use = u[u["is_use"]]
     stats = _group_stats(use, _map_units(use, units), n) if len(use) else pd.DataFrame()
     out = out.join(stats) if len(stats) else out.assign(last_use=np.nan)
     for col in ("uses_7", "uses_30", "uses_90", "uses_365", "use_days_90", "use_days_365"):
@@ -390,7 +394,7 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     out["days_since_use"] = n - out["last_use"]
     last = np.fmax(out["last_use"].to_numpy(dtype=float), out["first_seen"].to_numpy(dtype=float))
 
-    scan = u[(u["action"] == "pull") & (u["usage"] == "scanner") & (u["last_at"] > n - 30)]
+    scan = u[u["is_scan"] & (u["last_at"] > n - 30)]
     if len(scan):
         sc = scan.assign(unit=_map_units(scan, units).to_numpy()).groupby(
             ["repository", "unit"])["count"].sum()
@@ -523,7 +527,7 @@ def _repo_features(h: History, n: float, out: pd.DataFrame, u: pd.DataFrame) -> 
     out["newer_pushes"] = later
     recent = m[m["first_seen"] > n - 30].groupby("repository").size()
     out["repo_pushes_30"] = recent.reindex(repos).fillna(0.0).to_numpy()
-    use = u[(u["action"] == "pull") & (u["usage"] == "use") & (u["last_at"] > n - 30)]
+    use = u[u["is_use"] & (u["last_at"] > n - 30)]
     ru = use.groupby("repository")["count"].sum()
     out["repo_uses_30"] = ru.reindex(repos).fillna(0.0).to_numpy()
     out["repo_alive"] = pd.Series(repos).map(pd.Series(repos).value_counts()).to_numpy(

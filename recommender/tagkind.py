@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = [
     "KINDS",
@@ -44,7 +45,6 @@ _SEMVER = re.compile(
     r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
 )
 _SIGNATURE = re.compile(r"^sha256-[0-9a-f]{64}(?:\.(?:sig|att|sbom|[a-z]+))?$")
-_HEX = re.compile(r"^[0-9a-f]{7,40}$")
 _COMMIT = re.compile(r"^(?:[a-z0-9._-]+[-_.])?(?:g|sha-?)?(?P<hex>[0-9a-f]{7,40})$")
 _PR = re.compile(r"^(?:pr|mr|pull|merge-request)[-_.]?\d+(?:[-_.].*)?$", re.IGNORECASE)
 _DATE = re.compile(
@@ -98,6 +98,7 @@ class SemVer:
         return text + (f"+{self.build}" if self.build else "")
 
 
+@lru_cache(maxsize=1 << 16)
 def parse_semver(tag: str) -> SemVer | None:
     """The semantic version a tag names, or ``None`` (``1234`` alone is a build number)."""
     m = _SEMVER.match(tag)
@@ -117,6 +118,7 @@ def parse_semver(tag: str) -> SemVer | None:
     )
 
 
+@lru_cache(maxsize=1 << 16)
 def classify(tag: str | None) -> str:
     """The kind of one tag name (one of :data:`KINDS`); ``None`` or '' is ``other``."""
     if not tag:
