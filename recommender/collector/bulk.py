@@ -86,10 +86,14 @@ def _chunk_sizes(total: int, limit: int) -> list[int]:
 
 
 def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
-                rows: Sequence[Sequence[Any]], *, suffix: str = "", returning: str = ""
-                ) -> list[Any]:
+                rows: Sequence[Sequence[Any]], *, suffix: str = "", returning: str = "",
+                spans: list[tuple[int, int, int]] | None = None) -> list[Any]:
     """Insert ``rows`` (tuples in ``columns`` order); ``suffix`` is e.g. an ``ON CONFLICT``
-    clause, ``returning`` a column list. Returns the rows ``RETURNING`` gave."""
+    clause, ``returning`` a column list. Returns the rows ``RETURNING`` gave.
+
+    ``spans`` receives, per statement, (rows sent, rows inserted, last inserted rowid) —
+    SQLite's answer to "which rows are new" without the cost of ``RETURNING``.
+    """
     if not rows:
         return []
     quote = conn.dialect.identifier_preparer.quote
@@ -112,6 +116,8 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
             params[i::width] = _convert_column(fn, params[i::width])
         sql = head + ", ".join([one] * len(chunk)) + tail
         cursor = conn.exec_driver_sql(sql, tuple(params))
+        if spans is not None:
+            spans.append((len(chunk), cursor.rowcount, cursor.lastrowid))
         if returning:
             result.extend(cursor.fetchall())
     return result

@@ -3,7 +3,8 @@
 One call of :meth:`EventWriter.write` is one transaction, all or nothing:
 
 1. events are inserted with ``INSERT ... ON CONFLICT (source, source_event_id) DO NOTHING
-   RETURNING``; only the rows that come back are new, so a retried delivery changes nothing;
+   RETURNING`` (SQLite: the inserted rowid ranges); only those rows are new, so a retried
+   delivery changes nothing;
 2. pushes and deletes of those new events update ``manifests`` (``first_seen``,
    ``deleted_at``) and the time-versioned ``tag_history``;
 3. a pull or deploy that names only a tag gets its digest from the tag history at its time;
@@ -120,14 +121,43 @@ class EventWriter:
                  e.repository, e.digest, e.tag, e.media_type, e.size, e.method, e.user_agent,
                  e.actor, e.client_addr, e.environment, e.cluster, e.namespace)
                 for e in ordered]
-        returned = insert_rows(
-            conn, events, _EVENT_COLUMNS, rows,
-            suffix="ON CONFLICT (source, source_event_id) DO NOTHING",
-            returning="id, source, source_event_id",
-        )
-        by_key = {(e.source, e.source_event_id): e for e in ordered}
-        new = [(row[0], by_key[(row[1], row[2])]) for row in returned]
+        if conn.dialect.name == "sqlite":
+            new = self._insert_events_sqlite(conn, ordered, rows)
+        else:
+            returned = insert_rows(
+                conn, events, _EVENT_COLUMNS, rows,
+                suffix="ON CONFLICT (source, source_event_id) DO NOTHING",
+                returning="id, source, source_event_id",
+            )
+            by_key = {(e.source, e.source_event_id): e for e in ordered}
+            new = [(row[0], by_key[(row[1], row[2])]) for row in returned]
         new.sort(key=lambda item: (item[1].time, item[0]))  # time order for the tag history
+        return new
+
+    @staticmethod
+    def _insert_events_sqlite(conn: Connection, ordered: list[Event], rows: list[tuple[Any, ...]]
+                              ) -> list[tuple[int, Event]]:
+        """The insert without ``RETURNING`` (a quarter of its cost). The transaction holds
+        SQLite's write lock from this first statement on, so each statement's new rows get
+        consecutive rowids in ``VALUES`` order, ending at its last rowid: a statement that
+        inserted all its rows needs no answer back; one that skipped duplicates is asked
+        which of its rowid range it stored."""
+        spans: list[tuple[int, int, int]] = []
+        insert_rows(conn, events, _EVENT_COLUMNS, rows,
+                    suffix="ON CONFLICT (source, source_event_id) DO NOTHING", spans=spans)
+        new: list[tuple[int, Event]] = []
+        start = 0
+        for sent, inserted, last in spans:
+            chunk = ordered[start:start + sent]
+            start += sent
+            if inserted == sent:
+                new.extend(zip(range(last - sent + 1, last + 1), chunk, strict=True))
+            elif inserted > 0:
+                by_key = {(e.source, e.source_event_id): e for e in chunk}
+                c = events.c
+                for row in conn.execute(select(c.id, c.source, c.source_event_id)
+                                        .where(c.id.between(last - inserted + 1, last))):
+                    new.append((row[0], by_key[(row[1], row[2])]))
         return new
 
     def _apply_manifests(self, conn: Connection, new: list[tuple[int, Event]]) -> None:

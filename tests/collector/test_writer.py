@@ -300,3 +300,21 @@ def test_a_bulk_writer_stores_the_same_and_tunes_sqlite(store: Store) -> None:
         # The pooled connection the writer used keeps the bulk-load cache size.
         with store.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -65536
+
+
+def test_a_retried_batch_with_new_events_resolves_the_right_rows(store: Store) -> None:
+    """Duplicates and new events mixed in one statement: the new rows are found (SQLite: by
+    their rowid range) and only they get a digest from the tag history."""
+    w = EventWriter(store)
+    first = [ev("push", digest=D1, tag="v1", eid="a"),
+             ev("deploy", tag="v1", eid="b", source="deploy", at=h(1))]
+    w.write(first, now=NOW)
+    later = [ev("push", digest=D2, tag="v1", eid="c", at=h(2)),
+             ev("deploy", tag="v1", eid="d", source="deploy", at=h(3))]
+    result = w.write([*first, *later, ev("deploy", tag="v1", eid="e", source="deploy",
+                                         at=h(1.5))], now=NOW)
+    assert (result.stored, result.duplicates) == (3, 2)
+    with store.connect() as conn:
+        stored = dict(conn.execute(select(events.c.source_event_id, events.c.digest)).all())
+    assert stored == {"a": D1, "b": D1, "c": D2, "d": D2, "e": D1}
+    assert sum(r[5] for r in rollup_rows(store)) == 5
