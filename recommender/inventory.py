@@ -27,6 +27,7 @@ import orjson
 from sqlalchemy import Connection, and_, func, or_, select, text, tuple_, update
 
 from .errors import NotFound, RegistryError
+from .refs.store import declared_references
 from .registry import mediatypes as mt
 from .registry.client import AsyncRegistryClient, Manifest, redact_url, referrer_kind
 from .store import Store, dialect_insert
@@ -591,7 +592,9 @@ def list_inventory(
     conn: Connection, *, now: datetime, repository_glob: str | None = None
 ) -> list[dict[str, Any]]:
     """One dict per manifest not deleted at ``now``: repository, digest, tags, pushed_at,
-    last_used_at, uses, non_use_pulls, running, bytes (None when never scanned)."""
+    last_used_at, uses, non_use_pulls, running, referenced (the declared references that
+    keep it, ``"source: file:line"``), bytes (None when never scanned)."""
+
     m = manifests.c
     query = select(m.repository, m.digest, m.first_seen, m.total_bytes).where(
         or_(m.deleted_at.is_(None), m.deleted_at > now), m.first_seen <= now)
@@ -617,6 +620,7 @@ def list_inventory(
             u["pushed_at"] = min(filter(None, (u["pushed_at"], first_at)))
     tags = current_tags(conn, at=now)
     running = running_digests(conn, at=now)
+    referenced = declared_references(conn, at=now, with_source=True)
     mc = manifest_children.c
     parents: dict[Key, set[str]] = defaultdict(set)
     for repo, parent, child in conn.execute(select(mc.repository, mc.parent, mc.child)):
@@ -636,6 +640,7 @@ def list_inventory(
             "uses": u["uses"],
             "non_use_pulls": u["non_use_pulls"],
             "running": key in running or bool(parents.get(key)),
+            "referenced": referenced.get(key, []),
             "bytes": int(r.total_bytes) if r.total_bytes is not None else None,
         })
     return out

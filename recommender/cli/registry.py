@@ -100,7 +100,7 @@ def _text(value: Any) -> str:
 
 _NUMBERS = frozenset({"uses", "non_use_pulls", "bytes"})
 _COLUMNS = ("repository", "digest", "tags", "pushed_at", "last_used_at", "uses",
-            "non_use_pulls", "running", "bytes")
+            "non_use_pulls", "running", "referenced", "bytes")
 
 
 @app.command("inventory")
@@ -109,7 +109,8 @@ def inventory_command(
     repository: Glob = None,
     output: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
 ) -> None:
-    """List each manifest the store knows: tags, push and last use, uses, running, bytes."""
+    """List each manifest the store knows: tags, push and last use, uses, running,
+    declared references, bytes."""
     st = state(ctx)
     with st.store.connect() as conn:
         rows = inventory.list_inventory(conn, now=utcnow(), repository_glob=repository)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from recommender.cli import main
 from recommender.config import load
+from recommender.inventory import list_inventory
 from recommender.recommend import Suggestion, suggest
 from recommender.store import open_store
 
@@ -83,6 +84,10 @@ def test_a_declared_reference_keeps_an_old_never_pulled_image(store_url: str,
         assert old.suggested is False
         assert old.blocked_by == ["referenced: jobs/invoices.yaml:14"]
         assert item(kept, NEW).suggested is False  # the newest version, kept by keep_other
+        with store.connect() as conn:
+            listed = {r["digest"]: r for r in list_inventory(conn, now=declared_at)}
+        assert listed[OLD]["referenced"] == ["gitops: jobs/invoices.yaml:14"]
+        assert listed[NEW]["referenced"] == []
 
         # The CronJob moves to 2.0: the 1.0 line is gone and the next ingest stops protecting it.
         (checkout / "jobs" / "invoices.yaml").write_text(CRONJOB.replace("invoices:1.0",
@@ -97,5 +102,9 @@ def test_a_declared_reference_keeps_an_old_never_pulled_image(store_url: str,
         new = item(freed, NEW)
         assert new.suggested is False
         assert "referenced: jobs/invoices.yaml:14" in new.blocked_by
+        with store.connect() as conn:
+            listed = {r["digest"]: r for r in list_inventory(conn, now=removed_at)}
+        assert listed[OLD]["referenced"] == []
+        assert listed[NEW]["referenced"] == ["gitops: jobs/invoices.yaml:14"]
     finally:
         store.dispose()

@@ -66,8 +66,9 @@ def test_scan_then_inventory(tmp_path, auth_registry_factory, capsys, monkeypatc
     assert len(listed) == 4
     row = listed[image.digest]
     assert set(row) == {"repository", "digest", "tags", "pushed_at", "last_used_at", "uses",
-                        "non_use_pulls", "running", "bytes"}
+                        "non_use_pulls", "running", "referenced", "bytes"}
     assert row["tags"] == ["v1"] and row["uses"] == 0 and row["running"] is False
+    assert row["referenced"] == []
     assert row["bytes"] == image.size + sum(image.blobs.values())
 
     done = cli(capsys, "--db", db, "inventory", "--repository", "team/*")
