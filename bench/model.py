@@ -73,7 +73,7 @@ def write_scale_store(store: Store, manifests: int, events: int, seed: int = 1) 
     rollups = []
     for i in np.flatnonzero(per):
         n = int(per[i])
-        active = int(min(n, max(1, rng.geometric(0.08))))
+        active = int(min(n, max(1, rng.geometric(0.01))))
         age = (NOW - rows[i]["first_seen"]).total_seconds() / 86400  # type: ignore[operator]
         offsets = np.sort(rng.uniform(0, age, active))
         counts = rng.multinomial(n - active, np.full(active, 1 / active)) + 1
