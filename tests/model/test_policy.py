@@ -132,3 +132,19 @@ def test_candidates_that_are_not_alive_say_so(store: Store) -> None:
     with store.connect() as conn:
         out = evaluate(conn, CONFIG, now=at(40), candidates=[("app", d), ("app", digest("x"))])
     assert out[("app", d)] == ["not alive at this time"]
+
+
+def test_declared_references_keep_what_deployment_files_name(store: Store) -> None:
+    """A suspended CronJob's image runs nowhere and is idle, but a file still declares it."""
+    from recommender.reference import parse_reference
+    from recommender.refs.found import DeclaredRef
+    from recommender.refs.store import record
+
+    h = History(store)
+    builds = [h.push("team/app", f"b{i}", i, f"build-{i}") for i in range(15)]
+    image = f"reg.example.com/team/app@{builds[0]}"
+    record(store, {"gitops": [DeclaredRef(image, parse_reference(image), "deploy/cron.yaml:14",
+                                          "kubernetes")]}, at=at(20))
+    v = _verdicts(store, 40)
+    assert "referenced: deploy/cron.yaml:14" in v[builds[0]]
+    assert v[builds[1]] == []
