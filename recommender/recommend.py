@@ -144,8 +144,13 @@ def suggest(store: Store, config: Config, *, now: datetime, repository_glob: str
             # running, and no guardrail -- far stricter than a tuned rule would be.
             mode = "rules-only"
             start = h.start
-            note = refused and f"rules-only mode: model refused ({refused})" or \
-                rules_only_message(days(now) - start if start is not None else 0.0, horizon)
+            history = days(now) - start if start is not None else 0.0
+            if refused:
+                note = f"rules-only mode: model refused ({refused})"
+            elif history < horizon + 35:  # 14 days of features + three weekly cut-offs
+                note = rules_only_message(history, horizon)
+            else:
+                note = "rules-only mode: no trained model yet (run `tagwarden train`)"
             picked = (frame["eligible"].to_numpy(dtype=bool)
                       & (frame["idle_days"].to_numpy(dtype=float) > 2 * horizon)
                       & (frame["running"].to_numpy(dtype=float) == 0))

@@ -93,3 +93,26 @@ def test_bad_input_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str],
     code, out, err = run(capsys, db, *args)
     assert code == 1 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_suggest_post_sends_batches_to_slack(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--post records the batches (decisions) and posts them (the fake Slack Web API)."""
+    from tests.support.fake_slack import FakeSlack
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(url)
+    synth.generate(store)
+    store.dispose()
+    with FakeSlack() as fake:
+        config = tmp_path / "tagwarden.toml"
+        config.write_text(f'[slack]\napi_url = "{fake.api_url}"\nbot_token = "xoxb-test"\n'
+                          'post_interval = "0s"\n[[team]]\nname = "ci"\n'
+                          'repositories = ["ci/*"]\nchannel = "C0CI"\napprovers = ["U1"]\n')
+        code = main(["--db", url, "--config", str(config), "suggest", "--now", "2026-08-29",
+                     "--repository", "ci/app0", "--post"])
+        out = capsys.readouterr().out
+        assert code == 0 and "rules-only mode: no trained model yet" in out
+        posted = fake.calls("chat.postMessage")
+        assert f"posted {len(posted)} batches ({len(posted)} new); 0 failed" in out
+        assert posted and all(p.args["channel"] == "C0CI" for p in posted)
