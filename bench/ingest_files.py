@@ -7,6 +7,7 @@ peak < 300 MB whatever the file size.
 
     .venv/bin/python bench/ingest_files.py                 # 200k and 1M events
     .venv/bin/python bench/ingest_files.py --events 100000 --events 400000 --keep
+    .venv/bin/python bench/ingest_files.py --breakdown 100000   # CPU s per stage, in-process
 """
 
 from __future__ import annotations
@@ -130,13 +131,74 @@ def startup(db: Path) -> tuple[float, float]:
     return time.perf_counter() - start, usage.ru_utime + usage.ru_stime
 
 
+def breakdown(events: int, work: Path, seed: int) -> None:
+    """CPU seconds of each stage, in this process: read (gunzip + JSON), parse (+ classify),
+    and the writer's steps (timed by wrapping the writer's methods; nothing else changes)."""
+    from collections import defaultdict
+
+    from recommender.collector.distribution import parse_envelope
+    from recommender.collector.files import JsonLines
+    from recommender.collector.writer import EventWriter
+    from recommender.store import open_store
+    from recommender.usage import Classifier
+
+    spent: defaultdict[str, float] = defaultdict(float)
+
+    def timed(name: str) -> None:
+        method = getattr(EventWriter, name)
+
+        def wrapper(self: EventWriter, *args: object, **kwargs: object) -> object:
+            start = time.process_time()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                spent[name] += time.process_time() - start
+
+        setattr(EventWriter, name, wrapper)
+
+    for name in ("write", "_insert_events", "_apply_manifests", "_apply_tag_history",
+                 "_resolve_tags", "_upsert_rollups"):
+        timed(name)
+    path = work / f"distribution-{events}.jsonl.gz"
+    generate(path, events, seed=seed)
+    store = open_store(f"sqlite:///{work / 'breakdown.db'}")
+    classifier = Classifier()
+    start = time.process_time()
+    docs = [doc for _, doc in JsonLines(path)]
+    read = time.process_time() - start
+    start = time.process_time()
+    parsed = [e for doc in docs for e in parse_envelope(doc, classifier)]
+    parse = time.process_time() - start
+    writer = EventWriter(store, bulk=True)
+    now = datetime.now(UTC)
+    for i in range(0, len(parsed), 5000):
+        writer.write(parsed[i:i + 5000], now=now)
+    scale = 100_000 / events
+    steps = ("_insert_events", "_upsert_rollups", "_apply_manifests", "_apply_tag_history",
+             "_resolve_tags")
+    rest = spent["write"] - sum(spent[name] for name in steps)
+    print(f"CPU s per 100,000 events (load average {os.getloadavg()[0]:.1f}): "
+          f"read {read * scale:.2f}, parse {parse * scale:.2f}, write {spent['write'] * scale:.2f}"
+          f" = events insert {spent['_insert_events'] * scale:.2f} + rollups "
+          f"{spent['_upsert_rollups'] * scale:.2f} + manifests "
+          f"{spent['_apply_manifests'] * scale:.2f} + tag history "
+          f"{(spent['_apply_tag_history'] + spent['_resolve_tags']) * scale:.2f} + commit and "
+          f"the rest {rest * scale:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, action="append",
                         help="events per file (repeat for several sizes)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--breakdown", type=int, metavar="N",
+                        help="instead: CPU time per stage for N events, in-process")
     args = parser.parse_args()
+    if args.breakdown:
+        with tempfile.TemporaryDirectory(prefix="tagwarden-bench-") as tmp:
+            breakdown(args.breakdown, Path(tmp), args.seed)
+        return
     sizes = args.events or [200_000, 1_000_000]
     with tempfile.TemporaryDirectory(prefix="tagwarden-bench-") as tmp:
         work = Path(tmp)
