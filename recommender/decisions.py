@@ -20,6 +20,7 @@ from sqlalchemy import Connection, and_, func, or_, select, update
 from .audit import AuditLog
 from .config import Config
 from .errors import DecisionError
+from .inventory import current_tags
 from .store import Store, dialect_insert
 from .store.tables import approvals, batch_items, batches
 
@@ -47,7 +48,8 @@ FINISHED_ITEM_STATES = ("deleted", "skipped", "failed")
 
 
 class SuggestionLike(Protocol):
-    """What :func:`record_batches` reads from the recommender's ``Suggestion``."""
+    """What :func:`record_batches` reads from the recommender's ``Suggestion`` (and its
+    ``members`` when it has them)."""
 
     repository: str
     digest: str
@@ -240,7 +242,10 @@ def record_batches(store: Store, suggestions: Iterable[SuggestionLike], *, now: 
     repository and kind (the recommender's ``batch`` key). A digest already pending in an
     open batch, recently denied, snoozed, or deleted is skipped, so calling this twice with
     the same suggestions records nothing the second time. Repositories no team owns are
-    skipped: nobody could approve them.
+    skipped: nobody could approve them. A suggestion's ``members`` (an index's platform
+    manifests, a subject's signatures and attestations) become items of the same batch, so a
+    unit is decided and deleted together; the executor deletes them only after the manifest
+    they belong to is gone.
     """
     deny_quiet: timedelta = config["executor.deny_quiet"]
     audit = AuditLog(store)
@@ -250,6 +255,7 @@ def record_batches(store: Store, suggestions: Iterable[SuggestionLike], *, now: 
         # both see a digest as new and propose it twice.
         audit.lock(conn)
         blocked = _blocked_keys(conn, now=now, deny_quiet=deny_quiet)
+        tags_now = current_tags(conn, at=now)
         groups: dict[tuple[str, str], list[SuggestionLike]] = {}
         for s in suggestions:
             key = (s.repository, s.digest)
@@ -272,17 +278,29 @@ def record_batches(store: Store, suggestions: Iterable[SuggestionLike], *, now: 
                 updated_at=now, min_approvals=team.min_approvals,
                 cool_off_seconds=int(team.cool_off.total_seconds()),
             ))
-            conn.execute(batch_items.insert(), [
-                {"batch_id": batch_id, "repository": s.repository, "digest": s.digest,
-                 "tags": list(s.tags), "score": float(s.score),
-                 "reclaimable_bytes": int(s.reclaimable_bytes or 0), "reasons": list(s.reasons),
-                 "suggested_at": now, "state": "suggested", "attempts": 0}
-                for s in members
-            ])
+            rows = []
+            for s in members:
+                rows.append(
+                    {"batch_id": batch_id, "repository": s.repository, "digest": s.digest,
+                     "tags": list(s.tags), "score": float(s.score),
+                     "reclaimable_bytes": int(s.reclaimable_bytes or 0),
+                     "reasons": list(s.reasons), "suggested_at": now, "state": "suggested",
+                     "attempts": 0})
+                for member in getattr(s, "members", None) or ():
+                    if (s.repository, member) in blocked:
+                        continue
+                    blocked.add((s.repository, member))
+                    rows.append(
+                        {"batch_id": batch_id, "repository": s.repository, "digest": member,
+                         "tags": tags_now.get((s.repository, member), []),
+                         "score": float(s.score), "reclaimable_bytes": 0,
+                         "reasons": [f"goes with {s.digest} (a platform manifest or referrer)"],
+                         "suggested_at": now, "state": "suggested", "attempts": 0})
+            conn.execute(batch_items.insert(), rows)
             created.append(batch_id)
             log.append(("batch.recorded", "tagwarden", {
                 "batch_id": batch_id, "team": team.name, "repository": first.repository,
-                "kind": first.kind, "items": [[s.digest, list(s.tags)] for s in members],
+                "kind": first.kind, "items": [[r["digest"], r["tags"]] for r in rows],
                 "reclaimable_bytes": sum(int(s.reclaimable_bytes or 0) for s in members),
             }))
         audit.append_many(conn, log, now=now)

@@ -25,6 +25,7 @@ class Suggestion:
     blocked_by: list[str] = field(default_factory=list)
     batch: str = ""
     kind: str = "release"
+    members: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.batch:

@@ -10,6 +10,7 @@ import pytest
 from recommender import decisions
 from recommender.audit import AuditLog
 from recommender.errors import DecisionError
+from recommender.store.tables import tag_history
 
 from .helpers import T0, Suggestion, digest, later, make_config
 
@@ -47,6 +48,29 @@ def test_record_groups_per_team_repo_kind_and_is_idempotent(store, tmp_path):  #
     kinds = [e.kind for e in AuditLog(store).entries()]
     assert kinds.count("batch.recorded") == 3
     assert AuditLog(store).verify().ok
+
+
+def test_members_of_a_unit_are_recorded_with_it(store, tmp_path):  # type: ignore[no-untyped-def]
+    """An index's platforms and an image's signature are decided and deleted with it."""
+    cfg = make_config(tmp_path)
+    index, child, sig = digest(1), digest(2), digest(3)
+    sig_tag = "sha256-" + index.removeprefix("sha256:") + ".sig"
+    with store.begin() as conn:
+        conn.execute(tag_history.insert(), [
+            {"repository": "payments/api", "tag": sig_tag, "digest": sig,
+             "valid_from": T0 - timedelta(days=9), "valid_to": None, "source": "push"},
+        ])
+    sugg = [Suggestion("payments/api", index, ["v1"], members=[child, sig])]
+    (batch,) = decisions.record_batches(store, sugg, now=T0, config=cfg)
+    items = {i.digest: i for i in batch.items}
+    assert set(items) == {index, child, sig}
+    assert items[sig].tags == (sig_tag,) and items[child].tags == ()
+    assert f"goes with {index}" in items[child].reasons[0]
+    recorded = [e for e in AuditLog(store).entries() if e.kind == "batch.recorded"]
+    assert [d for d, _ in recorded[0].data["items"]] == [index, child, sig]
+    # Suggested again (say as its own unit): a member already pending is not proposed twice.
+    assert decisions.record_batches(store, [Suggestion("payments/api", sig, [sig_tag])],
+                                    now=later(1), config=cfg) == []
 
 
 def test_approve_moves_pending_to_approved_once(store, tmp_path):  # type: ignore[no-untyped-def]
