@@ -263,6 +263,8 @@ SETTINGS: tuple[Setting, ...] = (
       "Cron (minute hour day month weekday, UTC) of the suggest-and-post job."),
     S("scheduler.scan_cron", "0 */6 * * *", "str", "Cron (UTC) of the registry scan job."),
     S("scheduler.retrain_cron", "0 3 * * 0", "str", "Cron (UTC) of the weekly retraining."),
+    S("scheduler.prune_cron", "30 4 * * *", "str",
+      "Cron (UTC) of the daily pruning of raw events older than store.raw_retention."),
     S("scheduler.digest_cron", "0 10 * * 1", "str",
       "Cron of the weekly digest, in each team's time zone."),
     S("scheduler.lock_ttl", "60s", "duration",

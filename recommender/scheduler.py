@@ -344,7 +344,13 @@ def default_jobs(config: Config, store: Store) -> list[JobSpec]:
 
         return asyncio.run(run())
 
-    jobs = [JobSpec("retrain", cron("scheduler.retrain_cron"), retrain)]
+    def prune(now: datetime) -> Any:
+        from .collector.writer import EventWriter
+
+        return EventWriter.from_config(store, config).prune(now)
+
+    jobs = [JobSpec("retrain", cron("scheduler.retrain_cron"), retrain),
+            JobSpec("prune", cron("scheduler.prune_cron"), prune)]
     if config["registry.url"]:
         jobs.append(JobSpec("execute", IntervalTrigger(minutes=1), execute))
         jobs.append(JobSpec("scan", cron("scheduler.scan_cron"), scan))

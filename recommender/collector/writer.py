@@ -320,10 +320,16 @@ class EventWriter:
         )
 
     def prune(self, now: datetime) -> int:
-        """Delete raw events older than the retention; rollups stay. Returns how many."""
+        """Delete raw events older than the retention; rollups stay. Returns how many.
+
+        Deploy events are kept: they are few, and their environment (which rollups do not
+        carry) is what the production guardrails (keep-last-N deployed, deployed within N
+        days) read, however old.
+        """
         cutoff = now - self.raw_retention
         with _translated(), self.store.begin() as conn:
-            result = conn.execute(delete(events).where(events.c.time < cutoff))
+            result = conn.execute(
+                delete(events).where(events.c.time < cutoff, events.c.action != "deploy"))
         return int(result.rowcount or 0)
 
     # --- pod snapshots -------------------------------------------------------------------------

@@ -224,6 +224,16 @@ def test_prune_keeps_the_rollups(store: Store) -> None:
     assert sum(r[5] for r in rollup_rows(store)) == 2
 
 
+def test_prune_keeps_deploy_events(store: Store) -> None:
+    """The production guardrails read deploy environments from raw deploy events."""
+    w = EventWriter(store, raw_retention=timedelta(days=30))
+    w.write([ev("deploy", digest=D1, at=-timedelta(days=400)),
+             ev("pull", digest=D1, at=-timedelta(days=400))], now=NOW)
+    assert w.prune(T0 + timedelta(days=1)) == 1
+    with store.connect() as conn:
+        assert [r.action for r in conn.execute(select(events))] == ["deploy"]
+
+
 def test_pod_snapshots_are_stored_once(store: Store) -> None:
     w = EventWriter(store)
     snap = PodSnapshot(source="eu-1", taken_at=T0, pods=2, refs=[

@@ -93,9 +93,9 @@ def test_run_job_passes_the_clock(sqlite_store: Store) -> None:
 
 
 @pytest.mark.parametrize(("token", "registry", "expected"), [
-    (None, None, {"retrain"}),
-    (None, "http://127.0.0.1:5000", {"execute", "retrain", "scan"}),
-    ("xoxb-1", "http://127.0.0.1:5000", {"execute", "retrain", "scan", "suggest",
+    (None, None, {"retrain", "prune"}),
+    (None, "http://127.0.0.1:5000", {"execute", "retrain", "prune", "scan"}),
+    ("xoxb-1", "http://127.0.0.1:5000", {"execute", "retrain", "prune", "scan", "suggest",
                                          "digest:payments"}),
 ])
 def test_default_jobs(sqlite_store: Store, tmp_path: Path, token: str | None,
@@ -109,6 +109,27 @@ def test_default_jobs(sqlite_store: Store, tmp_path: Path, token: str | None,
     assert set(jobs) == expected
     if token:
         assert str(jobs["digest:payments"].trigger.timezone) == "Europe/Berlin"
+
+
+def test_the_prune_job_drops_old_raw_events_and_keeps_deploys(sqlite_store: Store) -> None:
+    from sqlalchemy import select
+
+    from recommender.collector.events import Event
+    from recommender.collector.writer import EventWriter
+    from recommender.store.tables import events
+
+    config = config_mod.load(env={})
+    old = T0 - timedelta(days=45)
+    EventWriter(sqlite_store).write([
+        Event(time=old, source="distribution", source_event_id="a", action="pull",
+              usage="use", repository="shop/api", digest="sha256:" + "1" * 64),
+        Event(time=old, source="deploy", source_event_id="b", action="deploy", usage="use",
+              repository="shop/api", digest="sha256:" + "1" * 64, environment="production"),
+    ], now=T0)
+    jobs = {j.name: j for j in default_jobs(config, sqlite_store)}
+    assert jobs["prune"].func(T0) == 1
+    with sqlite_store.connect() as conn:
+        assert [r.action for r in conn.execute(select(events))] == ["deploy"]
 
 
 def test_the_server_runs_the_scheduler_in_its_lifespan(store: Store) -> None:
