@@ -35,7 +35,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ from .audit import AuditLog
 from .config import Config
 from .errors import NotFound, RegistryError, TagwardenError
 from .registry.auth import RegistryAuth
-from .registry.client import RegistryClient, redact_url, referrer_kind
+from .registry.client import RegistryClient, redact_url, referrer_kind, retry_after
 from .store import Store
 from .store.tables import (
     approvals,
@@ -114,32 +113,14 @@ class _RecordingTransport(httpx.BaseTransport):
         except httpx.HTTPError as exc:
             self.log.record(request.method, str(request.url), type(exc).__name__)
             raise
-        self.log.record(request.method, str(request.url), response.status_code,
-                        _retry_after(response))
+        # A DELETE is not retried by the client and its error does not carry the header,
+        # yet the next attempt must wait: keep a 429/503's Retry-After with the call.
+        wait = retry_after(response) if response.status_code in (429, 503) else None
+        self.log.record(request.method, str(request.url), response.status_code, wait)
         return response
 
     def close(self) -> None:
         self.inner.close()
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` of a 429/503 in seconds (a number or an HTTP date), else None.
-
-    Read here rather than from the client's error: a DELETE is not retried by the client, and
-    its :class:`RegistryError` does not carry the header, yet the next attempt must wait."""
-    value = response.headers.get("retry-after")
-    if not value or response.status_code not in (429, 503):
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-        sent = parsedate_to_datetime(response.headers.get("date") or value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - sent).total_seconds())
 
 
 def make_registry_client(config: Config, calls: CallLog, *,

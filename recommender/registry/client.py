@@ -40,6 +40,7 @@ __all__ = [
     "digest_of",
     "redact_url",
     "referrer_kind",
+    "retry_after",
 ]
 
 T = TypeVar("T")
@@ -160,7 +161,10 @@ def _error_from(response: httpx.Response, url: str) -> RegistryError:
     return kind(text, status=status, code=code, url=url, temporary=temporary)
 
 
-def _retry_after(response: httpx.Response | None) -> float | None:
+def retry_after(response: httpx.Response | None) -> float | None:
+    """``Retry-After`` in seconds: a number, or an HTTP date measured from the response's own
+    ``Date`` header (the registry's clock, so a skewed local clock does not matter) or, without
+    one, from now. None when absent or unreadable."""
     value = response.headers.get("retry-after") if response is not None else None
     if not value:
         return None
@@ -170,9 +174,11 @@ def _retry_after(response: httpx.Response | None) -> float | None:
         pass
     try:
         when = parsedate_to_datetime(value)
+        date = response.headers.get("date") if response is not None else None
+        sent = parsedate_to_datetime(date).timestamp() if date else time.time()
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - sent)
 
 
 def _check_digest(body: bytes, claimed: str | None, url: str, what: str) -> str:
@@ -451,7 +457,7 @@ class RegistryClient(_Base):
             error = _error_from(response, url)
         if not (error.temporary and call.method in _IDEMPOTENT and attempt < self.retries):
             return error, -1
-        delay = _retry_after(response)
+        delay = retry_after(response)
         if delay is None:
             delay = self.backoff * (2**attempt)
         return error, min(delay, 60.0)
