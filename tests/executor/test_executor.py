@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from recommender.store.tables import (
     rollups,
     running_refs,
 )
+from tests.support.loopback import serving
 
 from .conftest import World
 from .helpers import T0, Suggestion, later
@@ -175,14 +176,8 @@ class _Unavailable(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def unavailable() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Unavailable) as url:
+        yield url
 
 
 def test_server_errors_are_retried_and_finally_fail(world: World, unavailable: str) -> None:

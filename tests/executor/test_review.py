@@ -3,10 +3,9 @@ invariants 1-7, peers.md), each proven on the real registry and both stores."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import orjson
@@ -19,6 +18,7 @@ from recommender.collector.writer import EventWriter
 from recommender.executor import CallLog, DueItem, Executor
 from recommender.registry import RegistryClient
 from recommender.store.tables import rollups
+from tests.support.loopback import serving
 
 from .conftest import World
 from .helpers import Suggestion, later
@@ -100,14 +100,8 @@ class _RateLimitedDeletes(BaseHTTPRequestHandler):
 @pytest.fixture
 def rate_limited(world: World) -> Iterator[str]:
     handler = type("Handler", (_RateLimitedDeletes,), {"upstream": world.registry.url})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as url:
+        yield url
 
 
 def test_a_429_on_delete_waits_at_least_its_retry_after(world: World, rate_limited: str) -> None:
