@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, delete, func, or_, select, text, update
@@ -33,7 +33,7 @@ from ..store import Store
 from ..store.tables import events, k8s_snapshots, manifests, rollups, running_refs, tag_history
 from ..usage import BLOB, is_manifest_media_type
 from . import taghistory
-from .bulk import insert_rows
+from .bulk import insert_rows, sqlite_time
 from .events import Event, PodSnapshot, WriteResult
 
 if TYPE_CHECKING:
@@ -52,6 +52,12 @@ _EVENT_COLUMNS = ("time", "received_at", "source", "source_event_id", "action", 
 _MANIFEST_COLUMNS = ("repository", "digest", "media_type", "size", "first_seen", "is_index")
 _ROLLUP_COLUMNS = ("day", "repository", "digest", "tag", "action", "usage", "count",
                    "first_at", "last_at")
+
+# A new event: (its id, the event, its time as the bulk insert stores it). On SQLite the
+# time is converted to its stored string once per event and that string serves the events
+# insert, the rollups (its first 10 characters are the day; fixed width, it sorts as the
+# time does) and the manifests' first_seen; on PostgreSQL it is the datetime itself.
+_New = tuple[int, Event, Any]
 
 
 @contextmanager
@@ -97,9 +103,8 @@ class EventWriter:
 
     def write(self, batch: Sequence[Event], *, now: datetime) -> WriteResult:
         """Store ``batch`` (received at ``now``) in one transaction."""
-        unique: dict[tuple[str, str], Event] = {}
-        for ev in batch:
-            unique.setdefault((ev.source, ev.source_event_id), ev)
+        # The first of repeated keys wins (reversed: a later assignment overwrites).
+        unique = {(ev.source, ev.source_event_id): ev for ev in reversed(batch)}
         ordered = [unique[k] for k in sorted(unique)]
         if not ordered:
             return WriteResult(received=len(batch))
@@ -117,27 +122,35 @@ class EventWriter:
                            duplicates=len(batch) - len(new))
 
     def _insert_events(self, conn: Connection, ordered: list[Event], now: datetime
-                       ) -> list[tuple[int, Event]]:
+                       ) -> list[_New]:
+        if conn.dialect.name == "sqlite":
+            stamp = sqlite_time(now)
+            stamps = [_stamp(e.time) for e in ordered]
+            rows: list[tuple[Any, ...]] = [
+                (t, stamp, e.source, e.source_event_id, e.action, e.usage, e.registry,
+                 e.repository, e.digest, e.tag, e.media_type, e.size, e.method, e.user_agent,
+                 e.actor, e.client_addr, e.environment, e.cluster, e.namespace)
+                for t, e in zip(stamps, ordered, strict=True)]
+            return self._insert_events_sqlite(conn, ordered, stamps, rows)
         rows = [(e.time, now, e.source, e.source_event_id, e.action, e.usage, e.registry,
                  e.repository, e.digest, e.tag, e.media_type, e.size, e.method, e.user_agent,
                  e.actor, e.client_addr, e.environment, e.cluster, e.namespace)
                 for e in ordered]
-        if conn.dialect.name == "sqlite":
-            new = self._insert_events_sqlite(conn, ordered, rows)
-        else:
-            returned = insert_rows(
-                conn, events, _EVENT_COLUMNS, rows,
-                suffix="ON CONFLICT (source, source_event_id) DO NOTHING",
-                returning="id, source, source_event_id",
-            )
-            by_key = {(e.source, e.source_event_id): e for e in ordered}
-            new = [(row[0], by_key[(row[1], row[2])]) for row in returned]
-        new.sort(key=lambda item: (item[1].time, item[0]))  # time order for the tag history
-        return new
+        returned = insert_rows(
+            conn, events, _EVENT_COLUMNS, rows,
+            suffix="ON CONFLICT (source, source_event_id) DO NOTHING",
+            returning="id, source, source_event_id",
+        )
+        by_key = {(e.source, e.source_event_id): e for e in ordered}
+        out: list[_New] = []
+        for row in returned:
+            e = by_key[(row[1], row[2])]
+            out.append((row[0], e, e.time))
+        return out
 
     @staticmethod
-    def _insert_events_sqlite(conn: Connection, ordered: list[Event], rows: list[tuple[Any, ...]]
-                              ) -> list[tuple[int, Event]]:
+    def _insert_events_sqlite(conn: Connection, ordered: list[Event], stamps: list[str],
+                              rows: list[tuple[Any, ...]]) -> list[_New]:
         """The insert without ``RETURNING`` (a quarter of its cost). The transaction holds
         SQLite's write lock from this first statement on, so each statement's new rows get
         consecutive rowids in ``VALUES`` order, ending at its last rowid: a statement that
@@ -145,38 +158,48 @@ class EventWriter:
         which of its rowid range it stored."""
         spans: list[tuple[int, int, int]] = []
         insert_rows(conn, events, _EVENT_COLUMNS, rows,
-                    suffix="ON CONFLICT (source, source_event_id) DO NOTHING", spans=spans)
-        new: list[tuple[int, Event]] = []
+                    suffix="ON CONFLICT (source, source_event_id) DO NOTHING", spans=spans,
+                    converted=True)
+        new: list[_New] = []
         start = 0
         for sent, inserted, last in spans:
-            chunk = ordered[start:start + sent]
-            start += sent
+            end = start + sent
             if inserted == sent:
-                new.extend(zip(range(last - sent + 1, last + 1), chunk, strict=True))
+                new.extend(zip(range(last - sent + 1, last + 1), ordered[start:end],
+                               stamps[start:end], strict=True))
             elif inserted > 0:
-                by_key = {(e.source, e.source_event_id): e for e in chunk}
+                by_key = {(e.source, e.source_event_id): (e, t)
+                          for e, t in zip(ordered[start:end], stamps[start:end], strict=True)}
                 c = events.c
                 for row in conn.execute(select(c.id, c.source, c.source_event_id)
                                         .where(c.id.between(last - inserted + 1, last))):
-                    new.append((row[0], by_key[(row[1], row[2])]))
+                    e, t = by_key[(row[1], row[2])]
+                    new.append((row[0], e, t))
+            start = end
         return new
 
-    def _apply_manifests(self, conn: Connection, new: list[tuple[int, Event]]) -> None:
+    def _apply_manifests(self, conn: Connection, new: list[_New]) -> None:
         """``first_seen`` from every sighting (push, pull, mount), ``deleted_at`` from deletes."""
         seen: dict[tuple[str, str], dict[str, Any]] = {}
         deletes: list[dict[str, Any]] = []
         pushed_rows: list[dict[str, Any]] = []
         repo_deletes: list[dict[str, Any]] = []
-        for _, e in new:
-            if e.action == "delete" and e.digest is None and e.tag is None:
-                repo_deletes.append({"r": e.repository, "t": e.time})  # a whole repository
+        # A batch carries a handful of media types: each is looked up once.
+        is_manifest: dict[str | None, bool] = {None: True, "": True}
+        for _, e, stamp in new:
+            if e.digest is None:
+                if e.action == "delete" and e.tag is None:
+                    repo_deletes.append({"r": e.repository, "t": e.time})  # a whole repository
                 continue
-            if e.digest is None or e.usage == BLOB:
+            if e.usage == BLOB:
                 continue
             if e.action == "delete":
                 deletes.append({"r": e.repository, "d": e.digest, "t": e.time})
                 continue
-            if e.media_type and not is_manifest_media_type(e.media_type):
+            manifest = is_manifest.get(e.media_type)
+            if manifest is None:
+                manifest = is_manifest[e.media_type] = is_manifest_media_type(e.media_type)
+            if not manifest:
                 continue
             key = (e.repository, e.digest)
             row = seen.get(key)
@@ -184,11 +207,12 @@ class EventWriter:
             if row is None:
                 seen[key] = {
                     "repository": e.repository, "digest": e.digest, "media_type": e.media_type,
-                    "size": e.size, "first_seen": e.time, "pushed": pushed,
+                    "size": e.size, "first_seen": stamp, "pushed": pushed,
                     "is_index": e.media_type in _INDEX_TYPES,
                 }
             else:
-                row["first_seen"] = min(row["first_seen"], e.time)
+                if stamp < row["first_seen"]:
+                    row["first_seen"] = stamp
                 row["media_type"] = row["media_type"] or e.media_type
                 row["size"] = row["size"] if row["size"] is not None else e.size
                 row["is_index"] = row["is_index"] or e.media_type in _INDEX_TYPES
@@ -203,6 +227,7 @@ class EventWriter:
                 conn, manifests, _MANIFEST_COLUMNS,
                 [(r["repository"], r["digest"], r["media_type"], r["size"], r["first_seen"],
                   r["is_index"]) for r in rows],
+                converted=conn.dialect.name == "sqlite",
                 suffix="ON CONFLICT (repository, digest) DO UPDATE SET "
                        "first_seen = CASE WHEN excluded.first_seen < manifests.first_seen "
                        "THEN excluded.first_seen ELSE manifests.first_seen END, "
@@ -245,9 +270,9 @@ class EventWriter:
                  for r in pushed_rows],
             )
 
-    def _apply_tag_history(self, conn: Connection, new: list[tuple[int, Event]]) -> None:
+    def _apply_tag_history(self, conn: Connection, new: list[_New]) -> None:
         changes = [
-            e for _, e in new
+            (e.time, i, e) for i, e, _ in new
             if e.usage != BLOB and (
                 (e.action == "push" and e.tag and e.digest)
                 or e.action == "delete"  # of a manifest, a tag or a whole repository
@@ -255,8 +280,9 @@ class EventWriter:
         ]
         if not changes:
             return
-        self._lock_repositories(conn, {e.repository for e in changes})
-        taghistory.apply_changes(conn, changes)  # already in time order
+        changes.sort(key=lambda c: (c[0], c[1]))  # time order; one time: arrival order
+        self._lock_repositories(conn, {e.repository for _, _, e in changes})
+        taghistory.apply_changes(conn, [e for _, _, e in changes])
 
     def _lock_repositories(self, conn: Connection, repositories: Iterable[str]) -> None:
         if conn.dialect.name != "postgresql":
@@ -266,9 +292,9 @@ class EventWriter:
                                                  digest_size=8).digest(), "big", signed=True)
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
-    def _resolve_tags(self, conn: Connection, new: list[tuple[int, Event]]) -> None:
+    def _resolve_tags(self, conn: Connection, new: list[_New]) -> None:
         """Give a tag-only pull or deploy the digest its tag pointed at, at its time."""
-        pending = [(i, e) for i, e in new
+        pending = [(i, e) for i, e, _ in new
                    if e.digest is None and e.tag and e.action in ("pull", "deploy")]
         if not pending:
             return
@@ -295,22 +321,24 @@ class EventWriter:
             conn.execute(update(events).where(events.c.id == bindparam("i"))
                          .values(digest=bindparam("d")), updates)
 
-    def _upsert_rollups(self, conn: Connection, new: list[tuple[int, Event]]) -> None:
-        agg: dict[tuple[date, str, str, str, str, str], list[Any]] = {}
-        for _, e in new:
-            key = (e.time.date(), e.repository, e.digest or "", e.tag or "", e.action, e.usage)
+    def _upsert_rollups(self, conn: Connection, new: list[_New]) -> None:
+        sqlite = conn.dialect.name == "sqlite"
+        days = [t[:10] for _, _, t in new] if sqlite else [t.date() for _, _, t in new]
+        agg: dict[tuple[date | str, str, str, str, str, str], list[Any]] = {}
+        for (_, e, t), day in zip(new, days, strict=True):
+            key = (day, e.repository, e.digest or "", e.tag or "", e.action, e.usage)
             cur = agg.get(key)
             if cur is None:
-                agg[key] = [1, e.time, e.time]
+                agg[key] = [1, t, t]
             else:
                 cur[0] += 1
-                if e.time < cur[1]:
-                    cur[1] = e.time
-                if e.time > cur[2]:
-                    cur[2] = e.time
+                if t < cur[1]:
+                    cur[1] = t
+                elif t > cur[2]:
+                    cur[2] = t
         rows = [(*k, v[0], v[1], v[2]) for k, v in sorted(agg.items())]
         insert_rows(
-            conn, rollups, _ROLLUP_COLUMNS, rows,
+            conn, rollups, _ROLLUP_COLUMNS, rows, converted=sqlite,
             suffix='ON CONFLICT (day, repository, digest, tag, action, usage) DO UPDATE SET '
                    '"count" = rollups."count" + excluded."count", '
                    "first_at = CASE WHEN excluded.first_at < rollups.first_at "
@@ -365,3 +393,10 @@ class EventWriter:
                     "container_kind": r.container_kind, "image": r.image,
                 } for r in snapshot.refs])
         return len(snapshot.refs)
+
+
+def _stamp(value: datetime) -> str:
+    """:func:`sqlite_time` of an event's (never missing) time; inline for the usual UTC."""
+    if value.tzinfo is UTC:
+        return value.isoformat(" ", "microseconds")[:26]
+    return sqlite_time(value)  # type: ignore[return-value]
