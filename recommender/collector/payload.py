@@ -7,7 +7,7 @@ Every helper raises :class:`PayloadError` with ``where`` naming the offending fi
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -131,9 +131,10 @@ def get_time(doc: dict[str, Any], key: str, where: str) -> datetime:
     value = doc.get(key)
     if type(value) is str and len(value) == 30 and value[29] == "Z" and value[19] == ".":
         # Distribution's usual shape, 2026-03-01T10:00:00.123456789Z: Python keeps
-        # microseconds, so drop the last three digits and skip the general parser.
+        # microseconds, so drop the last three digits and skip the general parser. (An offset
+        # in the string: ``.replace(tzinfo=UTC)`` costs ten times the parse.)
         try:
-            return datetime.fromisoformat(value[:26]).replace(tzinfo=UTC)
+            return datetime.fromisoformat(value[:26] + "+00:00")
         except ValueError:
             pass  # the general parser explains what is wrong
     path = join(where, key)

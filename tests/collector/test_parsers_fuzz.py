@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recommender.collector.deploy import parse_deploys
-from recommender.collector.distribution import parse_envelope
+from recommender.collector.distribution import parse_envelope, parse_event
 from recommender.collector.harbor import parse_webhook
 from recommender.collector.k8s import parse_pod_list
 from recommender.errors import PayloadError
 from recommender.usage import Classifier
 
-from .test_distribution import DOCS_PULL
+from .test_distribution import BLOB_PUSH, DOCS_PULL, TAG_DELETE
 from .test_harbor import CLOUD_SCAN_PULL, DEFAULT_PULL
 from .test_k8s import POD_LIST
 
@@ -84,3 +84,101 @@ def test_arbitrary_json(doc: Any) -> None:
 def test_real_payloads_with_one_part_replaced(which: int, path: list[int], value: Any) -> None:
     fn, sample = PARSERS[which]
     parses_or_refuses(fn, mutate(sample, path, value))
+
+
+# Events of the shape the Distribution parser's fast path takes (nanosecond UTC timestamps):
+# every field present, then one part replaced, often by a value at a limit.
+USUAL = {"events": [
+    {"id": "e1", "timestamp": "2026-03-01T10:00:00.123456789Z", "action": "pull",
+     "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": "sha256:" + "a" * 64, "size": 708, "length": 708,
+                "repository": "shop/web", "tag": "v1",
+                "url": "http://r:5000/v2/shop/web/manifests/v1"},
+     "request": {"id": "r", "addr": "10.0.0.1:1", "host": "r:5000", "method": "HEAD",
+                 "useragent": "containerd/1.7.2"},
+     "actor": {"name": "robot$shop+trivy-1"}, "source": {"addr": "r:5000"}},
+    {"id": "e2", "timestamp": "2026-03-01T10:00:01.000000001Z", "action": "pull",
+     "target": {"digest": "sha256:" + "c" * 64, "repository": "shop/web",
+                "url": "http://r:5000/v2/shop/web/blobs/sha256:" + "c" * 64},
+     "request": {"useragent": "trivy/0.50.1"}, "source": {"addr": "r:5000"}},
+    {**BLOB_PUSH, "timestamp": "2026-03-01T10:00:02.999999999Z"},
+    {**TAG_DELETE, "timestamp": "2026-03-02T08:00:00.000000000Z"},
+]}
+EDGE_VALUES = [
+    "", " ", "x" * 8, "x" * 9, "x" * 64, "x" * 65, "x" * 128, "x" * 129, "x" * 255, "x" * 256,
+    "x" * 512, "x" * 513, "sha256:" + "A" * 64, "sha256:" + "a" * 63, "2026-03-01T10:00:00Z",
+    "2026-13-01T10:00:00.123456789Z", "2026-03-01T10:00:00,123456789Z", "mount", "Pull",
+    0, -1, 2**63 - 1, 2**63, True, 1.5, None, {}, [],
+]
+EDGES = st.sampled_from(EDGE_VALUES)
+
+
+def outcome(fn: Any, doc: Any) -> Any:
+    try:
+        return fn(doc)
+    except PayloadError as exc:
+        return ("refused", exc.as_dict())
+
+
+def checked(doc: Any) -> list[Any]:
+    """Every event through the fully checked parser (what parse_envelope did before its fast
+    path)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
+        return parse_envelope(doc, CLASSIFIER)  # no event to parse: the same code either way
+    return [parse_event(item, CLASSIFIER, f"events[{i}]") for i, item in enumerate(doc["events"])]
+
+
+def test_the_usual_events_take_the_fast_path_and_agree() -> None:
+    from recommender.collector.distribution import _parse_usual
+
+    assert all(_parse_usual(item, CLASSIFIER) is not None for item in USUAL["events"])
+    assert outcome(lambda d: parse_envelope(d, CLASSIFIER), USUAL) == outcome(checked, USUAL)
+
+
+FIELDS = [("id",), ("timestamp",), ("action",), ("target",), ("request",), ("actor",),
+          ("source",), *(("target", k) for k in ("repository", "digest", "tag", "mediaType",
+                                                  "size", "length", "url")),
+          *(("request", k) for k in ("method", "useragent", "addr", "host")),
+          ("actor", "name"), ("source", "addr")]
+ABSENT = object()
+
+
+def replaced(doc: Any, changes: list[tuple[int, tuple[str, ...], Any]]) -> Any:
+    """``doc`` with each (event index, field path, value) set, or removed for ABSENT."""
+    doc = copy.deepcopy(doc)
+    for index, path, value in changes:
+        node = doc["events"][index % len(doc["events"])]
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        if value is ABSENT:
+            node.pop(path[-1], None)
+        else:
+            node[path[-1]] = value
+    return doc
+
+
+def test_the_fast_path_agrees_on_every_field_at_every_edge() -> None:
+    for index in range(len(USUAL["events"])):
+        for path in FIELDS:
+            for value in [*EDGE_VALUES, ABSENT]:
+                doc = replaced(USUAL, [(index, path, value)])
+                assert outcome(lambda d: parse_envelope(d, CLASSIFIER), doc) == outcome(
+                    checked, doc), (index, path, value)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(changes=st.lists(st.tuples(st.integers(0, 3), st.sampled_from(FIELDS),
+                                  EDGES | st.just(ABSENT) | JSON), min_size=1, max_size=3))
+def test_the_fast_path_agrees_with_the_checked_parser(
+        changes: list[tuple[int, tuple[str, ...], Any]]) -> None:
+    doc = replaced(USUAL, changes)
+    assert outcome(lambda d: parse_envelope(d, CLASSIFIER), doc) == outcome(checked, doc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=st.lists(st.integers(0, 50), max_size=6), value=EDGES | JSON)
+def test_the_fast_path_agrees_on_any_part_replaced(path: list[int], value: Any) -> None:
+    doc = mutate(USUAL, path, value)
+    assert outcome(lambda d: parse_envelope(d, CLASSIFIER), doc) == outcome(checked, doc)
