@@ -6,6 +6,7 @@ directory of the caller's; deletes are enabled; notifications can point at a col
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -47,6 +48,14 @@ class LocalRegistry:
 
     ``notify_url`` (and ``notify_token``) add a notifications endpoint; ``read_only`` puts
     the registry in maintenance read-only mode (what garbage collection wants).
+
+    ``memory_limit`` (a Go ``GOMEMLIMIT`` such as ``"256MiB"``) runs the registry with
+    ``GOGC=off`` and that soft limit: Go then collects garbage only as the heap nears the
+    limit. Why: Distribution's blob reader allocates a 4 MiB ``bufio`` buffer for every blob
+    GET (``registry/storage/filereader.go``), so with Go's default ``GOGC=100`` and a live heap
+    of a few MiB nearly every config-blob GET triggers a collection. Measured on this
+    project's machine: 4.3 ms of registry CPU per blob GET with the defaults, 1.1 ms with
+    ``GOGC=off GOMEMLIMIT=256MiB`` (manifest GET 2.0 -> 0.9 ms). ``None`` keeps Go's defaults.
     """
 
     root: Path
@@ -56,6 +65,7 @@ class LocalRegistry:
     notify_backoff: str = "500ms"
     read_only: bool = False
     log_level: str = "error"
+    memory_limit: str | None = "256MiB"
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -106,6 +116,13 @@ class LocalRegistry:
         self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         return self.config_path
 
+    def environment(self) -> dict[str, str]:
+        """The registry process's environment: ours, with the Go GC settings (see above)."""
+        env = dict(os.environ)
+        if self.memory_limit:
+            env["GOGC"], env["GOMEMLIMIT"] = "off", self.memory_limit
+        return env
+
     def start(self, timeout: float = 20.0) -> LocalRegistry:
         binary = registry_binary()
         if binary is None:
@@ -115,7 +132,8 @@ class LocalRegistry:
         self.write_config()
         log = (self.root / "registry.log").open("ab")
         self._proc = subprocess.Popen(
-            [binary, "serve", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT
+            [binary, "serve", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT,
+            env=self.environment(),
         )
         log.close()
         deadline = time.monotonic() + timeout
