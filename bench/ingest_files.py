@@ -20,6 +20,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -106,19 +107,68 @@ def generate(path: Path, events: int, *, seed: int = 7, repositories: int = 300)
     return lines
 
 
-def measure(path: Path, db: Path) -> tuple[float, float, int, str]:
-    """Run the real command: (wall s, CPU s, peak RSS bytes of the child, its summary)."""
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the command forks a parsing process)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def _memory(pids: list[int]) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) in bytes over ``pids``: RSS counts the pages a forked child
+    shares with its parent twice, PSS splits them between the two (the memory really used)."""
+    rss = pss = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return rss, pss
+
+
+def measure(path: Path, db: Path, *extra: str
+            ) -> tuple[float, float, int, tuple[int, int], str]:
+    """Run the real command: (wall s, CPU s of it and its parsing process, the largest
+    process's peak RSS (``wait4``), the peak of the processes' summed (RSS, PSS) sampled
+    every 50 ms, its summary)."""
     cmd = [sys.executable, "-m", "recommender.cli", "--db", f"sqlite:///{db}", "ingest",
-           "distribution", str(path)]
+           "distribution", str(path), *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peaks = [0, 0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            rss, pss = _memory(_tree(proc.pid))
+            peaks[0], peaks[1] = max(peaks[0], rss), max(peaks[1], pss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
+    done.set()
+    sampler.join()
     out = proc.stdout.read().decode().strip() if proc.stdout else ""
     err = proc.stderr.read().decode().strip() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"ingest failed: {out} {err}")
-    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, out
+    # wait4's usage covers the command and the parsing process it waited for (RUSAGE_BOTH).
+    return (elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,
+            (peaks[0], peaks[1]), out)
 
 
 def startup(db: Path) -> tuple[float, float]:
@@ -192,6 +242,7 @@ def main() -> None:
                         help="events per file (repeat for several sizes)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--batch-size", type=int, help="the command's --batch-size")
     parser.add_argument("--breakdown", type=int, metavar="N",
                         help="instead: CPU time per stage for N events, in-process")
     args = parser.parse_args()
@@ -204,13 +255,15 @@ def main() -> None:
         work = Path(tmp)
         print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores: above 2 means shared)")
         print(f"{'events':>10} {'file MB':>8} {'wall s':>7} {'CPU s':>6} {'startup':>8} "
-              f"{'events/s':>9} {'per CPU-s':>9} {'peak RSS MB':>11}")
+              f"{'events/s':>9} {'per CPU-s':>9} {'peak RSS MB':>11} {'sum RSS':>7} "
+              f"{'sum PSS':>7}")
         for size in sizes:
             path = work / f"distribution-{size}.jsonl.gz"
             generate(path, size, seed=args.seed)
             db = work / f"store-{size}.db"
             fixed_wall, fixed_cpu = startup(db)  # also creates the schema, outside the timing
-            elapsed, cpu, peak, summary = measure(path, db)
+            elapsed, cpu, peak, (sum_rss, sum_pss), summary = measure(
+                path, db, *(["--batch-size", str(args.batch_size)] if args.batch_size else []))
             # events/s over the ingest itself: the wall time minus the fixed start-up cost;
             # per CPU-s: what a machine with a free core for us would do (the overlap of
             # parsing and writing on a second core aside).
@@ -218,7 +271,8 @@ def main() -> None:
             per_cpu = size / max(cpu - fixed_cpu, 1e-9)
             print(f"{size:>10} {path.stat().st_size / 1e6:>8.1f} {elapsed:>7.1f} {cpu:>6.1f} "
                   f"{fixed_wall:>7.1f}s {rate:>9,.0f} {per_cpu:>9,.0f} {peak / 2**20:>11.0f}"
-                  f"   ({summary})", flush=True)
+                  f" {sum_rss / 2**20:>7.0f} {sum_pss / 2**20:>7.0f}   ({summary}; load average"
+                  f" after: {os.getloadavg()[0]:.1f})", flush=True)
             if args.keep:
                 keep = Path("data/generated/bench")
                 keep.mkdir(parents=True, exist_ok=True)

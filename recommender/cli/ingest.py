@@ -12,6 +12,7 @@ is behind: at most a batch or two are in flight, whatever the file's size.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import sys
 import traceback
@@ -147,7 +148,14 @@ def _parsed_elsewhere(files: list[str], batch_size: int, parse: Parse,
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_produce, args=(sender, files, batch_size, parse, classifier),
                             name="tagwarden-ingest-parse", daemon=True)
-    child.start()
+    # The child's garbage collector would write to the header of every object it inherited,
+    # copying every page of them (tens of MB): frozen objects are never traversed, so those
+    # pages stay shared. This process unfreezes at once (its collections are unchanged).
+    gc.freeze()
+    try:
+        child.start()
+    finally:
+        gc.unfreeze()
     sender.close()
 
     def messages() -> Iterator[tuple[Any, ...]]:

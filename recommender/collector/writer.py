@@ -323,7 +323,8 @@ class EventWriter:
 
     def _upsert_rollups(self, conn: Connection, new: list[_New]) -> None:
         sqlite = conn.dialect.name == "sqlite"
-        days = [t[:10] for _, _, t in new] if sqlite else [t.date() for _, _, t in new]
+        days = [t[:10] for _, _, t in new] if sqlite else [
+            (t if t.tzinfo is UTC else t.astimezone(UTC)).date() for _, _, t in new]  # UTC day
         agg: dict[tuple[date | str, str, str, str, str, str], list[Any]] = {}
         for (_, e, t), day in zip(new, days, strict=True):
             key = (day, e.repository, e.digest or "", e.tag or "", e.action, e.usage)

@@ -190,3 +190,66 @@ def test_a_store_failure_is_one_line(tmp_path: Path, run: Any) -> None:
     assert done.returncode == 1
     assert done.stderr.strip() == "error: the store refused the write: no such table: rollups"
     assert stored(tmp_path) == []  # the events insert was rolled back with it
+
+
+def _everything(db: Path) -> dict[str, Any]:
+    """Every table the ingest writes, without the ids and receipt times that differ by run."""
+    from recommender.store.tables import manifests, tag_history
+
+    store = open_store(f"sqlite:///{db}")
+    try:
+        with store.connect() as conn:
+            return {
+                "events": sorted(tuple(r) for r in conn.execute(select(*(
+                    c for c in events.c if c.name not in ("id", "received_at"))))),
+                "rollups": sorted(tuple(r) for r in conn.execute(select(*(
+                    c for c in rollups.c if c.name != "id")))),
+                "tags": sorted(tuple(r) for r in conn.execute(select(
+                    tag_history.c.repository, tag_history.c.tag, tag_history.c.digest,
+                    tag_history.c.valid_from, tag_history.c.valid_to))),
+                "manifests": sorted(tuple(r) for r in conn.execute(select(
+                    manifests.c.repository, manifests.c.digest, manifests.c.first_seen,
+                    manifests.c.deleted_at))),
+            }
+    finally:
+        store.dispose()
+
+
+def test_a_file_parsed_in_the_second_process_stores_what_stdin_does(tmp_path: Path,
+                                                                   run: Any) -> None:
+    # A file is parsed in a forked process, stdin in this one: same lines, small batches
+    # (many messages down the pipe), pushes, pulls, tag deletes, retries, bad lines. Stored:
+    # 9 pushes, 4 deletes and 150 distinct pull ids (the rest are retries).
+    def line(i: int) -> bytes:
+        minute = f"2026-03-01T10:{i // 60:02d}:{i % 60:02d}.5Z"
+        digest = (D1, D2)[i // 40 % 2]
+        if i % 40 == 0:
+            doc = {"id": f"p{i}", "timestamp": minute, "action": "push",
+                   "target": {"mediaType": MANIFEST, "digest": digest, "tag": "v1",
+                              "repository": "shop/api"}}
+        elif i % 97 == 0:
+            doc = {"id": f"d{i}", "timestamp": minute, "action": "delete",
+                   "target": {"tag": "v1", "repository": "shop/api"}}
+        else:
+            doc = {"id": f"u{i % 150}", "timestamp": minute, "action": "pull",  # retries
+                   "target": {"mediaType": MANIFEST, "digest": digest, "repository": "shop/api",
+                              **({"tag": "v1"} if i % 3 else {})},
+                   "request": {"method": "GET", "useragent": "containerd/1.7"}}
+        return orjson.dumps({"events": [doc]})
+
+    lines = [b"{broken" if i % 53 == 0 else line(i) for i in range(1, 400)]
+    data = b"\n".join(lines) + b"\n"
+    (tmp_path / "f").mkdir()
+    (tmp_path / "s").mkdir()
+    (tmp_path / "f" / "a.jsonl.gz").write_bytes(gzip.compress(data))
+    by_file = run("ingest", "distribution", "f/a.jsonl.gz", "--batch-size", "7",
+                  cwd=tmp_path / "f")
+    by_stdin = run("ingest", "distribution", "-", "--batch-size", "7", cwd=tmp_path / "s",
+                   stdin=data)
+    assert by_file.stdout == by_stdin.stdout, by_file.stderr
+    assert by_file.stdout.startswith("read 392, stored 163, duplicates 229, rejected 7 "
+                                     "(lines 53, 106, 159,")
+    assert by_file.stderr == by_stdin.stderr and by_file.returncode == by_stdin.returncode == 1
+    got = _everything(tmp_path / "f" / "s.db")
+    assert got == _everything(tmp_path / "s" / "s.db")
+    assert len(got["events"]) == 163 and len(got["tags"]) > 1 and got["rollups"]

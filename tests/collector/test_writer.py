@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -328,3 +328,22 @@ def test_a_retried_batch_with_new_events_resolves_the_right_rows(store: Store) -
         stored = dict(conn.execute(select(events.c.source_event_id, events.c.digest)).all())
     assert stored == {"a": D1, "b": D1, "c": D2, "d": D2, "e": D1}
     assert sum(r[5] for r in rollup_rows(store)) == 5
+
+
+def test_an_event_in_another_offset_is_rolled_up_on_its_utc_day(store: Store) -> None:
+    # 23:30 UTC on 1 March is already 2 March in Kiribati (+14): the day is the UTC one, and
+    # first/last_at and the manifest's first_seen are the same instant on both stores.
+    kiribati = timezone(timedelta(hours=14))
+    at = datetime(2026, 3, 1, 23, 30, 0, 123456, tzinfo=UTC)
+    EventWriter(store, bulk=True).write([
+        Event(time=at.astimezone(kiribati), source="distribution", source_event_id="k1",
+              action="pull", usage="use", repository="shop/api", digest=D1, tag="v1",
+              media_type=MANIFEST),
+        Event(time=at - h(1), source="distribution", source_event_id="k2", action="pull",
+              usage="use", repository="shop/api", digest=D1, tag="v1", media_type=MANIFEST),
+    ], now=NOW)
+    assert rollup_rows(store) == {(date(2026, 3, 1), D1, "v1", "pull", "use", 2, at - h(1), at)}
+    with store.connect() as conn:
+        assert conn.execute(select(events.c.time).order_by(events.c.time)).scalars().all() == [
+            at - h(1), at]
+        assert conn.execute(select(manifests.c.first_seen)).scalar_one() == at - h(1)
