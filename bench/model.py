@@ -12,6 +12,12 @@ guardrails (``policy.evaluate_history``), and scoring with a fitted pipeline (fi
 untimed, on the same rows). The events are written as the rollups the collector keeps, which is
 all the features read; the raw events table is not touched by the recommender.
 
+``quality DIR...`` backtests loaded fleets (DIR/store.db, DIR/fleet.json) 90 days before each
+fleet's end: the model against the idle rule tuned on the past. ``breakdown DIR...`` explains
+the ratio: dead bytes at the backtest instant by idle-days bucket, the standalone idle rule's
+precision on the past snapshots for each D (its false positives by archetype, read from
+fleet.json for the report only, never a feature), and the bound that gives on model / rule.
+
 ``train`` (target: under 2 minutes) generates a fleet with ``recommender.fleet`` (seed 1, the
 default mix), loads it with the collector's own ingest functions, then times
 ``model.train`` as of the fleet's last day. ``--keep DIR`` reuses a loaded fleet.
@@ -247,6 +253,69 @@ def quality(args: argparse.Namespace) -> None:
         store.dispose()
 
 
+IDLE_BUCKETS = (-1.0, 7, 14, 21, 30, 45, 60, 90, 120, 180, 1e9)
+
+
+def breakdown(args: argparse.Namespace) -> None:
+    """Why model / idle rule is what it is: where the dead bytes are, and the rule's D."""
+    import json
+
+    import pandas as pd
+
+    from recommender.features import days
+    from recommender.model import _prepare
+    from recommender.training import RuleBaseline, label_snapshot, metrics, tune_idle_rule
+
+    cfg = config_mod.load(env={})
+    for directory in args.fleets:
+        root = Path(directory)
+        fleet = json.loads((root / "fleet.json").read_text())
+        meta = fleet["spec"]
+        archetype = {r["name"]: r["archetype"] for r in fleet["repositories"]}
+        start = datetime.fromisoformat(meta["start"]).replace(tzinfo=UTC)
+        end = start + timedelta(days=int(meta["days"]))
+        at = end - timedelta(days=90)
+        store = open_store(f"sqlite:///{root / 'store.db'}")
+        cpu = time.process_time()
+        h, times, past = _prepare(store, cfg, at, 90.0, end)
+        test = label_snapshot(h, cfg, days(at), 90.0)
+        store.dispose()
+        print(f"\n## {root} (seed {meta['seed']}), backtest at {at:%Y-%m-%d}, "
+              f"{len(times)} past snapshots ({time.process_time() - cpu:.0f} CPU-s)")
+        dead = test["dead"] == 1
+        size = test["bytes"].astype(float)
+        total, eligible_total = size[dead].sum(), size[dead & test["eligible"]].sum()
+        bucket = pd.cut(test["idle_days"], IDLE_BUCKETS)
+        print("| idle days at the instant | manifests | used later | dead GB | dead GB no "
+              "guardrail keeps | share of dead bytes idle more than the bucket's start |")
+        print("|---|---|---|---|---|---|")
+        above = 1.0
+        for b, g in test.groupby(bucket, observed=False):
+            gd = g["dead"] == 1
+            gb = g["bytes"].astype(float)
+            print(f"| {b} | {len(g)} | {int((~gd).sum())} | {gb[gd].sum() / 1e9:.1f} | "
+                  f"{gb[gd & g['eligible']].sum() / 1e9:.1f} | {above:.3f} |")
+            above -= gb[gd].sum() / total if total else 0.0
+        arch = past["repository"].map(archetype)
+        print("\n| D | past: suggested | past: used later (by archetype) | past precision "
+              "| at the instant: precision | bytes recall | eligible dead bytes / its dead "
+              "bytes (bound on model ÷ rule) |")
+        print("|---|---|---|---|---|---|---|")
+        for d in (7, 14, 21, 30, 45, 60, 90, 120, 180):
+            rule = RuleBaseline("idle", float(d), "all")
+            pick = rule.suggest(past)
+            m = metrics(past, pick, scope="all")
+            fps = arch[pick & (past["dead"] == 0).to_numpy()].value_counts().to_dict()
+            mt = metrics(test, rule.suggest(test), scope="all")
+            got = mt.bytes_recall * mt.dead_bytes
+            bound = eligible_total / got if got else float("inf")
+            print(f"| {d} | {m.suggested} | {m.false_positives} {fps} | {m.precision:.5f} | "
+                  f"{mt.precision:.5f} | {mt.bytes_recall:.3f} | {bound:.2f}x |")
+        chosen = tune_idle_rule(past, float(cfg["model.target_precision"]), "all")
+        print(f"\ntuned on the past (0.999): {chosen.describe()}; dead bytes {total / 1e9:.1f} GB, "
+              f"of which no guardrail keeps {eligible_total / 1e9:.1f} GB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -260,9 +329,12 @@ def main() -> None:
     q = sub.add_parser("quality")
     q.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
     q.add_argument("--at", help="Backtest instant (default: 90 days before the fleet's end).")
+    b = sub.add_parser("breakdown")
+    b.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
     args = parser.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}")
-    {"scale": scale, "train": train_bench, "quality": quality}[args.what](args)
+    {"scale": scale, "train": train_bench, "quality": quality,
+     "breakdown": breakdown}[args.what](args)
 
 
 if __name__ == "__main__":
