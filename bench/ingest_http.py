@@ -1,7 +1,7 @@
 """HTTP ingest benchmark: ``tagwarden serve`` on SQLite, driven by concurrent senders.
 
 Run: ``.venv/bin/python bench/ingest_http.py [--senders 32] [--seconds 10] [--rate 2000]
-[--workers 1]``.
+[--workers 1] [--writer process|thread]``.
 
 It starts ``tagwarden serve`` as a subprocess (a fresh SQLite store in a temp dir) and drives it
 from this process with asyncio and raw HTTP/1.1 over keep-alive connections (the cheapest client
@@ -12,6 +12,10 @@ envelope of 10 pull events with unique ids, so every event is really inserted.
    only 200 answers, and the store is checked at the end to hold every accepted event.
 2. Latency at a fixed offered load (``--rate`` events/s): requests are sent on a schedule (open
    loop) and timed from their scheduled send time, so a stalled server cannot hide its queue.
+
+Server CPU counts every process of the server (uvicorn workers, writer processes) and is
+also printed per process and, within each, per thread: in one process the event loop and a
+writer thread share one GIL, so their sum, not the machine's cores, bounds its throughput.
 """
 
 from __future__ import annotations
@@ -141,6 +145,18 @@ async def fixed_rate(port: int, rate: float, seconds: float, connections: int) -
     return latencies
 
 
+def cpu_by_thread(procs: list[psutil.Process]) -> dict[tuple[int, int], float]:
+    """User+system CPU seconds of every thread of ``procs``, by (pid, thread id)."""
+    out: dict[tuple[int, int], float] = {}
+    for p in procs:
+        try:
+            for t in p.threads():
+                out[(p.pid, t.id)] = t.user_time + t.system_time
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -153,6 +169,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s for the latency run")
     parser.add_argument("--connections", type=int, default=8, help="for the latency run")
     parser.add_argument("--workers", type=int, default=1, help="tagwarden serve --workers")
+    parser.add_argument("--writer", choices=["process", "thread"], default="process",
+                        help="tagwarden serve --writer")
     args = parser.parse_args()
 
     try:
@@ -168,7 +186,8 @@ def main() -> int:
     exe = shutil.which("tagwarden", path=str(Path(sys.executable).parent)) or "tagwarden"
     server = subprocess.Popen(
         [exe, "--config", str(tmp / "config.toml"), "--db", f"sqlite:///{db}", "serve",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
+         "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
+         "--writer", args.writer],
         env={k: v for k, v in os.environ.items() if not k.startswith("TAGWARDEN_")},
     )
     try:
@@ -185,10 +204,11 @@ def main() -> int:
             time.sleep(0.1)
 
         warm = asyncio.run(throughput(port, args.senders, 2.0, "w"))[0]  # warm-up (caches)
-        procs = [psutil.Process(server.pid), *psutil.Process(server.pid).children()]
-        cpu_before = sum(sum(p.cpu_times()[:2]) for p in procs)
+        procs = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+        before = cpu_by_thread(procs)
         ok, failed, elapsed = asyncio.run(throughput(port, args.senders, args.seconds, "t"))
-        server_cpu = sum(sum(p.cpu_times()[:2]) for p in procs) - cpu_before
+        used = {k: v - before.get(k, 0.0) for k, v in cpu_by_thread(procs).items()}
+        server_cpu = sum(used.values())
         rate = ok * EVENTS_PER_REQUEST / elapsed
         lat = asyncio.run(fixed_rate(port, args.rate, args.seconds, args.connections))
         with sqlite3.connect(db) as conn:
@@ -201,11 +221,19 @@ def main() -> int:
     expected = int(args.rate / EVENTS_PER_REQUEST * args.seconds)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, load average {os.getloadavg()[0]:.2f}")
-    print(f"server: tagwarden serve --workers {args.workers}")
+    print(f"server: tagwarden serve --workers {args.workers} --writer {args.writer}")
     print(f"throughput: {args.senders} senders x {args.seconds:.0f}s: {ok} requests ok, "
           f"{failed} failed, {rate:,.0f} events/s ({ok / elapsed:,.0f} requests/s); server "
           f"used {server_cpu / elapsed:.2f} cores, {ok * EVENTS_PER_REQUEST / server_cpu:,.0f} "
           f"events per server CPU-second")
+    per_process: dict[int, float] = {}
+    for (pid, _), cpu in used.items():
+        per_process[pid] = per_process.get(pid, 0.0) + cpu
+    for pid, cpu in sorted(per_process.items(), key=lambda kv: -kv[1]):
+        if cpu >= 0.01 * server_cpu:
+            threads = sorted(((c, tid) for (p, tid), c in used.items() if p == pid), reverse=True)
+            print(f"  process {pid}: {cpu / elapsed:.2f} cores; threads "
+                  + ", ".join(f"{c / elapsed:.2f}" for c, _ in threads if c >= 0.01 * server_cpu))
     print(f"latency at {args.rate:,.0f} events/s offered ({args.connections} connections): "
           f"{len(lat)}/{expected} ok, p50 {statistics.median(lat) * 1000:.1f} ms, "
           f"p99 {pct(lat, 0.99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms")

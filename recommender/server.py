@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from .collector.app import Collector, json_response
 from .collector.metrics import CONTENT_TYPE, CollectorMetrics
+from .collector.writer_process import ProcessWriter
 from .config import Config
 from .refs.api import RefsApi
 from .store import Store
@@ -34,6 +35,9 @@ from .timeutil import utcnow
 log = logging.getLogger(__name__)
 
 __all__ = ["LifespanHook", "app_from_env", "build_app", "serve_app"]
+
+# How ``tagwarden serve --workers N`` tells its workers which writer to run (not a setting).
+WRITER_ENV = "TAGWARDEN_SERVE_WRITER"
 
 # A hook gets the app and returns an async context manager that lives as long as the server.
 LifespanHook = Callable[[Starlette], AbstractAsyncContextManager[None]]
@@ -96,10 +100,14 @@ def build_app(
     return app
 
 
-def serve_app(config: Config, store: Store, *, clock: Callable[[], datetime] = utcnow
-              ) -> Starlette:
+def serve_app(config: Config, store: Store, *, clock: Callable[[], datetime] = utcnow,
+              writer: str = "thread") -> Starlette:
     """What ``tagwarden serve`` runs: :func:`build_app` plus the Slack endpoint (or Socket
-    Mode connection) and the scheduler, when configured."""
+    Mode connection) and the scheduler, when configured.
+
+    ``writer="process"`` writes the collector's events from a child process
+    (:class:`ProcessWriter`: off the event loop's GIL) instead of a thread of this one.
+    """
     from bot.app import server_parts
 
     from .scheduler import lifespan_hook
@@ -107,7 +115,15 @@ def serve_app(config: Config, store: Store, *, clock: Callable[[], datetime] = u
     routes, hooks = server_parts(config, store, clock=clock)
     if config["scheduler.enabled"]:
         hooks.append(lifespan_hook(config, store))  # leader-elected: safe in every worker
-    return build_app(config, store, clock=clock, routes=routes, lifespans=hooks)
+    collector = None
+    if writer == "process":
+        collector = Collector(config, store, clock=clock, writer=ProcessWriter(
+            store.engine.url.render_as_string(hide_password=False),
+            raw_retention=config["store.raw_retention"]))
+    elif writer != "thread":
+        raise ValueError(f"writer must be 'thread' or 'process', not {writer!r}")
+    return build_app(config, store, clock=clock, routes=routes, lifespans=hooks,
+                     collector=collector)
 
 
 def app_from_env() -> Starlette:
@@ -123,7 +139,7 @@ def app_from_env() -> Starlette:
     config = load(os.environ.get("TAGWARDEN_CONFIG") or None)
     store = open_store(config["store.url"], migrate_schema=False)
     store.check_schema()
-    return serve_app(config, store)
+    return serve_app(config, store, writer=os.environ.get(WRITER_ENV) or "thread")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -7,11 +7,17 @@ import os
 import shutil
 import sys
 import tempfile
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
 from .state import app, state
+
+
+class Writer(StrEnum):
+    process = "process"
+    thread = "thread"
 
 
 @app.command()
@@ -24,6 +30,10 @@ def serve(
                     "of a small machine for HTTP and parsing (writes still serialise on SQLite).",
     )] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    writer: Annotated[Writer, typer.Option(
+        help="Where the collector writes events: 'process' (a child process per worker, off "
+             "the event loop's GIL) or 'thread' (a thread of the worker).",
+    )] = Writer.process,
 ) -> None:
     """Run the HTTP server: collector endpoints, /v1/refs, /slack/events, /healthz, /metrics.
 
@@ -31,6 +41,8 @@ def serve(
     received are written before exit.
     """
     import uvicorn
+
+    from ..server import WRITER_ENV
 
     st = state(ctx)
     config = st.config
@@ -56,7 +68,8 @@ def serve(
     if workers == 1:
         from ..server import serve_app
 
-        server = uvicorn.Server(uvicorn.Config(serve_app(config, store), **options))
+        server = uvicorn.Server(uvicorn.Config(serve_app(config, store, writer=writer.value),
+                                               **options))
         server.run()
         if not server.started:
             raise typer.Exit(1)
@@ -65,6 +78,7 @@ def serve(
     metrics_dir = tempfile.mkdtemp(prefix="tagwarden-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ["TAGWARDEN_DB"] = config["store.url"]
+    os.environ[WRITER_ENV] = writer.value
     if st.config_path is not None:
         os.environ["TAGWARDEN_CONFIG"] = str(st.config_path.resolve())
     try:

@@ -41,6 +41,7 @@ from .batcher import Batcher
 from .events import Event
 from .metrics import CollectorMetrics
 from .writer import EventWriter
+from .writer_process import ProcessWriter
 
 __all__ = ["Collector", "Endpoint", "json_response"]
 
@@ -88,7 +89,8 @@ class _Refused(Exception):
 class Collector:
     """The collector endpoints of one app. Collaborators come in with production defaults.
 
-    ``batcher`` wraps the writer (A1's ``EventWriter``); ``clock`` stamps pod snapshots that do
+    ``batcher`` wraps the writer (A1's ``EventWriter``, or a ``ProcessWriter`` running one in a
+    child process); ``clock`` stamps pod snapshots that do
     not say when they were taken.
     """
 
@@ -100,7 +102,7 @@ class Collector:
         classifier: Classifier | None = None,
         metrics: CollectorMetrics | None = None,
         batcher: Batcher | None = None,
-        writer: EventWriter | None = None,
+        writer: EventWriter | ProcessWriter | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
@@ -110,7 +112,7 @@ class Collector:
             if store is None:
                 raise ValueError("Collector needs a store or a writer")
             writer = EventWriter.from_config(store, config)
-        self.writer = writer
+        self.writer: EventWriter | ProcessWriter = writer
         self.clock = clock
         self.batcher = batcher if batcher is not None else Batcher(
             writer,

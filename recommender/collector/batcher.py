@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):
-    """What the batcher writes through: A1's ``EventWriter``."""
+    """What the batcher writes through: A1's ``EventWriter``, or ``ProcessWriter`` (which
+    also has ``start()`` and ``close()``: the batcher calls them when the sink has them)."""
 
     def write(self, events: Sequence[Event], *, now: datetime) -> WriteResult: ...
 
@@ -109,6 +110,9 @@ class Batcher:
 
     async def start(self) -> Batcher:
         self._loop = asyncio.get_running_loop()
+        start = getattr(self.sink, "start", None)
+        if callable(start):  # a writer process: blocks until it has opened the store
+            await asyncio.to_thread(start)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagwarden-writer")
         self._closing = False
         self._task = asyncio.create_task(self._flusher(), name="tagwarden-batcher")
@@ -124,6 +128,9 @@ class Batcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        close = getattr(self.sink, "close", None)
+        if callable(close):
+            await asyncio.to_thread(close)
 
     async def __aenter__(self) -> Batcher:
         return await self.start()

@@ -17,6 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select, text
 
+from recommender.collector.app import Collector
+from recommender.collector.writer_process import ProcessWriter
 from recommender.config import load
 from recommender.server import build_app
 from recommender.store import Store, tables
@@ -63,12 +65,17 @@ def make_config(**overrides: Any) -> Any:
     return load(env={}, overrides=settings)
 
 
-def _serving(store: Store) -> Iterator[Any]:
+def _serving(store: Store, writer: str = "thread") -> Iterator[Any]:
     servers: list[LiveServer] = []
     clients: list[httpx.Client] = []
 
     def start(**settings: Any) -> httpx.Client:
-        server = LiveServer(build_app(make_config(**settings), store)).start()
+        config = make_config(**settings)
+        collector = None
+        if writer == "process":  # what `tagwarden serve` runs by default
+            collector = Collector(config, store, writer=ProcessWriter(
+                store.engine.url.render_as_string(hide_password=False)))
+        server = LiveServer(build_app(config, store, collector=collector)).start(timeout=60)
         servers.append(server)
         client = httpx.Client(base_url=server.url, timeout=10)
         clients.append(client)
@@ -87,6 +94,12 @@ def _serving(store: Store) -> Iterator[Any]:
 def serve(store: Store) -> Iterator[Any]:
     """``serve(**settings)`` -> a running collector (httpx client on its URL) over ``store``."""
     yield from _serving(store)
+
+
+@pytest.fixture(params=["thread", "process"])
+def serve_any(request: pytest.FixtureRequest, store: Store) -> Iterator[Any]:
+    """``serve`` with the writer on the batcher's thread, then in a writer process."""
+    yield from _serving(store, request.param)
 
 
 @pytest.fixture
@@ -112,8 +125,8 @@ def metric(client: httpx.Client, name: str, **labels: str) -> float:
 # --- accepted payloads -----------------------------------------------------------------------
 
 
-def test_docs_pull_event_is_stored_normalised(serve: Any, store: Store) -> None:
-    client = serve()
+def test_docs_pull_event_is_stored_normalised(serve_any: Any, store: Store) -> None:
+    client = serve_any()
     r = client.post("/v1/events/distribution", content=json.dumps(DOCS_PULL),
                     headers={**AUTH, "Content-Type": V2})
     assert r.status_code == 200, r.text
@@ -148,8 +161,8 @@ def test_distribution_accepts_both_media_types_and_plain_json(
     assert count(sqlite_store) == 2
 
 
-def test_duplicates_are_accepted_and_stored_once(serve: Any, store: Store) -> None:
-    client = serve()
+def test_duplicates_are_accepted_and_stored_once(serve_any: Any, store: Store) -> None:
+    client = serve_any()
     body = json.dumps({"events": [pull_event(1), pull_event(2)]})
     for _ in range(3):  # a retrying registry: same ids again
         r = client.post("/v1/events/distribution", content=body, headers=AUTH)
@@ -220,8 +233,8 @@ def pod_list(image_id: str) -> dict[str, Any]:
     }]}
 
 
-def test_pod_list_becomes_a_snapshot(serve: Any, store: Store) -> None:
-    client = serve()
+def test_pod_list_becomes_a_snapshot(serve_any: Any, store: Store) -> None:
+    client = serve_any()
     doc = pod_list(f"registry.example/shop/web@{DIGEST}")
     r = client.post("/v1/k8s/pods", params={"source": "eu-1", "at": "2026-01-02T03:00:00+01:00"},
                     json=doc, headers=AUTH)
@@ -356,9 +369,9 @@ def test_gzip_body_without_declaring_it_is_refused(serve_lite: Any, sqlite_store
     assert count(sqlite_store) == 0
 
 
-def test_values_the_database_refuses_are_400_not_503(serve: Any, store: Store) -> None:
+def test_values_the_database_refuses_are_400_not_503(serve_any: Any, store: Store) -> None:
     """A retry could never succeed, so this is the request's fault, not the store's."""
-    client = serve()
+    client = serve_any()
     huge = pull_event(1)
     huge["target"]["size"] = 2**63
     nul = pull_event(2, useragent="curl\u0000/8")
@@ -380,8 +393,9 @@ def test_values_the_database_refuses_are_400_not_503(serve: Any, store: Store) -
 # --- the store failing ---------------------------------------------------------------------------
 
 
-def test_store_failure_is_503_and_stores_nothing_then_recovers(serve: Any, store: Store) -> None:
-    client = serve()
+def test_store_failure_is_503_and_stores_nothing_then_recovers(
+        serve_any: Any, store: Store) -> None:
+    client = serve_any()
     # Break the store for real: the events table disappears under the running collector.
     with store.begin() as conn:
         conn.execute(text("ALTER TABLE events RENAME TO events_away"))

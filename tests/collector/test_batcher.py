@@ -1,4 +1,5 @@
-"""Group commit with the real EventWriter on SQLite and PostgreSQL."""
+"""Group commit with the real EventWriter on SQLite and PostgreSQL, on the batcher's thread and
+in a writer process (``ProcessWriter``): every guarantee holds for both."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from recommender.collector.batcher import Batcher
 from recommender.collector.events import Event
 from recommender.collector.metrics import CollectorMetrics
 from recommender.collector.writer import EventWriter
+from recommender.collector.writer_process import ProcessWriter
 from recommender.errors import PayloadError, StoreError
 from recommender.store import Store, tables
 
@@ -39,12 +41,20 @@ def histogram(metrics: CollectorMetrics, name: str) -> tuple[float, float]:
     return values[f"{name}_count"], values[f"{name}_sum"]
 
 
-def make(store: Store, **kwargs: Any) -> Batcher:
-    return Batcher(EventWriter(store), metrics=CollectorMetrics(), clock=lambda: T0, **kwargs)
+@pytest.fixture(params=["thread", "process"])
+def sink(request: pytest.FixtureRequest, store: Store) -> EventWriter | ProcessWriter:
+    if request.param == "thread":
+        return EventWriter(store)
+    return ProcessWriter(store.engine.url.render_as_string(hide_password=False))
 
 
-def test_concurrent_requests_share_one_transaction(store: Store) -> None:
-    batcher = make(store, max_events=1000, max_delay=0.2)
+def make(sink: EventWriter | ProcessWriter, **kwargs: Any) -> Batcher:
+    return Batcher(sink, metrics=CollectorMetrics(), clock=lambda: T0, **kwargs)
+
+
+def test_concurrent_requests_share_one_transaction(
+        store: Store, sink: EventWriter | ProcessWriter) -> None:
+    batcher = make(sink, max_events=1000, max_delay=0.2)
 
     async def run() -> list[int]:
         async with batcher:
@@ -56,8 +66,9 @@ def test_concurrent_requests_share_one_transaction(store: Store) -> None:
     assert histogram(batcher.metrics, "tagwarden_batch_events") == (1, 100)
 
 
-def test_batches_are_bounded_and_requests_never_split(store: Store) -> None:
-    batcher = make(store, max_events=25, max_delay=0.2)
+def test_batches_are_bounded_and_requests_never_split(
+        store: Store, sink: EventWriter | ProcessWriter) -> None:
+    batcher = make(sink, max_events=25, max_delay=0.2)
 
     async def run() -> list[int]:
         async with batcher:
@@ -70,8 +81,9 @@ def test_batches_are_bounded_and_requests_never_split(store: Store) -> None:
     assert histogram(batcher.metrics, "tagwarden_batch_events") == (6, 140)
 
 
-def test_a_failed_transaction_fails_every_request_and_stores_nothing(store: Store) -> None:
-    batcher = make(store, max_delay=0.2)
+def test_a_failed_transaction_fails_every_request_and_stores_nothing(
+        store: Store, sink: EventWriter | ProcessWriter) -> None:
+    batcher = make(sink, max_delay=0.2)
     with store.begin() as conn:
         conn.execute(text("ALTER TABLE events RENAME TO events_away"))
 
@@ -88,8 +100,9 @@ def test_a_failed_transaction_fails_every_request_and_stores_nothing(store: Stor
     assert stored(store) == 0
 
 
-def test_stop_writes_what_is_pending(store: Store) -> None:
-    batcher = make(store, max_delay=1.0)
+def test_stop_writes_what_is_pending(
+        store: Store, sink: EventWriter | ProcessWriter) -> None:
+    batcher = make(sink, max_delay=1.0)
 
     async def run() -> list[int]:
         await batcher.start()
@@ -102,8 +115,9 @@ def test_stop_writes_what_is_pending(store: Store) -> None:
     assert stored(store) == 15
 
 
-def test_refuses_when_overloaded_or_stopped(store: Store) -> None:
-    batcher = make(store, max_events=10, max_pending=10, max_delay=0.5)
+def test_refuses_when_overloaded_or_stopped(
+        store: Store, sink: EventWriter | ProcessWriter) -> None:
+    batcher = make(sink, max_events=10, max_pending=10, max_delay=0.5)
 
     async def run() -> tuple[Any, Any]:
         async with batcher:
@@ -120,8 +134,9 @@ def test_refuses_when_overloaded_or_stopped(store: Store) -> None:
     assert stored(store) == 8
 
 
-def test_a_request_the_database_refuses_fails_alone_with_a_payload_error(store: Store) -> None:
-    batcher = make(store, max_delay=0.2)
+def test_a_request_the_database_refuses_fails_alone_with_a_payload_error(
+        store: Store, sink: EventWriter | ProcessWriter) -> None:
+    batcher = make(sink, max_delay=0.2)
     poison = events(7, 2)
     poison[1].size = 2**63  # passes the parser, out of range for the store's BIGINT
 
@@ -138,3 +153,25 @@ def test_a_request_the_database_refuses_fails_alone_with_a_payload_error(store: 
         ids = {r[0] for r in conn.execute(select(tables.events.c.source_event_id))}
     assert not any(i.startswith("r7-") for i in ids)  # nothing of the refused request
     assert stored(store) == 15
+
+
+def test_a_writer_process_that_dies_fails_its_batch_then_is_replaced(store: Store) -> None:
+    import os
+    import signal
+
+    sink = ProcessWriter(store.engine.url.render_as_string(hide_password=False))
+    batcher = make(sink, max_delay=0.05)
+
+    async def run() -> tuple[Any, int]:
+        async with batcher:
+            await batcher.submit(events(1, 3))
+            assert sink.pid is not None
+            os.kill(sink.pid, signal.SIGKILL)
+            died = (await asyncio.gather(batcher.submit(events(2, 3)),
+                                         return_exceptions=True))[0]
+            return died, await batcher.submit(events(3, 3))  # a new child took over
+
+    died, after = asyncio.run(run())
+    assert isinstance(died, StoreError) and died.detail["temporary"]  # HTTP 503: retried
+    assert after == 3
+    assert stored(store) == 6
