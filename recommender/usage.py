@@ -131,8 +131,8 @@ class Classifier:
     """Classifies one request into a usage class (a member of ``USAGE_CLASSES``).
 
     Extra patterns come from the configuration (``usage.*``) and are searched anywhere in the
-    string; the built-in ones match at its start. Results are cached per (user agent, actor):
-    a busy registry has few distinct clients.
+    string; the built-in ones match at its start. Results are cached per (user agent, actor)
+    and media type (bounded): a busy registry has few distinct clients and media types.
     """
 
     _CACHE_MAX = 4096
@@ -167,6 +167,7 @@ class Classifier:
             (JANITOR, _compile(_JANITOR_AGENTS, "built-in")),
         ]
         self._cache: dict[tuple[str, str], str] = {}
+        self._media_types: dict[str, bool] = {}
 
     @classmethod
     def from_config(cls, config: Config) -> Classifier:
@@ -194,7 +195,13 @@ class Classifier:
         if not status_ok:
             return FAILED
         if media_type:
-            if not is_manifest_media_type(media_type):
+            manifest = self._media_types.get(media_type)
+            if manifest is None:  # a registry sends a handful of media types: cache them
+                manifest = is_manifest_media_type(media_type)
+                if len(self._media_types) >= self._CACHE_MAX:
+                    self._media_types.clear()
+                self._media_types[media_type] = manifest
+            if not manifest:
                 return BLOB
         elif url and "/blobs/" in url:
             return BLOB
