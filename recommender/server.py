@@ -116,9 +116,13 @@ def serve_app(config: Config, store: Store, *, clock: Callable[[], datetime] = u
     if config["scheduler.enabled"]:
         hooks.append(lifespan_hook(config, store))  # leader-elected: safe in every worker
     collector = None
+    url = store.engine.url
+    if writer == "process" and url.get_backend_name() == "sqlite" and url.database in (
+            None, "", ":memory:"):
+        writer = "thread"  # an in-memory database exists only in this process
     if writer == "process":
         collector = Collector(config, store, clock=clock, writer=ProcessWriter(
-            store.engine.url.render_as_string(hide_password=False),
+            url.render_as_string(hide_password=False),
             raw_retention=config["store.raw_retention"]))
     elif writer != "thread":
         raise ValueError(f"writer must be 'thread' or 'process', not {writer!r}")
