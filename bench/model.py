@@ -224,7 +224,7 @@ def quality(args: argparse.Namespace) -> None:
         at = end - timedelta(days=90) if args.at is None else datetime.fromisoformat(
             args.at).replace(tzinfo=UTC)
         store = open_store(f"sqlite:///{root / 'store.db'}")
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         report = backtest(store, cfg, at=at, now=end)
         rows = {r["name"]: r for r in report.rows}
         from recommender.fleet import MIXES
@@ -248,7 +248,9 @@ def quality(args: argparse.Namespace) -> None:
             cells += [f"{r['rule']}: {r['precision']:.4f}, {r['bytes_recall']:.3f}",
                       f"{ratio:.2f}x"]
         print(f"| {label} | {at:%Y-%m-%d} | " + " | ".join(cells) + " |")
-        print(f"<!-- {root}: {time.perf_counter() - began:.0f} s, threshold "
+        generator = json.loads((root / "fleet.json").read_text()).get("generator", "unrecorded")
+        print(f"<!-- {root}: generator {generator}, {time.perf_counter() - began:.0f} s wall, "
+              f"{time.process_time() - cpu:.0f} CPU-s, threshold "
               f"{report.threshold}, training {report.training} -->")
         store.dispose()
 

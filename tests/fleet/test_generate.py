@@ -12,6 +12,7 @@ import pytest
 
 from recommender.errors import ConfigError
 from recommender.fleet import ARCHETYPES, FleetSpec, generate, parse_mix
+from recommender.fleet.simulate import generator_version
 from recommender.reference import parse_reference
 from recommender.timeutil import parse_time
 
@@ -37,6 +38,9 @@ def test_every_archetype_is_present_and_the_spec_is_recorded(fleet: Fleet) -> No
     kinds = Counter(r["archetype"] for r in fleet.meta["repositories"])
     assert set(kinds) == set(ARCHETYPES)
     assert FleetSpec.from_json(fleet.meta["spec"]) == SMALL
+    # The code that made it, so figures from an older generator are not mistaken for current.
+    assert fleet.meta["generator"] == generator_version()
+    assert re.fullmatch(r"[0-9a-f]{12}", fleet.meta["generator"])
     assert fleet.meta["summary"]["events"] == len(fleet.events) - sum(
         len(e["events"]) for e in _duplicates(fleet))
 
