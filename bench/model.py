@@ -61,7 +61,7 @@ def write_scale_store(store: Store, manifests: int, events: int, seed: int = 1) 
     rng = np.random.default_rng(seed)
     repos = 500
     repo_of = rng.integers(0, repos, manifests)
-    pushed = START + np.sort(rng.uniform(0, 365, manifests)) * timedelta(days=1)
+    pushed = START + np.sort(rng.uniform(0, 365, manifests)) * timedelta(days=1)  # type: ignore[operator]
     digests = [f"sha256:{i:064x}" for i in range(manifests)]
     rows = [{"repository": f"team{r % 40}/svc{r}", "digest": d, "first_seen": p,
              "total_bytes": int(s), "size": 1200, "is_index": False}
