@@ -8,7 +8,13 @@
    --raw`` per tag. Inspecting all 10,000 tags takes many minutes, so by default a random
    sample of tags is inspected and the total extrapolated (said in the output).
 
-Usage: ``.venv/bin/python bench/scan.py [--repos 100] [--tags 100] [--sample 300]``
+Usage: ``.venv/bin/python bench/scan.py [--repos 100] [--tags 100] [--sample 300]
+[--concurrency 8] [--dir DIR] [--go-defaults] [--skip-skopeo]``
+
+The registry runs as :class:`LocalRegistry` runs it (``GOGC=off GOMEMLIMIT=256MiB``, see its
+docstring); ``--go-defaults`` runs it with Go's default GC instead, for comparison. Each line
+gives wall time, CPU seconds of both processes, and the 1-minute load average before and after
+(wall time grows with other load on the machine; CPU seconds much less).
 """
 
 from __future__ import annotations
@@ -120,13 +126,17 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=300,
                         help="tags skopeo inspects (0: all, no extrapolation)")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (kept)")
+    parser.add_argument("--go-defaults", action="store_true",
+                        help="run docker-registry with Go's default GC (GOGC=100)")
+    parser.add_argument("--skip-skopeo", action="store_true", help="time tagwarden only")
     args = parser.parse_args()
     if shutil.which("skopeo") is None:
         raise SystemExit("skopeo is not installed (apt-get install skopeo)")
 
     work = args.dir or Path(tempfile.mkdtemp(prefix="tagwarden-bench-scan-"))
     filled = (work / "registry" / "storage" / "docker").exists()
-    registry = LocalRegistry(work / "registry").start()
+    registry = LocalRegistry(work / "registry",
+                             memory_limit=None if args.go_defaults else "256MiB").start()
     try:
         total = args.repos * args.tags
         if filled:
@@ -146,6 +156,7 @@ def main() -> None:
             db = work / "scan.db"
             db.unlink(missing_ok=True)
             server_before, client_before = process_cpu(registry._proc.pid), children_cpu()
+            load_before = os.getloadavg()[0]
             wall, summary = tagwarden_scan(registry.url, db, args.concurrency, *extra)
             server = process_cpu(registry._proc.pid) - server_before
             client_cpu = children_cpu() - client_before
@@ -153,7 +164,10 @@ def main() -> None:
             print(f"{label}: {wall:.1f}s wall; {summary}")
             # CPU seconds do not grow with other load on the machine; wall time does.
             print(f"  CPU: tagwarden {client_cpu:.1f}s (start-up included), "
-                  f"docker-registry {server:.1f}s, concurrency {args.concurrency}")
+                  f"docker-registry {server:.1f}s, concurrency {args.concurrency}; "
+                  f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+        if args.skip_skopeo:
+            return
 
         list_s, per_tag, inspected = skopeo_scan(registry.host, args.repos, args.tags,
                                                  args.sample)
