@@ -139,22 +139,36 @@ def _memory(pids: list[int]) -> tuple[int, int]:
     return rss, pss
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` so far, 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(path: Path, db: Path, *extra: str
-            ) -> tuple[float, float, int, tuple[int, int], str]:
+            ) -> tuple[float, float, int, tuple[int, int], float, str]:
     """Run the real command: (wall s, CPU s of it and its parsing process, the largest
     process's peak RSS (``wait4``), the peak of the processes' summed (RSS, PSS) sampled
-    every 50 ms, its summary)."""
+    every 50 ms, the parsing process's CPU s (its last sample), its summary)."""
     cmd = [sys.executable, "-m", "recommender.cli", "--db", f"sqlite:///{db}", "ingest",
            "distribution", str(path), *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peaks = [0, 0]
+    helpers: dict[int, float] = {}
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.05):
-            rss, pss = _memory(_tree(proc.pid))
+            pids = _tree(proc.pid)
+            rss, pss = _memory(pids)
             peaks[0], peaks[1] = max(peaks[0], rss), max(peaks[1], pss)
+            for pid in pids[1:]:
+                helpers[pid] = max(helpers.get(pid, 0.0), _cpu(pid))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -168,7 +182,7 @@ def measure(path: Path, db: Path, *extra: str
         raise SystemExit(f"ingest failed: {out} {err}")
     # wait4's usage covers the command and the parsing process it waited for (RUSAGE_BOTH).
     return (elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,
-            (peaks[0], peaks[1]), out)
+            (peaks[0], peaks[1]), sum(helpers.values()), out)
 
 
 def startup(db: Path) -> tuple[float, float]:
@@ -262,7 +276,7 @@ def main() -> None:
             generate(path, size, seed=args.seed)
             db = work / f"store-{size}.db"
             fixed_wall, fixed_cpu = startup(db)  # also creates the schema, outside the timing
-            elapsed, cpu, peak, (sum_rss, sum_pss), summary = measure(
+            elapsed, cpu, peak, (sum_rss, sum_pss), parse_cpu, summary = measure(
                 path, db, *(["--batch-size", str(args.batch_size)] if args.batch_size else []))
             # events/s over the ingest itself: the wall time minus the fixed start-up cost;
             # per CPU-s: what a machine with a free core for us would do (the overlap of
@@ -272,7 +286,9 @@ def main() -> None:
             print(f"{size:>10} {path.stat().st_size / 1e6:>8.1f} {elapsed:>7.1f} {cpu:>6.1f} "
                   f"{fixed_wall:>7.1f}s {rate:>9,.0f} {per_cpu:>9,.0f} {peak / 2**20:>11.0f}"
                   f" {sum_rss / 2**20:>7.0f} {sum_pss / 2**20:>7.0f}   ({summary}; load average"
-                  f" after: {os.getloadavg()[0]:.1f})", flush=True)
+                  f" after: {os.getloadavg()[0]:.1f}; CPU s of the writing process "
+                  f"{cpu - parse_cpu:.1f} (start-up {fixed_cpu:.1f} of it), of the parsing "
+                  f"process {parse_cpu:.1f})", flush=True)
             if args.keep:
                 keep = Path("data/generated/bench")
                 keep.mkdir(parents=True, exist_ok=True)
