@@ -273,12 +273,11 @@ class EventWriter:
             )
 
     def _apply_tag_history(self, conn: Connection, new: list[_New]) -> None:
-        changes = [
+        changes = [  # the action first: it rules out nearly every event at once
             (e.time, i, e) for i, e, _ in new
-            if e.usage != BLOB and (
-                (e.action == "push" and e.tag and e.digest)
-                or e.action == "delete"  # of a manifest, a tag or a whole repository
-            )
+            if ((e.action == "push" and e.tag and e.digest)
+                or e.action == "delete")  # of a manifest, a tag or a whole repository
+            and e.usage != BLOB
         ]
         if not changes:
             return
