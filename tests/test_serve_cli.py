@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from recommender.registry.local import free_port
 
@@ -45,9 +46,10 @@ def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> 
     raise AssertionError("tagwarden serve did not become healthy")
 
 
-def test_serve_ingests_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_serve_ingests_and_stops_gracefully_on_sigterm(tmp_path: Path, writer: str) -> None:
     port = free_port()
-    proc = start(tmp_path, "--host", "127.0.0.1", "--port", str(port))
+    proc = start(tmp_path, "--host", "127.0.0.1", "--port", str(port), "--writer", writer)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, proc)

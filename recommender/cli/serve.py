@@ -33,7 +33,7 @@ def serve(
     writer: Annotated[Writer, typer.Option(
         help="Where the collector writes events: 'process' (a child process per worker, off "
              "the event loop's GIL) or 'thread' (a thread of the worker).",
-    )] = Writer.process,
+    )] = Writer.thread,
 ) -> None:
     """Run the HTTP server: collector endpoints, /v1/refs, /slack/events, /healthz, /metrics.
 

@@ -5,8 +5,12 @@ outcome, so a 2xx answer means the events are durably stored. One flusher task g
 requests and hands them to the writer on ONE thread (SQLite has a single writer anyway, and one
 thread keeps PostgreSQL's row locks uncontended). A transaction holds at most
 ``max_events`` events (a request is never split: its events are stored together or not at all);
-when the writer was idle a batch waits at most ``max_delay`` for company, and while a write is
-running the next batch simply accumulates, so under load batches grow instead of latency.
+after a quiet spell (no write for ``max_delay``) a batch waits at most ``max_delay`` for company,
+and while a write is running the next batch simply accumulates, so under load batches grow
+instead of latency. Under load nothing waits: a batch goes as soon as the writer is free, so
+the event loop prepares the next batch while the writer writes this one (waiting for company
+then would gather every sender's request into one batch and leave loop and writer taking turns:
+measured, half the throughput with the writer in a process).
 
 If a batch transaction fails, nothing of it is stored. Unless the store itself is unreachable
 or locked, each request of the failed batch is then retried alone, so one request the database
@@ -177,25 +181,27 @@ class Batcher:
     # --- the flusher ----------------------------------------------------------------------
 
     async def _flusher(self) -> None:
-        idle = True
+        assert self._loop is not None
+        clock = self._loop.time
+        last_write = -float("inf")
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             if not self._pending:
                 if self._closing:
                     return
-                idle = True
                 continue
-            # Only a batch that starts after an idle spell waits for company; after a write,
-            # whatever accumulated meanwhile goes at once.
-            if idle and self.max_delay and self._pending_events < self.max_events:
+            # Only a batch that starts after a quiet spell waits for company; within max_delay
+            # of the last write, whatever accumulated goes at once (see the module doc).
+            if (self.max_delay and self._pending_events < self.max_events
+                    and clock() - last_write > self.max_delay):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self.max_delay)
             batch = self._take()
             if self._pending:
                 self._wakeup.set()
             await self._write(batch)
-            idle = False
+            last_write = clock()
             self._wakeup.set()  # look again: more may have come, or we go idle
 
     def _take(self) -> list[_Request]:

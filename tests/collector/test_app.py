@@ -72,7 +72,7 @@ def _serving(store: Store, writer: str = "thread") -> Iterator[Any]:
     def start(**settings: Any) -> httpx.Client:
         config = make_config(**settings)
         collector = None
-        if writer == "process":  # what `tagwarden serve` runs by default
+        if writer == "process":  # `tagwarden serve --writer process`
             collector = Collector(config, store, writer=ProcessWriter(
                 store.engine.url.render_as_string(hide_password=False)))
         server = LiveServer(build_app(config, store, collector=collector)).start(timeout=60)

@@ -175,3 +175,24 @@ def test_a_writer_process_that_dies_fails_its_batch_then_is_replaced(store: Stor
     assert isinstance(died, StoreError) and died.detail["temporary"]  # HTTP 503: retried
     assert after == 3
     assert stored(store) == 6
+
+
+def test_only_a_batch_after_a_quiet_spell_waits_for_company(store: Store) -> None:
+    """Under load a batch goes as soon as the writer is free: waiting for company then would
+    gather every sender into one batch and leave parsing and writing taking turns."""
+    batcher = make(EventWriter(store), max_delay=1.0)
+
+    async def run() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        async with batcher:
+            started = loop.time()
+            await batcher.submit(events(1, 2))  # after a quiet spell: waits for company
+            first = loop.time() - started
+            started = loop.time()
+            await batcher.submit(events(2, 2))  # right after a write: goes at once
+            return first, loop.time() - started
+
+    first, second = asyncio.run(run())
+    assert first >= 0.95
+    assert second < 0.5
+    assert stored(store) == 4
