@@ -30,7 +30,7 @@ import typer
 from ..collector import deploy, distribution, harbor, k8s
 from ..collector.events import Event, WriteResult
 from ..collector.files import JsonLines, decode_line
-from ..collector.writer import EventWriter
+from ..collector.writer import EventWriter, PreparedBatch, prepare
 from ..errors import PayloadError
 from ..timeutil import parse_time, utcnow
 from ..usage import Classifier
@@ -95,6 +95,7 @@ class _Tally:
 
 # What the reading side tells the writing side, in file order:
 #   ("batch", events, position) -- events to write; position as in "progress"
+#   ("prepared", PreparedBatch, position) -- the same, made ready for SQLite by the parser
 #   ("reject", file index, line number, message)
 #   ("progress", (file index, bytes read, total bytes or None))
 #   ("error", traceback text)   -- the parsing process failed (a bug: it is reported whole)
@@ -127,12 +128,17 @@ def _read(files: list[str], batch_size: int, parse: Parse, classifier: Classifie
 
 
 def _produce(pipe: Connection, files: list[str], batch_size: int, parse: Parse,
-             classifier: Classifier) -> None:
-    """The parsing process: :func:`_read`'s messages down ``pipe``, events as tuples."""
+             classifier: Classifier, sqlite: bool) -> None:
+    """The parsing process: :func:`_read`'s messages down ``pipe``. For SQLite a batch is
+    also made ready for the store here (rows, manifests, rollups: see ``writer.prepare``),
+    so the writing process only writes; otherwise its events go as tuples."""
     try:
         for message in _read(files, batch_size, parse, classifier):
             if message[0] == "batch":
-                message = ("batch", list(map(_EVENT_FIELDS, message[1])), message[2])
+                if sqlite:
+                    message = ("prepared", prepare(message[1], now=utcnow()), message[2])
+                else:
+                    message = ("batch", list(map(_EVENT_FIELDS, message[1])), message[2])
             pipe.send(message)
     except BrokenPipeError:
         pass  # the writer stopped (its own error is what the user sees)
@@ -143,8 +149,8 @@ def _produce(pipe: Connection, files: list[str], batch_size: int, parse: Parse,
 
 
 @contextmanager
-def _parsed_elsewhere(files: list[str], batch_size: int, parse: Parse,
-                      classifier: Classifier) -> Iterator[Iterator[tuple[Any, ...]]]:
+def _parsed_elsewhere(files: list[str], batch_size: int, parse: Parse, classifier: Classifier,
+                      sqlite: bool) -> Iterator[Iterator[tuple[Any, ...]]]:
     """:func:`_read`'s messages, read and parsed in a forked process.
 
     Forked (not spawned): the child starts at once with this process's modules, config and
@@ -152,7 +158,8 @@ def _parsed_elsewhere(files: list[str], batch_size: int, parse: Parse,
     """
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_produce, args=(sender, files, batch_size, parse, classifier),
+    child = context.Process(target=_produce,
+                            args=(sender, files, batch_size, parse, classifier, sqlite),
                             name="tagwarden-ingest-parse", daemon=True)
     child.start()
     sender.close()
@@ -227,9 +234,12 @@ class _BackgroundWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagwarden-ingest")
         self._pending: Future[WriteResult] | None = None
 
-    def submit(self, batch: list[Event]) -> None:
+    def submit(self, batch: list[Event] | PreparedBatch) -> None:
         self._collect()
-        self._pending = self._pool.submit(self.writer.write, batch, now=utcnow())
+        if isinstance(batch, PreparedBatch):
+            self._pending = self._pool.submit(self.writer.write_prepared, batch)
+        else:
+            self._pending = self._pool.submit(self.writer.write, batch, now=utcnow())
 
     def _collect(self) -> None:
         if self._pending is not None:
@@ -244,8 +254,8 @@ class _BackgroundWriter:
 
 
 @contextmanager
-def _parsed_here(files: list[str], batch_size: int, parse: Parse, classifier: Classifier
-                 ) -> Iterator[Iterator[tuple[Any, ...]]]:
+def _parsed_here(files: list[str], batch_size: int, parse: Parse, classifier: Classifier,
+                 sqlite: bool) -> Iterator[Iterator[tuple[Any, ...]]]:
     yield _read(files, batch_size, parse, classifier)
 
 
@@ -273,13 +283,14 @@ def _run(files: list[str], batch_size: int, label: str, parse: Parse, classifier
     # stdin stays in this process: a forked child gets /dev/null for it.
     elsewhere = "-" not in files and "fork" in multiprocessing.get_all_start_methods()
     source = _parsed_elsewhere if elsewhere else _parsed_here
-    with source(files, batch_size, parse, classifier) as messages:
+    sqlite = writer.store.dialect == "sqlite"
+    with source(files, batch_size, parse, classifier, sqlite) as messages:
         background = _BackgroundWriter(writer, tally)
         try:
             with _progress(label, files) as progress:
                 for message in messages:
                     kind = message[0]
-                    if kind == "batch":
+                    if kind in ("batch", "prepared"):
                         background.submit(message[1])
                         progress(message[2])
                     elif kind == "reject":

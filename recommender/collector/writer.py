@@ -22,7 +22,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, delete, func, or_, select, text, update
@@ -39,7 +41,7 @@ from .events import Event, PodSnapshot, WriteResult
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["EventWriter"]
+__all__ = ["EventWriter", "PreparedBatch", "prepare"]
 
 _INDEX_TYPES = frozenset({
     "application/vnd.oci.image.index.v1+json",
@@ -103,37 +105,73 @@ class EventWriter:
 
     def write(self, batch: Sequence[Event], *, now: datetime) -> WriteResult:
         """Store ``batch`` (received at ``now``) in one transaction."""
+        if self.store.dialect == "sqlite":
+            return self.write_prepared(prepare(batch, now=now))
         # The first of repeated keys wins (reversed: a later assignment overwrites).
         unique = {(ev.source, ev.source_event_id): ev for ev in reversed(batch)}
         ordered = [unique[k] for k in sorted(unique)]
         if not ordered:
             return WriteResult(received=len(batch))
         with _translated(), self.store.begin() as conn:
-            if self.bulk and conn.dialect.name == "sqlite":
-                for pragma in _SQLITE_BULK:
-                    conn.exec_driver_sql(pragma)
             new = self._insert_events(conn, ordered, now)
             if new:
-                self._apply_manifests(conn, new)
-                self._apply_tag_history(conn, new)
-                self._resolve_tags(conn, new)
-                self._upsert_rollups(conn, new)
+                _write_manifests(conn, _plan_manifests((e, e.time) for _, e, _ in new),
+                                 converted=False)
+                self._apply_tag_history(conn, [(i, e) for i, e, _ in new if _is_change(e)])
+                self._resolve_tags(conn, [(i, e) for i, e, _ in new if _is_pending(e)])
+                rollup: _Rollups = {}
+                _add_rollups(rollup, ((e, e.time) for _, e, _ in new), sqlite=False)
+                _write_rollups(conn, rollup, sqlite=False)
         return WriteResult(received=len(batch), stored=len(new),
                            duplicates=len(batch) - len(new))
 
+    def write_prepared(self, batch: PreparedBatch) -> WriteResult:
+        """Store a batch made by :func:`prepare` in one transaction (SQLite only).
+
+        Its manifests and rollups were planned as if every event were new: when some were
+        duplicates, they are planned again here from the events this insert did store.
+        """
+        if not batch.rows:
+            return WriteResult(received=batch.received)
+        with _translated(), self.store.begin() as conn:
+            if conn.dialect.name != "sqlite":
+                raise StoreError("a prepared batch is for SQLite", dialect=conn.dialect.name)
+            if self.bulk:
+                for pragma in _SQLITE_BULK:
+                    conn.exec_driver_sql(pragma)
+            spans: list[tuple[int, int, int]] = []
+            insert_rows(conn, events, _EVENT_COLUMNS, batch.rows,
+                        suffix="ON CONFLICT (source, source_event_id) DO NOTHING", spans=spans,
+                        converted=True)
+            stored = sum(inserted for _, inserted, _ in spans)
+            if stored == len(batch.rows):
+                # The transaction holds SQLite's write lock from the insert on, so each
+                # statement's rows got consecutive rowids ending at its last one.
+                ids = list(chain.from_iterable(range(last - sent + 1, last + 1)
+                                               for sent, _, last in spans))
+                plan, rollup = batch.manifests, batch.rollups
+                special = [(ids[pos], e) for pos, e in batch.special]
+            elif stored:
+                new = self._stored_rows(conn, batch.rows, spans)
+                plan = _plan_manifests((e, t) for _, e, t in new)
+                rollup = {}
+                _add_rollups(rollup, ((e, t) for _, e, t in new if not _is_pending(e)),
+                             sqlite=True)
+                special = [(i, e) for i, e, _ in new if _is_change(e) or _is_pending(e)]
+            if stored:
+                _write_manifests(conn, plan, converted=True)
+                self._apply_tag_history(conn, [(i, e) for i, e in special if _is_change(e)])
+                pending = [(i, e) for i, e in special if _is_pending(e)]
+                self._resolve_tags(conn, pending)  # gives them their digest, then rolled up
+                _add_rollups(rollup, ((e, sqlite_time(e.time)) for _, e in pending),
+                             sqlite=True)
+                _write_rollups(conn, rollup, sqlite=True)
+        return WriteResult(received=batch.received, stored=stored,
+                           duplicates=batch.received - stored)
+
     def _insert_events(self, conn: Connection, ordered: list[Event], now: datetime
                        ) -> list[_New]:
-        if conn.dialect.name == "sqlite":
-            stamp = sqlite_time(now)
-            # sqlite_time inlined for the usual UTC time (a call per event costs as much).
-            rows: list[tuple[Any, ...]] = [
-                (t.isoformat(" ", "microseconds")[:26] if t.tzinfo is UTC else sqlite_time(t),
-                 stamp, e.source, e.source_event_id, e.action, e.usage, e.registry,
-                 e.repository, e.digest, e.tag, e.media_type, e.size, e.method, e.user_agent,
-                 e.actor, e.client_addr, e.environment, e.cluster, e.namespace)
-                for e in ordered for t in (e.time,)]
-            stamps = [row[0] for row in rows]
-            return self._insert_events_sqlite(conn, ordered, stamps, rows)
+        """PostgreSQL: ``RETURNING`` says which rows are new."""
         rows = [(e.time, now, e.source, e.source_event_id, e.action, e.usage, e.registry,
                  e.repository, e.digest, e.tag, e.media_type, e.size, e.method, e.user_agent,
                  e.actor, e.client_addr, e.environment, e.cluster, e.namespace)
@@ -151,139 +189,35 @@ class EventWriter:
         return out
 
     @staticmethod
-    def _insert_events_sqlite(conn: Connection, ordered: list[Event], stamps: list[str],
-                              rows: list[tuple[Any, ...]]) -> list[_New]:
-        """The insert without ``RETURNING`` (a quarter of its cost). The transaction holds
-        SQLite's write lock from this first statement on, so each statement's new rows get
-        consecutive rowids in ``VALUES`` order, ending at its last rowid: a statement that
-        inserted all its rows needs no answer back; one that skipped duplicates is asked
-        which of its rowid range it stored."""
-        spans: list[tuple[int, int, int]] = []
-        insert_rows(conn, events, _EVENT_COLUMNS, rows,
-                    suffix="ON CONFLICT (source, source_event_id) DO NOTHING", spans=spans,
-                    converted=True)
+    def _stored_rows(conn: Connection, rows: list[tuple[Any, ...]],
+                     spans: list[tuple[int, int, int]]) -> list[_New]:
+        """SQLite, when some rows were duplicates: the new ones, as events. A statement that
+        inserted all its rows needs no answer back (consecutive rowids, see above); one that
+        skipped duplicates is asked which of its rowid range it stored."""
         new: list[_New] = []
         start = 0
         for sent, inserted, last in spans:
             end = start + sent
             if inserted == sent:
-                new.extend(zip(range(last - sent + 1, last + 1), ordered[start:end],
-                               stamps[start:end], strict=True))
+                new.extend((i, _event_of(row), row[0])
+                           for i, row in zip(range(last - sent + 1, last + 1), rows[start:end],
+                                             strict=True))
             elif inserted > 0:
-                by_key = {(e.source, e.source_event_id): (e, t)
-                          for e, t in zip(ordered[start:end], stamps[start:end], strict=True)}
+                by_key = {(row[2], row[3]): row for row in rows[start:end]}
                 c = events.c
-                for row in conn.execute(select(c.id, c.source, c.source_event_id)
-                                        .where(c.id.between(last - inserted + 1, last))):
-                    e, t = by_key[(row[1], row[2])]
-                    new.append((row[0], e, t))
+                for found in conn.execute(select(c.id, c.source, c.source_event_id)
+                                          .where(c.id.between(last - inserted + 1, last))):
+                    row = by_key[(found[1], found[2])]
+                    new.append((found[0], _event_of(row), row[0]))
             start = end
         return new
 
-    def _apply_manifests(self, conn: Connection, new: list[_New]) -> None:
-        """``first_seen`` from every sighting (push, pull, mount), ``deleted_at`` from deletes."""
-        seen: dict[tuple[str, str], dict[str, Any]] = {}
-        deletes: list[dict[str, Any]] = []
-        pushed_rows: list[dict[str, Any]] = []
-        repo_deletes: list[dict[str, Any]] = []
-        # A batch carries a handful of media types: each is looked up once.
-        is_manifest: dict[str | None, bool] = {None: True, "": True}
-        for _, e, stamp in new:
-            if e.digest is None:
-                if e.action == "delete" and e.tag is None:
-                    repo_deletes.append({"r": e.repository, "t": e.time})  # a whole repository
-                continue
-            if e.usage == BLOB:
-                continue
-            if e.action == "delete":
-                deletes.append({"r": e.repository, "d": e.digest, "t": e.time})
-                continue
-            manifest = is_manifest.get(e.media_type)
-            if manifest is None:
-                manifest = is_manifest[e.media_type] = is_manifest_media_type(e.media_type)
-            if not manifest:
-                continue
-            key = (e.repository, e.digest)
-            row = seen.get(key)
-            pushed = e.time if e.action == "push" else None
-            if row is None:
-                seen[key] = {
-                    "repository": e.repository, "digest": e.digest, "media_type": e.media_type,
-                    "size": e.size, "first_seen": stamp, "pushed": pushed,
-                    "is_index": e.media_type in _INDEX_TYPES,
-                }
-            else:
-                if stamp < row["first_seen"]:
-                    row["first_seen"] = stamp
-                row["media_type"] = row["media_type"] or e.media_type
-                row["size"] = row["size"] if row["size"] is not None else e.size
-                row["is_index"] = row["is_index"] or e.media_type in _INDEX_TYPES
-                if pushed is not None:
-                    row["pushed"] = max(row["pushed"] or pushed, pushed)
-        if seen:
-            rows = [seen[k] for k in sorted(seen)]
-            pushed_rows = [r for r in rows if r["pushed"] is not None]
-            # Only touch a row when something improves: no rewrite (and, on PostgreSQL, no
-            # row lock) for the thousands of pulls of a manifest already known.
-            insert_rows(
-                conn, manifests, _MANIFEST_COLUMNS,
-                [(r["repository"], r["digest"], r["media_type"], r["size"], r["first_seen"],
-                  r["is_index"]) for r in rows],
-                converted=conn.dialect.name == "sqlite",
-                suffix="ON CONFLICT (repository, digest) DO UPDATE SET "
-                       "first_seen = CASE WHEN excluded.first_seen < manifests.first_seen "
-                       "THEN excluded.first_seen ELSE manifests.first_seen END, "
-                       "media_type = COALESCE(manifests.media_type, excluded.media_type), "
-                       "size = COALESCE(manifests.size, excluded.size) "
-                       "WHERE excluded.first_seen < manifests.first_seen "
-                       "OR (manifests.media_type IS NULL AND excluded.media_type IS NOT NULL) "
-                       "OR (manifests.size IS NULL AND excluded.size IS NOT NULL)",
-            )
-        if deletes:
-            conn.execute(
-                update(manifests)
-                .where(manifests.c.repository == bindparam("r"),
-                       manifests.c.digest == bindparam("d"),
-                       or_(manifests.c.deleted_at.is_(None),
-                           manifests.c.deleted_at > bindparam("t")))
-                .values(deleted_at=bindparam("t")),
-                deletes,
-            )
-        if repo_deletes:
-            conn.execute(
-                update(manifests)
-                .where(manifests.c.repository == bindparam("r"),
-                       manifests.c.first_seen <= bindparam("t"),
-                       or_(manifests.c.deleted_at.is_(None),
-                           manifests.c.deleted_at > bindparam("t")))
-                .values(deleted_at=bindparam("t")),
-                repo_deletes,
-            )
-        if pushed_rows:
-            # A push after a recorded delete brings the manifest back; run after the deletes
-            # so a delete and a later re-push in one batch leave the manifest present.
-            conn.execute(
-                update(manifests)
-                .where(manifests.c.repository == bindparam("r"),
-                       manifests.c.digest == bindparam("d"),
-                       manifests.c.deleted_at <= bindparam("t"))
-                .values(deleted_at=None),
-                [{"r": r["repository"], "d": r["digest"], "t": r["pushed"]}
-                 for r in pushed_rows],
-            )
-
-    def _apply_tag_history(self, conn: Connection, new: list[_New]) -> None:
-        changes = [  # the action first: it rules out nearly every event at once
-            (e.time, i, e) for i, e, _ in new
-            if ((e.action == "push" and e.tag and e.digest)
-                or e.action == "delete")  # of a manifest, a tag or a whole repository
-            and e.usage != BLOB
-        ]
+    def _apply_tag_history(self, conn: Connection, changes: list[tuple[int, Event]]) -> None:
         if not changes:
             return
-        changes.sort(key=lambda c: (c[0], c[1]))  # time order; one time: arrival order
-        self._lock_repositories(conn, {e.repository for _, _, e in changes})
-        taghistory.apply_changes(conn, [e for _, _, e in changes])
+        changes = sorted(changes, key=lambda c: (c[1].time, c[0]))  # time; then arrival
+        self._lock_repositories(conn, {e.repository for _, e in changes})
+        taghistory.apply_changes(conn, [e for _, e in changes])
 
     def _lock_repositories(self, conn: Connection, repositories: Iterable[str]) -> None:
         if conn.dialect.name != "postgresql":
@@ -293,10 +227,8 @@ class EventWriter:
                                                  digest_size=8).digest(), "big", signed=True)
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
-    def _resolve_tags(self, conn: Connection, new: list[_New]) -> None:
+    def _resolve_tags(self, conn: Connection, pending: list[tuple[int, Event]]) -> None:
         """Give a tag-only pull or deploy the digest its tag pointed at, at its time."""
-        pending = [(i, e) for i, e, _ in new
-                   if e.digest is None and e.tag and e.action in ("pull", "deploy")]
         if not pending:
             return
         pairs = sorted({(e.repository, e.tag or "") for _, e in pending})
@@ -321,33 +253,6 @@ class EventWriter:
         if updates:
             conn.execute(update(events).where(events.c.id == bindparam("i"))
                          .values(digest=bindparam("d")), updates)
-
-    def _upsert_rollups(self, conn: Connection, new: list[_New]) -> None:
-        sqlite = conn.dialect.name == "sqlite"
-        days = [t[:10] for _, _, t in new] if sqlite else [
-            (t if t.tzinfo is UTC else t.astimezone(UTC)).date() for _, _, t in new]  # UTC day
-        agg: dict[tuple[date | str, str, str, str, str, str], list[Any]] = {}
-        for (_, e, t), day in zip(new, days, strict=True):
-            key = (day, e.repository, e.digest or "", e.tag or "", e.action, e.usage)
-            cur = agg.get(key)
-            if cur is None:
-                agg[key] = [1, t, t]
-            else:
-                cur[0] += 1
-                if t < cur[1]:
-                    cur[1] = t
-                elif t > cur[2]:
-                    cur[2] = t
-        rows = [(*k, v[0], v[1], v[2]) for k, v in sorted(agg.items())]
-        insert_rows(
-            conn, rollups, _ROLLUP_COLUMNS, rows, converted=sqlite,
-            suffix='ON CONFLICT (day, repository, digest, tag, action, usage) DO UPDATE SET '
-                   '"count" = rollups."count" + excluded."count", '
-                   "first_at = CASE WHEN excluded.first_at < rollups.first_at "
-                   "THEN excluded.first_at ELSE rollups.first_at END, "
-                   "last_at = CASE WHEN excluded.last_at > rollups.last_at "
-                   "THEN excluded.last_at ELSE rollups.last_at END",
-        )
 
     def prune(self, now: datetime) -> int:
         """Delete raw events older than the retention; rollups stay. Returns how many.
@@ -396,3 +301,209 @@ class EventWriter:
                 } for r in snapshot.refs])
         return len(snapshot.refs)
 
+
+
+# --- planning without the store -----------------------------------------------------------------
+
+_Rollups = dict[tuple[Any, str, str, str, str, str], list[Any]]
+
+
+@dataclass(slots=True)
+class _ManifestPlan:
+    rows: list[tuple[Any, ...]]  # the manifests upsert, in key order
+    deletes: list[dict[str, Any]]
+    repo_deletes: list[dict[str, Any]]
+    pushed: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """A batch made ready for SQLite away from the store (the ingest's parsing process does
+    it, so the writing process only writes): plain data that pickles cheaply, its manifests
+    and rollups planned as if every event were new."""
+
+    received: int
+    rows: list[tuple[Any, ...]]  # the events insert, in key order, times in SQLite's form
+    manifests: _ManifestPlan
+    rollups: _Rollups  # without the tag-only pulls and deploys: their digest is not known yet
+    special: list[tuple[int, Event]]  # (position in rows, event) of tag history changes and
+    #                                   tag-only pulls and deploys
+
+
+def prepare(batch: Sequence[Event], *, now: datetime) -> PreparedBatch:
+    """Plan ``batch`` (received at ``now``) for :meth:`EventWriter.write_prepared`."""
+    # The first of repeated keys wins (reversed: a later assignment overwrites).
+    unique = {(ev.source, ev.source_event_id): ev for ev in reversed(batch)}
+    ordered = [unique[k] for k in sorted(unique)]
+    stamp = sqlite_time(now)
+    # sqlite_time inlined for the usual UTC time (a call per event costs as much).
+    rows: list[tuple[Any, ...]] = [
+        (t.isoformat(" ", "microseconds")[:26] if t.tzinfo is UTC else sqlite_time(t),
+         stamp, e.source, e.source_event_id, e.action, e.usage, e.registry, e.repository,
+         e.digest, e.tag, e.media_type, e.size, e.method, e.user_agent, e.actor,
+         e.client_addr, e.environment, e.cluster, e.namespace)
+        for e in ordered for t in (e.time,)]
+    items = [(e, row[0]) for e, row in zip(ordered, rows, strict=True)]
+    rollup: _Rollups = {}
+    _add_rollups(rollup, items, sqlite=True, skip_pending=True)
+    special = [(pos, e) for pos, e in enumerate(ordered) if _is_change(e) or _is_pending(e)]
+    return PreparedBatch(received=len(batch), rows=rows, manifests=_plan_manifests(items),
+                         rollups=rollup, special=special)
+
+
+def _is_change(e: Event) -> bool:
+    """A change of the tag history: a push of a tag, a delete (manifest, tag, repository)."""
+    # The action first: it rules out nearly every event at once.
+    return bool((e.action == "push" and e.tag and e.digest) or e.action == "delete") \
+        and e.usage != BLOB
+
+
+def _is_pending(e: Event) -> bool:
+    """A pull or deploy that names only a tag: its digest comes from the tag history."""
+    return e.digest is None and bool(e.tag) and e.action in ("pull", "deploy")
+
+
+def _event_of(row: tuple[Any, ...]) -> Event:
+    """The event of an events insert row (SQLite form)."""
+    return Event(time=datetime.fromisoformat(row[0]).replace(tzinfo=UTC), source=row[2],
+                 source_event_id=row[3], action=row[4], usage=row[5], registry=row[6],
+                 repository=row[7], digest=row[8], tag=row[9], media_type=row[10],
+                 size=row[11], method=row[12], user_agent=row[13], actor=row[14],
+                 client_addr=row[15], environment=row[16], cluster=row[17],
+                 namespace=row[18])
+
+
+def _plan_manifests(items: Iterable[tuple[Event, Any]]) -> _ManifestPlan:
+    """``first_seen`` from every sighting (push, pull, mount), ``deleted_at`` from deletes.
+    ``items``: (event, its time as stored)."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    deletes: list[dict[str, Any]] = []
+    repo_deletes: list[dict[str, Any]] = []
+    # A batch carries a handful of media types: each is looked up once.
+    is_manifest: dict[str | None, bool] = {None: True, "": True}
+    for e, stamp in items:
+        if e.digest is None:
+            if e.action == "delete" and e.tag is None:
+                repo_deletes.append({"r": e.repository, "t": e.time})  # a whole repository
+            continue
+        if e.usage == BLOB:
+            continue
+        if e.action == "delete":
+            deletes.append({"r": e.repository, "d": e.digest, "t": e.time})
+            continue
+        manifest = is_manifest.get(e.media_type)
+        if manifest is None:
+            manifest = is_manifest[e.media_type] = is_manifest_media_type(e.media_type)
+        if not manifest:
+            continue
+        key = (e.repository, e.digest)
+        row = seen.get(key)
+        pushed = e.time if e.action == "push" else None
+        if row is None:
+            seen[key] = {
+                "repository": e.repository, "digest": e.digest, "media_type": e.media_type,
+                "size": e.size, "first_seen": stamp, "pushed": pushed,
+                "is_index": e.media_type in _INDEX_TYPES,
+            }
+        else:
+            if stamp < row["first_seen"]:
+                row["first_seen"] = stamp
+            row["media_type"] = row["media_type"] or e.media_type
+            row["size"] = row["size"] if row["size"] is not None else e.size
+            row["is_index"] = row["is_index"] or e.media_type in _INDEX_TYPES
+            if pushed is not None:
+                row["pushed"] = max(row["pushed"] or pushed, pushed)
+    ordered = [seen[k] for k in sorted(seen)]
+    return _ManifestPlan(
+        rows=[(r["repository"], r["digest"], r["media_type"], r["size"], r["first_seen"],
+               r["is_index"]) for r in ordered],
+        deletes=deletes, repo_deletes=repo_deletes,
+        pushed=[{"r": r["repository"], "d": r["digest"], "t": r["pushed"]}
+                for r in ordered if r["pushed"] is not None])
+
+
+def _write_manifests(conn: Connection, plan: _ManifestPlan, *, converted: bool) -> None:
+    if plan.rows:
+        # Only touch a row when something improves: no rewrite (and, on PostgreSQL, no
+        # row lock) for the thousands of pulls of a manifest already known.
+        insert_rows(
+            conn, manifests, _MANIFEST_COLUMNS, plan.rows, converted=converted,
+            suffix="ON CONFLICT (repository, digest) DO UPDATE SET "
+                   "first_seen = CASE WHEN excluded.first_seen < manifests.first_seen "
+                   "THEN excluded.first_seen ELSE manifests.first_seen END, "
+                   "media_type = COALESCE(manifests.media_type, excluded.media_type), "
+                   "size = COALESCE(manifests.size, excluded.size) "
+                   "WHERE excluded.first_seen < manifests.first_seen "
+                   "OR (manifests.media_type IS NULL AND excluded.media_type IS NOT NULL) "
+                   "OR (manifests.size IS NULL AND excluded.size IS NOT NULL)",
+        )
+    if plan.deletes:
+        conn.execute(
+            update(manifests)
+            .where(manifests.c.repository == bindparam("r"),
+                   manifests.c.digest == bindparam("d"),
+                   or_(manifests.c.deleted_at.is_(None),
+                       manifests.c.deleted_at > bindparam("t")))
+            .values(deleted_at=bindparam("t")),
+            plan.deletes,
+        )
+    if plan.repo_deletes:
+        conn.execute(
+            update(manifests)
+            .where(manifests.c.repository == bindparam("r"),
+                   manifests.c.first_seen <= bindparam("t"),
+                   or_(manifests.c.deleted_at.is_(None),
+                       manifests.c.deleted_at > bindparam("t")))
+            .values(deleted_at=bindparam("t")),
+            plan.repo_deletes,
+        )
+    if plan.pushed:
+        # A push after a recorded delete brings the manifest back; run after the deletes
+        # so a delete and a later re-push in one batch leave the manifest present.
+        conn.execute(
+            update(manifests)
+            .where(manifests.c.repository == bindparam("r"),
+                   manifests.c.digest == bindparam("d"),
+                   manifests.c.deleted_at <= bindparam("t"))
+            .values(deleted_at=None),
+            plan.pushed,
+        )
+
+
+def _add_rollups(agg: _Rollups, items: Iterable[tuple[Event, Any]], *, sqlite: bool,
+                 skip_pending: bool = False) -> None:
+    """Count ``items`` (event, its time as stored) into ``agg`` per day, repository, digest,
+    tag, action and usage, widening first/last. The day is UTC's: on SQLite the stored
+    string's first 10 characters."""
+    for e, t in items:
+        if skip_pending and e.digest is None and _is_pending(e):
+            continue
+        if sqlite:
+            day: Any = t[:10]
+        else:
+            day = (t if t.tzinfo is UTC else t.astimezone(UTC)).date()
+        key = (day, e.repository, e.digest or "", e.tag or "", e.action, e.usage)
+        cur = agg.get(key)
+        if cur is None:
+            agg[key] = [1, t, t]
+        else:
+            cur[0] += 1
+            if t < cur[1]:
+                cur[1] = t
+            elif t > cur[2]:
+                cur[2] = t
+
+
+def _write_rollups(conn: Connection, agg: _Rollups, *, sqlite: bool) -> None:
+    if not agg:
+        return
+    rows = [(*k, v[0], v[1], v[2]) for k, v in sorted(agg.items())]
+    insert_rows(
+        conn, rollups, _ROLLUP_COLUMNS, rows, converted=sqlite,
+        suffix='ON CONFLICT (day, repository, digest, tag, action, usage) DO UPDATE SET '
+               '"count" = rollups."count" + excluded."count", '
+               "first_at = CASE WHEN excluded.first_at < rollups.first_at "
+               "THEN excluded.first_at ELSE rollups.first_at END, "
+               "last_at = CASE WHEN excluded.last_at > rollups.last_at "
+               "THEN excluded.last_at ELSE rollups.last_at END",
+    )
