@@ -329,3 +329,40 @@ def test_a_tag_that_cannot_be_read_keeps_what_the_store_knew(store, registry, cl
     assert report.tags_closed == 0
     assert open_tags(store, "team/app")["v2"] == v2.digest
     assert rows(store, manifests, manifests.c.digest == v2.digest)[0]["deleted_at"] is None
+
+
+def test_each_config_is_read_once_per_scan_and_a_failed_one_costs_only_its_fields(
+        store, registry, client):
+    # The same image in two repositories and under two tags: one config digest, read once,
+    # and every manifest that names it gets what it says.
+    shared = push_image(client, "team/app", "v1", created=CREATED, labels={"k": "v"},
+                        seed="shared")
+    push_image(client, "team/app", "also-v1", created=CREATED, labels={"k": "v"}, seed="shared")
+    push_image(client, "team/copy", "v1", created=CREATED, labels={"k": "v"}, seed="shared")
+    broken = push_image(client, "team/other", "v1", created=CREATED, seed="broken")
+    config_path = lambda repo, image: (  # noqa: E731
+        f"/v2/{repo}/blobs/" + client.get_manifest(repo, image.digest).config["digest"])
+    failing = config_path("team/other", broken)
+
+    class Recorded(FailingFor):
+        def __init__(self) -> None:
+            super().__init__(failing)
+            self.paths: list[str] = []
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            self.paths.append(request.url.path)
+            return super().handle_request(request)
+
+    transport = Recorded()
+    report = run_scan(store, registry, now=T0, transport=transport, concurrency=4)
+    assert report.errors == [] and report.tags == 4
+    shared_config = config_path("team/app", shared).rsplit("/", 1)[1]
+    assert sum(p.endswith(shared_config) for p in transport.paths) == 1
+    assert failing in transport.paths
+    for repo in ("team/app", "team/copy"):
+        row = rows(store, manifests, manifests.c.repository == repo)[0]
+        assert (row["digest"], row["created_at"], row["labels"]) == (
+            shared.digest, CREATED, {"k": "v"})
+    row = rows(store, manifests, manifests.c.repository == "team/other")[0]
+    assert (row["digest"], row["created_at"], row["total_bytes"]) == (
+        broken.digest, None, broken.size + sum(broken.blobs.values()))
