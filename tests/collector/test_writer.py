@@ -347,3 +347,25 @@ def test_an_event_in_another_offset_is_rolled_up_on_its_utc_day(store: Store) ->
         assert conn.execute(select(events.c.time).order_by(events.c.time)).scalars().all() == [
             at - h(1), at]
         assert conn.execute(select(manifests.c.first_seen)).scalar_one() == at - h(1)
+
+
+def test_a_prepared_batch_is_for_sqlite_only(store: Store) -> None:
+    # The ingest's parsing process plans SQLite batches (writer.prepare) away from the store.
+    from recommender.collector.writer import prepare
+    from recommender.errors import StoreError
+
+    batch = prepare([ev("push", digest=D1, tag="v1"), ev("pull", digest=D1, tag="v1",
+                                                          at=h(1))], now=NOW)
+    writer = EventWriter(store, bulk=True)
+    if store.dialect != "sqlite":
+        with pytest.raises(StoreError, match="a prepared batch is for SQLite"):
+            writer.write_prepared(batch)
+        with store.connect() as conn:
+            assert conn.execute(select(events.c.id)).first() is None
+        return
+    assert writer.write_prepared(batch).stored == 2
+    assert writer.write_prepared(batch).duplicates == 2  # the same plan again: nothing new
+    assert history(store) == [(D1, timedelta(0), None)]
+    assert rollup_rows(store) == {
+        (date(2026, 3, 1), D1, "v1", "push", "use", 1, T0, T0),
+        (date(2026, 3, 1), D1, "v1", "pull", "use", 1, T0 + h(1), T0 + h(1))}
