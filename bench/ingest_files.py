@@ -196,10 +196,13 @@ def startup(db: Path) -> tuple[float, float]:
 
 
 def breakdown(events: int, work: Path, seed: int) -> None:
-    """CPU seconds of each stage, in this process: read (gunzip + JSON), parse (+ classify),
-    and the writer's steps (timed by wrapping the writer's methods; nothing else changes)."""
+    """CPU seconds of each stage, in this process, as the command splits them: the parsing
+    process reads (gunzip + JSON), parses (+ classify) and prepares (writer.prepare: rows,
+    manifests and rollups planned); the writing process writes (write_prepared), timed by
+    wrapping the writer's functions (nothing else changes)."""
     from collections import defaultdict
 
+    from recommender.collector import writer as writer_module
     from recommender.collector.distribution import parse_envelope
     from recommender.collector.files import JsonLines
     from recommender.collector.writer import EventWriter
@@ -208,21 +211,22 @@ def breakdown(events: int, work: Path, seed: int) -> None:
 
     spent: defaultdict[str, float] = defaultdict(float)
 
-    def timed(name: str) -> None:
-        method = getattr(EventWriter, name)
+    def timed(owner: object, name: str) -> None:
+        function = getattr(owner, name)
 
-        def wrapper(self: EventWriter, *args: object, **kwargs: object) -> object:
+        def wrapper(*args: object, **kwargs: object) -> object:
             start = time.process_time()
             try:
-                return method(self, *args, **kwargs)
+                return function(*args, **kwargs)
             finally:
                 spent[name] += time.process_time() - start
 
-        setattr(EventWriter, name, wrapper)
+        setattr(owner, name, wrapper)
 
-    for name in ("write", "_insert_events", "_apply_manifests", "_apply_tag_history",
-                 "_resolve_tags", "_upsert_rollups"):
-        timed(name)
+    for name in ("write_prepared", "_apply_tag_history", "_resolve_tags"):
+        timed(EventWriter, name)
+    for name in ("prepare", "_write_manifests", "_write_rollups"):
+        timed(writer_module, name)
     path = work / f"distribution-{events}.jsonl.gz"
     generate(path, events, seed=seed)
     store = open_store(f"sqlite:///{work / 'breakdown.db'}")
@@ -236,18 +240,18 @@ def breakdown(events: int, work: Path, seed: int) -> None:
     writer = EventWriter(store, bulk=True)
     now = datetime.now(UTC)
     for i in range(0, len(parsed), 5000):
-        writer.write(parsed[i:i + 5000], now=now)
+        writer.write(parsed[i:i + 5000], now=now)  # SQLite: prepare, then write_prepared
     scale = 100_000 / events
-    steps = ("_insert_events", "_upsert_rollups", "_apply_manifests", "_apply_tag_history",
-             "_resolve_tags")
-    rest = spent["write"] - sum(spent[name] for name in steps)
-    print(f"CPU s per 100,000 events (load average {os.getloadavg()[0]:.1f}): "
-          f"read {read * scale:.2f}, parse {parse * scale:.2f}, write {spent['write'] * scale:.2f}"
-          f" = events insert {spent['_insert_events'] * scale:.2f} + rollups "
-          f"{spent['_upsert_rollups'] * scale:.2f} + manifests "
-          f"{spent['_apply_manifests'] * scale:.2f} + tag history "
-          f"{(spent['_apply_tag_history'] + spent['_resolve_tags']) * scale:.2f} + commit and "
-          f"the rest {rest * scale:.2f}")
+    steps = ("_write_rollups", "_write_manifests", "_apply_tag_history", "_resolve_tags")
+    rest = spent["write_prepared"] - sum(spent[name] for name in steps)
+    print(f"CPU s per 100,000 events (load average {os.getloadavg()[0]:.1f}): parsing "
+          f"process: read {read * scale:.2f}, parse {parse * scale:.2f}, prepare "
+          f"{spent['prepare'] * scale:.2f}; writing process: write "
+          f"{spent['write_prepared'] * scale:.2f} = rollups "
+          f"{spent['_write_rollups'] * scale:.2f} + manifests "
+          f"{spent['_write_manifests'] * scale:.2f} + tag history "
+          f"{(spent['_apply_tag_history'] + spent['_resolve_tags']) * scale:.2f} + events "
+          f"insert, commit and the rest {rest * scale:.2f}")
 
 
 def main() -> None:
