@@ -38,6 +38,7 @@ __all__ = [
     "k8s_snapshots",
     "manifest_blobs",
     "manifest_children",
+    "manifest_clients",
     "manifests",
     "metadata",
     "models",
@@ -107,6 +108,19 @@ rollups = Table(
     Column("first_at", UTCDateTime(), nullable=False),
     Column("last_at", UTCDateTime(), nullable=False),
     Index("ix_rollups_repository_digest", "repository", "digest"),
+)
+
+# Distinct real clients (K): per manifest, each client that pulled it for use (usage class
+# ``use``) and the earliest such pull. The client is the host of the request address without
+# its port (a node or CI runner; see recommender/collector/clients.py for NAT and pulls without
+# an address). Kept for ever, like the rollups, which do not say who pulled.
+manifest_clients = Table(
+    "manifest_clients",
+    metadata,
+    Column("repository", String(255), primary_key=True),
+    Column("digest", String(80), primary_key=True),
+    Column("client", String(64), primary_key=True),
+    Column("first_seen", UTCDateTime(), nullable=False),
 )
 
 # Time-versioned tag -> digest map: the tag pointed at ``digest`` during [valid_from, valid_to).

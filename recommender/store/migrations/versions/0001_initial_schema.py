@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 18:17:08.259559
+Create Date: 2026-11-27 21:27:30.844966
 """
 
 from __future__ import annotations
@@ -149,6 +149,13 @@ def upgrade() -> None:
     with op.batch_alter_table('manifest_children', schema=None) as batch_op:
         batch_op.create_index('ix_manifest_children_child', ['repository', 'child'], unique=False)
 
+    op.create_table('manifest_clients',
+    sa.Column('repository', sa.String(length=255), nullable=False),
+    sa.Column('digest', sa.String(length=80), nullable=False),
+    sa.Column('client', sa.String(length=64), nullable=False),
+    sa.Column('first_seen', recommender.store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('repository', 'digest', 'client', name=op.f('pk_manifest_clients'))
+    )
     op.create_table('manifests',
     sa.Column('repository', sa.String(length=255), nullable=False),
     sa.Column('digest', sa.String(length=80), nullable=False),
@@ -331,6 +338,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_manifests_subject')
 
     op.drop_table('manifests')
+    op.drop_table('manifest_clients')
     with op.batch_alter_table('manifest_children', schema=None) as batch_op:
         batch_op.drop_index('ix_manifest_children_child')
 
