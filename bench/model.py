@@ -21,6 +21,9 @@ fleet.json for the report only, never a feature), and the bound that gives on mo
 fits the backtest's model, then re-chooses the threshold on bootstrap resamples of the
 validation snapshots (whole manifests resampled, since one manifest appears in every weekly
 snapshot) and reports what each threshold gives at the backtest instant.
+``steady DIR...`` is another measure, not the issue's figure: a registry cleaned every week
+from the backtest instant to the fleet's end, each method deleting what it suggests; it reports
+the dead byte-days each leaves stored, what it deleted and its false positives.
 
 ``train`` (target: under 2 minutes) generates a fleet with ``recommender.fleet`` (seed 1, the
 default mix), loads it with the collector's own ingest functions, then times
@@ -37,6 +40,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -369,6 +373,134 @@ def threshold(args: argparse.Namespace) -> None:
               f"lowest precision {r[:, 2].min():.4f} ({time.process_time() - cpu:.0f} CPU-s)")
 
 
+def steady(args: argparse.Namespace) -> None:
+    """A registry cleaned every week (not the issue's figure): dead byte-days each method leaves.
+
+    At the backtest instant ``at`` (90 days before the fleet's end) the model is trained and the
+    idle rule tuned exactly as ``model.backtest`` does (``_prepare``, ``fit``,
+    ``tune_idle_rule``: private ones called from here on purpose, so nothing is re-implemented).
+    Then at ``at``, ``at + 7 d``, ... (while ``<= end``) each method suggests from the features
+    and guardrails of that instant (``training.label_snapshot``) with its fixed threshold or D,
+    and what it suggests is deleted: gone from its later runs. Dead bytes at a day are the
+    bytes of units alive that day (``features.alive_units``) that nothing uses again before the
+    fleet's end (``features.used_in_window``, the labels' own logic); they are summed over
+    daily samples from ``at`` to the end, leaving out what the method deleted by then.
+    The guardrails at later runs are computed on the recorded history, where the method's
+    deletions did not happen: a deleted unit was eligible (not among the last N versions, not
+    protected), so it cannot be what keeps another one.
+    """
+    import json
+
+    from recommender.features import alive_units, days, used_in_window
+    from recommender.model import _prepare, fit
+    from recommender.training import label_snapshot, split_by_time, tune_idle_rule
+
+    cfg = config_mod.load(env={})
+    target = float(cfg["model.target_precision"])
+    horizon = cfg["model.horizon"].total_seconds() / 86400
+    for directory in args.fleets:
+        root = Path(directory)
+        meta = json.loads((root / "fleet.json").read_text())["spec"]
+        end = datetime.fromisoformat(meta["start"]).replace(tzinfo=UTC) + timedelta(
+            days=int(meta["days"]))
+        at = end - timedelta(days=90)
+        store = open_store(f"sqlite:///{root / 'store.db'}")
+        began, cpu = time.perf_counter(), time.process_time()
+        # As backtest: training sees only cut-offs whose horizon ended by ``at``.
+        h, times, past = _prepare(store, cfg, at, horizon, end)
+        store.dispose()
+        if len(times) < 3:
+            print(f"{root}: fewer than 3 past snapshots, no model to run")
+            continue
+        fitted = fit(past, split_by_time(times), cfg, extra=past.attrs.get("feedback"))
+        inside = tune_idle_rule(past[past["eligible"]], target)
+        alone = tune_idle_rule(past, target, "all")
+        trained = time.process_time() - cpu
+
+        # name -> (setting, scorer: the fitted model or a tuned rule, restricted to eligible?)
+        methods: dict[str, tuple[str, Any, bool]] = {
+            "model": (f"P(dead) >= {fitted.threshold:.4f}", fitted, True),
+            "idle rule inside guardrails": (f"D = {int(inside.parameter)} d", inside, True),
+            "idle rule on its own": (f"D = {int(alone.parameter)} d", alone, False),
+        }
+        gone: dict[str, dict[tuple[str, str], float]] = {name: {} for name in methods}
+        stats = {name: {"bytes": 0.0, "first_bytes": 0.0, "count": 0, "first_count": 0,
+                        "fp": 0, "fp_late": 0, "fp_bytes": 0.0} for name in methods}
+        t0, t_end = days(at), days(end)
+        runs = 0
+        s = t0
+        while s <= t_end + 1e-9:
+            # Horizon up to the fleet's end: "dead" = nothing used it after s, before the end.
+            frame = label_snapshot(h, cfg, s, t_end - s)
+            keys = list(zip(frame["repository"], frame["digest"], strict=True))
+            size = frame["bytes"].to_numpy(dtype=float)
+            used = frame["dead"].to_numpy() == 0
+            eligible = frame["eligible"].to_numpy(dtype=bool)
+            for name, (_, scorer, guarded) in methods.items():
+                deleted = gone[name]
+                present = np.array([k not in deleted for k in keys], dtype=bool)
+                # Fitted.suggest already keeps to the eligible; the rule is & eligible inside.
+                chosen = np.asarray(scorer.suggest(frame), dtype=bool) & present
+                if guarded:
+                    chosen &= eligible
+                st = stats[name]
+                for i in np.flatnonzero(chosen):
+                    deleted[keys[i]] = s
+                st["count"] += int(chosen.sum())
+                st["bytes"] += float(size[chosen].sum())
+                if runs == 0:
+                    st["first_count"], st["first_bytes"] = int(chosen.sum()), float(
+                        size[chosen].sum())
+                fp = chosen & used
+                st["fp"] += int(fp.sum())
+                st["fp_bytes"] += float(size[fp].sum())
+                if t_end - s < horizon:
+                    st["fp_late"] += int(fp.sum())
+            runs += 1
+            s += 7.0
+        # Dead byte-days: one sample per day at the instant's time of day, each weighing 1 day.
+        never = 0.0
+        held = dict.fromkeys(methods, 0.0)
+        day = t0
+        while day < t_end - 1e-9:
+            alive = alive_units(h, day)
+            later = used_in_window(h, day, t_end)
+            for repo, digest, b in alive[["repository", "digest", "bytes"]].itertuples(
+                    index=False):
+                key = (repo, digest)
+                if key in later:
+                    continue
+                never += b
+                for name in methods:
+                    when = gone[name].get(key)
+                    if when is None or when > day:
+                        held[name] += b
+            day += 1.0
+        took = time.perf_counter() - began
+        print(f"\n## {root} (seed {meta['seed']}), weekly runs from {at:%Y-%m-%d} to "
+              f"{end:%Y-%m-%d}: {runs} runs; {took:.0f} s wall, "
+              f"{time.process_time() - cpu:.0f} CPU-s ({trained:.0f} CPU-s to train and tune)")
+        print(f"never deleting: {never / 1e12:.2f} TB-days of dead bytes held")
+        print("| method | setting | dead TB-days held | saved vs never deleting | deleted GB "
+              "(first run / later runs) | manifests deleted (first / later) | false pos. "
+              "(of which < 90 d horizon) | false pos. GB |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, (setting, _, _) in methods.items():
+            st = stats[name]
+            print(f"| {name} | {setting} | {held[name] / 1e12:.2f} | "
+                  f"{(never - held[name]) / never:.3f} | "
+                  f"{st['bytes'] / 1e9:.1f} ({st['first_bytes'] / 1e9:.1f} / "
+                  f"{(st['bytes'] - st['first_bytes']) / 1e9:.1f}) | "
+                  f"{st['count']} ({st['first_count']} / {st['count'] - st['first_count']}) | "
+                  f"{st['fp']} ({st['fp_late']}) | {st['fp_bytes'] / 1e9:.2f} |")
+        saved = {name: never - held[name] for name in methods}
+        for name in ("idle rule inside guardrails", "idle rule on its own"):
+            ratio = saved["model"] / saved[name] if saved[name] else float("inf")
+            held_ratio = held[name] / held["model"] if held["model"] else float("inf")
+            print(f"model ÷ {name}, dead byte-days saved: {ratio:.2f}x; dead byte-days "
+                  f"{name} holds ÷ the model's: {held_ratio:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -387,10 +519,12 @@ def main() -> None:
     th = sub.add_parser("threshold")
     th.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
     th.add_argument("--resamples", type=int, default=300)
+    st = sub.add_parser("steady")
+    st.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
     args = parser.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}")
     {"scale": scale, "train": train_bench, "quality": quality,
-     "breakdown": breakdown, "threshold": threshold}[args.what](args)
+     "breakdown": breakdown, "threshold": threshold, "steady": steady}[args.what](args)
 
 
 if __name__ == "__main__":
