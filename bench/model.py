@@ -21,9 +21,9 @@ fleet.json for the report only, never a feature), and the bound that gives on mo
 fits the backtest's model, then re-chooses the threshold on bootstrap resamples of the
 validation snapshots (whole manifests resampled, since one manifest appears in every weekly
 snapshot) and reports what each threshold gives at the backtest instant.
-``steady DIR...`` is another measure, not the issue's figure: a registry cleaned every week
-from the backtest instant to the fleet's end, each method deleting what it suggests; it reports
-the dead byte-days each leaves stored, what it deleted and its false positives.
+``steady DIR... [--weeks 12]`` is another measure, not the issue's figure: a registry cleaned
+every week from the backtest instant to the fleet's end, each method deleting what it suggests;
+it reports the dead byte-days each leaves stored, what it deleted and its false positives.
 
 ``train`` (target: under 2 minutes) generates a fleet with ``recommender.fleet`` (seed 1, the
 default mix), loads it with the collector's own ingest functions, then times
@@ -429,7 +429,7 @@ def steady(args: argparse.Namespace) -> None:
         t0, t_end = days(at), days(end)
         runs = 0
         s = t0
-        while s <= t_end + 1e-9:
+        while s <= t_end + 1e-9 and runs <= args.weeks:
             # Horizon up to the fleet's end: "dead" = nothing used it after s, before the end.
             frame = label_snapshot(h, cfg, s, t_end - s)
             keys = list(zip(frame["repository"], frame["digest"], strict=True))
@@ -521,6 +521,8 @@ def main() -> None:
     th.add_argument("--resamples", type=int, default=300)
     st = sub.add_parser("steady")
     st.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
+    st.add_argument("--weeks", type=int, default=12,
+                    help="Runs at t, t+7d, ..., t+7*WEEKS (never past the fleet's end).")
     args = parser.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}")
     {"scale": scale, "train": train_bench, "quality": quality,
