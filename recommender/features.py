@@ -1,9 +1,10 @@
 """Features of every alive manifest as of an instant, from the store's summarised tables.
 
-Reads the daily rollups, the tag history, deploy events, Kubernetes running references and the
-manifests table -- never the raw pull events -- so the cost grows with manifests x days, not
-with pulls. :func:`load_history` reads the tables once (up to ``until``); :func:`features_at`
-is a pure function of that history and ``now`` and sees nothing that happened after ``now``,
+Reads the daily rollups, the distinct real clients per manifest, the tag history, deploy events,
+Kubernetes running references and the manifests table -- never the raw pull events -- so the
+cost grows with manifests x days (and clients), not with pulls. :func:`load_history` reads
+the tables once (up to ``until``); :func:`features_at` is a pure function of that history and
+``now`` and sees nothing that happened after ``now``,
 which is what lets training replay many past instants from one load.
 
 Times are float days since the Unix epoch inside this module (fast vectorised arithmetic).
@@ -54,7 +55,7 @@ FEATURES: tuple[str, ...] = (
     "days_since_prod_deploy", "prod_rank", "running", "n_tags", "tagged_ever",
     "days_since_untagged", "has_semver", "newer_versions", "newer_in_line", "is_latest_release",
     "newer_pushes", "repo_pushes_30", "repo_uses_30", "repo_alive", "is_index", "referrers",
-    "log_bytes", *KIND_COLUMNS,
+    "log_bytes", "clients", "new_clients_30", "new_clients_90", *KIND_COLUMNS,
 )
 DEFAULT_PRODUCTION = DEFAULT_PRODUCTION_ENVS
 NEVER = 10_000.0  # days: "never happened"
@@ -101,6 +102,9 @@ class History:
     running: pd.DataFrame  # repository digest source taken_at (one row per ref)
     snapshots: pd.DataFrame  # source taken_at
     production: tuple[str, ...] = field(default=DEFAULT_PRODUCTION)
+    # repository digest client first_seen: one row per distinct real client of a manifest.
+    clients: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        {"repository": [], "digest": [], "client": [], "first_seen": []}))
     units: dict[tuple[str, str], tuple[str, str]] | None = field(default=None, repr=False)
     # Features and guardrails of one instant share the alive units (a few, not every instant).
     alive_cache: dict[float, pd.DataFrame] = field(default_factory=dict, repr=False)
@@ -168,8 +172,13 @@ def load_history(conn: Connection, *, until: datetime,
                   ["snapshot_id", "repository", "digest", "tag"])
     running = refs.merge(snapshots, left_on="snapshot_id", right_on="id")
     running = _resolve_tags(running, tags)
+    mc = t.manifest_clients
+    clients = _frame(conn, select(mc.c.repository, mc.c.digest, mc.c.client,
+                                  _days_sql(conn, mc.c.first_seen))
+                     .where(mc.c.first_seen <= until),
+                     ["repository", "digest", "client", "first_seen"], ("first_seen",))
     return History(u, manifests, children, tags, usage, deploys, running,
-                   snapshots[["source", "taken_at"]], globs)
+                   snapshots[["source", "taken_at"]], globs, clients=clients)
 
 
 def _clip_usage(usage: pd.DataFrame, now: float) -> pd.DataFrame:
@@ -433,6 +442,7 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
 
     _tag_features(h, n, out)
     _repo_features(h, n, out, u)
+    _client_features(h, n, out, units)
     out["referrers"] = out["members"].astype(float) - 0.0
     out["log_bytes"] = np.log1p(out["bytes"].astype(float))
     out = out.reset_index().rename(columns={"unit": "digest"})
@@ -532,6 +542,31 @@ def _repo_features(h: History, n: float, out: pd.DataFrame, u: pd.DataFrame) -> 
     out["repo_uses_30"] = ru.reindex(repos).fillna(0.0).to_numpy()
     out["repo_alive"] = pd.Series(repos).map(pd.Series(repos).value_counts()).to_numpy(
         dtype=float)
+
+
+def _client_features(h: History, n: float, out: pd.DataFrame,
+                     units: dict[tuple[str, str], tuple[str, str]]) -> None:
+    """Distinct real clients of each unit as of ``n``: ever, and first seen in the last 30 and
+    90 days (a client's first pull is at or before ``n`` exactly when it had pulled by then,
+    so the table's earliest time is all "as of" needs). A client of an index's platform
+    manifest is a client of the index, counted once however many members it pulled."""
+    c = h.clients
+    c = c[c["first_seen"] <= n]
+    if c.empty:
+        for col in ("clients", "new_clients_30", "new_clients_90"):
+            out[col] = 0.0
+        return
+    c = c.assign(unit=_map_units(c, units).to_numpy())
+    first = c.groupby(["repository", "unit", "client"])["first_seen"].min().reset_index()
+    age = n - first["first_seen"].to_numpy(dtype=float)
+    first["new_30"] = (age <= 30).astype(float)
+    first["new_90"] = (age <= 90).astype(float)
+    per_unit = first.groupby(["repository", "unit"]).agg(
+        clients=("client", "size"), new_30=("new_30", "sum"), new_90=("new_90", "sum"))
+    per_unit = per_unit.reindex(out.index)
+    out["clients"] = per_unit["clients"].fillna(0.0).to_numpy(dtype=float)
+    out["new_clients_30"] = per_unit["new_30"].fillna(0.0).to_numpy(dtype=float)
+    out["new_clients_90"] = per_unit["new_90"].fillna(0.0).to_numpy(dtype=float)
 
 
 def build_features(conn: Connection, *, now: datetime,
