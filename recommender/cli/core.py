@@ -1,4 +1,4 @@
-"""Housekeeping commands: ``migrate``, ``config docs``, ``config show``."""
+"""Housekeeping commands: ``migrate``, ``backfill-clients``, ``config docs``, ``config show``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,18 @@ def migrate(ctx: typer.Context) -> None:
     st = state(ctx)
     st.store.check_schema()
     typer.echo(f"store at {st.store.url} is up to date")
+
+
+@app.command("backfill-clients")
+def backfill_clients(ctx: typer.Context) -> None:
+    """Fill the distinct-real-clients table from the raw events the store still keeps (for a
+    store loaded before the table existed; safe to repeat, and beside a running collector)."""
+    from ..collector.clients import backfill_clients as fill
+
+    st = state(ctx)
+    with st.store.begin() as conn:
+        rows = fill(conn)
+    typer.echo(f"{rows} (repository, digest, client) rows written or confirmed")
 
 
 @config_app.command("docs")

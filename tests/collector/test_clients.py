@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select
 
 from recommender.collector.bulk import sqlite_time
 from recommender.collector.clients import backfill_clients, client_key, record_clients
-from recommender.store import Store
+from recommender.store import Store, open_store
 from recommender.store import tables as t
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -110,3 +113,19 @@ def test_backfill_from_raw_events_up_to_until_and_idempotent(store: Store) -> No
             backfill_clients(conn)
     assert _rows(store) == {("app", D1, "10.0.0.7"): _at(4), ("app", D1, "10.0.0.8"): _at(6),
                             ("app", D2, "10.0.0.6"): _at(1), ("app", D1, "10.0.0.9"): _at(50)}
+
+
+def test_backfill_command(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    store = open_store(url)
+    with store.begin() as conn:
+        conn.execute(insert(t.events), [_event(1, 3, "10.0.0.7:1"), _event(2, 2, "10.0.0.8:1")])
+    store.dispose()
+    done = subprocess.run([sys.executable, "-m", "recommender.cli", "--db", url,
+                           "backfill-clients"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("2 ")
+    store = open_store(url)
+    assert _rows(store) == {("app", D1, "10.0.0.7"): _at(3), ("app", D1, "10.0.0.8"): _at(2)}
+    store.dispose()
