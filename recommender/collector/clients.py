@@ -106,7 +106,12 @@ def backfill_clients(conn: Connection, *, until: datetime | None = None) -> int:
     Idempotent and safe beside the writer (keep-the-earliest). Raw events older than the
     store's retention have been pruned: on such a store the table starts at the oldest event
     kept. Returns how many rows were written or confirmed.
+
+    Creates the table when missing: the initial migration is regenerated in place until the
+    first release, so a store migrated before the table existed is at the head revision
+    without it.
     """
+    manifest_clients.create(conn, checkfirst=True)
     e = events.c
     stmt = (select(e.repository, e.digest, e.client_addr, e.time)
             .where(e.action == "pull", e.usage == "use", e.digest.is_not(None),

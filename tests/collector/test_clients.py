@@ -129,3 +129,12 @@ def test_backfill_command(tmp_path: Path) -> None:
     store = open_store(url)
     assert _rows(store) == {("app", D1, "10.0.0.7"): _at(3), ("app", D1, "10.0.0.8"): _at(2)}
     store.dispose()
+
+
+def test_backfill_creates_the_table_on_a_store_that_predates_it(store: Store) -> None:
+    with store.begin() as conn:
+        t.manifest_clients.drop(conn)
+        conn.execute(insert(t.events), [_event(1, 3, "10.0.0.7:1")])
+    with store.begin() as conn:
+        backfill_clients(conn)
+    assert _rows(store) == {("app", D1, "10.0.0.7"): _at(3)}
