@@ -8,7 +8,11 @@ connection to the same store. The batcher still calls it from its one writer thr
 now only waits for the child (without the GIL), so batches, group commit and "a 2xx only once
 committed" are unchanged.
 
-Events cross as plain tuples (pickling slotted dataclasses calls Python code per object). The
+On SQLite the batch is planned here, with I1's ``prepare`` (what ``EventWriter.write`` does
+first), and the child only runs ``write_prepared``: the child is the busier of the two (in the
+benchmark ~32 us per event against ~21 here), and planning is ~4.4 us of its share. On
+PostgreSQL events cross as plain tuples (pickling slotted dataclasses calls Python code per
+object). The
 child's failures cross as data: a pickled exception loses its ``__cause__`` chain, where the
 batcher tells "store unreachable" (retry later) from "this request's data refused" (400), so
 the child classifies the failure and the parent raises an equivalent exception.
@@ -25,10 +29,12 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
+from sqlalchemy import make_url
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
 from ..errors import StoreError
 from .events import Event, PodSnapshot, WriteResult
+from .writer import PreparedBatch, prepare
 
 __all__ = ["ProcessWriter"]
 
@@ -87,6 +93,14 @@ def _write(rows: list[tuple[Any, ...]], now: datetime) -> tuple[bool, Any]:
     return True, (result.received, result.stored, result.duplicates)
 
 
+def _write_prepared(batch: PreparedBatch) -> tuple[bool, Any]:
+    try:
+        result = _writer.write_prepared(batch)
+    except Exception as exc:
+        return False, _failure(exc)
+    return True, (result.received, result.stored, result.duplicates)
+
+
 def _write_snapshot(snapshot: PodSnapshot) -> tuple[bool, Any]:
     try:
         return True, _writer.write_snapshot(snapshot)
@@ -116,6 +130,7 @@ class ProcessWriter:
     def __init__(self, url: str, *, raw_retention: timedelta = timedelta(days=30)) -> None:
         self.url = url
         self.raw_retention = raw_retention
+        self._sqlite = make_url(url).get_backend_name() == "sqlite"
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
@@ -160,7 +175,10 @@ class ProcessWriter:
         return value
 
     def write(self, batch: Sequence[Event], *, now: datetime) -> WriteResult:
-        received, stored, duplicates = self._call(_write, [_pack(e) for e in batch], now)
+        if self._sqlite:
+            received, stored, duplicates = self._call(_write_prepared, prepare(batch, now=now))
+        else:
+            received, stored, duplicates = self._call(_write, [_pack(e) for e in batch], now)
         return WriteResult(received, stored, duplicates)
 
     def write_snapshot(self, snapshot: PodSnapshot) -> int:
