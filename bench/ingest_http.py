@@ -166,7 +166,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2000.0, help="events/s for the latency run")
     parser.add_argument("--connections", type=int, default=8, help="for the latency run")
     parser.add_argument("--workers", type=int, default=1, help="tagwarden serve --workers")
-    parser.add_argument("--writer", choices=["process", "thread"], default="thread",
+    parser.add_argument("--writer", choices=["process", "thread"], default="process",
                         help="tagwarden serve --writer")
     args = parser.parse_args()
 

@@ -31,9 +31,10 @@ def serve(
     )] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
     writer: Annotated[Writer, typer.Option(
-        help="Where the collector writes events: 'process' (a child process per worker, off "
-             "the event loop's GIL) or 'thread' (a thread of the worker).",
-    )] = Writer.thread,
+        help="Where the collector writes events: 'process' (a child process per worker: the "
+             "event loop keeps its GIL, so HTTP and writing run at once) or 'thread' (a thread "
+             "of the worker: a little less CPU per event, one GIL for both).",
+    )] = Writer.process,
 ) -> None:
     """Run the HTTP server: collector endpoints, /v1/refs, /slack/events, /healthz, /metrics.
 
