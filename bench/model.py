@@ -400,7 +400,10 @@ def steady(args: argparse.Namespace) -> None:
     horizon = cfg["model.horizon"].total_seconds() / 86400
     for directory in args.fleets:
         root = Path(directory)
-        meta = json.loads((root / "fleet.json").read_text())["spec"]
+        fleet = json.loads((root / "fleet.json").read_text())
+        meta = fleet["spec"]
+        # Read for the report only (false positives by archetype), never a feature.
+        archetype = {r["name"]: r["archetype"] for r in fleet["repositories"]}
         end = datetime.fromisoformat(meta["start"]).replace(tzinfo=UTC) + timedelta(
             days=int(meta["days"]))
         at = end - timedelta(days=90)
@@ -426,6 +429,7 @@ def steady(args: argparse.Namespace) -> None:
         gone: dict[str, dict[tuple[str, str], float]] = {name: {} for name in methods}
         stats = {name: {"bytes": 0.0, "first_bytes": 0.0, "count": 0, "first_count": 0,
                         "fp": 0, "fp_late": 0, "fp_bytes": 0.0} for name in methods}
+        fp_kinds: dict[str, dict[str, int]] = {name: {} for name in methods}
         t0, t_end = days(at), days(end)
         runs = 0
         s = t0
@@ -454,6 +458,9 @@ def steady(args: argparse.Namespace) -> None:
                 fp = chosen & used
                 st["fp"] += int(fp.sum())
                 st["fp_bytes"] += float(size[fp].sum())
+                for i in np.flatnonzero(fp):
+                    kind = f"{archetype.get(keys[i][0], '?')}@{int(frame['idle_days'].iat[i])}d"
+                    fp_kinds[name][kind] = fp_kinds[name].get(kind, 0) + 1
                 if t_end - s < horizon:
                     st["fp_late"] += int(fp.sum())
             runs += 1
@@ -493,6 +500,10 @@ def steady(args: argparse.Namespace) -> None:
                   f"{(st['bytes'] - st['first_bytes']) / 1e9:.1f}) | "
                   f"{st['count']} ({st['first_count']} / {st['count'] - st['first_count']}) | "
                   f"{st['fp']} ({st['fp_late']}) | {st['fp_bytes'] / 1e9:.2f} |")
+        for name in methods:
+            kinds = sorted(fp_kinds[name].items(), key=lambda kv: -kv[1])
+            print(f"false positives of {name} (archetype@idle days when deleted): "
+                  + ", ".join(f"{k} x{n}" for k, n in kinds))
         saved = {name: never - held[name] for name in methods}
         for name in ("idle rule inside guardrails", "idle rule on its own"):
             ratio = saved["model"] / saved[name] if saved[name] else float("inf")
