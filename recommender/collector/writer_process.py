@@ -2,7 +2,7 @@
 
 In one process the event loop (HTTP, parsing) and the writer thread take turns on one GIL, so
 a collector never uses much more than one core, however many it has. :class:`ProcessWriter`
-has the same ``write``/``write_snapshot`` interface as A1's ``EventWriter`` and runs one in a
+has the same ``write``/``write_snapshot`` interface as ``EventWriter`` and runs one in a
 child process (``spawn``: forking a process that has threads is unsafe), which opens its own
 connection to the same store. The batcher still calls it from its one writer thread, which
 now only waits for the child (without the GIL), so batches, group commit and "a 2xx only once
@@ -12,10 +12,11 @@ On SQLite the batch is planned here, with I1's ``prepare`` (what ``EventWriter.w
 first), and the child only runs ``write_prepared``: the child is the busier of the two (in the
 benchmark ~32 us per event against ~21 here), and planning is ~4.4 us of its share. On
 PostgreSQL events cross as plain tuples (pickling slotted dataclasses calls Python code per
-object). The
-child's failures cross as data: a pickled exception loses its ``__cause__`` chain, where the
-batcher tells "store unreachable" (retry later) from "this request's data refused" (400), so
-the child classifies the failure and the parent raises an equivalent exception.
+object).
+
+The child's failures cross as data: a pickled exception loses its ``__cause__`` chain, where
+the batcher tells "store unreachable" (retry later) from "this request's data refused" (400),
+so the child classifies the failure and the parent raises an equivalent exception.
 """
 
 from __future__ import annotations
