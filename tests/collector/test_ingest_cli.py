@@ -253,3 +253,22 @@ def test_a_file_parsed_in_the_second_process_stores_what_stdin_does(tmp_path: Pa
     got = _everything(tmp_path / "f" / "s.db")
     assert got == _everything(tmp_path / "s" / "s.db")
     assert len(got["events"]) == 163 and len(got["tags"]) > 1 and got["rollups"]
+
+
+def test_a_file_into_either_store(store_url: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # SQLite gets batches prepared by the parsing process, PostgreSQL its events as tuples.
+    lines = [envelope(i, action="push" if i == 1 else "pull") for i in range(1, 8)]
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join([*lines, envelope(2), b"[]"]) + b"\n")
+    code = main(["--db", store_url, "ingest", "distribution", str(tmp_path / "a.jsonl"),
+                 "--batch-size", "3"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and code == 1
+    assert out.strip() == "read 8, stored 7, duplicates 1, rejected 1 (lines 9)"
+    store = open_store(store_url)
+    try:
+        with store.connect() as conn:
+            assert len(conn.execute(select(events.c.id)).all()) == 7
+            assert sum(conn.execute(select(rollups.c["count"])).scalars()) == 7
+    finally:
+        store.dispose()
