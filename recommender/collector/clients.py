@@ -30,7 +30,8 @@ from sqlalchemy import Connection, select
 from ..store.tables import events, manifest_clients
 from .bulk import insert_rows
 
-__all__ = ["backfill_clients", "client_key", "record_clients"]
+__all__ = ["ClientPlan", "backfill_clients", "client_key", "plan_clients", "record_clients",
+           "write_clients"]
 
 _COLUMNS = ("repository", "digest", "client", "first_seen")
 _UPSERT = ("ON CONFLICT (repository, digest, client) DO UPDATE SET first_seen = "
@@ -40,6 +41,8 @@ _BACKFILL_CHUNK = 50_000
 # (repository, digest, action, usage, client_addr, time) of one event; time a datetime or,
 # on SQLite's hot path, the stored string (fixed width: it sorts as the time does).
 ClientItem = tuple[str, "str | None", str, str, "str | None", Any]
+# The earliest time per (repository, digest, client).
+ClientPlan = dict[tuple[str, str, str], Any]
 
 
 def client_key(addr: str | None) -> str | None:
@@ -60,9 +63,11 @@ def client_key(addr: str | None) -> str | None:
     return host[:64] or None
 
 
-def _aggregate(items: Iterable[ClientItem]) -> dict[tuple[str, str, str], Any]:
-    """The earliest time per (repository, digest, client) of the use-class pulls."""
-    first: dict[tuple[str, str, str], Any] = {}
+def plan_clients(items: Iterable[ClientItem], into: ClientPlan | None = None) -> ClientPlan:
+    """The earliest time per (repository, digest, client) of the use-class pulls, added to
+    ``into`` when given (the writer plans a batch away from the store, then adds the tag-only
+    pulls once their digest is known)."""
+    first: ClientPlan = {} if into is None else into
     keys: dict[str, str | None] = {}  # a batch repeats a few hundred addresses
     for repository, digest, action, usage, addr, time in items:
         if action != "pull" or usage != "use" or not digest or not addr:
@@ -89,7 +94,11 @@ def record_clients(conn: Connection, items: Iterable[ClientItem]) -> int:
     many (repository, digest, client) rows the batch touched. Times must all be datetimes or
     all SQLite strings (the writer's hot path), never mixed.
     """
-    first = _aggregate(items)
+    return write_clients(conn, plan_clients(items))
+
+
+def write_clients(conn: Connection, first: ClientPlan) -> int:
+    """Write a plan made by :func:`plan_clients` (see :func:`record_clients`)."""
     if not first:
         return 0
     rows = [(*k, v) for k, v in sorted(first.items())]

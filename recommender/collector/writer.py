@@ -36,6 +36,7 @@ from ..store.tables import events, k8s_snapshots, manifests, rollups, running_re
 from ..usage import BLOB, is_manifest_media_type
 from . import taghistory
 from .bulk import insert_rows, sqlite_time
+from .clients import ClientItem, ClientPlan, plan_clients, write_clients
 from .events import Event, PodSnapshot, WriteResult
 
 if TYPE_CHECKING:
@@ -122,6 +123,8 @@ class EventWriter:
                 rollup: _Rollups = {}
                 _add_rollups(rollup, ((e, e.time) for _, e, _ in new), sqlite=False)
                 _write_rollups(conn, rollup, sqlite=False)
+                # After _resolve_tags: a tag-only pull has its digest by now.
+                write_clients(conn, plan_clients(_client_items((e, t) for _, e, t in new)))
         return WriteResult(received=len(batch), stored=len(new),
                            duplicates=len(batch) - len(new))
 
@@ -149,7 +152,7 @@ class EventWriter:
                 # statement's rows got consecutive rowids ending at its last one.
                 ids = list(chain.from_iterable(range(last - sent + 1, last + 1)
                                                for sent, _, last in spans))
-                plan, rollup = batch.manifests, batch.rollups
+                plan, rollup, clients = batch.manifests, batch.rollups, dict(batch.clients)
                 special = [(ids[pos], e) for pos, e in batch.special]
             elif stored:
                 new = self._stored_rows(conn, batch.rows, spans)
@@ -157,6 +160,7 @@ class EventWriter:
                 rollup = {}
                 _add_rollups(rollup, ((e, t) for _, e, t in new if not _is_pending(e)),
                              sqlite=True)
+                clients = plan_clients(_client_items((e, t) for _, e, t in new))
                 special = [(i, e) for i, e, _ in new if _is_change(e) or _is_pending(e)]
             if stored:
                 _write_manifests(conn, plan, converted=True)
@@ -166,6 +170,8 @@ class EventWriter:
                 _add_rollups(rollup, ((e, sqlite_time(e.time)) for _, e in pending),
                              sqlite=True)
                 _write_rollups(conn, rollup, sqlite=True)
+                write_clients(conn, plan_clients(
+                    _client_items((e, sqlite_time(e.time)) for _, e in pending), into=clients))
         return WriteResult(received=batch.received, stored=stored,
                            duplicates=batch.received - stored)
 
@@ -326,6 +332,7 @@ class PreparedBatch:
     rows: list[tuple[Any, ...]]  # the events insert, in key order, times in SQLite's form
     manifests: _ManifestPlan
     rollups: _Rollups  # without the tag-only pulls and deploys: their digest is not known yet
+    clients: ClientPlan  # distinct real clients, likewise without the tag-only pulls
     special: list[tuple[int, Event]]  # (position in rows, event) of tag history changes and
     #                                   tag-only pulls and deploys
 
@@ -348,7 +355,13 @@ def prepare(batch: Sequence[Event], *, now: datetime) -> PreparedBatch:
     _add_rollups(rollup, items, sqlite=True, skip_pending=True)
     special = [(pos, e) for pos, e in enumerate(ordered) if _is_change(e) or _is_pending(e)]
     return PreparedBatch(received=len(batch), rows=rows, manifests=_plan_manifests(items),
-                         rollups=rollup, special=special)
+                         rollups=rollup, clients=plan_clients(_client_items(items)),
+                         special=special)
+
+
+def _client_items(items: Iterable[tuple[Event, Any]]) -> Iterator[ClientItem]:
+    """What :func:`.clients.plan_clients` reads of each (event, its time as stored)."""
+    return ((e.repository, e.digest, e.action, e.usage, e.client_addr, t) for e, t in items)
 
 
 def _is_change(e: Event) -> bool:
