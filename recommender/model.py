@@ -4,7 +4,21 @@
 ``Pipeline`` (feature selection, gradient-boosted trees) fitted on the oldest snapshots, then
 calibrated with ``CalibratedClassifierCV(FrozenEstimator(pipeline))`` on the next ones, which
 the pipeline never saw. The operating threshold is the lowest score at which the newest
-(validation) snapshots reach ``model.target_precision`` among the units no guardrail keeps.
+(validation) snapshots reach ``model.target_precision`` on two populations, so the higher of
+the two thresholds wins:
+
+- every unit no guardrail keeps at the validation cut-offs (the first run on a registry, with
+  its backlog of long-dead units), and
+- the *steady-state subset*: those of them that were not eligible at the previous weekly
+  cut-off (``training.newly_eligible``). Once a registry is cleaned every week, a run judges
+  mostly these (CI builds a few days past the minimum age), which come back far more often
+  than the backlog, so a threshold chosen on whole snapshots alone is too low for them.
+
+The subset is pooled over all validation snapshots (a few hundred units each on a
+40-repository fleet): precision 0.999 is a point estimate resting on a handful of used units.
+A one-sided 95 % bound would be the stricter choice, but it cannot reach 0.999 below 2,995
+suggestions even with no error (:func:`error_bound`), so requiring it would suggest nothing on
+such fleets; it is recorded in the sidecar instead, beside both precisions.
 
 Every saved model is a joblib artifact with a JSON sidecar (training window, features, metrics,
 library and code versions) and a row in the ``models`` table. A model built by other library
@@ -42,7 +56,7 @@ from .errors import ModelError
 from .features import FEATURES
 from .store import Store
 from .store import tables as t
-from .training import Metrics, Split, metrics
+from .training import Metrics, Split, metrics, newly_eligible
 
 __all__ = [
     "Fitted",
@@ -123,6 +137,10 @@ class Fitted:
     windows: dict[str, str]
     rows: dict[str, int]
     calibrated: bool = True
+    # The same threshold judged on the validation units a weekly-cleaned registry would see
+    # (training.newly_eligible), and the threshold each population alone would allow.
+    steady: Metrics | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         if frame.empty:
@@ -189,12 +207,39 @@ def fit(data: pd.DataFrame, split: Split, config: Config, *,
                    {"train": window_text(split.train), "calibrate": window_text(split.calibrate),
                     "validate": window_text(split.validate)},
                    {"train": len(train), "calibrate": len(cal)}, calibrated)
-    val = data[data["at"].isin(split.validate) & data["eligible"]]
+    latest = data[data["at"].isin(split.validate)]
+    fresh = newly_eligible(data, split.validate)[data["at"].isin(split.validate).to_numpy()]
+    val = latest[latest["eligible"]]
+    steady = latest[fresh]
     model.rows["validate"] = len(val)
+    model.rows["validate_steady"] = len(steady)
     scores = model.score(val)
-    model.threshold = choose_threshold(scores, val["dead"].to_numpy(), target)
+    whole = choose_threshold(scores, val["dead"].to_numpy(), target)
+    steady_scores = model.score(steady)
+    # An empty subset constrains nothing (a steady-state run would judge nothing either).
+    on_steady = (choose_threshold(steady_scores, steady["dead"].to_numpy(), target)
+                 if len(steady) else 0.0)
+    model.threshold = max(whole, on_steady)
     model.validation = metrics(val, scores >= model.threshold)
+    model.steady = metrics(steady, steady_scores >= model.threshold)
+    model.thresholds = {"whole": whole, "steady": on_steady}
     return model
+
+
+def error_bound(suggested: int, false_positives: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound on the share of suggestions used again.
+
+    Reported beside the point estimate, not used to choose the threshold: with no false
+    positive at all it is ``1 - (1 - confidence) ** (1 / n)``, which reaches 0.001 (precision
+    0.999) only from n = 2,995 suggestions, more than the steady-state subset of a fleet's
+    validation snapshots holds."""
+    from scipy.stats import beta
+
+    if suggested == 0:
+        return 1.0
+    if false_positives >= suggested:
+        return 1.0
+    return float(beta.ppf(confidence, false_positives + 1, suggested - false_positives))
 
 
 # --- artifacts and the registry ---------------------------------------------------------------
@@ -224,7 +269,13 @@ def save_model(fitted: Fitted, directory: Path, *, now: datetime, horizon_days: 
         "calibrated": fitted.calibrated,
         "features": list(FEATURES),
         "threshold": fitted.threshold,
-        "metrics": {"validation": fitted.validation.as_dict()},
+        "metrics": {"validation": fitted.validation.as_dict(),
+                    **({"validation_steady": {
+                        **fitted.steady.as_dict(),
+                        "error_bound_95": error_bound(fitted.steady.suggested,
+                                                      fitted.steady.false_positives)}}
+                       if fitted.steady is not None else {})},
+        "thresholds": fitted.thresholds,
         "versions": library_versions(),
         "code_version": code_version(),
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -263,9 +314,13 @@ def load_model(path: Path) -> LoadedModel:
                          path=str(path), problems=problems)
     blob = joblib.load(path)
     val = sidecar["metrics"]["validation"]
+    steady = sidecar["metrics"].get("validation_steady")
+    fields = Metrics.__dataclass_fields__
     fitted = Fitted(blob["estimator"], float(blob["threshold"]), Metrics(**val),
                     sidecar.get("windows", {}), sidecar.get("rows", {}),
-                    bool(sidecar.get("calibrated", True)))
+                    bool(sidecar.get("calibrated", True)),
+                    Metrics(**{k: v for k, v in steady.items() if k in fields})
+                    if steady else None, dict(sidecar.get("thresholds", {})))
     return LoadedModel(sidecar["id"], fitted, sidecar)
 
 
@@ -313,12 +368,14 @@ class TrainReport:
     new: Metrics | None = None
     current_id: str | None = None
     current: Metrics | None = None
+    new_steady: Metrics | None = None  # the new model on the steady-state subset
 
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "message": self.message, "snapshots": self.snapshots,
                 "model_id": self.model_id, "promoted": self.promoted,
                 "threshold": self.threshold,
                 "new": self.new.as_dict() if self.new else None,
+                "new_steady": self.new_steady.as_dict() if self.new_steady else None,
                 "current_id": self.current_id,
                 "current": self.current.as_dict() if self.current else None}
 
@@ -393,7 +450,7 @@ def train(store: Store, config: Config, *, now: datetime, horizon_days: float | 
     register(store, model_id, path, sidecar, now=now, trained_at=now, promote=promote,
              note=note)
     return TrainReport("model", note, len(times), model_id, promote, fitted.threshold,
-                       fitted.validation, current_id, current_metrics)
+                       fitted.validation, current_id, current_metrics, fitted.steady)
 
 
 @dataclass

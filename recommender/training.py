@@ -36,6 +36,7 @@ __all__ = [
     "build_dataset",
     "feedback_rows",
     "metrics",
+    "newly_eligible",
     "read_feedback",
     "snapshot_times",
     "split_by_time",
@@ -98,6 +99,34 @@ def split_by_time(times: list[float]) -> Split:
     n_cal = max(1, round(n * 0.2))
     n_train = n - n_val - n_cal
     return Split(times[:n_train], times[n_train:n_train + n_cal], times[n_train + n_cal:])
+
+
+def newly_eligible(data: pd.DataFrame, times: Iterable[float]) -> np.ndarray:
+    """Rows of the snapshots ``times`` that a registry cleaned at every cut-off would judge.
+
+    A row at cut-off ``t`` is *newly eligible* when no guardrail keeps it at ``t`` and the
+    same unit (repository, digest) was not eligible at the previous cut-off in ``data`` (the
+    newest ``at`` before ``t``): it did not exist then, or a guardrail kept it (younger than
+    the minimum age, among the last N versions, running, deployed lately, protected). Once a
+    registry has been cleaned, a run at ``t`` is offered mostly these units; the backlog,
+    eligible at both cut-offs, was judged at the previous run already. Rows at the oldest
+    cut-off of ``data`` have no previous one and are never newly eligible.
+    """
+    wanted = set(times)
+    out = np.zeros(len(data), dtype=bool)
+    if data.empty or not wanted:
+        return out
+    at = data["at"].to_numpy(dtype=float)
+    eligible = data["eligible"].to_numpy(dtype=bool)
+    key = data["repository"].astype(str) + "@" + data["digest"].astype(str)
+    cuts = sorted(set(at.tolist()))
+    for prev, t in zip(cuts, cuts[1:], strict=False):
+        if t not in wanted:
+            continue
+        before = set(key[(at == prev) & eligible])
+        rows = np.flatnonzero((at == t) & eligible)
+        out[rows] = ~key.iloc[rows].isin(before).to_numpy()
+    return out
 
 
 # --- feedback ---------------------------------------------------------------------------------
