@@ -488,6 +488,13 @@ def steady(args: argparse.Namespace) -> None:
               f"{end:%Y-%m-%d}: {runs} runs; {took:.0f} s wall, "
               f"{time.process_time() - cpu:.0f} CPU-s ({trained:.0f} CPU-s to train and tune)")
         print(f"never deleting: {never / 1e12:.2f} TB-days of dead bytes held")
+        # The model's threshold: each population's own, and the steady-state subset's figures.
+        print(f"model threshold {fitted.threshold:.4f} (whole validation snapshots "
+              f"{getattr(fitted, 'thresholds', {}).get('whole')}, steady-state subset "
+              f"{getattr(fitted, 'thresholds', {}).get('steady')}); validation "
+              f"{fitted.validation.as_dict()}; steady-state subset "
+              f"({fitted.rows.get('validate_steady')} rows) "
+              f"{fitted.steady.as_dict() if getattr(fitted, 'steady', None) else None}")
         print("| method | setting | dead TB-days held | saved vs never deleting | deleted GB "
               "(first run / later runs) | manifests deleted (first / later) | false pos. "
               "(of which < 90 d horizon) | false pos. GB |")
