@@ -21,12 +21,13 @@ so the child classifies the failure and the parent raises an equivalent exceptio
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import datetime, timedelta
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from operator import attrgetter
 from typing import Any
 
@@ -60,10 +61,6 @@ def _start(url: str, raw_retention: timedelta) -> None:
     from .writer import EventWriter
 
     _writer = EventWriter(open_store(url, migrate_schema=False), raw_retention=raw_retention)
-
-
-def _ready() -> bool:
-    return _writer is not None
 
 
 def _failure(exc: BaseException) -> tuple[str, str, dict[str, Any], str]:
@@ -121,67 +118,109 @@ def _raise(failure: tuple[str, str, dict[str, Any], str]) -> None:
     raise RuntimeError(reason)
 
 
+def _serve(conn: Connection, url: str, raw_retention: timedelta) -> None:
+    """The child: open the store, say so, then answer one call at a time until told to stop."""
+    try:
+        _start(url, raw_retention)
+    except Exception as exc:
+        conn.send((False, f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send((True, None))
+    calls: dict[str, Callable[..., tuple[bool, Any]]] = {
+        "write": _write, "write_prepared": _write_prepared, "write_snapshot": _write_snapshot}
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if request is None:
+            return
+        name, args = request
+        conn.send(calls[name](*args))
+
+
 class ProcessWriter:
     """``EventWriter.write`` and ``write_snapshot`` run in one child process on ``url``.
 
     :meth:`start` before use (it waits until the child has opened the store), :meth:`close`
-    after. The store must already be migrated (the child only opens it).
+    after. The store must already be migrated (the child only opens it). Calls come from one
+    thread at a time (the batcher's writer thread) and go over a pipe: the calling thread
+    pickles and sends, then waits for the answer without the GIL, with no helper threads
+    between it and the child (each hop would wait for the event loop's GIL).
     """
 
     def __init__(self, url: str, *, raw_retention: timedelta = timedelta(days=30)) -> None:
         self.url = url
         self.raw_retention = raw_retention
         self._sqlite = make_url(url).get_backend_name() == "sqlite"
-        self._pool: ProcessPoolExecutor | None = None
+        self._conn: Connection | None = None
+        self._process: BaseProcess | None = None
 
     def start(self) -> None:
-        if self._pool is not None:
+        if self._conn is not None:
             return
-        self._pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start, initargs=(self.url, self.raw_retention),
-        )
+        ctx = multiprocessing.get_context("spawn")
+        conn, child_conn = ctx.Pipe()
+        process = ctx.Process(target=_serve, args=(child_conn, self.url, self.raw_retention),
+                              name="tagwarden-writer", daemon=True)
+        process.start()
+        child_conn.close()
         try:
-            self._pool.submit(_ready).result(timeout=_START_TIMEOUT)
-        except Exception as exc:
-            self.close()
+            if not conn.poll(_START_TIMEOUT):
+                raise TimeoutError(f"no answer in {_START_TIMEOUT:.0f} s")
+            ok, message = conn.recv()
+            if not ok:
+                raise RuntimeError(message)
+        except (EOFError, OSError, TimeoutError, RuntimeError) as exc:
+            conn.close()
+            process.kill()
+            process.join()
             raise StoreError(f"the writer process did not start: {type(exc).__name__}: {exc}",
                              temporary=True) from exc
+        self._conn, self._process = conn, process
 
     @property
     def pid(self) -> int | None:
         """The child's process id, once started (for CPU accounting)."""
-        processes = getattr(self._pool, "_processes", None) or {}
-        return next(iter(processes), None)
+        return self._process.pid if self._process is not None else None
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        conn, process = self._conn, self._process
+        self._conn = self._process = None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.send(None)  # the child finishes the call in hand, then exits
+            conn.close()
+        if process is not None:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
-    def _call(self, fn: Any, *args: Any) -> Any:
-        if self._pool is None:
+    def _call(self, name: str, *args: Any) -> Any:
+        if self._conn is None:
             raise StoreError("the writer process is not running", temporary=True)
         try:
-            ok, value = self._pool.submit(fn, *args).result()
-        except BrokenProcessPool as exc:
+            self._conn.send((name, args))
+            ok, value = self._conn.recv()
+        except (EOFError, OSError) as exc:
             # The child died: its transaction may or may not have committed, and the sender's
             # retry is safe either way (duplicates are stored once). A new child takes over.
-            self._pool.shutdown(wait=False)
-            self._pool = None
+            self.close()
             self.start()
-            raise StoreError(f"the writer process died: {exc}", temporary=True) from exc
+            raise StoreError(f"the writer process died: {type(exc).__name__}: {exc}",
+                             temporary=True) from exc
         if not ok:
             _raise(value)
         return value
 
     def write(self, batch: Sequence[Event], *, now: datetime) -> WriteResult:
         if self._sqlite:
-            received, stored, duplicates = self._call(_write_prepared, prepare(batch, now=now))
+            received, stored, duplicates = self._call("write_prepared", prepare(batch, now=now))
         else:
-            received, stored, duplicates = self._call(_write, [_pack(e) for e in batch], now)
+            received, stored, duplicates = self._call("write", [_pack(e) for e in batch], now)
         return WriteResult(received, stored, duplicates)
 
     def write_snapshot(self, snapshot: PodSnapshot) -> int:
-        refs: int = self._call(_write_snapshot, snapshot)
+        refs: int = self._call("write_snapshot", snapshot)
         return refs
