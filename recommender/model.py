@@ -4,21 +4,27 @@
 ``Pipeline`` (feature selection, gradient-boosted trees) fitted on the oldest snapshots, then
 calibrated with ``CalibratedClassifierCV(FrozenEstimator(pipeline))`` on the next ones, which
 the pipeline never saw. The operating threshold is the lowest score at which the newest
-(validation) snapshots reach ``model.target_precision`` on two populations, so the higher of
-the two thresholds wins:
+(validation) snapshots reach ``model.target_precision`` on two populations at once:
 
 - every unit no guardrail keeps at the validation cut-offs (the first run on a registry, with
   its backlog of long-dead units), and
-- the *steady-state subset*: those of them that were not eligible at the previous weekly
-  cut-off (``training.newly_eligible``). Once a registry is cleaned every week, a run judges
-  mostly these (CI builds a few days past the minimum age), which come back far more often
-  than the backlog, so a threshold chosen on whole snapshots alone is too low for them.
+- the *steady-state subset*: what a run at a validation cut-off would still judge if the
+  registry had been cleaned at the previous weekly cut-off with the same threshold ``c``: the
+  eligible units that were not eligible then (new, or kept by a guardrail: mostly CI builds
+  just past the minimum age), plus those eligible then but scored below ``c`` (kept by the
+  model, judged again). Only the previous cut-off is looked at (``training.previous_rows``,
+  from the snapshot rows themselves). Once a registry is clean, these are all a run sees; they
+  come back far more often than the long-dead backlog that dominates whole snapshots, so a
+  threshold chosen on whole snapshots alone is too low for them. The subset depends on ``c``
+  and its precision is not monotone in it: :func:`choose_steady_threshold` tries every score.
 
-The subset is pooled over all validation snapshots (a few hundred units each on a
-40-repository fleet): precision 0.999 is a point estimate resting on a handful of used units.
-A one-sided 95 % bound would be the stricter choice, but it cannot reach 0.999 below 2,995
-suggestions even with no error (:func:`error_bound`), so requiring it would suggest nothing on
-such fleets; it is recorded in the sidecar instead, beside both precisions.
+The subset is pooled over all validation snapshots (on a 40-repository fleet about 1,400-1,700
+units when the threshold takes everything): 0.999 is a point estimate resting on a handful of
+used units, and below 1,000 units it means "no used unit above the threshold". A one-sided
+95 % bound would be stricter, but even with no error it reaches 0.999 only from 2,995
+suggestions (:func:`error_bound`), so requiring it would suggest nothing on such fleets; it is
+recorded in the sidecar beside both precisions; the point estimate must hold on the pooled
+subset AND on the whole snapshots at the same threshold.
 
 Every saved model is a joblib artifact with a JSON sidecar (training window, features, metrics,
 library and code versions) and a row in the ``models`` table. A model built by other library
@@ -56,11 +62,12 @@ from .errors import ModelError
 from .features import FEATURES
 from .store import Store
 from .store import tables as t
-from .training import Metrics, Split, metrics, newly_eligible
+from .training import Metrics, Split, metrics, previous_rows
 
 __all__ = [
     "Fitted",
     "LoadedModel",
+    "choose_steady_threshold",
     "choose_threshold",
     "code_version",
     "current_model",
@@ -207,23 +214,64 @@ def fit(data: pd.DataFrame, split: Split, config: Config, *,
                    {"train": window_text(split.train), "calibrate": window_text(split.calibrate),
                     "validate": window_text(split.validate)},
                    {"train": len(train), "calibrate": len(cal)}, calibrated)
-    latest = data[data["at"].isin(split.validate)]
-    fresh = newly_eligible(data, split.validate)[data["at"].isin(split.validate).to_numpy()]
-    val = latest[latest["eligible"]]
-    steady = latest[fresh]
+    val_mask = data["at"].isin(split.validate).to_numpy() & data["eligible"].to_numpy(bool)
+    val = data[val_mask]
     model.rows["validate"] = len(val)
-    model.rows["validate_steady"] = len(steady)
     scores = model.score(val)
-    whole = choose_threshold(scores, val["dead"].to_numpy(), target)
-    steady_scores = model.score(steady)
-    # An empty subset constrains nothing (a steady-state run would judge nothing either).
-    on_steady = (choose_threshold(steady_scores, steady["dead"].to_numpy(), target)
-                 if len(steady) else 0.0)
-    model.threshold = max(whole, on_steady)
-    model.validation = metrics(val, scores >= model.threshold)
-    model.steady = metrics(steady, steady_scores >= model.threshold)
+    # Each validation unit's score at the previous cut-off when it was eligible there: a
+    # weekly run at that cut-off would have deleted it when that score reached the threshold.
+    prev = previous_rows(data, split.validate)[val_mask]
+    previous = np.full(len(val), -np.inf)
+    known = prev >= 0
+    if known.any():
+        need = np.unique(prev[known])
+        previous[known] = model.score(data.iloc[need])[np.searchsorted(need, prev[known])]
+    dead = val["dead"].to_numpy()
+    model.threshold, whole, on_steady = choose_steady_threshold(scores, dead, previous, target)
     model.thresholds = {"whole": whole, "steady": on_steady}
+    model.validation = metrics(val, scores >= model.threshold)
+    seen = previous < model.threshold
+    model.rows["validate_steady"] = int(seen.sum())
+    model.steady = metrics(val[seen], scores[seen] >= model.threshold)
     return model
+
+
+def _at_least(values: np.ndarray, weights: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """For each cut: the sum of ``weights`` whose value is >= the cut."""
+    order = np.argsort(values, kind="stable")
+    above = np.r_[np.cumsum(weights[order][::-1])[::-1], 0.0]
+    return above[np.searchsorted(values[order], cuts, side="left")]
+
+
+def choose_steady_threshold(scores: np.ndarray, dead: np.ndarray, previous: np.ndarray,
+                            target: float) -> tuple[float, float, float]:
+    """The lowest score at which suggestions reach ``target`` precision both on every row and
+    on the steady-state subset; returns it, then the whole rows' and the subset's own lowest.
+
+    ``previous`` is each row's score at the previous cut-off (``-inf`` when it was not eligible
+    there). At a threshold ``c`` the subset is the rows with ``previous < c``: what a registry
+    cleaned at every cut-off with threshold ``c`` still holds and judges (new, or kept last
+    time). Its precision is not monotone in ``c``, so every distinct score is tried. An empty
+    subset constrains nothing; a value above 1 means no threshold reaches the target.
+    """
+    if len(scores) == 0:
+        return 1.01, 1.01, 1.01
+    cuts = np.unique(scores)  # ascending; ties move together, as in choose_threshold
+    ones = np.ones(len(scores))
+    d = dead.astype(float)
+    both = np.minimum(scores, previous)  # suggested now AND already at the previous run
+    n_all, d_all = _at_least(scores, ones, cuts), _at_least(scores, d, cuts)
+    n_sub = n_all - _at_least(both, ones, cuts)
+    d_sub = d_all - _at_least(both, d, cuts)
+    ok_all = d_all / n_all >= target  # n_all >= 1 at every cut: the cut's own rows
+    # An empty subset suggests nothing, so it cannot miss.
+    ok_sub = np.where(n_sub > 0, d_sub / np.maximum(n_sub, 1), 1.0) >= target
+
+    def lowest(ok: np.ndarray) -> float:
+        hit = np.flatnonzero(ok)
+        return float(cuts[hit[0]]) if len(hit) else 1.01
+
+    return lowest(ok_all & ok_sub), lowest(ok_all), lowest(ok_sub & (n_sub > 0))
 
 
 def error_bound(suggested: int, false_positives: int, confidence: float = 0.95) -> float:

@@ -37,6 +37,7 @@ __all__ = [
     "feedback_rows",
     "metrics",
     "newly_eligible",
+    "previous_rows",
     "read_feedback",
     "snapshot_times",
     "split_by_time",
@@ -101,32 +102,39 @@ def split_by_time(times: list[float]) -> Split:
     return Split(times[:n_train], times[n_train:n_train + n_cal], times[n_train + n_cal:])
 
 
-def newly_eligible(data: pd.DataFrame, times: Iterable[float]) -> np.ndarray:
-    """Rows of the snapshots ``times`` that a registry cleaned at every cut-off would judge.
-
-    A row at cut-off ``t`` is *newly eligible* when no guardrail keeps it at ``t`` and the
-    same unit (repository, digest) was not eligible at the previous cut-off in ``data`` (the
-    newest ``at`` before ``t``): it did not exist then, or a guardrail kept it (younger than
-    the minimum age, among the last N versions, running, deployed lately, protected). Once a
-    registry has been cleaned, a run at ``t`` is offered mostly these units; the backlog,
-    eligible at both cut-offs, was judged at the previous run already. Rows at the oldest
-    cut-off of ``data`` have no previous one and are never newly eligible.
-    """
+def previous_rows(data: pd.DataFrame, times: Iterable[float]) -> np.ndarray:
+    """For each row of the snapshots ``times``: the position in ``data`` of the same unit
+    (repository, digest) at the previous cut-off of ``data`` (the newest ``at`` before its
+    own) when no guardrail kept it there, else -1 (also for rows of other snapshots, and at
+    the oldest cut-off, which has no previous one)."""
     wanted = set(times)
-    out = np.zeros(len(data), dtype=bool)
+    out = np.full(len(data), -1, dtype=np.int64)
     if data.empty or not wanted:
         return out
     at = data["at"].to_numpy(dtype=float)
     eligible = data["eligible"].to_numpy(dtype=bool)
-    key = data["repository"].astype(str) + "@" + data["digest"].astype(str)
+    key = (data["repository"].astype(str) + "@" + data["digest"].astype(str)).to_numpy()
     cuts = sorted(set(at.tolist()))
     for prev, t in zip(cuts, cuts[1:], strict=False):
         if t not in wanted:
             continue
-        before = set(key[(at == prev) & eligible])
-        rows = np.flatnonzero((at == t) & eligible)
-        out[rows] = ~key.iloc[rows].isin(before).to_numpy()
+        before = np.flatnonzero((at == prev) & eligible)
+        where = dict(zip(key[before].tolist(), before.tolist(), strict=True))
+        rows = np.flatnonzero(at == t)
+        out[rows] = [where.get(k, -1) for k in key[rows].tolist()]
     return out
+
+
+def newly_eligible(data: pd.DataFrame, times: Iterable[float]) -> np.ndarray:
+    """Rows of the snapshots ``times`` that no guardrail keeps and whose unit was not eligible
+    at the previous cut-off: it did not exist then, or a guardrail kept it (younger than the
+    minimum age, among the last N versions, running, deployed lately, protected). Rows at the
+    oldest cut-off of ``data`` have no previous one and are never newly eligible."""
+    if data.empty:
+        return np.zeros(0, dtype=bool)
+    at = data["at"].to_numpy(dtype=float)
+    return (np.isin(at, [t for t in times if t > at.min()])
+            & data["eligible"].to_numpy(dtype=bool) & (previous_rows(data, times) < 0))
 
 
 # --- feedback ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pandas as pd
 
 from recommender import config as config_mod
 from recommender.features import FEATURES
-from recommender.model import choose_threshold, fit
+from recommender.model import choose_steady_threshold, choose_threshold, fit
 from recommender.training import metrics, newly_eligible, split_by_time
 
 BACKLOG = 3000
@@ -64,13 +64,16 @@ def test_threshold_reaches_the_target_on_the_steady_state_subset() -> None:
     assert model.thresholds["whole"] == whole
 
     fresh = newly_eligible(data, split.validate)[data["at"].isin(split.validate).to_numpy()]
-    steady = latest[fresh]
-    assert len(steady) == NEW * len(split.validate)
-    assert model.rows["validate_steady"] == len(steady)
-    assert model.threshold == model.thresholds["steady"] > whole
+    assert fresh.sum() == NEW * len(split.validate)
+    # At the chosen threshold the subset is the fresh builds (the backlog scored above it at
+    # the previous cut-off: deleted then) plus any backlog unit kept last time.
+    assert model.rows["validate_steady"] >= fresh.sum()
+    assert model.threshold >= model.thresholds["steady"] > whole
     assert model.steady is not None
+    assert model.steady.suggested > 0
     assert model.steady.precision >= target
-    assert model.steady == metrics(steady, model.score(steady) >= model.threshold)
+    steady = latest[fresh]
+    assert metrics(steady, model.score(steady) >= model.threshold).precision >= target
     # Raising the threshold costs little here: the returns are few; the rest is still taken.
     assert model.validation.precision >= target
     assert model.validation.recall > 0.95
@@ -89,3 +92,27 @@ def test_newly_eligible_means_not_eligible_at_the_previous_cut_off() -> None:
     # The oldest cut-off has no previous one; a at 14 was eligible at 7.
     assert not newly_eligible(data, [0.0, 14.0]).any()
     assert not newly_eligible(data.iloc[:0], [7.0]).any()
+
+
+def test_units_kept_last_time_are_judged_again() -> None:
+    # Four units new at this cut-off (previous -inf), all dead, and two that were eligible at
+    # the previous one with a lower score, now higher: the used one of them is what a weekly
+    # run would delete at a threshold between its two scores.
+    scores = np.array([0.99, 0.98, 0.97, 0.96, 0.95, 0.90])
+    dead = np.array([1, 1, 1, 1, 0, 1])
+    previous = np.array([-np.inf, -np.inf, -np.inf, -np.inf, 0.50, 0.40])
+    # Whole rows: 5 of 6 dead at 0.90, the target 0.8 holds there.
+    assert choose_threshold(scores, dead, 0.8) == 0.90
+    threshold, whole, steady = choose_steady_threshold(scores, dead, previous, 0.8)
+    assert whole == 0.90
+    assert threshold == steady == 0.90  # same population here: everything is in the subset
+    # If the used unit had been scored 0.96 at the previous cut-off, a threshold of 0.95
+    # would have deleted it then, so a threshold <= 0.96 no longer counts it here; above its
+    # current score it is not suggested either. The subset then holds no used unit.
+    previous[4] = 0.96
+    assert choose_steady_threshold(scores, dead, previous, 1.0)[2] == 0.90
+    # Strictly: target 1.0 on whole rows alone needs 0.96; with the subset too, the same.
+    assert choose_steady_threshold(scores, dead, previous, 1.0)[:2] == (0.96, 0.96)
+    # A subset that suggests nothing at some cut constrains nothing there.
+    assert choose_steady_threshold(scores, dead, np.full(6, 2.0), 0.8) == (0.90, 0.90, 1.01)
+    assert choose_steady_threshold(np.zeros(0), np.zeros(0), np.zeros(0), 0.9)[0] > 1
