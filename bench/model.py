@@ -33,6 +33,7 @@ default mix), loads it with the collector's own ingest functions, then times
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import resource
 import sys
@@ -213,10 +214,17 @@ def load_fleet(store: Store, files: object) -> None:
             raise SystemExit(f"loading failed: {' '.join(argv)}")
 
 
+def _fleet_window(root: Path) -> tuple[dict[str, Any], datetime, datetime]:
+    """A loaded fleet's ``fleet.json``, its end, and the backtest instant 90 days before."""
+    fleet = json.loads((root / "fleet.json").read_text())
+    spec = fleet["spec"]
+    end = datetime.fromisoformat(spec["start"]).replace(tzinfo=UTC) + timedelta(
+        days=int(spec["days"]))
+    return fleet, end, end - timedelta(days=90)
+
+
 def quality(args: argparse.Namespace) -> None:
     """Backtests on loaded fleets: model against the idle rule tuned on the past."""
-    import json
-
     from recommender.model import backtest
 
     cfg = config_mod.load(env={})
@@ -226,11 +234,10 @@ def quality(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for directory in args.fleets:
         root = Path(directory)
-        meta = json.loads((root / "fleet.json").read_text())["spec"]
-        start = datetime.fromisoformat(meta["start"]).replace(tzinfo=UTC)
-        end = start + timedelta(days=int(meta["days"]))
-        at = end - timedelta(days=90) if args.at is None else datetime.fromisoformat(
-            args.at).replace(tzinfo=UTC)
+        fleet, end, at = _fleet_window(root)
+        meta = fleet["spec"]
+        if args.at is not None:
+            at = datetime.fromisoformat(args.at).replace(tzinfo=UTC)
         store = open_store(f"sqlite:///{root / 'store.db'}")
         began, cpu = time.perf_counter(), time.process_time()
         report = backtest(store, cfg, at=at, now=end)
@@ -256,7 +263,7 @@ def quality(args: argparse.Namespace) -> None:
             cells += [f"{r['rule']}: {r['precision']:.4f}, {r['bytes_recall']:.3f}",
                       f"{ratio:.2f}x"]
         print(f"| {label} | {at:%Y-%m-%d} | " + " | ".join(cells) + " |")
-        generator = json.loads((root / "fleet.json").read_text()).get("generator", "unrecorded")
+        generator = fleet.get("generator", "unrecorded")
         print(f"<!-- {root}: generator {generator}, {time.perf_counter() - began:.0f} s wall, "
               f"{time.process_time() - cpu:.0f} CPU-s, threshold "
               f"{report.threshold}, training {report.training} -->")
@@ -268,8 +275,6 @@ IDLE_BUCKETS = (-1.0, 7, 14, 21, 30, 45, 60, 90, 120, 180, 1e9)
 
 def breakdown(args: argparse.Namespace) -> None:
     """Why model / idle rule is what it is: where the dead bytes are, and the rule's D."""
-    import json
-
     import pandas as pd
 
     from recommender.features import days
@@ -279,12 +284,9 @@ def breakdown(args: argparse.Namespace) -> None:
     cfg = config_mod.load(env={})
     for directory in args.fleets:
         root = Path(directory)
-        fleet = json.loads((root / "fleet.json").read_text())
+        fleet, end, at = _fleet_window(root)
         meta = fleet["spec"]
         archetype = {r["name"]: r["archetype"] for r in fleet["repositories"]}
-        start = datetime.fromisoformat(meta["start"]).replace(tzinfo=UTC)
-        end = start + timedelta(days=int(meta["days"]))
-        at = end - timedelta(days=90)
         store = open_store(f"sqlite:///{root / 'store.db'}")
         cpu = time.process_time()
         h, times, past = _prepare(store, cfg, at, 90.0, end)
@@ -328,8 +330,6 @@ def breakdown(args: argparse.Namespace) -> None:
 
 def threshold(args: argparse.Namespace) -> None:
     """Bootstrap the validation snapshots: how much does the chosen threshold move?"""
-    import json
-
     from recommender.features import days
     from recommender.model import _prepare, choose_threshold, fit
     from recommender.training import label_snapshot, split_by_time
@@ -338,10 +338,8 @@ def threshold(args: argparse.Namespace) -> None:
     target = float(cfg["model.target_precision"])
     for directory in args.fleets:
         root = Path(directory)
-        meta = json.loads((root / "fleet.json").read_text())["spec"]
-        end = datetime.fromisoformat(meta["start"]).replace(tzinfo=UTC) + timedelta(
-            days=int(meta["days"]))
-        at = end - timedelta(days=90)
+        fleet, end, at = _fleet_window(root)
+        meta = fleet["spec"]
         store = open_store(f"sqlite:///{root / 'store.db'}")
         cpu = time.process_time()
         h, times, past = _prepare(store, cfg, at, 90.0, end)
@@ -389,8 +387,6 @@ def steady(args: argparse.Namespace) -> None:
     deletions did not happen: a deleted unit was eligible (not among the last N versions, not
     protected), so it cannot be what keeps another one.
     """
-    import json
-
     from recommender.features import alive_units, days, used_in_window
     from recommender.model import _prepare, fit
     from recommender.training import label_snapshot, split_by_time, tune_idle_rule
@@ -400,13 +396,10 @@ def steady(args: argparse.Namespace) -> None:
     horizon = cfg["model.horizon"].total_seconds() / 86400
     for directory in args.fleets:
         root = Path(directory)
-        fleet = json.loads((root / "fleet.json").read_text())
+        fleet, end, at = _fleet_window(root)
         meta = fleet["spec"]
         # Read for the report only (false positives by archetype), never a feature.
         archetype = {r["name"]: r["archetype"] for r in fleet["repositories"]}
-        end = datetime.fromisoformat(meta["start"]).replace(tzinfo=UTC) + timedelta(
-            days=int(meta["days"]))
-        at = end - timedelta(days=90)
         store = open_store(f"sqlite:///{root / 'store.db'}")
         began, cpu = time.perf_counter(), time.process_time()
         # As backtest: training sees only cut-offs whose horizon ended by ``at``.
@@ -494,7 +487,7 @@ def steady(args: argparse.Namespace) -> None:
               f"{getattr(fitted, 'thresholds', {}).get('steady')}); validation "
               f"{fitted.validation.as_dict()}; steady-state subset "
               f"({fitted.rows.get('validate_steady')} rows) "
-              f"{fitted.steady.as_dict() if getattr(fitted, 'steady', None) else None}")
+              f"{fitted.steady.as_dict() if fitted.steady is not None else None}")
         print("| method | setting | dead TB-days held | saved vs never deleting | deleted GB "
               "(first run / later runs) | manifests deleted (first / later) | false pos. "
               "(of which < 90 d horizon) | false pos. GB |")
