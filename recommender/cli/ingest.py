@@ -22,13 +22,12 @@ from contextlib import contextmanager
 from datetime import datetime
 from itertools import starmap
 from multiprocessing.connection import Connection
-from operator import attrgetter
 from typing import Annotated, Any
 
 import typer
 
 from ..collector import deploy, distribution, harbor, k8s
-from ..collector.events import Event, WriteResult
+from ..collector.events import Event, WriteResult, event_fields
 from ..collector.files import JsonLines, decode_line
 from ..collector.writer import EventWriter, PreparedBatch, prepare
 from ..errors import PayloadError
@@ -53,9 +52,6 @@ BatchSize = Annotated[int, typer.Option("--batch-size", min=1,
 _BATCH = 10_000
 _SHOW_LINES = 10
 _SHOW_REASONS = 5
-# An event crosses the pipe as the tuple of its fields (pickling a tuple costs a fraction of
-# pickling a dataclass); the writer's side rebuilds it with ``Event(*fields)``.
-_EVENT_FIELDS = attrgetter(*Event.__slots__)
 # The cyclic garbage collector during a bulk ingest: every batch allocates hundreds of
 # thousands of objects (tuples, events, parameters) that reference counting frees, but each
 # 700 allocations the default thresholds walk the young objects, and the batches in flight
@@ -165,7 +161,7 @@ def _produce(pipe: Connection, files: list[str], batch_size: int, parse: Parse,
                 if sqlite:
                     message = ("prepared", prepare(message[1], now=utcnow()), message[2])
                 else:
-                    message = ("batch", list(map(_EVENT_FIELDS, message[1])), message[2])
+                    message = ("batch", list(map(event_fields, message[1])), message[2])
             pipe.send(message)
     except BrokenPipeError:
         pass  # the writer stopped (its own error is what the user sees)

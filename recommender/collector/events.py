@@ -5,11 +5,13 @@ These records mirror the ``events``, ``k8s_snapshots`` and ``running_refs`` tabl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
-__all__ = ["ACTIONS", "USAGE_CLASSES", "Event", "PodSnapshot", "RunningRef", "WriteResult"]
+__all__ = ["ACTIONS", "USAGE_CLASSES", "Event", "PodSnapshot", "RunningRef", "WriteResult",
+           "event_fields"]
 
 ACTIONS = ("push", "pull", "delete", "mount", "deploy")
 USAGE_CLASSES = ("use", "scanner", "replication", "janitor", "self", "blob", "failed")
@@ -38,6 +40,11 @@ class Event:
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# An event as the tuple of its fields, in order; ``Event(*fields)`` rebuilds it. What crosses
+# a pipe to another process: pickling a tuple costs a fraction of pickling a dataclass.
+event_fields = attrgetter(*(f.name for f in fields(Event)))
 
 
 @dataclass(slots=True)

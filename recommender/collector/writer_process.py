@@ -24,24 +24,20 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import make_url
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
 from ..errors import StoreError
-from .events import Event, PodSnapshot, WriteResult
+from .events import Event, PodSnapshot, WriteResult, event_fields
 from .writer import PreparedBatch, prepare
 
 __all__ = ["ProcessWriter"]
 
-_FIELDS = tuple(f.name for f in fields(Event))
-_pack = attrgetter(*_FIELDS)  # one C call per event: the fields as a tuple, in order
 _START_TIMEOUT = 120.0  # the child imports SQLAlchemy and opens the store; slow on a busy box
 
 # The child's state: one EventWriter on its own store (set by _start).
@@ -218,7 +214,8 @@ class ProcessWriter:
         if self._sqlite:
             received, stored, duplicates = self._call("write_prepared", prepare(batch, now=now))
         else:
-            received, stored, duplicates = self._call("write", [_pack(e) for e in batch], now)
+            received, stored, duplicates = self._call(
+                "write", list(map(event_fields, batch)), now)
         return WriteResult(received, stored, duplicates)
 
     def write_snapshot(self, snapshot: PodSnapshot) -> int:
