@@ -158,8 +158,8 @@ class EventWriter:
                 new = self._stored_rows(conn, batch.rows, spans)
                 plan = _plan_manifests((e, t) for _, e, t in new)
                 rollup = {}
-                _add_rollups(rollup, ((e, t) for _, e, t in new if not _is_pending(e)),
-                             sqlite=True)
+                _add_rollups(rollup, ((e, t) for _, e, t in new), sqlite=True,
+                             skip_pending=True)
                 clients = plan_clients(_client_items((e, t) for _, e, t in new))
                 special = [(i, e) for i, e, _ in new if _is_change(e) or _is_pending(e)]
             if stored:
