@@ -28,6 +28,7 @@ from .. import __version__
 from ..errors import AuthError, ConfigError, DigestMismatch, NotFound, RegistryError, Unsupported
 from . import mediatypes as mt
 from .auth import RegistryAuth
+from .transport import default_transport
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -406,7 +407,8 @@ class _Base(_Operations):
 
 
 class RegistryClient(_Base):
-    """Synchronous client (httpx.Client). ``transport`` and ``sleep`` are injectable."""
+    """Synchronous client (httpx.Client). ``transport`` and ``sleep`` are injectable; without
+    a ``transport``, :class:`~.transport.StdlibTransport` (httpx's own when a proxy is set)."""
 
     def __init__(
         self,
@@ -425,6 +427,9 @@ class RegistryClient(_Base):
         super().__init__(base_url, auth=auth, timeout=timeout, user_agent=user_agent,
                          retries=retries, backoff=backoff)
         self._sleep = sleep
+        if transport is None:  # http.client underneath: ~0.3 ms less CPU per request
+            transport = default_transport(base_url, verify=verify,
+                                          max_connections=max_connections)
         self._http = httpx.Client(
             auth=self.auth, transport=transport, timeout=timeout, verify=verify,
             headers={"User-Agent": user_agent}, follow_redirects=True,
