@@ -28,7 +28,7 @@ from .. import __version__
 from ..errors import AuthError, ConfigError, DigestMismatch, NotFound, RegistryError, Unsupported
 from . import mediatypes as mt
 from .auth import RegistryAuth
-from .transport import default_transport
+from .transport import AsyncStdlibTransport, default_transport, uses_proxy
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -388,6 +388,31 @@ class _Base(_Operations):
         self.retries = retries
         self.backoff = backoff
 
+    def _url(self, call: _Call) -> str:
+        return call.url if "://" in call.url else self.base_url + call.url
+
+    def _outcome(
+        self, call: _Call, attempt: int, response: httpx.Response | None, exc: Exception | None
+    ) -> tuple[RegistryError | None, float]:
+        """(error to raise or retry, delay before a retry; negative = raise now)."""
+        url = redact_url(self._url(call))
+        if exc is not None:
+            error: RegistryError = RegistryError(
+                f"cannot reach the registry: {type(exc).__name__} {exc} ({url})",
+                url=url, temporary=True,
+            )
+        else:
+            assert response is not None
+            if response.is_success or response.status_code in call.allow:
+                return None, -1
+            error = _error_from(response, url)
+        if not (error.temporary and call.method in _IDEMPOTENT and attempt < self.retries):
+            return error, -1
+        delay = retry_after(response)
+        if delay is None:
+            delay = self.backoff * (2**attempt)
+        return error, min(delay, 60.0)
+
     @classmethod
     def from_config(cls, config: Config, *, url: str | None = None, **kwargs: Any) -> Self:
         """A client for ``registry.url`` (or ``url``) with the configured credentials,
@@ -437,35 +462,10 @@ class RegistryClient(_Base):
                                 max_keepalive_connections=max_connections),
         )
 
-    def _url(self, call: _Call) -> str:
-        return call.url if "://" in call.url else self.base_url + call.url
-
     def _request(self, call: _Call) -> httpx.Request:
         # build_request merges the client's defaults (User-Agent, timeout) into the request.
         return self._http.build_request(call.method, self._url(call), params=call.params,
                                         headers=call.headers, content=call.content)
-
-    def _outcome(
-        self, call: _Call, attempt: int, response: httpx.Response | None, exc: Exception | None
-    ) -> tuple[RegistryError | None, float]:
-        """(error to raise or retry, delay before a retry; negative = raise now)."""
-        url = redact_url(self._url(call))
-        if exc is not None:
-            error: RegistryError = RegistryError(
-                f"cannot reach the registry: {type(exc).__name__} {exc} ({url})",
-                url=url, temporary=True,
-            )
-        else:
-            assert response is not None
-            if response.is_success or response.status_code in call.allow:
-                return None, -1
-            error = _error_from(response, url)
-        if not (error.temporary and call.method in _IDEMPOTENT and attempt < self.retries):
-            return error, -1
-        delay = retry_after(response)
-        if delay is None:
-            delay = self.backoff * (2**attempt)
-        return error, min(delay, 60.0)
 
     def _send(self, call: _Call) -> httpx.Response:
         attempt = 0
@@ -543,10 +543,15 @@ class RegistryClient(_Base):
 class AsyncRegistryClient(_Base):
     """The same operations with an asyncio face, for scans.
 
-    The requests run on a :class:`RegistryClient` in a pool of worker threads: measured on
-    this project's machine, httpx's asyncio stack spends about 1.7 ms of CPU per request
-    against 0.8 ms for its sync stack, and a scan is bound by the client's CPU. The event
-    loop stays free; at most ``max_connections`` requests are in flight.
+    By default the requests go through :class:`~.transport.AsyncStdlibTransport` on the event
+    loop's own thread, and this class does what ``httpx.AsyncClient`` would (the auth flow,
+    redirects, default headers) in a few lines: measured on this project's machine,
+    ``httpx.AsyncClient`` spent ~1.3 ms of CPU per request and a sync client in worker threads
+    ~0.6 ms, and a scan is bound by the client's CPU. An injected synchronous
+    ``httpx.BaseTransport`` (tests) runs on a :class:`RegistryClient` in worker threads
+    instead, as does a registry reached through a proxy (httpx's transport honours it); an
+    injected ``httpx.AsyncBaseTransport`` is driven like the default one. At most
+    ``max_connections`` requests are in flight.
     """
 
     def __init__(
@@ -554,7 +559,7 @@ class AsyncRegistryClient(_Base):
         base_url: str,
         *,
         auth: httpx.Auth | None = None,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
         timeout: float = 30,
         user_agent: str = USER_AGENT,
         retries: int = 3,
@@ -565,16 +570,90 @@ class AsyncRegistryClient(_Base):
     ) -> None:
         super().__init__(base_url, auth=auth, timeout=timeout, user_agent=user_agent,
                          retries=retries, backoff=backoff)
-        self._sync = RegistryClient(
-            base_url, auth=self.auth, transport=transport, timeout=timeout,
-            user_agent=user_agent, retries=retries, backoff=backoff, verify=verify,
-            sleep=sleep, max_connections=max_connections,
-        )
-        self._pool = ThreadPoolExecutor(max_connections, thread_name_prefix="tagwarden-registry")
+        self._sleep = sleep
+        if transport is None and not uses_proxy(base_url):
+            transport = AsyncStdlibTransport(verify=verify, max_connections=max_connections)
+        self._sync: RegistryClient | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._transport: httpx.AsyncBaseTransport | None = None
+        if isinstance(transport, httpx.AsyncBaseTransport):
+            self._transport = transport
+            # httpx.Client's defaults, which RegistryClient sends too
+            self._headers = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate",
+                             "User-Agent": user_agent}
+            self._timeouts = {"connect": timeout, "read": timeout, "write": timeout,
+                              "pool": timeout}
+        else:
+            self._sync = RegistryClient(
+                base_url, auth=self.auth, transport=transport, timeout=timeout,
+                user_agent=user_agent, retries=retries, backoff=backoff, verify=verify,
+                sleep=sleep, max_connections=max_connections,
+            )
+            self._pool = ThreadPoolExecutor(max_connections,
+                                            thread_name_prefix="tagwarden-registry")
 
     async def _run(self, op: _Op[T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._sync._run, op)
+        if self._sync is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, self._sync._run, op)
+        try:
+            call = next(op)
+            while True:
+                call = op.send(await self._send(call))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def _send(self, call: _Call) -> httpx.Response:
+        """One call with retries, as :meth:`RegistryClient._send`."""
+        attempt = 0
+        while True:
+            response: httpx.Response | None = None
+            exc: Exception | None = None
+            try:
+                request = httpx.Request(
+                    call.method, self._url(call), params=call.params,
+                    headers={**self._headers, **call.headers}, content=call.content,
+                    extensions={"timeout": self._timeouts},
+                )
+                response = await self._authenticated(request)
+            except httpx.HTTPError as err:
+                exc = err
+            error, delay = self._outcome(call, attempt, response, exc)
+            if error is None:
+                assert response is not None
+                return response
+            if delay < 0:
+                raise error from exc
+            if self._sleep is time.sleep:
+                await asyncio.sleep(delay)
+            else:
+                self._sleep(delay)  # an injected clock (tests)
+            attempt += 1
+
+    async def _authenticated(self, request: httpx.Request) -> httpx.Response:
+        """Drive the auth flow (token handshake) as ``httpx.Client`` does."""
+        flow = self.auth.async_auth_flow(request)
+        try:
+            outgoing = await flow.__anext__()
+            while True:
+                response = await self._following_redirects(outgoing)
+                try:
+                    outgoing = await flow.asend(response)
+                except StopAsyncIteration:
+                    return response
+        finally:
+            await flow.aclose()
+
+    async def _following_redirects(self, request: httpx.Request) -> httpx.Response:
+        assert self._transport is not None
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = await self._transport.handle_async_request(request)
+            response.request = request
+            await response.aread()
+            if not response.has_redirect_location:
+                return response
+            request = _redirected(request, response)
+        raise httpx.TooManyRedirects(f"more than {_MAX_REDIRECTS} redirects", request=request)
 
     async def ping(self) -> None:
         await self._run(_ping())
@@ -607,14 +686,45 @@ class AsyncRegistryClient(_Base):
         return await self._run(self._referrers(repo, digest))
 
     async def aclose(self) -> None:
-        self._pool.shutdown(wait=True)
-        self._sync.close()
+        if self._sync is not None and self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._sync.close()
+        if self._transport is not None:
+            await self._transport.aclose()
 
     async def __aenter__(self) -> AsyncRegistryClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+_MAX_REDIRECTS = 20  # httpx's default
+
+
+def _redirected(request: httpx.Request, response: httpx.Response) -> httpx.Request:
+    """The request a redirect asks for, by httpx's rules: 303 (and 301/302 after a POST)
+    becomes a GET without a body; credentials are not sent to another origin (a registry's
+    blob GETs redirect to object storage with a signed URL)."""
+    url = request.url.join(response.headers["location"])
+    method = request.method
+    if (response.status_code == 303 and method != "HEAD") or (
+        response.status_code in (301, 302) and method == "POST"
+    ):
+        method = "GET"
+    drop = {"host"}
+    if url.scheme != request.url.scheme or url.host != request.url.host or (
+        url.port != request.url.port
+    ):
+        drop.add("authorization")
+    content = None
+    if method != request.method:
+        drop |= {"content-length", "transfer-encoding", "content-type"}
+    elif request.content:
+        content = request.content
+    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in drop]
+    return httpx.Request(method, url, headers=headers, content=content,
+                         extensions=request.extensions)
 
 
 def _ping() -> _Op[None]:
