@@ -90,7 +90,9 @@ events = Table(
     Column("cluster", String(128)),
     Column("namespace", String(128)),
     UniqueConstraint("source", "source_event_id"),
-    Index("ix_events_repository_digest_time", "repository", "digest", "time"),
+    # No (repository, digest, time) index: its inserts land all over a B-tree that outgrows
+    # the page cache, and it cost a third of the file ingest's writing CPU at 1M events
+    # (bench/README.md), for one weekly reader (bot/digest.py), which walks the week by time.
     Index("ix_events_time", "time"),
 )
 

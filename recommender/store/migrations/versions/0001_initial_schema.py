@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 21:27:30.844966
+Create Date: 2026-11-27 23:00:21.748502
 """
 
 from __future__ import annotations
@@ -117,7 +117,6 @@ def upgrade() -> None:
     sa.UniqueConstraint('source', 'source_event_id', name=op.f('uq_events_source_source_event_id'))
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.create_index('ix_events_repository_digest_time', ['repository', 'digest', 'time'], unique=False)
         batch_op.create_index('ix_events_time', ['time'], unique=False)
 
     op.create_table('k8s_snapshots',
@@ -353,7 +352,6 @@ def downgrade() -> None:
     op.drop_table('k8s_snapshots')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_time')
-        batch_op.drop_index('ix_events_repository_digest_time')
 
     op.drop_table('events')
     with op.batch_alter_table('declared_refs', schema=None) as batch_op:
