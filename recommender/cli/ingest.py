@@ -1,8 +1,9 @@
 """``tagwarden ingest``: load telemetry from files (JSON lines; ``-`` is stdin; ``.gz`` accepted).
 
 Each line is parsed on its own: a bad line is counted as rejected, with its number, and the
-file goes on. Events are written in batches (one transaction each), so memory stays constant
-and a crash loses at most one batch, which a re-run stores without duplicates.
+file goes on. Events are read in batches of 10,000, so memory stays constant, and committed
+in groups of up to 50,000 events (:mod:`recommender.collector.groupcommit`): a crash loses at
+most the open transaction, which a re-run stores without duplicates.
 
 Files (not stdin) are read and parsed in a second process while this one writes: reading,
 inflating and parsing take about as much CPU as writing, and in one process they would share
@@ -17,7 +18,6 @@ import multiprocessing
 import sys
 import traceback
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import starmap
@@ -29,7 +29,8 @@ import typer
 from ..collector import deploy, distribution, harbor, k8s
 from ..collector.events import Event, WriteResult, event_fields
 from ..collector.files import JsonLines, decode_line
-from ..collector.writer import EventWriter, PreparedBatch, prepare
+from ..collector.groupcommit import GroupCommitWriter
+from ..collector.writer import EventWriter, prepare
 from ..errors import PayloadError
 from ..timeutil import parse_time, utcnow
 from ..usage import Classifier
@@ -45,10 +46,11 @@ app.add_typer(ingest_app, name="ingest")
 
 Files = Annotated[list[str], typer.Argument(help="JSON lines files; - for stdin; .gz accepted.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1,
-                                        help="Events per write transaction.")]
-# Events per write transaction: larger batches rewrite fewer index and WAL pages per event
-# (10,000: ~22 % less writing CPU than 5,000 at 1M events), and cost memory in both processes
-# (summed PSS 269 MB at 1M events, under the 300 MB cap; 20,000 reached 285 MB at 200k).
+                                        help="Events per batch handed to the writer.")]
+# Events per batch handed to the writer (transactions group several, groupcommit.py): larger
+# batches cost less writing CPU per event (10,000: ~22 % less than 5,000 at 1M events) and more
+# memory in both processes (summed PSS 269 MB at 1M events, under the 300 MB cap; 20,000
+# reached 285 MB at 200k).
 _BATCH = 10_000
 _SHOW_LINES = 10
 _SHOW_REASONS = 5
@@ -243,39 +245,6 @@ def _open_all(files: list[str]) -> None:
             JsonLines(path).close()
 
 
-class _BackgroundWriter:
-    """Writes batches on one thread while the caller parses the next batch.
-
-    SQLite and psycopg release the GIL while the database works, so on two cores parsing and
-    writing overlap. At most one batch waits (memory stays bounded) and batches are written
-    in order; a failed write surfaces at the next submit or at ``finish``.
-    """
-
-    def __init__(self, writer: EventWriter, tally: _Tally) -> None:
-        self.writer = writer
-        self.tally = tally
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagwarden-ingest")
-        self._pending: Future[WriteResult] | None = None
-
-    def submit(self, batch: list[Event] | PreparedBatch) -> None:
-        self._collect()
-        if isinstance(batch, PreparedBatch):
-            self._pending = self._pool.submit(self.writer.write_prepared, batch)
-        else:
-            self._pending = self._pool.submit(self.writer.write, batch, now=utcnow())
-
-    def _collect(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            self.tally.result += pending.result()
-
-    def finish(self) -> None:
-        try:
-            self._collect()
-        finally:
-            self._pool.shutdown(wait=True)
-
-
 @contextmanager
 def _parsed_here(files: list[str], batch_size: int, parse: Parse, classifier: Classifier,
                  sqlite: bool) -> Iterator[Iterator[tuple[Any, ...]]]:
@@ -307,14 +276,17 @@ def _run(files: list[str], batch_size: int, label: str, parse: Parse, classifier
     elsewhere = "-" not in files and "fork" in multiprocessing.get_all_start_methods()
     source = _parsed_elsewhere if elsewhere else _parsed_here
     sqlite = writer.store.dialect == "sqlite"
+    def committed(result: WriteResult) -> None:
+        tally.result += result
+
     with source(files, batch_size, parse, classifier, sqlite) as messages:
-        background = _BackgroundWriter(writer, tally)
+        background = GroupCommitWriter(writer, on_commit=committed)
         try:
             with _progress(label, files) as progress:
                 for message in messages:
                     kind = message[0]
                     if kind in ("batch", "prepared"):
-                        background.submit(message[1])
+                        background.submit(message[1], now=utcnow())
                         progress(message[2])
                     elif kind == "reject":
                         _, index, number, reason = message
@@ -322,7 +294,7 @@ def _run(files: list[str], batch_size: int, label: str, parse: Parse, classifier
                     elif kind == "progress":
                         progress(message[1])
         finally:
-            background.finish()
+            background.close()
 
 
 @ingest_app.command("distribution")

@@ -79,9 +79,8 @@ def _translated() -> Iterator[None]:
 # indexes, whose inserts land all over them (the default 2 MB makes nearly every index insert a
 # page miss; at 1M events 128 MB takes a sixth of the CPU off 64 MB, and the whole command still
 # peaks under 250 MB), and checkpoints every ~40 MB of WAL instead of every 4 MB (each one
-# writes pages back and fsyncs). Durability is unchanged: every batch is still its own
-# committed transaction, under the store's ``synchronous`` setting. Per connection: they end
-# with the command.
+# writes pages back and fsyncs). Durability is unchanged: every transaction commits under the
+# store's ``synchronous`` setting. Per connection: they end with the command.
 _SQLITE_BULK = ("PRAGMA cache_size=-131072", "PRAGMA temp_store=MEMORY",
                 "PRAGMA wal_autocheckpoint=10000")
 
@@ -104,16 +103,35 @@ class EventWriter:
 
     # --- events --------------------------------------------------------------------------------
 
-    def write(self, batch: Sequence[Event], *, now: datetime) -> WriteResult:
-        """Store ``batch`` (received at ``now``) in one transaction."""
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction for several writes (pass it as their ``conn``): committed when the
+        block ends, rolled back if it raises; the store's failures as :class:`StoreError`.
+        A bulk load groups batches this way (:mod:`recommender.collector.groupcommit`)."""
+        with _translated(), self.store.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _within(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is None:
+            with self.transaction() as own:
+                yield own
+        else:
+            with _translated():
+                yield conn
+
+    def write(self, batch: Sequence[Event], *, now: datetime,
+              conn: Connection | None = None) -> WriteResult:
+        """Store ``batch`` (received at ``now``) in one transaction, or in the caller's
+        ``conn`` (from :meth:`transaction`), which then commits it."""
         if self.store.dialect == "sqlite":
-            return self.write_prepared(prepare(batch, now=now))
+            return self.write_prepared(prepare(batch, now=now), conn=conn)
         # The first of repeated keys wins (reversed: a later assignment overwrites).
         unique = {(ev.source, ev.source_event_id): ev for ev in reversed(batch)}
         ordered = [unique[k] for k in sorted(unique)]
         if not ordered:
             return WriteResult(received=len(batch))
-        with _translated(), self.store.begin() as conn:
+        with self._within(conn) as conn:
             new = self._insert_events(conn, ordered, now)
             if new:
                 _write_manifests(conn, _plan_manifests((e, e.time) for _, e, _ in new),
@@ -128,15 +146,17 @@ class EventWriter:
         return WriteResult(received=len(batch), stored=len(new),
                            duplicates=len(batch) - len(new))
 
-    def write_prepared(self, batch: PreparedBatch) -> WriteResult:
-        """Store a batch made by :func:`prepare` in one transaction (SQLite only).
+    def write_prepared(self, batch: PreparedBatch, *,
+                       conn: Connection | None = None) -> WriteResult:
+        """Store a batch made by :func:`prepare` in one transaction, or in the caller's
+        ``conn`` (SQLite only).
 
         Its manifests and rollups were planned as if every event were new: when some were
         duplicates, they are planned again here from the events this insert did store.
         """
         if not batch.rows:
             return WriteResult(received=batch.received)
-        with _translated(), self.store.begin() as conn:
+        with self._within(conn) as conn:
             if conn.dialect.name != "sqlite":
                 raise StoreError("a prepared batch is for SQLite", dialect=conn.dialect.name)
             if self.bulk:

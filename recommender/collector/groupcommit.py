@@ -1,0 +1,124 @@
+"""Group commit for bulk loads: several batches per transaction, written on a background thread.
+
+``tagwarden ingest`` hands batches of 10,000 events to a :class:`GroupCommitWriter`, which
+writes them in order on one thread (SQLite and psycopg release the GIL while the database works,
+so the caller reads the next batch meanwhile) and commits once a transaction holds
+``max_events`` events or is ``max_seconds`` old. Why group: every commit rewrites each page the
+transaction dirtied into SQLite's WAL, and the events' unique key lands all over its index, so
+per-batch commits rewrote nearly the whole index every 10,000 events (bench/README.md has the
+figures). Memory does not grow: at most one batch waits while another is written, and the
+open transaction's pages live in SQLite's capped page cache.
+
+What a caller can rely on:
+
+- a transaction also commits when no next batch arrives within ``idle`` seconds, so a slow
+  producer (stdin) never holds SQLite's write lock while it waits, and at :meth:`close`;
+- ``on_commit`` is told each committed transaction's result, and only then: a batch is counted
+  when it is durable;
+- a failure rolls the open transaction back (none of its batches is counted, a re-run stores
+  them without duplicates), nothing after it is written, and it is raised by the next
+  :meth:`submit` or by :meth:`close`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from .events import Event, WriteResult
+from .writer import EventWriter, PreparedBatch
+
+__all__ = ["GroupCommitWriter"]
+
+_STOP = object()
+
+
+class GroupCommitWriter:
+    """Writes submitted batches through ``writer``, committing them in groups (module doc)."""
+
+    def __init__(
+        self,
+        writer: EventWriter,
+        *,
+        on_commit: Callable[[WriteResult], None],
+        max_events: int = 50_000,
+        max_seconds: float = 2.0,
+        idle: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.writer = writer
+        self.max_events = max_events
+        self.max_seconds = max_seconds
+        self.idle = idle
+        self._on_commit = on_commit
+        self._clock = clock
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="tagwarden-ingest", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: PreparedBatch | Sequence[Event], *, now: datetime) -> None:
+        """Queue ``batch`` (received at ``now``); blocks while another batch waits. Raises the
+        writer's failure, if any (nothing is written after it)."""
+        self._raise()
+        self._queue.put((batch, now))
+
+    def close(self) -> None:
+        """Write and commit what was submitted, stop the thread, raise a failure if any."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join()
+        self._raise()
+
+    def __enter__(self) -> GroupCommitWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _raise(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _write(self, item: tuple[Any, datetime], conn: Connection) -> WriteResult:
+        batch, now = item
+        if isinstance(batch, PreparedBatch):
+            return self.writer.write_prepared(batch, conn=conn)
+        return self.writer.write(batch, now=now, conn=conn)
+
+    def _run(self) -> None:
+        item: Any = None
+        try:
+            item = self._queue.get()
+            while item is not _STOP:
+                held = WriteResult()
+                started = self._clock()
+                with self.writer.transaction() as conn:
+                    while True:
+                        held += self._write(item, conn)
+                        if (held.received >= self.max_events
+                                or self._clock() - started >= self.max_seconds):
+                            item = None
+                            break
+                        try:
+                            item = self._queue.get(timeout=self.idle)
+                        except queue.Empty:
+                            item = None  # the producer is slow: do not hold the lock
+                            break
+                        if item is _STOP:
+                            break
+                self._on_commit(held)
+                if item is None:
+                    item = self._queue.get()
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            self._failure = exc
+            while item is not _STOP:  # unblock submit until close; write nothing more
+                item = self._queue.get()

@@ -1,0 +1,92 @@
+"""GroupCommitWriter: batches grouped per transaction, counted once durable (SQLite and
+PostgreSQL, the ``store`` fixture)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from datetime import datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from recommender.collector.events import Event, WriteResult
+from recommender.collector.groupcommit import GroupCommitWriter
+from recommender.collector.writer import EventWriter
+from recommender.store import Store
+from recommender.store.tables import events, rollups
+
+from .test_writer import D1, NOW, ev, h
+
+
+def stored(store: Store) -> int:
+    with store.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
+
+
+def batch(n: int, prefix: str) -> list[Event]:
+    return [ev("pull", digest=D1, tag="v1", at=h(i % 3), eid=f"{prefix}{i}") for i in range(n)]
+
+
+def test_batches_commit_in_groups_counted_once_committed(store: Store) -> None:
+    seen: list[tuple[int, int]] = []  # (events the transaction held, events in the store)
+
+    def committed(result: WriteResult) -> None:
+        seen.append((result.stored, stored(store)))  # from another connection: durable
+
+    # The clock stands still and the writer waits long for company: only size commits.
+    with GroupCommitWriter(EventWriter(store), on_commit=committed, max_events=25, idle=30,
+                           clock=lambda: 0.0) as writer:
+        for k in range(5):
+            writer.submit(batch(10, f"b{k}-"), now=NOW)
+    assert seen == [(30, 30), (20, 50)]  # 3 batches reached 25; close committed the rest
+    with store.connect() as conn:
+        assert conn.execute(select(func.sum(rollups.c["count"]))).scalar_one() == 50
+
+
+def test_an_old_transaction_commits(store: Store) -> None:
+    seen: list[int] = []
+    ticks = itertools.count()  # every reading of the clock is a second later
+    with GroupCommitWriter(EventWriter(store), on_commit=lambda r: seen.append(r.stored),
+                           max_events=10**6, max_seconds=1, idle=30,
+                           clock=lambda: float(next(ticks))) as writer:
+        for k in range(3):
+            writer.submit(batch(4, f"b{k}-"), now=NOW)
+    assert seen == [4, 4, 4]
+
+
+def test_a_quiet_producer_does_not_hold_the_write_lock(store: Store) -> None:
+    """stdin may pause for minutes: the open transaction commits after ``idle`` and another
+    writer (the collector server on the same SQLite file) is not kept waiting."""
+    first = threading.Event()
+    seen: list[int] = []
+
+    def committed(result: WriteResult) -> None:
+        seen.append(result.stored)
+        first.set()
+
+    with GroupCommitWriter(EventWriter(store), on_commit=committed, idle=0.05) as writer:
+        writer.submit(batch(10, "a"), now=NOW)
+        assert first.wait(30), "the batch was not committed while the producer paused"
+        assert stored(store) == 10
+        other = EventWriter(store).write(batch(5, "other"), now=NOW)
+        assert other.stored == 5
+        writer.submit(batch(10, "b"), now=NOW)
+    assert seen == [10, 10] and stored(store) == 25
+
+
+def test_a_failure_rolls_back_its_group_counts_nothing_and_stops(store: Store) -> None:
+    seen: list[WriteResult] = []
+    bad = batch(3, "bad")
+    bad[1].time = datetime(2026, 3, 1)  # naive: the store refuses it
+    writer = GroupCommitWriter(EventWriter(store), on_commit=seen.append, idle=30,
+                               clock=lambda: 0.0)
+    for b in (batch(10, "a"), batch(10, "b"), bad):
+        writer.submit(b, now=NOW)
+    with pytest.raises(Exception, match="naive"):
+        try:
+            writer.submit(batch(10, "after"), now=NOW)  # raises if the failure came first
+        finally:
+            writer.close()
+    assert seen == []  # nothing was committed, so nothing is counted
+    assert stored(store) == 0  # the two good batches of the group were rolled back too
