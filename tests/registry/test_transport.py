@@ -3,6 +3,7 @@ server never does (closing an idle keep-alive connection, answering nothing, ref
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import subprocess
@@ -17,7 +18,11 @@ import pytest
 from recommender.errors import RegistryError
 from recommender.registry import RegistryClient, push_image
 from recommender.registry.local import free_port
-from recommender.registry.transport import StdlibTransport, default_transport
+from recommender.registry.transport import (
+    AsyncStdlibTransport,
+    StdlibTransport,
+    default_transport,
+)
 
 pytestmark = pytest.mark.registry
 
@@ -90,11 +95,59 @@ def raw_server() -> Iterator[Callable[[Conversation], RawServer]]:
         server.close()
 
 
-@pytest.fixture
-def transport() -> Iterator[StdlibTransport]:
-    t = StdlibTransport()
-    yield t
-    t.close()
+class AsyncHttp:
+    """httpx.AsyncClient over AsyncStdlibTransport, called from sync tests: one event loop
+    in a thread for the client's life (connections belong to their loop)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, **kwargs: object) -> None:
+        self.loop = loop
+        self.transport = AsyncStdlibTransport(**kwargs)  # type: ignore[arg-type]
+        self.client = self._call(self._make())
+
+    async def _make(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=self.transport)
+
+    def _call(self, coro):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def get(self, url: str, **kwargs: object) -> httpx.Response:
+        return self._call(self.client.get(url, **kwargs))
+
+    def post(self, url: str, **kwargs: object) -> httpx.Response:
+        return self._call(self.client.post(url, **kwargs))
+
+    def head(self, url: str, **kwargs: object) -> httpx.Response:
+        return self._call(self.client.head(url, **kwargs))
+
+    def close(self) -> None:
+        self._call(self.client.aclose())
+
+
+class SyncHttp(httpx.Client):
+    def __init__(self, **kwargs: object) -> None:
+        self.transport = StdlibTransport(**kwargs)  # type: ignore[arg-type]
+        super().__init__(transport=self.transport)
+
+
+@pytest.fixture(params=["sync", "async"])
+def http(request) -> Iterator[Callable[..., SyncHttp | AsyncHttp]]:
+    """``http(**transport_kwargs)``: an httpx client on StdlibTransport or on
+    AsyncStdlibTransport; every test below runs against both."""
+    made: list[SyncHttp | AsyncHttp] = []
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def make(**kwargs: object) -> SyncHttp | AsyncHttp:
+        made.append(SyncHttp(**kwargs) if request.param == "sync" else AsyncHttp(loop, **kwargs))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
 
 
 def test_the_client_uses_it_by_default_and_keeps_one_connection_alive(registry):
@@ -120,21 +173,21 @@ def test_a_proxy_in_the_environment_leaves_httpx_its_own_transport(monkeypatch):
     assert isinstance(got, StdlibTransport)
 
 
-def test_an_idle_connection_the_server_closed_is_replaced(raw_server, transport):
+def test_an_idle_connection_the_server_closed_is_replaced(raw_server, http):
     def talk(n: int, sock: socket.socket) -> None:
         server.request(sock)
         answer(sock, b'{"n": %d}' % n)  # keep-alive promised, then closed at once
 
     server = raw_server(talk)
-    with httpx.Client(transport=transport) as client:
-        assert client.get(f"{server.url}/v2/").json() == {"n": 0}
-        time.sleep(0.1)  # the close has arrived: seen before reuse
-        # A POST is never sent twice, so only the check before reuse can make this work.
-        assert client.post(f"{server.url}/v2/", content=b"x").json() == {"n": 1}
+    client = http()
+    assert client.get(f"{server.url}/v2/").json() == {"n": 0}
+    time.sleep(0.1)  # the close has arrived: seen before reuse
+    # A POST is never sent twice, so only the check before reuse can make this work.
+    assert client.post(f"{server.url}/v2/", content=b"x").json() == {"n": 1}
     assert server.connections == 2 and len(server.requests) == 2
 
 
-def test_a_request_lost_on_a_reused_connection_is_sent_again_once(raw_server, transport):
+def test_a_request_lost_on_a_reused_connection_is_sent_again_once(raw_server, http):
     # The close races the second request: the server reads it and hangs up without a byte.
     def talk(n: int, sock: socket.socket) -> None:
         server.request(sock)
@@ -143,27 +196,28 @@ def test_a_request_lost_on_a_reused_connection_is_sent_again_once(raw_server, tr
             server.request(sock)
 
     server = raw_server(talk)
-    with httpx.Client(transport=transport) as client:
-        assert client.get(f"{server.url}/v2/").json() == {"n": 0}
-        assert client.get(f"{server.url}/v2/").json() == {"n": 1}
-        assert server.connections == 2 and len(server.requests) == 3
-        with httpx.Client(transport=StdlibTransport()) as other:
-            assert other.post(f"{server.url}/v2/").json() == {"n": 2}
-            with pytest.raises(httpx.RemoteProtocolError):  # a POST may have been acted on
-                other.post(f"{server.url}/v2/")
+    client = http()
+    assert client.get(f"{server.url}/v2/").json() == {"n": 0}
+    assert client.get(f"{server.url}/v2/").json() == {"n": 1}
+    assert server.connections == 2 and len(server.requests) == 3
+    other = http()
+    assert other.post(f"{server.url}/v2/").json() == {"n": 2}
+    with pytest.raises(httpx.RemoteProtocolError):  # a POST may have been acted on
+        other.post(f"{server.url}/v2/")
 
 
-def test_a_fresh_connection_closed_without_an_answer_is_a_protocol_error(raw_server, transport):
+def test_a_fresh_connection_closed_without_an_answer_is_a_protocol_error(raw_server, http):
     def talk(n: int, sock: socket.socket) -> None:
         server.request(sock)
 
     server = raw_server(talk)
-    with httpx.Client(transport=transport) as client, pytest.raises(httpx.RemoteProtocolError):
+    client = http()
+    with pytest.raises(httpx.RemoteProtocolError):
         client.get(f"{server.url}/v2/")
     assert server.connections == 1  # not retried: the connection was new
 
 
-def test_a_body_cut_short_is_a_protocol_error_and_the_connection_dropped(raw_server, transport):
+def test_a_body_cut_short_is_a_protocol_error_and_the_connection_dropped(raw_server, http):
     def talk(n: int, sock: socket.socket) -> None:
         server.request(sock)
         if n == 0:
@@ -172,31 +226,31 @@ def test_a_body_cut_short_is_a_protocol_error_and_the_connection_dropped(raw_ser
             answer(sock)
 
     server = raw_server(talk)
-    with httpx.Client(transport=transport) as client:
-        with pytest.raises(httpx.RemoteProtocolError):
-            client.get(f"{server.url}/v2/")
-        assert client.get(f"{server.url}/v2/").json() == {}
+    client = http()
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.get(f"{server.url}/v2/")
+    assert client.get(f"{server.url}/v2/").json() == {}
     assert server.connections == 2
 
 
-def test_refused_connections_and_read_timeouts_map_to_httpx_errors(raw_server, transport):
-    with httpx.Client(transport=transport) as client:
-        with pytest.raises(httpx.ConnectError):
-            client.get(f"http://127.0.0.1:{free_port()}/v2/")
-        release = threading.Event()
+def test_refused_connections_and_read_timeouts_map_to_httpx_errors(raw_server, http):
+    client = http()
+    with pytest.raises(httpx.ConnectError):
+        client.get(f"http://127.0.0.1:{free_port()}/v2/")
+    release = threading.Event()
 
-        def talk(n: int, sock: socket.socket) -> None:
-            server.request(sock)
-            release.wait(5)
+    def talk(n: int, sock: socket.socket) -> None:
+        server.request(sock)
+        release.wait(5)
 
-        server = raw_server(talk)
-        start = time.monotonic()
-        with pytest.raises(httpx.ReadTimeout):
-            client.get(f"{server.url}/v2/", timeout=httpx.Timeout(5, read=0.3))
-        assert time.monotonic() - start < 3
-        release.set()
-        with pytest.raises(httpx.UnsupportedProtocol):
-            client.get("ftp://127.0.0.1/v2/")
+    server = raw_server(talk)
+    start = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        client.get(f"{server.url}/v2/", timeout=httpx.Timeout(5, read=0.3))
+    assert time.monotonic() - start < 3
+    release.set()
+    with pytest.raises(httpx.UnsupportedProtocol):
+        client.get("ftp://127.0.0.1/v2/")
 
 
 def test_the_registry_client_retries_what_the_transport_reports(raw_server, client_for):
@@ -216,7 +270,7 @@ def test_the_registry_client_retries_what_the_transport_reports(raw_server, clie
         down.ping()
 
 
-def test_chunked_bodies_close_delimited_bodies_and_head(raw_server, transport):
+def test_chunked_bodies_close_delimited_bodies_and_head(raw_server, http):
     def talk(n: int, sock: socket.socket) -> None:
         if n == 0:  # a HEAD and a chunked GET keep the connection; HTTP/1.0 ends it
             server.request(sock)
@@ -228,17 +282,17 @@ def test_chunked_bodies_close_delimited_bodies_and_head(raw_server, transport):
         sock.sendall(b"HTTP/1.0 200 OK\r\n\r\n{\"close\": true}")  # the body ends at EOF
 
     server = raw_server(talk)
-    with httpx.Client(transport=transport) as client:
-        head = client.head(f"{server.url}/x")
-        assert head.headers["content-length"] == "123" and head.content == b""
-        assert head.headers.get_list("x-a") == ["1", "2"]
-        assert client.get(f"{server.url}/x").json() == {"a": 1}
-        assert client.get(f"{server.url}/x").json() == {"close": True}
-        assert client.get(f"{server.url}/x").json() == {"close": True}
+    client = http()
+    head = client.head(f"{server.url}/x")
+    assert head.headers["content-length"] == "123" and head.content == b""
+    assert head.headers.get_list("x-a") == ["1", "2"]
+    assert client.get(f"{server.url}/x").json() == {"a": 1}
+    assert client.get(f"{server.url}/x").json() == {"close": True}
+    assert client.get(f"{server.url}/x").json() == {"close": True}
     assert server.connections == 2 and len(server.requests) == 4
 
 
-def test_the_pool_bounds_connections_in_use(raw_server):
+def test_the_pool_bounds_connections_in_use(raw_server, http):
     release = threading.Event()
 
     def talk(n: int, sock: socket.socket) -> None:
@@ -247,17 +301,16 @@ def test_the_pool_bounds_connections_in_use(raw_server):
         answer(sock)
 
     server = raw_server(talk)
-    transport = StdlibTransport(max_connections=1)
-    with httpx.Client(transport=transport) as client:
-        first = threading.Thread(target=client.get, args=(f"{server.url}/a",))
-        first.start()
-        while not server.requests:
-            time.sleep(0.01)
-        with pytest.raises(httpx.PoolTimeout):
-            client.get(f"{server.url}/b", timeout=httpx.Timeout(5, pool=0.2))
-        release.set()
-        first.join()
-        assert client.get(f"{server.url}/c").json() == {}
+    client = http(max_connections=1)
+    first = threading.Thread(target=client.get, args=(f"{server.url}/a",))
+    first.start()
+    while not server.requests:
+        time.sleep(0.01)
+    with pytest.raises(httpx.PoolTimeout):
+        client.get(f"{server.url}/b", timeout=httpx.Timeout(5, pool=0.2))
+    release.set()
+    first.join()
+    assert client.get(f"{server.url}/c").json() == {}
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +326,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return key, cert
 
 
-def test_https_verifies_against_the_given_bundle_or_not_at_all(raw_server, certificate):
+def test_https_verifies_against_the_given_bundle_or_not_at_all(raw_server, certificate, http):
     key, cert = certificate
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -289,9 +342,9 @@ def test_https_verifies_against_the_given_bundle_or_not_at_all(raw_server, certi
     server = raw_server(talk)
     url = server.url.replace("http://", "https://") + "/v2/"
     for verify in (str(cert), False):
-        with httpx.Client(transport=StdlibTransport(verify=verify)) as client:
-            assert client.get(url).json() == {"tls": True}
-            assert client.get(url).json() == {"tls": True}
-    with httpx.Client(transport=StdlibTransport()) as client, pytest.raises(httpx.ConnectError):
-        client.get(url)  # self-signed, not in certifi's bundle
+        client = http(verify=verify)
+        assert client.get(url).json() == {"tls": True}
+        assert client.get(url).json() == {"tls": True}
+    with pytest.raises(httpx.ConnectError):
+        http().get(url)  # self-signed, not in certifi's bundle
     assert server.connections == 3
