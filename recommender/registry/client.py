@@ -182,13 +182,17 @@ def retry_after(response: httpx.Response | None) -> float | None:
     return max(0.0, when.timestamp() - sent)
 
 
-def _check_digest(body: bytes, claimed: str | None, url: str, what: str) -> str:
+def _check_digest(body: bytes, claimed: str | None, response: httpx.Response, what: str) -> str:
+    """The body's digest, checked against ``claimed``. The redacted URL for the error is
+    only worked out on failure (this runs on every manifest and blob of a scan)."""
     algorithm = (claimed or "sha256:").split(":", 1)[0]
     try:
         actual = digest_of(body, algorithm)
     except ValueError:
+        url = redact_url(str(response.url))
         raise DigestMismatch(f"unknown digest algorithm in {claimed!r}", url=url) from None
     if claimed and actual != claimed:
+        url = redact_url(str(response.url))
         raise DigestMismatch(
             f"{what} hashes to {actual}, not {claimed} ({url})",
             url=url, expected=claimed, actual=actual,
@@ -238,13 +242,12 @@ class _Operations:
     def _get_manifest(self, repo: str, ref: str) -> _Op[Manifest]:
         url = f"/v2/{repo}/manifests/{ref}"
         response = yield _Call("GET", url, headers={"Accept": ", ".join(mt.MANIFEST_ACCEPT)})
-        where = redact_url(str(response.url))
         body = response.content
         # Two claims to check: the registry's header and, for a digest reference, our own.
         header = response.headers.get("docker-content-digest")
-        digest = _check_digest(body, header, where, "manifest")
+        digest = _check_digest(body, header, response, "manifest")
         if ":" in ref:  # tags cannot hold a colon: this is a digest
-            _check_digest(body, ref, where, "manifest")
+            _check_digest(body, ref, response, "manifest")
         parsed = _json_object(response, "manifest")
         media_type = mt.normalize(response.headers.get("content-type")) or parsed.get(
             "mediaType", ""
@@ -267,7 +270,7 @@ class _Operations:
 
     def _get_blob(self, repo: str, digest: str) -> _Op[bytes]:
         response = yield _Call("GET", f"/v2/{repo}/blobs/{digest}")
-        _check_digest(response.content, digest, redact_url(str(response.url)), "blob")
+        _check_digest(response.content, digest, response, "blob")
         return response.content
 
     def _blob_size(self, repo: str, digest: str) -> _Op[int | None]:
@@ -306,7 +309,7 @@ class _Operations:
             headers={"Content-Type": media_type},
         )
         claimed = response.headers.get("docker-content-digest")
-        return _check_digest(body, claimed, redact_url(str(response.url)), "pushed manifest")
+        return _check_digest(body, claimed, response, "pushed manifest")
 
     def _referrers(self, repo: str, digest: str) -> _Op[list[Referrer]]:
         # 1. The OCI 1.1 referrers API, when the registry has it.
@@ -395,6 +398,10 @@ class _Base(_Operations):
         self, call: _Call, attempt: int, response: httpx.Response | None, exc: Exception | None
     ) -> tuple[RegistryError | None, float]:
         """(error to raise or retry, delay before a retry; negative = raise now)."""
+        if exc is None and response is not None and (
+            response.is_success or response.status_code in call.allow
+        ):
+            return None, -1
         url = redact_url(self._url(call))
         if exc is not None:
             error: RegistryError = RegistryError(
@@ -403,8 +410,6 @@ class _Base(_Operations):
             )
         else:
             assert response is not None
-            if response.is_success or response.status_code in call.allow:
-                return None, -1
             error = _error_from(response, url)
         if not (error.temporary and call.method in _IDEMPOTENT and attempt < self.retries):
             return error, -1
@@ -649,7 +654,10 @@ class AsyncRegistryClient(_Base):
         for _ in range(_MAX_REDIRECTS + 1):
             response = await self._transport.handle_async_request(request)
             response.request = request
-            await response.aread()
+            if isinstance(response.stream, httpx.SyncByteStream):  # ours: no await needed
+                response.read()
+            else:
+                await response.aread()
             if not response.has_redirect_location:
                 return response
             request = _redirected(request, response)

@@ -359,11 +359,14 @@ class AsyncStdlibTransport(httpx.AsyncBaseTransport):
         ])
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_connections)
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
-        except TimeoutError as exc:
-            raise httpx.PoolTimeout("no free connection in the pool") from exc
+        if self._slots.locked():  # a timer only when we may have to wait (CPU per request)
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await self._slots.acquire()
+            except TimeoutError as exc:
+                raise httpx.PoolTimeout("no free connection in the pool") from exc
+        else:
+            await self._slots.acquire()
         try:
             stream = self._checkout(origin)
             reused = stream is not None
@@ -419,8 +422,9 @@ async def _exchange_async(
     reader, writer = stream
     try:
         writer.write(data)
-        async with asyncio.timeout(timeouts.get("write")):
-            await writer.drain()
+        if writer.transport.get_write_buffer_size():  # not all sent at once: wait for it
+            async with asyncio.timeout(timeouts.get("write")):
+                await writer.drain()
     except TimeoutError as exc:
         raise httpx.WriteTimeout("sending the request: timed out") from exc
     except (ConnectionResetError, BrokenPipeError) as exc:
