@@ -1,0 +1,112 @@
+"""Client CPU per registry request: the ways the registry client can send a manifest GET.
+
+Against the registry that ``bench/scan.py --dir DIR`` filled (its repositories
+``bench/repoNNN``, tags ``tNNN``), each variant fetches the same N manifests by tag and prints
+CPU milliseconds per request of this process (``time.process_time``) and of docker-registry
+(``/proc``), and wall milliseconds. Variants run in alternating rounds, so a change in the
+machine's load hits them all alike.
+
+- ``sync/stdlib``: ``RegistryClient`` as it is built now (``StdlibTransport``), sequential.
+- ``sync/httpx``: ``RegistryClient`` on httpx's own transport (httpcore + h11), sequential.
+- ``bare/http.client``: one ``http.client.HTTPConnection``, no client at all: the floor.
+- ``async/stdlib xK``: ``AsyncRegistryClient`` as the scan uses it (asyncio transport, no
+  threads), K requests in flight.
+- ``async/threads xK``: ``AsyncRegistryClient`` on a sync transport in K worker threads, the
+  scan's way before.
+
+Usage: ``.venv/bin/python bench/client_cpu.py --dir /tmp/scanbench [--requests 1500]
+[--rounds 2] [--in-flight 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from recommender.registry import AsyncRegistryClient, LocalRegistry, RegistryClient
+from recommender.registry import mediatypes as mt
+
+
+def process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, required=True, help="bench/scan.py's --dir")
+    parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--in-flight", type=int, default=8)
+    args = parser.parse_args()
+    if not (args.dir / "registry" / "storage" / "docker").exists():
+        raise SystemExit(f"no filled registry in {args.dir}: run bench/scan.py --dir first")
+    registry = LocalRegistry(args.dir / "registry").start()
+    assert registry._proc is not None
+    pid = registry._proc.pid
+    jobs = [(f"bench/repo{r:03d}", f"t{t:03d}") for r in range(100) for t in range(100)]
+    jobs = jobs[: args.requests]
+    k = args.in_flight
+    accept = ", ".join(mt.MANIFEST_ACCEPT)
+
+    def sync(transport: httpx.BaseTransport | None) -> Callable[[], None]:
+        def run() -> None:
+            with RegistryClient(registry.url, transport=transport) as client:
+                for repo, tag in jobs:
+                    client.get_manifest(repo, tag)
+        return run
+
+    def bare() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", registry.port)
+        for repo, tag in jobs:
+            conn.request("GET", f"/v2/{repo}/manifests/{tag}", headers={"Accept": accept})
+            conn.getresponse().read()
+        conn.close()
+
+    def concurrent(transport: httpx.BaseTransport | None) -> Callable[[], None]:
+        async def go() -> None:
+            async with AsyncRegistryClient(registry.url, transport=transport,
+                                           max_connections=k) as client:
+                gate = asyncio.Semaphore(k)
+
+                async def one(repo: str, tag: str) -> None:
+                    async with gate:
+                        await client.get_manifest(repo, tag)
+
+                await asyncio.gather(*(one(*job) for job in jobs))
+        return lambda: asyncio.run(go())
+
+    variants: dict[str, Callable[[], Callable[[], None]]] = {
+        "sync/stdlib": lambda: sync(None),
+        "sync/httpx": lambda: sync(httpx.HTTPTransport()),
+        "bare/http.client": lambda: bare,
+        f"async/stdlib x{k}": lambda: concurrent(None),
+        f"async/threads x{k}": lambda: concurrent(httpx.HTTPTransport()),
+    }
+    n = len(jobs)
+    print(f"{n} manifest GETs per variant and round; load average {os.getloadavg()[0]:.1f}")
+    try:
+        for round_no in range(args.rounds):
+            for name, make in variants.items():
+                run = make()
+                cpu, server, wall = time.process_time(), process_cpu(pid), time.perf_counter()
+                run()
+                wall = time.perf_counter() - wall
+                cpu = time.process_time() - cpu
+                server = process_cpu(pid) - server
+                print(f"round {round_no + 1} {name:20s} client {cpu / n * 1000:.3f} ms/req, "
+                      f"registry {server / n * 1000:.3f} ms/req, wall {wall / n * 1000:.3f} "
+                      f"ms/req; load average {os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        registry.stop()
+
+
+if __name__ == "__main__":
+    main()
