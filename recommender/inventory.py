@@ -118,9 +118,16 @@ def scan(
     read_configs: bool = True,
 ) -> ScanReport:
     """Scan the registry behind ``client`` into ``store`` (see :func:`scan_async`)."""
-    return asyncio.run(scan_async(store, client, now=now, concurrency=concurrency,
-                                  repository_glob=repository_glob, progress=progress,
-                                  read_configs=read_configs))
+
+    async def run() -> ScanReport:
+        try:
+            return await scan_async(store, client, now=now, concurrency=concurrency,
+                                    repository_glob=repository_glob, progress=progress,
+                                    read_configs=read_configs)
+        finally:
+            await client.close_idle()  # its connections end with this event loop
+
+    return asyncio.run(run())
 
 
 async def scan_async(

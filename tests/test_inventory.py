@@ -305,6 +305,19 @@ def test_scan_limited_by_repository_glob(store, registry, client):
     assert {r["repository"] for r in rows(store, manifests)} == {"team/app"}
 
 
+def test_the_sync_scan_can_reuse_one_client(store, registry, client):
+    # inventory.scan runs an event loop per call; the client's connections must not outlive
+    # it (a second scan on a dead loop's connection would fail).
+    push_image(client, "team/app", "v1")
+    aclient = AsyncRegistryClient(registry.url, retries=0)
+    first = inventory.scan(store, aclient, now=T0, concurrency=2)
+    push_image(client, "team/app", "v2")
+    second = inventory.scan(store, aclient, now=T0 + timedelta(hours=1), concurrency=2)
+    asyncio.run(aclient.aclose())
+    assert (first.errors, second.errors) == ([], [])
+    assert (first.tags_opened, second.tags_opened) == (1, 1)
+
+
 def test_scan_without_configs_then_with(store, registry, client):
     image = push_image(client, "team/app", "v1", created=CREATED, labels={"a": "b"})
     transport = Recording()

@@ -693,6 +693,12 @@ class AsyncRegistryClient(_Base):
     async def referrers(self, repo: str, digest: str) -> list[Referrer]:
         return await self._run(self._referrers(repo, digest))
 
+    async def close_idle(self) -> None:
+        """Close kept-alive connections: they belong to the running event loop, so a client
+        used from one ``asyncio.run`` after another calls this before each loop ends."""
+        if self._transport is not None:
+            await self._transport.aclose()
+
     async def aclose(self) -> None:
         if self._sync is not None and self._pool is not None:
             self._pool.shutdown(wait=True)

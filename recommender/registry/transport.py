@@ -32,6 +32,7 @@ What it does, and what it does not:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import os
 import select
@@ -306,6 +307,7 @@ class AsyncStdlibTransport(httpx.AsyncBaseTransport):
         self._context: ssl.SSLContext | None = None
         self._max_connections = max_connections
         self._slots: asyncio.Semaphore | None = None  # made inside the running loop
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._max_idle = max_connections if max_keepalive is None else max_keepalive
         self._idle: dict[_Origin, list[_Stream]] = defaultdict(list)
         self.connections_opened = 0
@@ -357,8 +359,16 @@ class AsyncStdlibTransport(httpx.AsyncBaseTransport):
             request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n",
             *(b"%s: %s\r\n" % pair for pair in request.headers.raw), b"\r\n",
         ])
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._max_connections)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop or self._slots is None:
+            # First use, or a new event loop: connections and the semaphore belong to the
+            # loop that made them. Connections a closed loop left idle cannot be closed any
+            # more (asyncio closes through the loop); :meth:`aclose` before a loop ends.
+            for _reader, writer in (s for streams in self._idle.values() for s in streams):
+                with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+                    writer.transport.abort()
+            self._idle.clear()
+            self._loop, self._slots = loop, asyncio.Semaphore(self._max_connections)
         if self._slots.locked():  # a timer only when we may have to wait (CPU per request)
             try:
                 async with asyncio.timeout(timeouts.get("pool")):
@@ -401,6 +411,7 @@ class AsyncStdlibTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        """Close the idle connections. The transport stays usable (new connections)."""
         idle = [s for streams in self._idle.values() for s in streams]
         self._idle.clear()
         for _reader, writer in idle:

@@ -50,6 +50,24 @@ def test_reads_a_real_registry_on_one_kept_alive_connection(registry, client_for
     run(go())
 
 
+def test_one_client_serves_one_event_loop_after_another(registry, client_for):
+    # As inventory.scan does (asyncio.run per call, close_idle before the loop ends): the
+    # connections of a finished loop are not reused by the next one.
+    image = push_image(client_for(registry.url), "team/app", "v1")
+    aclient = AsyncRegistryClient(registry.url)
+
+    async def fetch() -> str:
+        try:
+            return (await aclient.get_manifest("team/app", "v1")).digest
+        finally:
+            await aclient.close_idle()
+
+    assert run(fetch()) == run(fetch()) == image.digest
+    assert isinstance(aclient._transport, AsyncStdlibTransport)
+    assert aclient._transport.connections_opened == 2
+    run(aclient.aclose())
+
+
 def test_bearer_tokens_through_the_async_flow(auth_registry_factory, token_issuer, client_for):
     reg = auth_registry_factory(token_issuer.registry_auth())
     image = push_image(client_for(reg.url, auth=RegistryAuth("alice", "s3cret")), "team/app",
