@@ -1,12 +1,13 @@
 """The Distribution v2 client: one set of operations, driven synchronously or with asyncio.
 
 Layers (``style.md`` point 6): references are parsed elsewhere (``reference.py``); auth is an
-``httpx.Auth`` flow (``auth.py``); this module is the transport (retries with backoff honouring
-``Retry-After``, a user agent, errors translated once into :class:`RegistryError`) and the
-operations. Each operation is written once as a generator that yields :class:`_Call` and
-receives the response, so :class:`RegistryClient` (sync, the executor and tests) and
-:class:`AsyncRegistryClient` (the scan; an asyncio face over the sync client in worker
-threads) share every protocol detail.
+``httpx.Auth`` flow (``auth.py``); the bytes on the wire go through ``transport.py``; this
+module is the client (retries with backoff honouring ``Retry-After``, a user agent, errors
+translated once into :class:`RegistryError`) and the operations. Each operation is written
+once as a generator that yields :class:`_Call` and receives the response, so
+:class:`RegistryClient` (sync, on ``httpx.Client``: the executor and tests) and
+:class:`AsyncRegistryClient` (the scan: asyncio on the event loop's thread) share every
+protocol detail.
 """
 
 from __future__ import annotations
