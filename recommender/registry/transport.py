@@ -222,6 +222,10 @@ class StdlibTransport(httpx.BaseTransport):
         # Errors up to here (a reset, a close without a status line) may mean a stale
         # connection and are left to the caller; once the status line is in, they may not.
         response = conn.getresponse()
+        length = response.msg.get("content-length")
+        if length is not None and not length.strip().isdigit():
+            # http.client would read such a body until the server closes; h11 refuses it.
+            raise httpx.RemoteProtocolError(f"malformed Content-Length {length[:40]!r}")
         try:
             content = response.read()
         except http.client.IncompleteRead as exc:

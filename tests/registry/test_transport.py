@@ -233,6 +233,21 @@ def test_a_body_cut_short_is_a_protocol_error_and_the_connection_dropped(raw_ser
     assert server.connections == 2
 
 
+@pytest.mark.parametrize("answer_bytes", [
+    b"garbage\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n{}",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+])
+def test_a_malformed_answer_is_a_protocol_error(raw_server, http, answer_bytes):
+    def talk(n: int, sock: socket.socket) -> None:
+        server.request(sock)
+        sock.sendall(answer_bytes)
+
+    server = raw_server(talk)
+    with pytest.raises(httpx.RemoteProtocolError):
+        http().get(f"{server.url}/v2/")
+
+
 def test_refused_connections_and_read_timeouts_map_to_httpx_errors(raw_server, http):
     client = http()
     with pytest.raises(httpx.ConnectError):
