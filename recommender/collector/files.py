@@ -39,7 +39,11 @@ def open_input(path: str | Path, *, stdin: IO[bytes] | None = None) -> tuple[IO[
     buffered: Any = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(
         raw, buffer_size=_READ_CHUNK)  # type: ignore[type-var]
     if buffered.peek(2)[:2] == _GZIP_MAGIC:
-        inflated: Any = gzip.GzipFile(fileobj=buffered, mode="rb")
+        # GzipFile inflates through an 8 KiB buffer (Python 3.11), a call of Python code per
+        # 8 KiB; read a MiB at a time, a 1M-event file's lines take 1.21-1.36 CPU-s, not
+        # 1.54-1.64 (/tmp harness, readline alone).
+        inflated: Any = io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"),
+                                          buffer_size=_READ_CHUNK)
         return inflated, raw
     return buffered, raw
 
