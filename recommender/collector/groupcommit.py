@@ -6,8 +6,11 @@ so the caller reads the next batch meanwhile) and commits once a transaction hol
 ``max_events`` events or is ``max_seconds`` old. Why group: every commit rewrites each page the
 transaction dirtied into SQLite's WAL, and the events' unique key lands all over its index, so
 per-batch commits rewrote nearly the whole index every 10,000 events (bench/README.md has the
-figures). Memory does not grow: at most one batch waits while another is written, and the
-open transaction's pages live in SQLite's capped page cache.
+figures). A transaction's rollups and distinct clients are merged in memory and upserted once,
+before it commits (a popular manifest's counters once, not once per batch). Memory does not
+grow: at most one batch waits while another is written, the merged rollups and clients are
+bounded by the group's size, and the open transaction's pages live in SQLite's capped page
+cache.
 
 What a caller can rely on:
 
@@ -32,7 +35,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from .events import Event, WriteResult
-from .writer import EventWriter, PreparedBatch
+from .writer import Deferred, EventWriter, PreparedBatch
 
 __all__ = ["GroupCommitWriter"]
 
@@ -88,11 +91,12 @@ class GroupCommitWriter:
         if self._failure is not None:
             raise self._failure
 
-    def _write(self, item: tuple[Any, datetime], conn: Connection) -> WriteResult:
+    def _write(self, item: tuple[Any, datetime], conn: Connection,
+               deferred: Deferred) -> WriteResult:
         batch, now = item
         if isinstance(batch, PreparedBatch):
-            return self.writer.write_prepared(batch, conn=conn)
-        return self.writer.write(batch, now=now, conn=conn)
+            return self.writer.write_prepared(batch, conn=conn, deferred=deferred)
+        return self.writer.write(batch, now=now, conn=conn, deferred=deferred)
 
     def _run(self) -> None:
         item: Any = None
@@ -100,10 +104,11 @@ class GroupCommitWriter:
             item = self._queue.get()
             while item is not _STOP:
                 held = WriteResult()
+                deferred = Deferred()  # rollups and clients: written once, before the commit
                 started = self._clock()
                 with self.writer.transaction() as conn:
                     while True:
-                        held += self._write(item, conn)
+                        held += self._write(item, conn, deferred)
                         if (held.received >= self.max_events
                                 or self._clock() - started >= self.max_seconds):
                             item = None
@@ -115,6 +120,7 @@ class GroupCommitWriter:
                             break
                         if item is _STOP:
                             break
+                    self.writer.write_deferred(conn, deferred)
                 self._on_commit(held)
                 if item is None:
                     item = self._queue.get()

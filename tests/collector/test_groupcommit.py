@@ -14,9 +14,9 @@ from recommender.collector.events import Event, WriteResult
 from recommender.collector.groupcommit import GroupCommitWriter
 from recommender.collector.writer import EventWriter
 from recommender.store import Store
-from recommender.store.tables import events, rollups
+from recommender.store.tables import events, manifest_clients, rollups
 
-from .test_writer import D1, NOW, ev, h
+from .test_writer import D1, NOW, T0, ev, h
 
 
 def stored(store: Store) -> int:
@@ -90,3 +90,31 @@ def test_a_failure_rolls_back_its_group_counts_nothing_and_stops(store: Store) -
             writer.close()
     assert seen == []  # nothing was committed, so nothing is counted
     assert stored(store) == 0  # the two good batches of the group were rolled back too
+
+
+def test_a_group_merges_rollups_and_clients_like_separate_commits(store: Store) -> None:
+    """The same (day, manifest, tag, action, usage) and the same client in three batches of
+    one transaction: one rollup row with the summed count and the widest first/last, and the
+    client's earliest pull, as three separate commits would leave them."""
+    def pulls(prefix: str, hours: list[float], addr: str) -> list[Event]:
+        out = [ev("pull", digest=D1, tag="v1", at=h(x), eid=f"{prefix}{i}")
+               for i, x in enumerate(hours)]
+        for e in out:
+            e.client_addr = addr
+        return out
+
+    batches = [pulls("a", [5, 6], "10.1.1.1:4000"), pulls("b", [2, 7], "10.1.1.1:5000"),
+               pulls("c", [9], "10.2.2.2:4000")]
+    seen: list[int] = []
+    with GroupCommitWriter(EventWriter(store), on_commit=lambda r: seen.append(r.stored),
+                           idle=30, clock=lambda: 0.0) as writer:
+        for b in batches:
+            writer.submit(b, now=NOW)
+    assert seen == [5]
+    with store.connect() as conn:
+        got = conn.execute(select(rollups.c["count"], rollups.c.first_at, rollups.c.last_at)
+                           ).all()
+        clients = dict(conn.execute(select(manifest_clients.c.client,
+                                           manifest_clients.c.first_seen)).all())
+    assert [tuple(r) for r in got] == [(5, T0 + h(2), T0 + h(9))]
+    assert clients == {"10.1.1.1": T0 + h(2), "10.2.2.2": T0 + h(9)}
