@@ -210,10 +210,13 @@ class StdlibTransport(httpx.BaseTransport):
         sock.settimeout(timeouts.get("write"))
         # httpx has already set Host (and Content-Length when there is a body): send its
         # headers as they are, nothing added.
-        conn.putrequest(request.method, request.url.raw_path.decode("ascii"),
-                        skip_host=True, skip_accept_encoding=True)
-        for name, value in request.headers.raw:
-            conn.putheader(name, value)
+        try:
+            conn.putrequest(request.method, request.url.raw_path.decode("ascii"),
+                            skip_host=True, skip_accept_encoding=True)
+            for name, value in request.headers.raw:
+                conn.putheader(name, value)
+        except ValueError as exc:  # http.client refuses a line break in a header
+            raise httpx.LocalProtocolError(str(exc)) from exc
         try:
             conn.endheaders(body)
         except TimeoutError as exc:
@@ -359,10 +362,15 @@ class AsyncStdlibTransport(httpx.AsyncBaseTransport):
         origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         body = await request.aread()
+        raw = request.headers.raw
         head = b"".join([
             request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n",
-            *(b"%s: %s\r\n" % pair for pair in request.headers.raw), b"\r\n",
+            *(b"%s: %s\r\n" % pair for pair in raw), b"\r\n",
         ])
+        # One CR and one LF per line, no more: a header value carrying a line break (a token
+        # from a hostile token endpoint) must not add headers or requests of its own.
+        if head.count(b"\n") != len(raw) + 2 or head.count(b"\r") != len(raw) + 2:
+            raise httpx.LocalProtocolError("a request header holds a line break")
         loop = asyncio.get_running_loop()
         if loop is not self._loop or self._slots is None:
             # First use, or a new event loop: connections and the semaphore belong to the

@@ -248,6 +248,13 @@ def test_a_malformed_answer_is_a_protocol_error(raw_server, http, answer_bytes):
         http().get(f"{server.url}/v2/")
 
 
+def test_a_header_with_a_line_break_is_refused_before_sending(raw_server, http):
+    server = raw_server(lambda n, sock: None)
+    with pytest.raises(httpx.LocalProtocolError):
+        http().get(f"{server.url}/v2/", headers={"Authorization": "Bearer t\r\nX-Evil: 1"})
+    assert server.requests == []
+
+
 def test_refused_connections_and_read_timeouts_map_to_httpx_errors(raw_server, http):
     client = http()
     with pytest.raises(httpx.ConnectError):
