@@ -8,9 +8,9 @@ transaction dirtied into SQLite's WAL, and the events' unique key lands all over
 per-batch commits rewrote nearly the whole index every 10,000 events (bench/README.md has the
 figures). A transaction's rollups and distinct clients are merged in memory and upserted once,
 before it commits (a popular manifest's counters once, not once per batch). Memory does not
-grow: at most one batch waits while another is written, the merged rollups and clients are
-bounded by the group's size, and the open transaction's pages live in SQLite's capped page
-cache.
+grow: a batch is handed over only once the previous one is written (the caller reads the next
+meanwhile), the merged rollups and clients are bounded by the group's size, and the open
+transaction's pages live in SQLite's capped page cache.
 
 What a caller can rely on:
 
@@ -68,8 +68,11 @@ class GroupCommitWriter:
         self._thread.start()
 
     def submit(self, batch: PreparedBatch | Sequence[Event], *, now: datetime) -> None:
-        """Queue ``batch`` (received at ``now``); blocks while another batch waits. Raises the
-        writer's failure, if any (nothing is written after it)."""
+        """Hand ``batch`` (received at ``now``) to the writing thread once it has written the
+        previous one: with the one the caller reads meanwhile, at most two batches are in
+        this process. Raises the writer's failure, if any (nothing is written after it)."""
+        self._raise()
+        self._queue.join()
         self._raise()
         self._queue.put((batch, now))
 
@@ -108,7 +111,10 @@ class GroupCommitWriter:
                 started = self._clock()
                 with self.writer.transaction() as conn:
                     while True:
-                        held += self._write(item, conn, deferred)
+                        try:
+                            held += self._write(item, conn, deferred)
+                        finally:
+                            self._queue.task_done()
                         if (held.received >= self.max_events
                                 or self._clock() - started >= self.max_seconds):
                             item = None
@@ -128,3 +134,4 @@ class GroupCommitWriter:
             self._failure = exc
             while item is not _STOP:  # unblock submit until close; write nothing more
                 item = self._queue.get()
+                self._queue.task_done()
