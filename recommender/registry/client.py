@@ -29,7 +29,7 @@ from .. import __version__
 from ..errors import AuthError, ConfigError, DigestMismatch, NotFound, RegistryError, Unsupported
 from . import mediatypes as mt
 from .auth import RegistryAuth
-from .transport import AsyncStdlibTransport, default_transport, uses_proxy
+from .transport import AiohttpTransport, default_transport, uses_proxy
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -549,7 +549,7 @@ class RegistryClient(_Base):
 class AsyncRegistryClient(_Base):
     """The same operations with an asyncio face, for scans.
 
-    By default the requests go through :class:`~.transport.AsyncStdlibTransport` on the event
+    By default the requests go through :class:`~.transport.AiohttpTransport` on the event
     loop's own thread, and this class does what ``httpx.AsyncClient`` would (the auth flow,
     redirects, default headers) in a few lines: measured on this project's machine,
     ``httpx.AsyncClient`` spent ~1.3 ms of CPU per request and a sync client in worker threads
@@ -578,7 +578,7 @@ class AsyncRegistryClient(_Base):
                          retries=retries, backoff=backoff)
         self._sleep = sleep
         if transport is None and not uses_proxy(base_url):
-            transport = AsyncStdlibTransport(verify=verify, max_connections=max_connections)
+            transport = AiohttpTransport(verify=verify, max_connections=max_connections)
         self._sync: RegistryClient | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._transport: httpx.AsyncBaseTransport | None = None

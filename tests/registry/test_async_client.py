@@ -11,7 +11,7 @@ import pytest
 
 from recommender.errors import AuthError, RegistryError
 from recommender.registry import AsyncRegistryClient, RegistryAuth, digest_of, push_image
-from recommender.registry.transport import AsyncStdlibTransport
+from recommender.registry.transport import AiohttpTransport
 
 pytestmark = pytest.mark.registry
 
@@ -27,7 +27,7 @@ def test_reads_a_real_registry_on_one_kept_alive_connection(registry, client_for
 
     async def go() -> None:
         async with AsyncRegistryClient(registry.url, max_connections=4) as aclient:
-            assert isinstance(aclient._transport, AsyncStdlibTransport)
+            assert isinstance(aclient._transport, AiohttpTransport)
             assert await aclient.catalog() == ["team/app"]
             assert sorted(await aclient.list_tags("team/app")) == ["v1", "v2"]
             manifest = await aclient.get_manifest("team/app", "v1")
@@ -63,7 +63,7 @@ def test_one_client_serves_one_event_loop_after_another(registry, client_for):
             await aclient.close_idle()
 
     assert run(fetch()) == run(fetch()) == image.digest
-    assert isinstance(aclient._transport, AsyncStdlibTransport)
+    assert isinstance(aclient._transport, AiohttpTransport)
     assert aclient._transport.connections_opened == 2
     run(aclient.aclose())
 
@@ -161,7 +161,7 @@ def test_an_injected_async_transport_is_driven_and_a_sync_one_runs_in_threads(
 ):
     push_image(client_for(registry.url), "team/app", "v1")
 
-    class Counting(AsyncStdlibTransport):
+    class Counting(AiohttpTransport):
         def __init__(self) -> None:
             super().__init__()
             self.paths: list[str] = []
