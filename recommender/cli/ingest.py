@@ -276,6 +276,7 @@ def _run(files: list[str], batch_size: int, label: str, parse: Parse, classifier
     elsewhere = "-" not in files and "fork" in multiprocessing.get_all_start_methods()
     source = _parsed_elsewhere if elsewhere else _parsed_here
     sqlite = writer.store.dialect == "sqlite"
+
     def committed(result: WriteResult) -> None:
         tally.result += result
 

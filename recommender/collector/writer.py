@@ -143,11 +143,7 @@ class EventWriter:
                 _add_rollups(rollup, ((e, e.time) for _, e, _ in new), sqlite=False)
                 # After _resolve_tags: a tag-only pull has its digest by now.
                 clients = plan_clients(_client_items((e, t) for _, e, t in new))
-                if deferred is None:
-                    _write_rollups(conn, rollup, sqlite=False)
-                    write_clients(conn, clients)
-                else:
-                    deferred.add(rollup, clients)
+                _rollups_and_clients(conn, rollup, clients, deferred)
         return WriteResult(received=len(batch), stored=len(new),
                            duplicates=len(batch) - len(new))
 
@@ -196,11 +192,7 @@ class EventWriter:
                              sqlite=True)
                 plan_clients(_client_items((e, sqlite_time(e.time)) for _, e in pending),
                              into=clients)
-                if deferred is None:
-                    _write_rollups(conn, rollup, sqlite=True)
-                    write_clients(conn, clients)
-                else:
-                    deferred.add(rollup, clients)
+                _rollups_and_clients(conn, rollup, clients, deferred)
         return WriteResult(received=batch.received, stored=stored,
                            duplicates=batch.received - stored)
 
@@ -208,8 +200,7 @@ class EventWriter:
         """Write what ``deferred`` gathered, in the transaction of the writes that gathered it
         (before it commits), and empty it."""
         with _translated():
-            _write_rollups(conn, deferred.rollups, sqlite=conn.dialect.name == "sqlite")
-            write_clients(conn, deferred.clients)
+            _rollups_and_clients(conn, deferred.rollups, deferred.clients, None)
         deferred.rollups, deferred.clients = {}, {}
 
     def _insert_events(self, conn: Connection, ordered: list[Event], now: datetime
@@ -578,6 +569,17 @@ def _add_rollups(agg: _Rollups, items: Iterable[tuple[Event, Any]], *, sqlite: b
                 cur[1] = t
             elif t > cur[2]:
                 cur[2] = t
+
+
+def _rollups_and_clients(conn: Connection, rollup: _Rollups, clients: ClientPlan,
+                         deferred: Deferred | None) -> None:
+    """Write a batch's rollups and distinct clients now, or leave them in ``deferred`` for
+    :meth:`EventWriter.write_deferred` (same transaction)."""
+    if deferred is None:
+        _write_rollups(conn, rollup, sqlite=conn.dialect.name == "sqlite")
+        write_clients(conn, clients)
+    else:
+        deferred.add(rollup, clients)
 
 
 def _write_rollups(conn: Connection, agg: _Rollups, *, sqlite: bool) -> None:
