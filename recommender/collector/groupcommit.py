@@ -103,8 +103,10 @@ class GroupCommitWriter:
 
     def _run(self) -> None:
         item: Any = None
+        taken = False  # ``item`` came off the queue and is not marked done yet (submit waits)
         try:
             item = self._queue.get()
+            taken = item is not _STOP
             while item is not _STOP:
                 held = WriteResult()
                 deferred = Deferred()  # rollups and clients: written once, before the commit
@@ -115,6 +117,7 @@ class GroupCommitWriter:
                             held += self._write(item, conn, deferred)
                         finally:
                             self._queue.task_done()
+                            taken = False
                         if (held.received >= self.max_events
                                 or self._clock() - started >= self.max_seconds):
                             item = None
@@ -124,14 +127,18 @@ class GroupCommitWriter:
                         except queue.Empty:
                             item = None  # the producer is slow: do not hold the lock
                             break
+                        taken = item is not _STOP
                         if item is _STOP:
                             break
                     self.writer.write_deferred(conn, deferred)
                 self._on_commit(held)
                 if item is None:
                     item = self._queue.get()
+                    taken = item is not _STOP
         except BaseException as exc:  # handed to the caller's thread, raised there
             self._failure = exc
+            if taken:  # e.g. the transaction could not begin: release the waiting submit
+                self._queue.task_done()
             while item is not _STOP:  # unblock submit until close; write nothing more
                 item = self._queue.get()
                 self._queue.task_done()

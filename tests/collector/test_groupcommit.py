@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -13,6 +14,7 @@ from sqlalchemy import func, select
 from recommender.collector.events import Event, WriteResult
 from recommender.collector.groupcommit import GroupCommitWriter
 from recommender.collector.writer import EventWriter
+from recommender.errors import StoreError
 from recommender.store import Store
 from recommender.store.tables import events, manifest_clients, rollups
 
@@ -118,3 +120,32 @@ def test_a_group_merges_rollups_and_clients_like_separate_commits(store: Store) 
                                            manifest_clients.c.first_seen)).all())
     assert [tuple(r) for r in got] == [(5, T0 + h(2), T0 + h(9))]
     assert clients == {"10.1.1.1": T0 + h(2), "10.2.2.2": T0 + h(9)}
+
+
+def test_a_store_that_cannot_be_opened_fails_the_next_submit_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    """The transaction cannot even begin (no such directory): the batch taken off the queue
+    must still release the caller waiting to hand over the next one."""
+    seen: list[WriteResult] = []
+    writer = GroupCommitWriter(
+        EventWriter(Store.from_url(f"sqlite:///{tmp_path}/no/such/dir/store.db")),
+        on_commit=seen.append, idle=30)
+    writer.submit(batch(3, "a"), now=NOW)
+    raised: list[BaseException] = []
+
+    def hand_over() -> None:  # waits for the first batch to be written, then must raise
+        try:
+            writer.submit(batch(3, "b"), now=NOW)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            raised.append(exc)
+
+    caller = threading.Thread(target=hand_over, daemon=True)
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive(), "submit waited for ever on a batch the writer never released"
+    assert len(raised) == 1 and isinstance(raised[0], StoreError)
+    assert "unable to open" in str(raised[0])
+    with pytest.raises(StoreError, match="unable to open"):
+        writer.close()
+    assert seen == []
