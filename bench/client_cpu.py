@@ -9,7 +9,7 @@ machine's load hits them all alike.
 - ``sync/stdlib``: ``RegistryClient`` as it is built now (``StdlibTransport``), sequential.
 - ``sync/httpx``: ``RegistryClient`` on httpx's own transport (httpcore + h11), sequential.
 - ``bare/http.client``: one ``http.client.HTTPConnection``, no client at all: the floor.
-- ``async/stdlib xK``: ``AsyncRegistryClient`` as the scan uses it (asyncio transport, no
+- ``async/aiohttp xK``: ``AsyncRegistryClient`` as the scan uses it (``AiohttpTransport``, no
   threads), K requests in flight.
 - ``async/threads xK``: ``AsyncRegistryClient`` on a sync transport in K worker threads, the
   scan's way before.
@@ -87,7 +87,7 @@ def main() -> None:
         "sync/stdlib": lambda: sync(None),
         "sync/httpx": lambda: sync(httpx.HTTPTransport()),
         "bare/http.client": lambda: bare,
-        f"async/stdlib x{k}": lambda: concurrent(None),
+        f"async/aiohttp x{k}": lambda: concurrent(None),
         f"async/threads x{k}": lambda: concurrent(httpx.HTTPTransport()),
     }
     n = len(jobs)
