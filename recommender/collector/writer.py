@@ -109,6 +109,9 @@ class EventWriter:
         block ends, rolled back if it raises; the store's failures as :class:`StoreError`.
         A bulk load groups batches this way (:mod:`recommender.collector.groupcommit`)."""
         with _translated(), self.store.begin() as conn:
+            if self.bulk and conn.dialect.name == "sqlite":
+                for pragma in _SQLITE_BULK:  # once per transaction, not once per batch
+                    conn.exec_driver_sql(pragma)
             yield conn
 
     @contextmanager
@@ -160,9 +163,6 @@ class EventWriter:
         with self._within(conn) as conn:
             if conn.dialect.name != "sqlite":
                 raise StoreError("a prepared batch is for SQLite", dialect=conn.dialect.name)
-            if self.bulk:
-                for pragma in _SQLITE_BULK:
-                    conn.exec_driver_sql(pragma)
             spans: list[tuple[int, int, int]] = []
             insert_rows(conn, events, _EVENT_COLUMNS, batch.rows,
                         suffix="ON CONFLICT (source, source_event_id) DO NOTHING", spans=spans,
