@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -26,11 +27,12 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, and_, func, or_, select, text, tuple_, update
 
+from .collector.bulk import insert_rows
 from .errors import NotFound, RegistryError
 from .refs.store import declared_references
 from .registry import mediatypes as mt
 from .registry.client import AsyncRegistryClient, Manifest, redact_url, referrer_kind
-from .store import Store, dialect_insert
+from .store import Store
 from .store.tables import (
     blobs,
     k8s_snapshots,
@@ -54,6 +56,16 @@ __all__ = [
     "scan_async",
 ]
 
+# The scan's writes go through the collector's plain-DBAPI multi-row INSERT: SQLAlchemy Core's
+# executemany cost ~1.5-2 CPU-s per first scan of 10,000 tags (bench/README.md, S2).
+_MANIFEST_COLUMNS = ("repository", "digest", "media_type", "artifact_type", "size",
+                     "total_bytes", "created_at", "first_seen", "last_scanned", "deleted_at",
+                     "subject", "referrer_kind", "is_index", "labels", "platform")
+_MANIFEST_UPSERT = "ON CONFLICT (repository, digest) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in _MANIFEST_COLUMNS if c not in ("repository", "digest",
+                                                                  "first_seen"))
+_BLOB_UPSERT = ("ON CONFLICT (digest) DO UPDATE SET size = excluded.size, "
+                "media_type = coalesce(blobs.media_type, excluded.media_type)")
 _CHUNK = 400  # keys per IN (...) query: well under SQLite's and PostgreSQL's parameter limits
 Key = tuple[str, str]  # (repository, digest)
 
@@ -347,8 +359,8 @@ def _lock_repository(conn: Connection, repo: str) -> None:
 
 def _write_repo(store: Store, result: _RepoResult, now: datetime, report: ScanReport) -> None:
     repo = result.repository
-    blob_rows: dict[str, dict[str, Any]] = {}
-    links: list[dict[str, Any]] = []
+    blob_rows: dict[str, tuple[str, int, Any]] = {}
+    links: list[tuple[str, str, str]] = []
     totals: dict[str, int] = {}
     for digest, seen in result.seen.items():
         own = 0
@@ -356,9 +368,8 @@ def _write_repo(store: Store, result: _RepoResult, now: datetime, report: ScanRe
             if not desc.get("digest"):
                 continue
             size = int(desc.get("size") or 0)
-            blob_rows[desc["digest"]] = {"digest": desc["digest"], "size": size,
-                                         "media_type": desc.get("mediaType")}
-            links.append({"repository": repo, "digest": digest, "blob": desc["digest"]})
+            blob_rows[desc["digest"]] = (desc["digest"], size, desc.get("mediaType"))
+            links.append((repo, digest, desc["digest"]))
             own += size
         totals[digest] = len(seen.manifest.body) + own
     child_map: dict[str, set[str]] = defaultdict(set)
@@ -371,44 +382,27 @@ def _write_repo(store: Store, result: _RepoResult, now: datetime, report: ScanRe
                           if c not in path)
 
     rows = []
-    for digest, seen in result.seen.items():
+    for digest, seen in sorted(result.seen.items()):
         m = seen.manifest
-        rows.append({
-            "repository": repo, "digest": digest, "media_type": m.media_type,
-            "artifact_type": (m.artifact_type or None) and m.artifact_type[:128],
-            "size": len(m.body), "total_bytes": total(digest), "created_at": seen.created,
-            "first_seen": now, "last_scanned": now, "deleted_at": None,
-            "subject": seen.subject, "referrer_kind": seen.referrer, "is_index": m.is_index,
-            "labels": seen.labels, "platform": seen.platform,
-        })
+        rows.append((
+            repo, digest, m.media_type, (m.artifact_type or None) and m.artifact_type[:128],
+            len(m.body), total(digest), seen.created, now, now, None, seen.subject,
+            seen.referrer, m.is_index, _json_text(seen.labels), seen.platform,
+        ))
     with store.begin() as conn:
         _lock_repository(conn, repo)
         if rows:
-            stmt: Any = dialect_insert(conn, manifests)
-            ex = stmt.excluded
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=["repository", "digest"],
-                set_={name: ex[name] for name in (
-                    "media_type", "artifact_type", "size", "total_bytes", "created_at",
-                    "last_scanned", "deleted_at", "subject", "referrer_kind", "is_index",
-                    "labels", "platform")},
-            ), sorted(rows, key=lambda r: str(r["digest"])))
+            insert_rows(conn, manifests, _MANIFEST_COLUMNS, rows, suffix=_MANIFEST_UPSERT)
         if blob_rows:
-            stmt = dialect_insert(conn, blobs)
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=["digest"],
-                set_={"size": stmt.excluded.size,
-                      "media_type": func.coalesce(blobs.c.media_type, stmt.excluded.media_type)},
-            ), [blob_rows[k] for k in sorted(blob_rows)])
+            insert_rows(conn, blobs, ("digest", "size", "media_type"),
+                        [blob_rows[k] for k in sorted(blob_rows)], suffix=_BLOB_UPSERT)
         if links:
-            stmt = dialect_insert(conn, manifest_blobs)
-            conn.execute(stmt.on_conflict_do_nothing(), links)
+            insert_rows(conn, manifest_blobs, ("repository", "digest", "blob"),
+                        sorted(set(links)), suffix="ON CONFLICT DO NOTHING")
         if result.children:
-            stmt = dialect_insert(conn, manifest_children)
-            conn.execute(stmt.on_conflict_do_nothing(), [
-                {"repository": repo, "parent": p, "child": c, "platform": pl}
-                for p, c, pl in sorted(set(result.children))
-            ])
+            insert_rows(conn, manifest_children, ("repository", "parent", "child", "platform"),
+                        [(repo, p, c, pl) for p, c, pl in sorted(set(result.children))],
+                        suffix="ON CONFLICT DO NOTHING")
         if result.alive_untagged:
             conn.execute(update(manifests).where(
                 manifests.c.repository == repo,
@@ -427,6 +421,12 @@ def _write_repo(store: Store, result: _RepoResult, now: datetime, report: ScanRe
     report.tags_opened += opened
     report.tags_closed += closed
     report.manifests_deleted += len(result.gone)
+
+
+def _json_text(value: Any) -> str:
+    """A JSON column's value as SQLAlchemy's JSON type writes it (``json.dumps``; None is
+    JSON ``null``, not SQL NULL), so rows read back alike whichever way they were written."""
+    return "null" if value is None else json.dumps(value)
 
 
 def _reconcile_tags(
@@ -448,13 +448,12 @@ def _reconcile_tags(
         # A moved tag (we missed the push) or a vanished tag (we missed the delete) ends now.
         conn.execute(update(tag_history).where(th.id.in_(to_close)).values(valid_to=now))
     new = [
-        {"repository": repo, "tag": tag, "digest": digest, "valid_from": now, "valid_to": None,
-         "source": "scan"}
+        (repo, tag, digest, now, None, "scan")
         for tag, digest in sorted(listed.items())
         if tag not in current or current[tag].digest != digest
     ]
-    if new:
-        conn.execute(tag_history.insert(), new)
+    insert_rows(conn, tag_history,
+                ("repository", "tag", "digest", "valid_from", "valid_to", "source"), new)
     return len(new), len(to_close)
 
 
