@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,10 @@ T = TypeVar("T")
 USER_AGENT = f"tagwarden/{__version__}"
 _IDEMPOTENT = frozenset({"GET", "HEAD"})
 _COSIGN_SUFFIXES = {".sig": "signature", ".att": "attestation", ".sbom": "sbom"}
+# Paths the async client's fast request path takes as they are: unreserved characters and the
+# path's own "/", ":" and "@", which httpx's URL parser leaves unchanged (nothing to
+# percent-encode). With no "/." in them there is no dot segment to remove either.
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~:@/-]*")
 
 
 def digest_of(body: bytes, algorithm: str = "sha256") -> str:
@@ -589,6 +594,13 @@ class AsyncRegistryClient(_Base):
                              "User-Agent": user_agent}
             self._timeouts = {"connect": timeout, "read": timeout, "write": timeout,
                               "pool": timeout}
+            self._base = httpx.URL(self.base_url)
+            parts = getattr(self._base, "_uri_reference", None)
+            # The fast path needs httpx's parsed form (a NamedTuple) and a plain base URL;
+            # without either, every request goes through httpx's parser.
+            self._base_parts = parts if (hasattr(parts, "_replace") and getattr(
+                parts, "query", "") is None and getattr(parts, "fragment", "") is None) else None
+            self._templates: dict[tuple[tuple[str, str], ...], httpx.Headers] = {}
         else:
             self._sync = RegistryClient(
                 base_url, auth=self.auth, transport=transport, timeout=timeout,
@@ -616,12 +628,7 @@ class AsyncRegistryClient(_Base):
             response: httpx.Response | None = None
             exc: Exception | None = None
             try:
-                request = httpx.Request(
-                    call.method, self._url(call), params=call.params,
-                    headers={**self._headers, **call.headers}, content=call.content,
-                    extensions={"timeout": self._timeouts},
-                )
-                response = await self._authenticated(request)
+                response = await self._authenticated(self._request(call))
             except httpx.HTTPError as err:
                 exc = err
             error, delay = self._outcome(call, attempt, response, exc)
@@ -635,6 +642,37 @@ class AsyncRegistryClient(_Base):
             else:
                 self._sleep(delay)  # an injected clock (tests)
             attempt += 1
+
+    def _request(self, call: _Call) -> httpx.Request:
+        """The request for ``call``. A body-less GET or HEAD of a plain path below the base URL
+        (every request of a scan) is built from parts prepared once: httpx's URL parser checks
+        every character of every URL and its Headers normalise every header of every request,
+        ~25 us of CPU per request, the same work each time. The result is the request
+        :meth:`_slow_request` builds (tests compare them); anything else is built by it."""
+        path, parts = call.url, self._base_parts
+        if (parts is None or call.content is not None or call.params is not None
+                or call.method not in _IDEMPOTENT or "/." in path
+                or not _PLAIN_PATH.fullmatch(path)):
+            return self._slow_request(call)
+        key = tuple(call.headers.items())
+        headers = self._templates.get(key)
+        if headers is None:  # as httpx.Request orders them: Host first, then ours
+            headers = self._templates[key] = httpx.Headers(
+                [("Host", self._base.netloc.decode("ascii")),
+                 *{**self._headers, **call.headers}.items()])
+        url = httpx.URL.__new__(httpx.URL)
+        url._uri_reference = parts._replace(path=parts.path.rstrip("/") + path)
+        request = httpx.Request(call.method, url, headers=headers, stream=httpx.ByteStream(b""),
+                                extensions={"timeout": self._timeouts})
+        request.read()  # as httpx.Request(content=None) does: ``request.content`` is b""
+        return request
+
+    def _slow_request(self, call: _Call) -> httpx.Request:
+        return httpx.Request(
+            call.method, self._url(call), params=call.params,
+            headers={**self._headers, **call.headers}, content=call.content,
+            extensions={"timeout": self._timeouts},
+        )
 
     async def _authenticated(self, request: httpx.Request) -> httpx.Response:
         """Drive the auth flow (token handshake) as ``httpx.Client`` does."""
