@@ -81,6 +81,8 @@ class RegistryAuth(httpx.Auth):
 
     def _prepare(self, request: httpx.Request) -> None:
         """Attach what we already know works for this host and scope."""
+        if not self._by_scope and not self._basic_hosts:
+            return  # nothing learnt yet (an anonymous registry: every request of a scan)
         host = request.url.netloc.decode("ascii")
         scope = request_scope(request)
         with self._lock:
