@@ -75,13 +75,15 @@ def _translated() -> Iterator[None]:
         raise StoreError(f"the store refused the write: {exc}", temporary=False) from exc
 
 
-# A bulk load (``tagwarden ingest`` of a file) on SQLite: a 128 MB page cache for the events'
-# indexes, whose inserts land all over them (the default 2 MB makes nearly every index insert a
-# page miss; at 1M events 128 MB takes a sixth of the CPU off 64 MB, and the whole command still
-# peaks under 250 MB), and checkpoints every ~40 MB of WAL instead of every 4 MB (each one
-# writes pages back and fsyncs). Durability is unchanged: every transaction commits under the
-# store's ``synchronous`` setting. Per connection: they end with the command.
-_SQLITE_BULK = ("PRAGMA cache_size=-131072", "PRAGMA temp_store=MEMORY",
+# A bulk load (``tagwarden ingest`` of a file) on SQLite: a 96 MiB page cache for the indexes,
+# whose inserts land all over them (the default 2 MB makes nearly every index insert a page
+# miss), and checkpoints every ~40 MB of WAL instead of every 4 MB (each one writes pages back
+# and fsyncs). 128 MiB took a sixth of the CPU off 64 MiB while the events had a (repository,
+# digest, time) index; without it the writer needs 14.0-17.9 CPU-s per 1M events with 32, 64,
+# 96 or 128 MiB alike (bench/README.md), and 96 leaves room under the ingest's 300 MB.
+# Durability is unchanged: every transaction commits under the store's ``synchronous``
+# setting. Per connection: they end with the command.
+_SQLITE_BULK = ("PRAGMA cache_size=-98304", "PRAGMA temp_store=MEMORY",
                 "PRAGMA wal_autocheckpoint=10000")
 
 
