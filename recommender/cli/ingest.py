@@ -258,6 +258,7 @@ def _parsed_elsewhere(files: list[str], batch_size: int, parse: Parse, classifie
         while True:
             data = ahead.get()
             if data is None:
+                child.join(timeout=1)  # for its exit code
                 raise RuntimeError("the parsing process ended without finishing "
                                    f"(exit code {child.exitcode})")
             message = pickle.loads(data)
