@@ -309,7 +309,7 @@ def test_a_bulk_writer_stores_the_same_and_tunes_sqlite(store: Store) -> None:
     if store.dialect == "sqlite":
         # The pooled connection the writer used keeps the bulk-load cache size.
         with store.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -131072
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -98304  # 96 MiB
 
 
 def test_a_retried_batch_with_new_events_resolves_the_right_rows(store: Store) -> None:
