@@ -40,6 +40,7 @@ from .writer import Deferred, EventWriter, PreparedBatch
 __all__ = ["GroupCommitWriter"]
 
 _STOP = object()
+_FLUSH = object()
 
 
 class GroupCommitWriter:
@@ -76,6 +77,16 @@ class GroupCommitWriter:
         self._raise()
         self._queue.put((batch, now))
 
+    def flush(self) -> None:
+        """Commit what was submitted so far, once written, without waiting for the group to
+        fill, and return at once. A caller that knows its input is nearly done (the file
+        ingest's last batches) so has that commit overlap its own work instead of ending
+        the run with it. Raises the writer's failure, if any."""
+        self._raise()
+        self._queue.join()
+        self._raise()
+        self._queue.put(_FLUSH)
+
     def close(self) -> None:
         """Write and commit what was submitted, stop the thread, raise a failure if any."""
         if not self._closed:
@@ -108,6 +119,12 @@ class GroupCommitWriter:
             item = self._queue.get()
             taken = item is not _STOP
             while item is not _STOP:
+                if item is _FLUSH:  # nothing written since the last commit
+                    self._queue.task_done()
+                    taken = False
+                    item = self._queue.get()
+                    taken = item is not _STOP
+                    continue
                 held = WriteResult()
                 deferred = Deferred()  # rollups and clients: written once, before the commit
                 started = self._clock()
@@ -129,6 +146,11 @@ class GroupCommitWriter:
                             break
                         taken = item is not _STOP
                         if item is _STOP:
+                            break
+                        if item is _FLUSH:
+                            self._queue.task_done()  # the caller goes on while this commits
+                            taken = False
+                            item = None
                             break
                     self.writer.write_deferred(conn, deferred)
                 self._on_commit(held)

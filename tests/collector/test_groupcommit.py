@@ -46,6 +46,23 @@ def test_batches_commit_in_groups_counted_once_committed(store: Store) -> None:
         assert conn.execute(select(func.sum(rollups.c["count"]))).scalar_one() == 50
 
 
+def test_flush_commits_what_was_written_and_the_caller_goes_on(store: Store) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def committed(result: WriteResult) -> None:
+        seen.append((result.stored, stored(store)))
+
+    with GroupCommitWriter(EventWriter(store), on_commit=committed, max_events=10**6, idle=30,
+                           clock=lambda: 0.0) as writer:
+        writer.flush()  # nothing written yet: no empty transaction
+        writer.submit(batch(10, "a-"), now=NOW)
+        writer.submit(batch(10, "b-"), now=NOW)
+        writer.flush()
+        writer.flush()  # nothing written since
+        writer.submit(batch(10, "c-"), now=NOW)
+    assert seen == [(20, 20), (10, 30)]
+
+
 def test_an_old_transaction_commits(store: Store) -> None:
     seen: list[int] = []
     ticks = itertools.count()  # every reading of the clock is a second later

@@ -56,6 +56,10 @@ def test_batches_start_small_and_so_do_the_last_ones(tmp_path: Path,
     assert sum(sizes) == 3000
     assert sizes[:5] == [12, 21, 42, 81, 81]  # doubling up to the batch size (3 per line)
     tail = sizes[sizes.index(21, 2):]  # a quarter of it, once two batches or fewer are left
+    kinds = [m[0] if m[0] != "batch" else len(m[1]) for m in ingest._read(
+        [str(path)], 80, distribution.parse_envelope, Classifier())]
+    assert kinds.count("flush") == 1  # commit what came before the last batches, once
+    assert [k for k in kinds[kinds.index("flush") + 1:] if k != "progress"] == [*tail, "done"]
     assert len(tail) >= 4 and set(tail[:-1]) == {21} and tail[-1] <= 21
     assert 160 - 81 < sum(tail) <= 160
     assert set(sizes[3:len(sizes) - len(tail)]) == {81}
@@ -98,7 +102,8 @@ def test_the_parser_runs_ahead_of_a_busy_writer(tmp_path: Path,
         assert first[0] == "prepared" and first[1].received == 1000
         assert _children_done(30), "the parser waited for the writer"
         rest = list(messages)
-    assert [m[0] for m in rest] == ["prepared"] * 3 + ["progress", "done"]
+    # A small .gz file is fetched from disk at once: the end is near from the first batch on.
+    assert [m[0] for m in rest] == ["flush"] + ["prepared"] * 3 + ["progress", "done"]
     received = [first[1].received] + [m[1].received for m in rest if m[0] == "prepared"]
     assert received == [1000] * 4
 
