@@ -13,9 +13,13 @@ machine's load hits them all alike.
   threads), K requests in flight.
 - ``async/threads xK``: ``AsyncRegistryClient`` on a sync transport in K worker threads, the
   scan's way before.
+- ``layers/in-memory``: ``AsyncRegistryClient`` over an in-memory transport that replays one
+  real manifest response (status, headers, body) of the registry: what the client's own layers
+  cost per request (request, auth flow, redirects check, response, digest, JSON), no socket.
 
 Usage: ``.venv/bin/python bench/client_cpu.py --dir /tmp/scanbench [--requests 1500]
-[--rounds 2] [--in-flight 8]``
+[--rounds 2] [--in-flight 8] [--only async/aiohttp,bare]`` (``--only``: the variants whose
+names start with one of these, e.g. only the scan's path and the floor).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--in-flight", type=int, default=8)
+    parser.add_argument("--only", default="", help="comma-separated name prefixes")
     args = parser.parse_args()
     if not (args.dir / "registry" / "storage" / "docker").exists():
         raise SystemExit(f"no filled registry in {args.dir}: run bench/scan.py --dir first")
@@ -83,13 +88,37 @@ def main() -> None:
                 await asyncio.gather(*(one(*job) for job in jobs))
         return lambda: asyncio.run(go())
 
+    with RegistryClient(registry.url) as probe:  # one real answer, replayed by layers/in-memory
+        answer = probe._http.get(f"/v2/{jobs[0][0]}/manifests/{jobs[0][1]}",
+                                 headers={"Accept": accept})
+    replay = (answer.status_code, answer.headers.raw, answer.content)
+
+    class Replay(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            status, raw, body = replay
+            return httpx.Response(status, headers=list(raw), stream=httpx.ByteStream(body))
+
+    def layers() -> None:
+        async def go() -> None:
+            client = AsyncRegistryClient(registry.url, transport=Replay())
+            repo, tag = jobs[0]
+            for _ in jobs:
+                await client.get_manifest(repo, tag)
+        asyncio.run(go())
+
     variants: dict[str, Callable[[], Callable[[], None]]] = {
         "sync/stdlib": lambda: sync(None),
         "sync/httpx": lambda: sync(httpx.HTTPTransport()),
         "bare/http.client": lambda: bare,
         f"async/aiohttp x{k}": lambda: concurrent(None),
         f"async/threads x{k}": lambda: concurrent(httpx.HTTPTransport()),
+        "layers/in-memory": lambda: layers,
     }
+    prefixes = tuple(p for p in args.only.split(",") if p)
+    if prefixes:
+        variants = {k: v for k, v in variants.items() if k.startswith(prefixes)}
+        if not variants:
+            raise SystemExit(f"--only {args.only!r} matches no variant")
     n = len(jobs)
     print(f"{n} manifest GETs per variant and round; load average {os.getloadavg()[0]:.1f}")
     try:

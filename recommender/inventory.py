@@ -236,8 +236,13 @@ async def scan_async(
         except RegistryError as exc:
             report.errors.append({"repository": repo, **_error(exc)})
             return
-        fetched = await asyncio.gather(
-            *(call(client.get_manifest, repo, tag) for tag in tags), return_exceptions=True)
+        async def fetch(ref: str) -> _Seen:
+            # The manifest and what its config says in one task, not one task for each
+            # (asyncio tasks cost a first scan ~5 us each; bench/README.md, S2).
+            manifest = await call(client.get_manifest, repo, ref)
+            return await describe(repo, manifest, prior.get(manifest.digest))
+
+        fetched = await asyncio.gather(*(fetch(tag) for tag in tags), return_exceptions=True)
         pending: list[Manifest] = []
         for tag, got in zip(tags, fetched, strict=True):
             if isinstance(got, NotFound):
@@ -248,10 +253,11 @@ async def scan_async(
                 continue
             if isinstance(got, BaseException):
                 raise got
-            result.tags[tag] = got.digest
-            if got.digest not in result.seen:
-                result.seen[got.digest] = _Seen(got)
-                pending.append(got)
+            digest = got.manifest.digest
+            result.tags[tag] = digest
+            if digest not in result.seen:
+                result.seen[digest] = got
+                pending.append(got.manifest)
         # Index children, level by level (an index of indexes is legal).
         while pending:
             wanted_children: list[tuple[str, str, str | None]] = []
@@ -263,20 +269,16 @@ async def scan_async(
                         wanted_children.append((manifest.digest, desc["digest"], platform))
             pending = []
             unique = list(dict.fromkeys(c[1] for c in wanted_children))
-            got_children = await asyncio.gather(
-                *(call(client.get_manifest, repo, d) for d in unique), return_exceptions=True)
-            for digest, got in zip(unique, got_children, strict=True):
-                if isinstance(got, RegistryError):
-                    report.errors.append({"repository": repo, "digest": digest, **_error(got)})
-                elif isinstance(got, BaseException):
-                    raise got
+            got_children = await asyncio.gather(*(fetch(d) for d in unique),
+                                                return_exceptions=True)
+            for digest, seen in zip(unique, got_children, strict=True):
+                if isinstance(seen, RegistryError):
+                    report.errors.append({"repository": repo, "digest": digest, **_error(seen)})
+                elif isinstance(seen, BaseException):
+                    raise seen
                 else:
-                    result.seen[digest] = _Seen(got)
-                    pending.append(got)
-        described = await asyncio.gather(
-            *(describe(repo, s.manifest, prior.get(d)) for d, s in result.seen.items()))
-        for seen in described:
-            result.seen[seen.manifest.digest] = seen
+                    result.seen[digest] = seen
+                    pending.append(seen.manifest)
         for _parent, child, platform in result.children:
             if platform and child in result.seen and result.seen[child].platform is None:
                 result.seen[child].platform = platform
