@@ -134,7 +134,7 @@ class EventWriter:
             return self.write_prepared(prepare(batch, now=now), conn=conn, deferred=deferred)
         # The first of repeated keys wins (reversed: a later assignment overwrites).
         unique = {(ev.source, ev.source_event_id): ev for ev in reversed(batch)}
-        ordered = [unique[k] for k in sorted(unique)]
+        ordered = [unique[k] for k in sorted(unique, key="\0".join)]  # key order (as rollups)
         if not ordered:
             return WriteResult(received=len(batch))
         with self._within(conn) as conn:
@@ -407,7 +407,7 @@ def prepare(batch: Sequence[Event], *, now: datetime) -> PreparedBatch:
     """Plan ``batch`` (received at ``now``) for :meth:`EventWriter.write_prepared`."""
     # The first of repeated keys wins (reversed: a later assignment overwrites).
     unique = {(ev.source, ev.source_event_id): ev for ev in reversed(batch)}
-    ordered = [unique[k] for k in sorted(unique)]
+    ordered = [unique[k] for k in sorted(unique, key="\0".join)]  # key order (as rollups)
     stamp = sqlite_time(now)
     # sqlite_time inlined for the usual UTC time (a call per event costs as much).
     rows: list[tuple[Any, ...]] = [
