@@ -88,9 +88,9 @@ def main() -> None:
                 await asyncio.gather(*(one(*job) for job in jobs))
         return lambda: asyncio.run(go())
 
-    with RegistryClient(registry.url) as probe:  # one real answer, replayed by layers/in-memory
-        answer = probe._http.get(f"/v2/{jobs[0][0]}/manifests/{jobs[0][1]}",
-                                 headers={"Accept": accept})
+    # One real answer of the registry, replayed by layers/in-memory.
+    answer = httpx.get(f"{registry.url}/v2/{jobs[0][0]}/manifests/{jobs[0][1]}",
+                       headers={"Accept": accept})
     replay = (answer.status_code, answer.headers.raw, answer.content)
 
     class Replay(httpx.AsyncBaseTransport):
