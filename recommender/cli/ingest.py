@@ -33,7 +33,7 @@ import typer
 
 from ..collector import deploy, distribution, harbor, k8s
 from ..collector.events import Event, WriteResult, event_fields
-from ..collector.files import JsonLines, decode_line
+from ..collector.files import JsonLines, decode, decode_line
 from ..collector.groupcommit import GroupCommitWriter
 from ..collector.writer import EventWriter, prepare
 from ..errors import PayloadError
@@ -79,7 +79,13 @@ _SHOW_REASONS = 5
 # again and again in the older generations: ~10 % of the writing process's CPU (measured,
 # bench/README.md). Collections stay on, 100,000 allocations apart; restored afterwards.
 _GC_THRESHOLDS = (100_000, 50, 1000)
-Parse = Callable[[Any, Classifier], list[Event]]
+# A parser of one line's bytes (it decodes them: invalid JSON is a PayloadError).
+Parse = Callable[[bytes, Classifier], list[Event]]
+
+
+def _decoded(parse: Callable[[Any, Classifier], list[Event]]) -> Parse:
+    """A parser of decoded documents as a parser of lines."""
+    return lambda line, classifier: parse(decode(line), classifier)
 
 
 class _Tally:
@@ -135,7 +141,7 @@ def _read(files: list[str], batch_size: int, parse: Parse, classifier: Classifie
     last = len(files) - 1
     ending = False
     for index, path in enumerate(files):
-        with JsonLines(path) as lines:
+        with JsonLines(path, raw=True) as lines:
             parsed = 0  # events of this file so far
             for number, obj in lines:
                 if isinstance(obj, PayloadError):
@@ -378,20 +384,20 @@ def _run(files: list[str], batch_size: int, label: str, parse: Parse, classifier
 @ingest_app.command("distribution")
 def ingest_distribution(ctx: typer.Context, files: Files, batch_size: BatchSize = _BATCH) -> None:
     """Distribution notification envelopes, one per line."""
-    _ingest_events(ctx, files, batch_size, "distribution", distribution.parse_envelope)
+    _ingest_events(ctx, files, batch_size, "distribution", distribution.parse_envelope_line)
 
 
 @ingest_app.command("harbor")
 def ingest_harbor(ctx: typer.Context, files: Files, batch_size: BatchSize = _BATCH) -> None:
     """Harbor webhook payloads (Default or CloudEvents), one per line."""
-    _ingest_events(ctx, files, batch_size, "harbor", harbor.parse_webhook)
+    _ingest_events(ctx, files, batch_size, "harbor", _decoded(harbor.parse_webhook))
 
 
 @ingest_app.command("deploys")
 def ingest_deploys(ctx: typer.Context, files: Files, batch_size: BatchSize = _BATCH) -> None:
     """Deploy events, one object (or array) per line."""
     _ingest_events(ctx, files, batch_size, "deploys",
-                   lambda obj, _classifier: deploy.parse_deploys(obj))
+                   _decoded(lambda obj, _classifier: deploy.parse_deploys(obj)))
 
 
 @ingest_app.command("k8s")

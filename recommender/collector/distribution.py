@@ -17,10 +17,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from ..errors import PayloadError
 from ..reference import is_digest
 from ..usage import Classifier
 from .events import Event
+from .files import decode
 from .payload import (
     get_dict,
     get_digest,
@@ -32,7 +35,7 @@ from .payload import (
     require_dict,
 )
 
-__all__ = ["ACTIONS", "parse_envelope", "parse_event"]
+__all__ = ["ACTIONS", "parse_envelope", "parse_envelope_line", "parse_event"]
 
 SOURCE = "distribution"
 ACTIONS = frozenset({"push", "pull", "mount", "delete"})
@@ -72,26 +75,51 @@ def _parse_usual(ev: Any, classifier: Classifier) -> Event | None:
     if type(ev) is not dict:
         return None
     get = ev.get
-    event_id = get("id")
-    stamp = get("timestamp")
-    action = get("action")
     target = get("target")
+    if type(target) is not dict:
+        return None
+    tget = target.get
+    request = get("request")
+    if request is None:
+        method = user_agent = client_addr = host = None
+    elif type(request) is dict:
+        rget = request.get
+        method, user_agent = rget("method"), rget("useragent")
+        client_addr, host = rget("addr"), rget("host")
+    else:
+        return None
+    actor_doc = get("actor")
+    if actor_doc is None:
+        actor = None
+    elif type(actor_doc) is dict:
+        actor = actor_doc.get("name")
+    else:
+        return None
+    source_doc = get("source")
+    if source_doc is None:
+        source_addr = None
+    elif type(source_doc) is dict:
+        source_addr = source_doc.get("addr")
+    else:
+        return None
+    return _usual(classifier, get("id"), get("timestamp"), get("action"), tget("repository"),
+                  tget("digest"), tget("tag"), tget("mediaType"), tget("size"), tget("length"),
+                  tget("url"), method, user_agent, client_addr, host, actor, source_addr)
+
+
+def _usual(classifier: Classifier, event_id: Any, stamp: Any, action: Any, repository: Any,
+           digest: Any, tag: Any, media_type: Any, size: Any, length: Any, url: Any,
+           method: Any, user_agent: Any, client_addr: Any, host: Any, actor: Any,
+           source_addr: Any) -> Event | None:
+    """The checks of :func:`_parse_usual` on an event's fields, however they were decoded."""
     if not (type(event_id) is str and 0 < len(event_id) <= 128
             and type(stamp) is str and len(stamp) == 30 and stamp[29] == "Z"
-            and stamp[19] == "." and type(action) is str and action in ACTIONS
-            and type(target) is dict):
+            and stamp[19] == "." and type(action) is str and action in ACTIONS):
         return None
     try:  # nanoseconds: Python keeps microseconds (as payload.get_time)
         time = datetime.fromisoformat(stamp[:26] + "+00:00")
     except ValueError:
         return None
-    tget = target.get
-    repository = tget("repository")
-    digest = tget("digest")
-    tag = tget("tag")
-    media_type = tget("mediaType")
-    size = tget("size")
-    url = tget("url")
     if not (type(repository) is str and 0 < len(repository) <= 255
             and (type(digest) is str and 0 < len(digest) <= 512 and is_digest(digest)
                  or digest is None and action == "delete")
@@ -100,41 +128,18 @@ def _parse_usual(ev: Any, classifier: Classifier) -> Event | None:
             and (url is None or type(url) is str and 0 < len(url) <= 2048)):
         return None
     if size is None:
-        size = tget("length")
+        size = length
     if not (size is None or type(size) is int and 0 <= size <= _INT_MAX):
         return None
-    request = get("request")
-    if request is None:
-        method = user_agent = client_addr = host = None
-    elif type(request) is dict:
-        rget = request.get
-        method = rget("method")
-        user_agent = rget("useragent")
-        client_addr = rget("addr")
-        host = rget("host")
-        if not ((method is None or type(method) is str and 0 < len(method) <= 8)
-                and (user_agent is None or type(user_agent) is str and 0 < len(user_agent) <= 512)
-                and (client_addr is None
-                     or type(client_addr) is str and 0 < len(client_addr) <= 64)
-                and (host is None or type(host) is str and 0 < len(host) <= 255)):
-            return None
-    else:
-        return None
-    actor_doc = get("actor")
-    if actor_doc is None:
-        actor = None
-    elif type(actor_doc) is dict:
-        actor = actor_doc.get("name")
-        if not (actor is None or type(actor) is str and 0 < len(actor) <= 255):
-            return None
-    else:
-        return None
-    source_doc = get("source")
-    if not (source_doc is None or type(source_doc) is dict):
+    if not ((method is None or type(method) is str and 0 < len(method) <= 8)
+            and (user_agent is None or type(user_agent) is str and 0 < len(user_agent) <= 512)
+            and (client_addr is None or type(client_addr) is str and 0 < len(client_addr) <= 64)
+            and (host is None or type(host) is str and 0 < len(host) <= 255)
+            and (actor is None or type(actor) is str and 0 < len(actor) <= 255)):
         return None
     registry = host
-    if registry is None and source_doc is not None:  # as parse_event: read only without host
-        registry = source_doc.get("addr")
+    if registry is None:  # as parse_event: the source is read only without a host
+        registry = source_addr
         if not (registry is None or type(registry) is str and 0 < len(registry) <= 255):
             return None
     usage = classifier.classify(
@@ -143,6 +148,85 @@ def _parse_usual(ev: Any, classifier: Classifier) -> Event | None:
     return Event(time, SOURCE, event_id, action, usage, repository, registry, digest, tag,
                  media_type, size, method.upper() if method else None, user_agent, actor,
                  client_addr)
+
+
+# --- JSON lines: decoded straight into the fields the fast path reads ------------------------
+# A file of envelopes is decoded by msgspec into these structs instead of into dicts: it skips
+# the keys nobody reads and builds no dict, about twice as fast as orjson's dicts read by
+# _parse_usual. Anything they do not fit (a wrong type, a float size, bad JSON) goes the dict
+# way, so the result is parse_envelope's on orjson's decoding, or its error.
+
+
+class _Target(msgspec.Struct):
+    repository: Any = None
+    digest: Any = None
+    tag: Any = None
+    mediaType: Any = None  # noqa: N815 - the JSON's key
+    size: int | None = None
+    length: int | None = None
+    url: Any = None
+
+
+class _Request(msgspec.Struct):
+    method: Any = None
+    useragent: Any = None
+    addr: Any = None
+    host: Any = None
+
+
+class _Actor(msgspec.Struct):
+    name: Any = None
+
+
+class _Source(msgspec.Struct):
+    addr: Any = None
+
+
+class _Event(msgspec.Struct):
+    id: Any = None
+    timestamp: Any = None
+    action: Any = None
+    target: _Target | None = None
+    request: _Request | None = None
+    actor: _Actor | None = None
+    source: _Source | None = None
+
+
+class _Envelope(msgspec.Struct):
+    events: list[_Event]
+
+
+_DECODER = msgspec.json.Decoder(_Envelope)
+
+
+def parse_envelope_line(line: bytes, classifier: Classifier) -> list[Event]:
+    """``parse_envelope(orjson.loads(line))``: the same events or the same error (invalid
+    JSON is a :class:`PayloadError` too), faster for envelopes of the usual shape."""
+    try:
+        envelope = _DECODER.decode(line)
+    except (msgspec.DecodeError, ValueError):  # invalid UTF-8 is a ValueError
+        envelope = None
+    if envelope is not None:
+        events = []
+        for ev in envelope.events:
+            t, r = ev.target, ev.request
+            if t is None:
+                break
+            if r is None:
+                method = user_agent = client_addr = host = None
+            else:
+                method, user_agent, client_addr, host = r.method, r.useragent, r.addr, r.host
+            event = _usual(
+                classifier, ev.id, ev.timestamp, ev.action, t.repository, t.digest, t.tag,
+                t.mediaType, t.size, t.length, t.url, method, user_agent, client_addr, host,
+                None if ev.actor is None else ev.actor.name,
+                None if ev.source is None else ev.source.addr)
+            if event is None:
+                break
+            events.append(event)
+        else:
+            return events
+    return parse_envelope(decode(line), classifier)
 
 
 def parse_event(item: Any, classifier: Classifier, where: str = "event") -> Event:

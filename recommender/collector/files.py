@@ -18,7 +18,7 @@ import orjson
 
 from ..errors import PayloadError
 
-__all__ = ["JsonLines", "decode_line", "open_input"]
+__all__ = ["JsonLines", "decode", "decode_line", "open_input"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _READ_CHUNK = 1 << 20
@@ -50,15 +50,18 @@ def open_input(path: str | Path, *, stdin: IO[bytes] | None = None) -> tuple[IO[
 
 class JsonLines:
     """Iterate ``(line_number, object)`` or ``(line_number, PayloadError)``; blank lines skipped.
+    With ``raw``, the object is the line's bytes (errors reading the file still come as
+    :class:`PayloadError`).
 
     ``bytes_read`` and ``total_bytes`` (None for stdin) measure progress in the file as stored
     (compressed bytes for ``.gz``).
     """
 
     def __init__(self, path: str | Path, *, stdin: IO[bytes] | None = None,
-                 max_line_bytes: int = 16 << 20) -> None:
+                 max_line_bytes: int = 16 << 20, raw: bool = False) -> None:
         self.path = str(path)
         self.max_line_bytes = max_line_bytes
+        self.raw = raw  # yield each line's bytes, for a parser that decodes them itself
         self._stream, self._raw = open_input(path, stdin=stdin)
         self.total_bytes: int | None = None
         if self.path != "-":
@@ -100,7 +103,7 @@ class JsonLines:
             if not line.strip():
                 continue
             self.last_raw = line
-            yield self.line, decode_line(line, self.line)
+            yield self.line, line if self.raw else decode_line(line, self.line)
 
     def rest(self) -> bytes:
         """Everything not read yet: ``last_raw + rest()`` is a multi-line document."""
@@ -124,3 +127,11 @@ def decode_line(line: bytes, number: int) -> Any:
         return orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return PayloadError(f"line {number}: invalid JSON: {exc}", line=number)
+
+
+def decode(line: bytes) -> Any:
+    """The decoded JSON of one line; :class:`PayloadError` when it is not JSON."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"invalid JSON: {exc}") from None

@@ -43,7 +43,7 @@ def _write(path: Path, events: int, *, per_line: int = 10, pad: int = 0) -> None
 
 
 def _sizes(files: list[str], batch_size: int) -> list[int]:
-    return [len(m[1]) for m in ingest._read(files, batch_size, distribution.parse_envelope,
+    return [len(m[1]) for m in ingest._read(files, batch_size, distribution.parse_envelope_line,
                                              Classifier()) if m[0] == "batch"]
 
 
@@ -57,7 +57,7 @@ def test_batches_start_small_and_so_do_the_last_ones(tmp_path: Path,
     assert sizes[:5] == [12, 21, 42, 81, 81]  # doubling up to the batch size (3 per line)
     tail = sizes[sizes.index(21, 2):]  # a quarter of it, once two batches or fewer are left
     kinds = [m[0] if m[0] != "batch" else len(m[1]) for m in ingest._read(
-        [str(path)], 80, distribution.parse_envelope, Classifier())]
+        [str(path)], 80, distribution.parse_envelope_line, Classifier())]
     assert kinds.count("flush") == 1  # commit what came before the last batches, once
     assert [k for k in kinds[kinds.index("flush") + 1:] if k != "progress"] == [*tail, "done"]
     assert len(tail) >= 4 and set(tail[:-1]) == {21} and tail[-1] <= 21
@@ -85,7 +85,7 @@ def _children_done(timeout: float) -> bool:
 
 
 def _elsewhere(path: Path, batch_size: int) -> Any:
-    return ingest._parsed_elsewhere([str(path)], batch_size, distribution.parse_envelope,
+    return ingest._parsed_elsewhere([str(path)], batch_size, distribution.parse_envelope_line,
                                     Classifier(), True)
 
 

@@ -6,14 +6,16 @@ Anything else would be a 500 from the collector or a traceback from the CLI.
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recommender.collector.deploy import parse_deploys
-from recommender.collector.distribution import parse_envelope, parse_event
+from recommender.collector.distribution import parse_envelope, parse_envelope_line, parse_event
 from recommender.collector.harbor import parse_webhook
 from recommender.collector.k8s import parse_pod_list
 from recommender.errors import PayloadError
@@ -62,8 +64,15 @@ def parses_or_refuses(fn: Any, doc: Any) -> None:
         assert exc.message
 
 
+def line_of(doc: Any) -> bytes:
+    """``doc`` as a line of a file (the standard library writes any integer, and inf/nan as
+    the invalid JSON some senders do write)."""
+    return json.dumps(doc).encode()
+
+
 PARSERS = [
     (lambda d: parse_envelope(d, CLASSIFIER), DOCS_PULL),
+    (lambda d: parse_envelope_line(line_of(d), CLASSIFIER), DOCS_PULL),
     (lambda d: parse_webhook(d, CLASSIFIER), DEFAULT_PULL),
     (lambda d: parse_webhook(d, CLASSIFIER), CLOUD_SCAN_PULL),
     (parse_deploys, {"timestamp": "2026-03-01T12:00:00Z", "image": "r.io/a:1"}),
@@ -120,6 +129,19 @@ def outcome(fn: Any, doc: Any) -> Any:
         return ("refused", exc.as_dict())
 
 
+def by_line(doc: Any) -> tuple[Any, Any]:
+    """(the line parser's outcome, what parse_envelope makes of orjson's decoding of the
+    line): a file's line must give the same events or the same error either way."""
+    line = line_of(doc)
+    try:
+        decoded = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        expected: Any = ("refused", PayloadError(f"invalid JSON: {exc}").as_dict())
+    else:
+        expected = outcome(lambda d: parse_envelope(d, CLASSIFIER), decoded)
+    return outcome(lambda d: parse_envelope_line(line_of(d), CLASSIFIER), doc), expected
+
+
 def checked(doc: Any) -> list[Any]:
     """Every event through the fully checked parser (what parse_envelope did before its fast
     path)."""
@@ -133,6 +155,18 @@ def test_the_usual_events_take_the_fast_path_and_agree() -> None:
 
     assert all(_parse_usual(item, CLASSIFIER) is not None for item in USUAL["events"])
     assert outcome(lambda d: parse_envelope(d, CLASSIFIER), USUAL) == outcome(checked, USUAL)
+    got, expected = by_line(USUAL)
+    assert got == expected == outcome(checked, USUAL)
+
+
+def test_the_line_parser_decodes_the_usual_events_itself(monkeypatch: Any) -> None:
+    import recommender.collector.distribution as distribution
+
+    def no_dicts(*_args: Any) -> Any:
+        raise AssertionError("the usual line went the dict way")
+
+    monkeypatch.setattr(distribution, "parse_envelope", no_dicts)
+    assert len(parse_envelope_line(line_of(USUAL), CLASSIFIER)) == len(USUAL["events"])
 
 
 FIELDS = [("id",), ("timestamp",), ("action",), ("target",), ("request",), ("actor",),
@@ -166,6 +200,8 @@ def test_the_fast_path_agrees_on_every_field_at_every_edge() -> None:
                 doc = replaced(USUAL, [(index, path, value)])
                 assert outcome(lambda d: parse_envelope(d, CLASSIFIER), doc) == outcome(
                     checked, doc), (index, path, value)
+                got, expected = by_line(doc)
+                assert got == expected, (index, path, value)
 
 
 @settings(max_examples=1000, deadline=None)
@@ -175,6 +211,8 @@ def test_the_fast_path_agrees_with_the_checked_parser(
         changes: list[tuple[int, tuple[str, ...], Any]]) -> None:
     doc = replaced(USUAL, changes)
     assert outcome(lambda d: parse_envelope(d, CLASSIFIER), doc) == outcome(checked, doc)
+    got, expected = by_line(doc)
+    assert got == expected
 
 
 @settings(max_examples=300, deadline=None)
@@ -182,3 +220,5 @@ def test_the_fast_path_agrees_with_the_checked_parser(
 def test_the_fast_path_agrees_on_any_part_replaced(path: list[int], value: Any) -> None:
     doc = mutate(USUAL, path, value)
     assert outcome(lambda d: parse_envelope(d, CLASSIFIER), doc) == outcome(checked, doc)
+    got, expected = by_line(doc)
+    assert got == expected
