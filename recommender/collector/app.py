@@ -144,7 +144,7 @@ class Collector:
     # --- parsers per source (decoded body -> events) ------------------------------------------
 
     def _distribution(self, body: bytes) -> list[Event]:
-        return distribution.parse_envelope(_decode(body), self.classifier)
+        return distribution.parse_envelope_line(body, self.classifier, _decode)
 
     def _harbor(self, body: bytes) -> list[Event]:
         return harbor.parse_webhook(_decode(body), self.classifier)
