@@ -197,13 +197,13 @@ def startup(db: Path) -> tuple[float, float]:
 
 def breakdown(events: int, work: Path, seed: int) -> None:
     """CPU seconds of each stage, in this process, as the command splits them: the parsing
-    process reads (gunzip + JSON), parses (+ classify) and prepares (writer.prepare: rows,
+    process reads (gunzip), decodes and parses (+ classify) and prepares (writer.prepare: rows,
     manifests and rollups planned); the writing process writes (write_prepared), timed by
     wrapping the writer's functions (nothing else changes)."""
     from collections import defaultdict
 
     from recommender.collector import writer as writer_module
-    from recommender.collector.distribution import parse_envelope
+    from recommender.collector.distribution import parse_envelope_line
     from recommender.collector.files import JsonLines
     from recommender.collector.writer import EventWriter
     from recommender.store import open_store
@@ -232,10 +232,10 @@ def breakdown(events: int, work: Path, seed: int) -> None:
     store = open_store(f"sqlite:///{work / 'breakdown.db'}")
     classifier = Classifier()
     start = time.process_time()
-    docs = [doc for _, doc in JsonLines(path)]
+    lines = [line for _, line in JsonLines(path, raw=True)]
     read = time.process_time() - start
     start = time.process_time()
-    parsed = [e for doc in docs for e in parse_envelope(doc, classifier)]
+    parsed = [e for line in lines for e in parse_envelope_line(line, classifier)]
     parse = time.process_time() - start
     writer = EventWriter(store, bulk=True)
     now = datetime.now(UTC)
@@ -245,7 +245,7 @@ def breakdown(events: int, work: Path, seed: int) -> None:
     steps = ("_write_rollups", "_write_manifests", "_apply_tag_history", "_resolve_tags")
     rest = spent["write_prepared"] - sum(spent[name] for name in steps)
     print(f"CPU s per 100,000 events (load average {os.getloadavg()[0]:.1f}): parsing "
-          f"process: read {read * scale:.2f}, parse {parse * scale:.2f}, prepare "
+          f"process: read {read * scale:.2f}, decode + parse {parse * scale:.2f}, prepare "
           f"{spent['prepare'] * scale:.2f}; writing process: write "
           f"{spent['write_prepared'] * scale:.2f} = rollups "
           f"{spent['_write_rollups'] * scale:.2f} + manifests "
