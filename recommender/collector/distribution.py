@@ -115,7 +115,8 @@ def _usual(classifier: Classifier, event_id: Any, stamp: Any, action: Any, repos
     """The checks of :func:`_parse_usual` on an event's fields, however they were decoded."""
     if not (type(event_id) is str and 0 < len(event_id) <= 128
             and type(stamp) is str and len(stamp) == 30 and stamp[29] == "Z"
-            and stamp[19] == "." and type(action) is str and action in ACTIONS):
+            and stamp[19] == "." and stamp[4] == stamp[7] == "-" and stamp[5] != "W"
+            and stamp[13] == stamp[16] == ":" and type(action) is str and action in ACTIONS):
         return None
     try:  # nanoseconds: Python keeps microseconds (as payload.get_time)
         time = datetime.fromisoformat(stamp[:26] + "+00:00")
@@ -146,9 +147,10 @@ def _usual(classifier: Classifier, event_id: Any, stamp: Any, action: Any, repos
     usage = classifier.classify(
         user_agent=user_agent, actor=actor, method=method, media_type=media_type, url=url,
     )
+    # YYYY-MM-DD?HH:MM:SS.ffffff (the checks above, and a valid time): SQLite's form of it.
     return Event(time, SOURCE, event_id, action, usage, repository, registry, digest, tag,
                  media_type, size, method.upper() if method else None, user_agent, actor,
-                 client_addr)
+                 client_addr, stamp=f"{stamp[:10]} {stamp[11:26]}")
 
 
 # --- JSON lines: decoded straight into the fields the fast path reads ------------------------

@@ -37,6 +37,10 @@ class Event:
     environment: str | None = None
     cluster: str | None = None
     namespace: str | None = None
+    # ``time`` as SQLite stores it (``bulk.sqlite_time``), when the parser had it at hand (a
+    # Distribution timestamp in the usual form): formatting a time again costs as much as
+    # parsing it. Not part of the event: equality ignores it.
+    stamp: str | None = field(default=None, compare=False, repr=False)
 
     def row(self) -> dict[str, Any]:
         return asdict(self)

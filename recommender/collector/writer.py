@@ -409,9 +409,11 @@ def prepare(batch: Sequence[Event], *, now: datetime) -> PreparedBatch:
     unique = {(ev.source, ev.source_event_id): ev for ev in reversed(batch)}
     ordered = [unique[k] for k in sorted(unique, key="\0".join)]  # key order (as rollups)
     stamp = sqlite_time(now)
-    # sqlite_time inlined for the usual UTC time (a call per event costs as much).
+    # The parser's stamp, else sqlite_time inlined for a UTC time (a call per event costs as
+    # much as the formatting).
     rows: list[tuple[Any, ...]] = [
-        (t.isoformat(" ", "microseconds")[:26] if t.tzinfo is UTC else sqlite_time(t),
+        (e.stamp or (t.isoformat(" ", "microseconds")[:26] if t.tzinfo is UTC
+                     else sqlite_time(t)),
          stamp, e.source, e.source_event_id, e.action, e.usage, e.registry, e.repository,
          e.digest, e.tag, e.media_type, e.size, e.method, e.user_agent, e.actor,
          e.client_addr, e.environment, e.cluster, e.namespace)

@@ -14,6 +14,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recommender.collector.bulk import sqlite_time
 from recommender.collector.deploy import parse_deploys
 from recommender.collector.distribution import parse_envelope, parse_envelope_line, parse_event
 from recommender.collector.harbor import parse_webhook
@@ -124,9 +125,12 @@ EDGES = st.sampled_from(EDGE_VALUES)
 
 def outcome(fn: Any, doc: Any) -> Any:
     try:
-        return fn(doc)
+        events = fn(doc)
     except PayloadError as exc:
         return ("refused", exc.as_dict())
+    for e in events:  # the stamp a parser keeps is the time as SQLite stores it, or none
+        assert e.stamp is None or e.stamp == sqlite_time(e.time), (e.stamp, e.time)
+    return events
 
 
 def by_line(doc: Any) -> tuple[Any, Any]:
@@ -157,6 +161,18 @@ def test_the_usual_events_take_the_fast_path_and_agree() -> None:
     assert outcome(lambda d: parse_envelope(d, CLASSIFIER), USUAL) == outcome(checked, USUAL)
     got, expected = by_line(USUAL)
     assert got == expected == outcome(checked, USUAL)
+
+
+def test_odd_timestamps_agree_and_keep_a_true_stamp() -> None:
+    for stamp in ("2026-03-01 10:00:00.123456789Z", "2026-03-01t10:00:00.123456789Z",
+                  "2026-W09-7T10:00:00.123456789Z", "2026-03-01T10:00:00.999999999Z",
+                  "2026-02-29T10:00:00.123456789Z", "2024-02-29T23:59:59.000000000Z",
+                  "2026-03-01T10:00:60.123456789Z", "+026-03-01T10:00:00.123456789Z"):
+        doc = replaced(USUAL, [(0, ("timestamp",), stamp)])
+        expected = outcome(checked, doc)
+        assert outcome(lambda d: parse_envelope(d, CLASSIFIER), doc) == expected, stamp
+        got, by_orjson = by_line(doc)
+        assert got == by_orjson == expected, stamp
 
 
 def test_the_line_parser_decodes_the_usual_events_itself(monkeypatch: Any) -> None:
