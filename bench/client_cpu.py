@@ -88,9 +88,14 @@ def main() -> None:
                 await asyncio.gather(*(one(*job) for job in jobs))
         return lambda: asyncio.run(go())
 
-    # One real answer of the registry, replayed by layers/in-memory.
-    answer = httpx.get(f"{registry.url}/v2/{jobs[0][0]}/manifests/{jobs[0][1]}",
-                       headers={"Accept": accept})
+    # One real answer of the registry, replayed by layers/in-memory (the registry is stopped
+    # if it cannot be had: the rounds' ``finally`` below is not reached yet).
+    try:
+        answer = httpx.get(f"{registry.url}/v2/{jobs[0][0]}/manifests/{jobs[0][1]}",
+                           headers={"Accept": accept}).raise_for_status()
+    except BaseException:
+        registry.stop()
+        raise
     replay = (answer.status_code, answer.headers.raw, answer.content)
 
     class Replay(httpx.AsyncBaseTransport):
