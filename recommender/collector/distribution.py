@@ -89,23 +89,24 @@ def _parse_usual(ev: Any, classifier: Classifier) -> Event | None:
         client_addr, host = rget("addr"), rget("host")
     else:
         return None
-    actor_doc = get("actor")
-    if actor_doc is None:
-        actor = None
-    elif type(actor_doc) is dict:
-        actor = actor_doc.get("name")
-    else:
-        return None
-    source_doc = get("source")
-    if source_doc is None:
-        source_addr = None
-    elif type(source_doc) is dict:
-        source_addr = source_doc.get("addr")
-    else:
+    actor = _member(get("actor"), "name")
+    source_addr = _member(get("source"), "addr")
+    if actor is _WRONG or source_addr is _WRONG:
         return None
     return _usual(classifier, get("id"), get("timestamp"), get("action"), tget("repository"),
                   tget("digest"), tget("tag"), tget("mediaType"), tget("size"), tget("length"),
                   tget("url"), method, user_agent, client_addr, host, actor, source_addr)
+
+
+_WRONG = object()
+
+
+def _member(doc: Any, key: str) -> Any:
+    """``doc[key]`` of an object (None when missing), None without one, ``_WRONG`` for a
+    value that is not an object."""
+    if doc is None:
+        return None
+    return doc.get(key) if type(doc) is dict else _WRONG
 
 
 def _usual(classifier: Classifier, event_id: Any, stamp: Any, action: Any, repository: Any,
