@@ -124,9 +124,9 @@ class JsonLines:
 def decode_line(line: bytes, number: int) -> Any:
     """The decoded JSON of one line, or a :class:`PayloadError` naming the line."""
     try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        return PayloadError(f"line {number}: invalid JSON: {exc}", line=number)
+        return decode(line)
+    except PayloadError as exc:
+        return PayloadError(f"line {number}: {exc.message}", line=number)
 
 
 def decode(line: bytes) -> Any:
