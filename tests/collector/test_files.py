@@ -61,6 +61,16 @@ def test_a_truncated_gzip_is_reported(tmp_path: Path) -> None:
     assert all(o == {"a": 1} for _, o in got[:-1])
 
 
+def test_a_corrupt_gzip_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl.gz"
+    data = bytearray(gzip.compress(b'{"a": 1}\n' * 10000))
+    data[20:200] = bytes((b * 7 + 3) % 256 for b in data[20:200])  # deflate blocks garbled
+    path.write_bytes(bytes(data))
+    with JsonLines(path) as lines:
+        got = items(lines)
+    assert got[-1][1].startswith(f"line {got[-1][0]}: cannot read")  # type: ignore[union-attr]
+
+
 def test_a_missing_file_is_a_payload_error(tmp_path: Path) -> None:
     with pytest.raises(PayloadError, match="cannot read .*nope.jsonl"):
         JsonLines(tmp_path / "nope.jsonl")
