@@ -6,13 +6,12 @@ Memory stays constant whatever the file size: one line at a time, and a line lon
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 from isal import igzip, isal_zlib
@@ -22,6 +21,9 @@ from ..errors import PayloadError
 __all__ = ["JsonLines", "decode", "decode_line", "open_input"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# A truncated or corrupt .gz: a bad header or CRC is BadGzipFile (an OSError), a cut stream
+# EOFError, a bad deflate block ISA-L's error (its stub calls the class an instance).
+_UNREADABLE = (OSError, EOFError, cast(type[Exception], isal_zlib.error))
 _READ_CHUNK = 1 << 20
 
 
@@ -86,9 +88,8 @@ class JsonLines:
         while True:
             try:
                 line = readline(limit + 1)
-            except (OSError, EOFError, gzip.BadGzipFile, isal_zlib.error) as exc:
-                # A truncated or corrupt .gz (a bad header or CRC is BadGzipFile, a bad
-                # deflate block ISA-L's error): report it on the next line and stop.
+            except _UNREADABLE as exc:
+                # A truncated or corrupt .gz: report it on the next line and stop.
                 self.line += 1
                 yield self.line, PayloadError(f"line {self.line}: cannot read: {exc}",
                                               line=self.line)
