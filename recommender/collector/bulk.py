@@ -10,7 +10,7 @@ here read back exactly like rows written through Core. The SQL (``ON CONFLICT``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from itertools import chain
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Date, Table
 
 from ..store.types import UTCDateTime
 
-__all__ = ["insert_rows", "sqlite_time"]
+__all__ = ["flat_rows", "insert_flat", "insert_rows", "sqlite_time"]
 
 _MAX_PARAMS = 30_000  # SQLite allows 32,766 per statement, PostgreSQL 65,535
 
@@ -102,28 +102,58 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str],
     """
     if not rows:
         return []
+    convert = [] if converted else [
+        (i, fn) for i, fn in enumerate(_converters(conn, table, columns)) if fn is not None]
+    width = len(columns)
+
+    def chunks() -> Iterator[Sequence[Any]]:
+        for flat in _flattened(rows, width):
+            if not convert:
+                yield flat
+                continue
+            # Each converted column replaced in place through a stride: slice assignment,
+            # no per-row Python loop.
+            params = list(flat)
+            for i, fn in convert:
+                params[i::width] = _convert_column(fn, params[i::width])
+            yield params
+
+    return insert_flat(conn, table, columns, chunks(), suffix=suffix, returning=returning,
+                       spans=spans)
+
+
+def flat_rows(rows: Sequence[Sequence[Any]], width: int) -> list[tuple[Any, ...]]:
+    """``rows`` as :func:`insert_flat` takes them: one flat tuple of parameters per statement.
+    Built where the rows are made (the file ingest's parsing process), the writer binds them
+    as they come: no per-row work, and one tuple per ~1,000 rows to pickle, not one per row."""
+    return list(_flattened(rows, width))
+
+
+def _flattened(rows: Sequence[Sequence[Any]], width: int) -> Iterator[tuple[Any, ...]]:
+    start = 0
+    for size in _chunk_sizes(len(rows), _MAX_PARAMS // width):
+        yield tuple(chain.from_iterable(rows[start:start + size]))  # at C speed
+        start += size
+
+
+def insert_flat(conn: Connection, table: Table, columns: Sequence[str],
+                chunks: Iterable[Sequence[Any]], *, suffix: str = "", returning: str = "",
+                spans: list[tuple[int, int, int]] | None = None) -> list[Any]:
+    """:func:`insert_rows` for rows already in the store's form and flattened, one statement
+    per chunk (:func:`flat_rows`)."""
     quote = conn.dialect.identifier_preparer.quote
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     one = "(" + ", ".join([mark] * len(columns)) + ")"
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) VALUES "
     tail = (f" {suffix}" if suffix else "") + (f" RETURNING {returning}" if returning else "")
-    convert = [] if converted else [
-        (i, fn) for i, fn in enumerate(_converters(conn, table, columns)) if fn is not None]
     width = len(columns)
     result: list[Any] = []
-    start = 0
-    for size in _chunk_sizes(len(rows), _MAX_PARAMS // width):
-        chunk = rows[start:start + size]
-        start += size
-        # Flattened at C speed, then each converted column replaced in place through a
-        # stride: slice assignment, no per-row Python loop.
-        params = list(chain.from_iterable(chunk))
-        for i, fn in convert:
-            params[i::width] = _convert_column(fn, params[i::width])
-        sql = head + ", ".join([one] * len(chunk)) + tail
-        cursor = conn.exec_driver_sql(sql, tuple(params))
+    for params in chunks:
+        count = len(params) // width
+        cursor = conn.exec_driver_sql(head + ", ".join([one] * count) + tail,
+                                      params if type(params) is tuple else tuple(params))
         if spans is not None:
-            spans.append((len(chunk), cursor.rowcount, cursor.lastrowid))
+            spans.append((count, cursor.rowcount, cursor.lastrowid))
         if returning:
             result.extend(cursor.fetchall())
     return result

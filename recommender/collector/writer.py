@@ -35,7 +35,7 @@ from ..store import Store
 from ..store.tables import events, k8s_snapshots, manifests, rollups, running_refs, tag_history
 from ..usage import BLOB, is_manifest_media_type
 from . import taghistory
-from .bulk import insert_rows, sqlite_time
+from .bulk import flat_rows, insert_flat, insert_rows, sqlite_time
 from .clients import ClientItem, ClientPlan, plan_clients, write_clients
 from .events import Event, PodSnapshot, WriteResult
 
@@ -160,17 +160,16 @@ class EventWriter:
         Its manifests and rollups were planned as if every event were new: when some were
         duplicates, they are planned again here from the events this insert did store.
         """
-        if not batch.rows:
+        if not batch.count:
             return WriteResult(received=batch.received)
         with self._within(conn) as conn:
             if conn.dialect.name != "sqlite":
                 raise StoreError("a prepared batch is for SQLite", dialect=conn.dialect.name)
             spans: list[tuple[int, int, int]] = []
-            insert_rows(conn, events, _EVENT_COLUMNS, batch.rows,
-                        suffix="ON CONFLICT (source, source_event_id) DO NOTHING", spans=spans,
-                        converted=True)
+            insert_flat(conn, events, _EVENT_COLUMNS, batch.statements,
+                        suffix="ON CONFLICT (source, source_event_id) DO NOTHING", spans=spans)
             stored = sum(inserted for _, inserted, _ in spans)
-            if stored == len(batch.rows):
+            if stored == batch.count:
                 # The transaction holds SQLite's write lock from the insert on, so each
                 # statement's rows got consecutive rowids ending at its last one.
                 ids = list(chain.from_iterable(range(last - sent + 1, last + 1)
@@ -178,7 +177,7 @@ class EventWriter:
                 plan, rollup, clients = batch.manifests, batch.rollups, dict(batch.clients)
                 special = [(ids[pos], e) for pos, e in batch.special]
             elif stored:
-                new = self._stored_rows(conn, batch.rows, spans)
+                new = self._stored_rows(conn, batch.rows(), spans)
                 plan = _plan_manifests((e, t) for _, e, t in new)
                 rollup = {}
                 _add_rollups(rollup, ((e, t) for _, e, t in new), sqlite=True,
@@ -395,12 +394,21 @@ class PreparedBatch:
     and rollups planned as if every event were new."""
 
     received: int
-    rows: list[tuple[Any, ...]]  # the events insert, in key order, times in SQLite's form
+    count: int  # events to insert (repeated ids in the batch counted once)
+    # The events insert, in key order, times in SQLite's form: one flat tuple of parameters
+    # per statement (bulk.flat_rows).
+    statements: list[tuple[Any, ...]]
     manifests: _ManifestPlan
     rollups: _Rollups  # without the tag-only pulls and deploys: their digest is not known yet
     clients: ClientPlan  # distinct real clients, likewise without the tag-only pulls
     special: list[tuple[int, Event]]  # (position in rows, event) of tag history changes and
     #                                   tag-only pulls and deploys
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The events insert's rows (tuples in ``_EVENT_COLUMNS`` order)."""
+        width = len(_EVENT_COLUMNS)
+        return [flat[i:i + width] for flat in self.statements
+                for i in range(0, len(flat), width)]
 
 
 def prepare(batch: Sequence[Event], *, now: datetime) -> PreparedBatch:
@@ -422,7 +430,9 @@ def prepare(batch: Sequence[Event], *, now: datetime) -> PreparedBatch:
     rollup: _Rollups = {}
     _add_rollups(rollup, items, sqlite=True, skip_pending=True)
     special = [(pos, e) for pos, e in enumerate(ordered) if _is_change(e) or _is_pending(e)]
-    return PreparedBatch(received=len(batch), rows=rows, manifests=_plan_manifests(items),
+    return PreparedBatch(received=len(batch), count=len(rows),
+                         statements=flat_rows(rows, len(_EVENT_COLUMNS)),
+                         manifests=_plan_manifests(items),
                          rollups=rollup, clients=plan_clients(_client_items(items)),
                          special=special)
 
