@@ -204,8 +204,8 @@ def replaced(doc: Any, changes: list[tuple[int, tuple[str, ...], Any]]) -> Any:
             node = node[key]
         if value is ABSENT:
             node.pop(path[-1], None)
-        else:
-            node[path[-1]] = value
+        else:  # a copy: a later change must not write into a shared EDGE_VALUES {} (a cycle)
+            node[path[-1]] = copy.deepcopy(value)
     return doc
 
 
