@@ -10,7 +10,9 @@ inflating and parsing take about as much CPU as writing, and in one process they
 one core through the GIL. The two talk through a pipe. A thread of the writing process takes
 the parser's messages off it as they come, up to ``_AHEAD`` batches ahead of the writer (still
 pickled), so parsing goes on while the writer commits; beyond that the pipe blocks the parser,
-so the batches in flight are bounded whatever the file's size.
+so the batches in flight are bounded whatever the file's size. On SQLite another thread copies
+each commit's pages from the WAL back into the database (:mod:`recommender.collector.checkpoint`)
+while the writer goes on.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ from typing import Annotated, Any
 import typer
 
 from ..collector import deploy, distribution, harbor, k8s
+from ..collector.checkpoint import Checkpointer
 from ..collector.events import Event, WriteResult, event_fields
 from ..collector.files import JsonLines, decode, decode_line
 from ..collector.groupcommit import GroupCommitWriter
 from ..collector.writer import EventWriter, prepare
+from ..config import Config
 from ..errors import PayloadError
+from ..store import Store
 from ..timeutil import parse_time, utcnow
 from ..usage import Classifier
 from .state import app, state
@@ -336,13 +341,12 @@ def _ingest_events(ctx: typer.Context, files: list[str], batch_size: int, label:
                    parse: Parse) -> None:
     st = state(ctx)
     classifier = Classifier.from_config(st.config)
-    writer = EventWriter.from_config(st.store, st.config, bulk=True)
     _open_all(files)
     tally = _Tally(files)
     thresholds = gc.get_threshold()
     gc.set_threshold(*_GC_THRESHOLDS)  # before the fork: the parsing process inherits it
     try:
-        _run(files, batch_size, label, parse, classifier, writer, tally)
+        _run(files, batch_size, label, parse, classifier, st.store, st.config, tally)
     finally:
         gc.set_threshold(*thresholds)
     r = tally.result
@@ -350,18 +354,32 @@ def _ingest_events(ctx: typer.Context, files: list[str], batch_size: int, label:
                  f"{tally.rejected_text()}")
 
 
+@contextmanager
+def _checkpoints(store: Store) -> Iterator[Checkpointer | None]:
+    """SQLite: a :class:`Checkpointer` for the load's commits."""
+    if store.dialect != "sqlite":
+        yield None
+        return
+    with Checkpointer(store) as checkpointer:
+        yield checkpointer
+
+
 def _run(files: list[str], batch_size: int, label: str, parse: Parse, classifier: Classifier,
-         writer: EventWriter, tally: _Tally) -> None:
+         store: Store, config: Config, tally: _Tally) -> None:
     """Read ``files`` (elsewhere when it can) and write their batches in order."""
     # stdin stays in this process: a forked child gets /dev/null for it.
     elsewhere = "-" not in files and "fork" in multiprocessing.get_all_start_methods()
     source = _parsed_elsewhere if elsewhere else _parsed_here
-    sqlite = writer.store.dialect == "sqlite"
+    sqlite = store.dialect == "sqlite"
 
     def committed(result: WriteResult) -> None:
         tally.result += result
 
-    with source(files, batch_size, parse, classifier, sqlite) as messages:
+    # Threads start after the fork: the parsing process gets no copy of them (or of their
+    # locks).
+    with source(files, batch_size, parse, classifier, sqlite) as messages, \
+            _checkpoints(store) as checkpointer:
+        writer = EventWriter.from_config(store, config, bulk=True, checkpointer=checkpointer)
         background = GroupCommitWriter(writer, on_commit=committed)
         try:
             with _progress(label, files) as progress:

@@ -41,6 +41,7 @@ from .events import Event, PodSnapshot, WriteResult
 
 if TYPE_CHECKING:
     from ..config import Config
+    from .checkpoint import Checkpointer
 
 __all__ = ["Deferred", "EventWriter", "PreparedBatch", "prepare"]
 
@@ -77,31 +78,39 @@ def _translated() -> Iterator[None]:
 
 # A bulk load (``tagwarden ingest`` of a file) on SQLite: a 96 MiB page cache for the indexes,
 # whose inserts land all over them (the default 2 MB makes nearly every index insert a page
-# miss), and checkpoints every ~40 MB of WAL instead of every 4 MB (each one writes pages back
-# and fsyncs). 128 MiB took a sixth of the CPU off 64 MiB while the events had a (repository,
+# miss). 128 MiB took a sixth of the CPU off 64 MiB while the events had a (repository,
 # digest, time) index; without it the writer needs 14.0-17.9 CPU-s per 1M events with 32, 64,
 # 96 or 128 MiB alike (bench/README.md), and 96 leaves room under the ingest's 300 MB.
 # Durability is unchanged: every transaction commits under the store's ``synchronous``
 # setting. Per connection: they end with the command.
-_SQLITE_BULK = ("PRAGMA cache_size=-98304", "PRAGMA temp_store=MEMORY",
-                "PRAGMA wal_autocheckpoint=10000")
+_SQLITE_BULK = ("PRAGMA cache_size=-98304", "PRAGMA temp_store=MEMORY")
+# The writer's own checkpoints: every ~40 MB of WAL instead of every 4 MB (each one writes
+# pages back and fsyncs). With a Checkpointer copying the WAL back after each commit, they
+# only bound the WAL, at ~160 MB, and find little left to copy (collector/checkpoint.py).
+_OWN_CHECKPOINTS = "PRAGMA wal_autocheckpoint=10000"
+_SHARED_CHECKPOINTS = "PRAGMA wal_autocheckpoint=40000"
 
 
 class EventWriter:
     """Writes events and pod snapshots into ``store``; ``raw_retention`` bounds :meth:`prune`.
 
-    ``bulk`` (file ingest) tunes a SQLite connection for long runs of large batches.
+    ``bulk`` (file ingest) tunes a SQLite connection for long runs of large batches;
+    ``checkpointer`` (SQLite) is told of each commit of :meth:`transaction`, and copies the
+    WAL back meanwhile.
     """
 
     def __init__(self, store: Store, *, raw_retention: timedelta = timedelta(days=30),
-                 bulk: bool = False) -> None:
+                 bulk: bool = False, checkpointer: Checkpointer | None = None) -> None:
         self.store = store
         self.raw_retention = raw_retention
         self.bulk = bulk
+        self.checkpointer = checkpointer
 
     @classmethod
-    def from_config(cls, store: Store, config: Config, *, bulk: bool = False) -> EventWriter:
-        return cls(store, raw_retention=config["store.raw_retention"], bulk=bulk)
+    def from_config(cls, store: Store, config: Config, *, bulk: bool = False,
+                    checkpointer: Checkpointer | None = None) -> EventWriter:
+        return cls(store, raw_retention=config["store.raw_retention"], bulk=bulk,
+                   checkpointer=checkpointer)
 
     # --- events --------------------------------------------------------------------------------
 
@@ -114,7 +123,11 @@ class EventWriter:
             if self.bulk and conn.dialect.name == "sqlite":
                 for pragma in _SQLITE_BULK:  # once per transaction, not once per batch
                     conn.exec_driver_sql(pragma)
+                conn.exec_driver_sql(_OWN_CHECKPOINTS if self.checkpointer is None
+                                     else _SHARED_CHECKPOINTS)
             yield conn
+        if self.checkpointer is not None:
+            self.checkpointer.committed()
 
     @contextmanager
     def _within(self, conn: Connection | None) -> Iterator[Connection]:
