@@ -12,8 +12,7 @@ Usage: ``.venv/bin/python bench/scan.py [--repos 100] [--tags 100] [--sample 300
 [--concurrency N] [--dir DIR] [--go-defaults] [--skip-skopeo]``
 
 ``--concurrency`` defaults to the product's own default (the setting ``registry.concurrency``,
-16): with a cold page cache the registry reads every file from disk, and 8 requests in flight
-took 82.8 s where 16 took 23.2 s (bench/README.md).
+16), so the bench times what a user gets.
 
 The registry runs as :class:`LocalRegistry` runs it (``GOGC=off GOMEMLIMIT=256MiB``, see its
 docstring); ``--go-defaults`` runs it with Go's default GC instead, for comparison. Each line
