@@ -71,8 +71,9 @@ class Checkpointer:
                 while True:
                     self._wake.wait()
                     self._wake.clear()
-                    stopping = self._stopping  # read before the pass, which then covers
-                    #                            every commit told before close()
+                    # Read before the pass, so the last pass covers every commit told
+                    # before close().
+                    stopping = self._stopping
                     # (busy, WAL frames, frames copied): busy only while another checkpoint
                     # runs (the writer's own), which then copies the frames itself.
                     conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
