@@ -70,6 +70,14 @@ def test_without_a_checkpointer_the_writer_checkpoints_as_before(sqlite_store: S
     assert events_in_file(Path(sqlite_store.engine.url.database or ""), tmp_path) < 500
 
 
+def test_close_copies_what_was_committed_before_it(sqlite_store: Store, tmp_path: Path) -> None:
+    EventWriter(sqlite_store, bulk=True).write(pulls(500), now=NOW)  # never told of it
+    db = Path(sqlite_store.engine.url.database or "")
+    assert events_in_file(db, tmp_path) < 500
+    Checkpointer(sqlite_store).close()
+    assert events_in_file(db, tmp_path) == 500
+
+
 class _Unreachable(Store):
     """The store, but the checkpointer's own connection cannot be had."""
 
