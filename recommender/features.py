@@ -360,8 +360,13 @@ def _group_stats(frame: pd.DataFrame, key: pd.Series, now: float) -> pd.DataFram
     recent = pd_ > now - 365
     rc, rd = pc[recent], pd_[recent]
     cols["use_days_365"] = np.bincount(rc, minlength=n).astype(float)
-    same = np.r_[False, rc[1:] == rc[:-1]]
-    gap = np.where(same, np.r_[0.0, np.diff(rd)], np.nan)
+    # A gap needs two use days of one unit in the last year; with none at all (a registry
+    # quiet for a year) every array here is empty and every unit gets no gap.
+    same = np.zeros(len(rc), dtype=bool)
+    same[1:] = rc[1:] == rc[:-1]
+    step = np.zeros(len(rd))
+    step[1:] = np.diff(rd)
+    gap = np.where(same, step, np.nan)
     has_gap = ~np.isnan(gap)
     gap_max = np.full(n, -np.inf)
     np.maximum.at(gap_max, rc[has_gap], gap[has_gap])
@@ -483,7 +488,7 @@ def _tag_features(h: History, n: float, out: pd.DataFrame) -> None:
     newest.index.names = ["repository", "unit"]
     out["tag_age_days"] = n - newest.reindex(out.index).fillna(
         out["first_seen"]).to_numpy(dtype=float)
-    untagged = np.asarray([len(v) == 0 for v in tag_lists])
+    untagged = np.asarray([len(v) == 0 for v in tag_lists], dtype=bool)  # bool when empty too
     gone = ever["gone"].to_numpy(dtype=float)
     out["days_since_untagged"] = np.where(untagged & ~np.isnan(gone), n - gone, np.nan)
 

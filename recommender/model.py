@@ -76,6 +76,7 @@ __all__ = [
     "make_pipeline",
     "register",
     "save_model",
+    "thin_data_message",
 ]
 
 _FEATURE_CODE = ("features.py", "tagkind.py", "model.py")
@@ -440,6 +441,26 @@ def rules_only_message(history_days: float, horizon_days: float) -> str:
             f"the {horizon_days:.0f}-day horizon plus three weekly snapshots")
 
 
+def thin_data_message(data: pd.DataFrame, split: Split,
+                      extra: pd.DataFrame | None = None) -> str | None:
+    """Why these snapshots cannot train a model, in rules-only mode's words; None when they
+    can. Enough days of history are not enough: a quiet registry has every unit unused after
+    every cut-off, and trees need both labels."""
+    at = data["at"] if "at" in data else pd.Series(dtype=float)
+    labels = set(data.loc[at.isin(split.train), "dead"].astype(int)) if len(data) else set()
+    if extra is not None and "dead" in extra:
+        labels |= set(extra["dead"].astype(int))
+    if len(labels) < 2:
+        what = ("no manifest alive" if not labels else
+                "every manifest unused" if labels == {1} else "every manifest used")
+        return (f"rules-only mode: {len(split.train)} training snapshots with {what} after "
+                f"them; a model needs both used and unused examples")
+    if not (at.isin(split.validate) & data["eligible"].astype(bool)).any():
+        return ("rules-only mode: no manifest outside the guardrails at the validation "
+                "snapshots to choose a threshold on")
+    return None
+
+
 def _prepare(store: Store, config: Config, now: datetime, horizon_days: float,
              until: datetime) -> tuple[Any, list[float], pd.DataFrame]:
     from .features import days, load_history
@@ -476,6 +497,9 @@ def train(store: Store, config: Config, *, now: datetime, horizon_days: float | 
     if len(times) < 3:
         return TrainReport("rules-only", rules_only_message(history, horizon), len(times))
     split = split_by_time(times)
+    thin = thin_data_message(data, split, data.attrs.get("feedback"))
+    if thin:
+        return TrainReport("rules-only", thin, len(times))
     fitted = fit(data, split, config, extra=data.attrs.get("feedback"))
     val = data[data["at"].isin(split.validate) & data["eligible"]]
     target = float(config["model.target_precision"])
@@ -545,11 +569,13 @@ def backtest(store: Store, config: Config, *, at: datetime, now: datetime,
     test = label_snapshot(h, config, days(at), horizon)
     target = float(config["model.target_precision"])
     report = BacktestReport(at, horizon, "model", "")
-    if len(times) < 3:
+    split = split_by_time(times) if len(times) >= 3 else None
+    thin = (rules_only_message(days(at) - (h.start or days(at)), horizon) if split is None
+            else thin_data_message(data, split, data.attrs.get("feedback")))
+    if thin or split is None:
         report.mode = "rules-only"
-        report.message = rules_only_message(days(at) - (h.start or days(at)), horizon)
+        report.message = str(thin)
     else:
-        split = split_by_time(times)
         fitted = fit(data, split, config, extra=data.attrs.get("feedback"))
         report.threshold = fitted.threshold
         report.training = fitted.windows

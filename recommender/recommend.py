@@ -31,7 +31,7 @@ from .policy import declared_units, evaluate_history
 from .store import Store
 from .store import tables as t
 
-__all__ = ["Suggestion", "explain", "reasons_for", "suggest"]
+__all__ = ["Suggestion", "explain", "mode_note", "reasons_for", "suggest"]
 
 _KIND_WORDS = {
     "semver": "a release", "prerelease": "a pre-release", "commit": "a commit build",
@@ -121,6 +121,27 @@ def _load(store: Store) -> tuple[LoadedModel | None, str | None]:
         return None, exc.message
 
 
+def _rules_note(start: float | None, now: datetime, horizon: float, refused: str | None) -> str:
+    history = days(now) - start if start is not None else 0.0
+    if refused:
+        return f"rules-only mode: model refused ({refused})"
+    if history < horizon + 35:  # 14 days of features + three weekly cut-offs
+        return rules_only_message(history, horizon)
+    return "rules-only mode: no trained model yet (run `tagwarden train`)"
+
+
+def mode_note(store: Store, config: Config, *, now: datetime) -> str | None:
+    """Why suggestions as of ``now`` come from the rules alone, or None when a model scores
+    them: what to tell a user even when there is nothing to suggest."""
+    model, refused = _load(store)
+    if model is not None:
+        return None
+    horizon = config["model.horizon"].total_seconds() / 86400
+    with store.connect() as conn:
+        h = load_history(conn, until=now, production=config["model.production_environments"])
+    return _rules_note(h.start, now, horizon, refused)
+
+
 def suggest(store: Store, config: Config, *, now: datetime, repository_glob: str | None = None,
             include_all: bool = False) -> list[Suggestion]:
     """Scored, guardrailed, ranked suggestions as of ``now`` (``include_all``: every unit)."""
@@ -143,14 +164,7 @@ def suggest(store: Store, config: Config, *, now: datetime, repository_glob: str
             # Conservative rules: idle for twice the horizon, never deployed lately, not
             # running, and no guardrail -- far stricter than a tuned rule would be.
             mode = "rules-only"
-            start = h.start
-            history = days(now) - start if start is not None else 0.0
-            if refused:
-                note = f"rules-only mode: model refused ({refused})"
-            elif history < horizon + 35:  # 14 days of features + three weekly cut-offs
-                note = rules_only_message(history, horizon)
-            else:
-                note = "rules-only mode: no trained model yet (run `tagwarden train`)"
+            note = _rules_note(h.start, now, horizon, refused)
             picked = (frame["eligible"].to_numpy(dtype=bool)
                       & (frame["idle_days"].to_numpy(dtype=float) > 2 * horizon)
                       & (frame["running"].to_numpy(dtype=float) == 0))

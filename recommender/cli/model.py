@@ -140,6 +140,12 @@ def suggest_cmd(
                              "; ".join(s.reasons)])
         typer.echo(buf.getvalue(), nl=False)
     else:
+        if not items:
+            from ..recommend import mode_note
+
+            note = mode_note(st.store, st.config, now=when)
+            if note:
+                typer.echo(note)
         _table(items)
     if post:
         _post(st, items, when)
