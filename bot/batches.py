@@ -41,7 +41,8 @@ class LoadedBatch:
 def to_views(row: dict[str, Any], items: list[dict[str, Any]],
              approvers: list[str]) -> tuple[BatchView, DecisionView]:
     shown = [i for i in items if i["state"] != "dropped"]
-    total = sum(int(i["reclaimable_bytes"] or 0) for i in shown)
+    known = [int(i["reclaimable_bytes"]) for i in shown if i["reclaimable_bytes"] is not None]
+    total = sum(known) if known or not shown else None  # None: no size known (no scan yet)
     idle = _idle_days(shown)
     view = BatchView(
         batch_id=row["id"],
@@ -56,7 +57,8 @@ def to_views(row: dict[str, Any], items: list[dict[str, Any]],
                 repository=i["repository"],
                 digest=i["digest"],
                 tags=tuple(i["tags"] or ()),
-                bytes=int(i["reclaimable_bytes"] or 0),
+                bytes=(None if i["reclaimable_bytes"] is None
+                       else int(i["reclaimable_bytes"])),
                 reasons=tuple(i["reasons"] or ()),
                 state=i["state"],
                 detail=i["skipped_reason"] or (i["result"] if i["state"] == "failed" else None),

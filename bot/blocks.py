@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from recommender.sizes import human_bytes
+
 __all__ = [
     "ACTION_APPROVE",
     "ACTION_CANCEL",
@@ -83,7 +85,7 @@ class ItemView:
     repository: str
     digest: str
     tags: tuple[str, ...] = ()
-    bytes: int = 0
+    bytes: int | None = 0  # None: the store knows no size (no scan yet)
     reasons: tuple[str, ...] = ()
     state: str = "pending"
     detail: str | None = None  # result detail: skip reason, error
@@ -95,7 +97,7 @@ class BatchView:
     repository: str
     kind: str
     items: tuple[ItemView, ...]
-    total_bytes: int  # reclaimable, layer-deduplicated
+    total_bytes: int | None  # reclaimable, layer-deduplicated; None: no size known
     team: str = ""
     idle_days: int | None = None
 
@@ -115,16 +117,6 @@ class DecisionView:
 
 
 # --- small pieces ------------------------------------------------------------------------------
-
-
-def human_bytes(n: int) -> str:
-    """Decimal units, like registries and Slack readers expect: 12.4 GB."""
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 def _clip(text: str, limit: int) -> str:
@@ -201,7 +193,7 @@ def title(batch: BatchView) -> str:
 
 
 def _items_blocks(batch: BatchView, prefix: str, limit: int = TOP_ITEMS) -> list[dict[str, Any]]:
-    ranked = sorted(batch.items, key=lambda i: (-i.bytes, i.digest))
+    ranked = sorted(batch.items, key=lambda i: (-(i.bytes or 0), i.digest))
     blocks = [_section(_item_line(i), f"{prefix}-item-{n}") for n, i in enumerate(ranked[:limit])]
     if len(ranked) > limit:
         blocks.append(_context(f"… and {len(ranked) - limit} more; *Review items* lists them all."))
@@ -302,7 +294,7 @@ def result_message(batch: BatchView, decision: DecisionView | None = None) -> di
     for item in batch.items:
         counts[item.state] = counts.get(item.state, 0) + 1
         if item.state == "deleted":
-            freed += item.bytes
+            freed += item.bytes or 0
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     who = ""
     if decision is not None and decision.approvals:
@@ -315,7 +307,7 @@ def result_message(batch: BatchView, decision: DecisionView | None = None) -> di
     ]
     # Skipped and failed first: those are what a reader must look at.
     order = {"failed": 0, "skipped": 1, "deleted": 2}
-    ranked = sorted(batch.items, key=lambda i: (order.get(i.state, 3), -i.bytes, i.digest))
+    ranked = sorted(batch.items, key=lambda i: (order.get(i.state, 3), -(i.bytes or 0), i.digest))
     room = MAX_BLOCKS - len(blocks) - 1
     for n, item in enumerate(ranked[:room]):
         icon = _RESULT_ICONS.get(item.state, ":grey_question:")
@@ -354,7 +346,7 @@ def deny_modal(batch: BatchView) -> dict[str, Any]:
 
 def review_modal(batch: BatchView) -> dict[str, Any]:
     """Check boxes (all ticked) to drop single items before approving."""
-    ranked = sorted(batch.items, key=lambda i: (-i.bytes, i.digest))
+    ranked = sorted(batch.items, key=lambda i: (-(i.bytes or 0), i.digest))
     blocks: list[dict[str, Any]] = [
         _section(f"Untick what must stay, then *Approve the rest*. {_escape(title(batch))}."),
     ]

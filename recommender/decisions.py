@@ -283,7 +283,8 @@ def record_batches(store: Store, suggestions: Iterable[SuggestionLike], *, now: 
                 rows.append(
                     {"batch_id": batch_id, "repository": s.repository, "digest": s.digest,
                      "tags": list(s.tags), "score": float(s.score),
-                     "reclaimable_bytes": int(s.reclaimable_bytes or 0),
+                     "reclaimable_bytes": (None if s.reclaimable_bytes is None
+                                           else int(s.reclaimable_bytes)),
                      "reasons": list(s.reasons), "suggested_at": now, "state": "suggested",
                      "attempts": 0})
                 for member in getattr(s, "members", None) or ():

@@ -287,6 +287,9 @@ def _alive_units(h: History, now: float) -> pd.DataFrame:
     own["bytes"] = own["total_bytes"].astype(float).fillna(0.0).to_numpy() + np.array(
         [extra.get(k, 0.0) for k in keys], dtype=float)
     own["members"] = [count.get(k, 0) for k in keys]
+    # Registry events carry no layer sizes: until a scan reads them the size is unknown, and
+    # "bytes" (0 then) must not be shown or counted as a real zero.
+    own["size_known"] = own["total_bytes"].notna().to_numpy(dtype=bool)
     return own.reset_index(drop=True)
 
 
@@ -380,7 +383,8 @@ def _group_stats(frame: pd.DataFrame, key: pd.Series, now: float) -> pd.DataFram
 
 
 def features_at(h: History, now: datetime | float) -> pd.DataFrame:
-    """One row per alive unit: ``repository``, ``digest``, ``tags``, ``bytes`` and FEATURES."""
+    """One row per alive unit: ``repository``, ``digest``, ``tags``, ``bytes`` (0 when
+    ``size_known`` is false), ``size_known`` and FEATURES."""
     n = now if isinstance(now, float) else days(now)
     if n > h.until + 1e-9:
         raise ValueError("features_at: the history was loaded up to an earlier instant")
@@ -391,6 +395,7 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     out = pd.DataFrame(index=idx)
     out["first_seen"] = base["first_seen"].to_numpy()
     out["bytes"] = base["bytes"].to_numpy()
+    out["size_known"] = base["size_known"].to_numpy(dtype=bool)
     out["members"] = base["members"].to_numpy()
     out["is_index"] = base["is_index"].fillna(False).astype(float).to_numpy()
     out["age_days"] = n - out["first_seen"]

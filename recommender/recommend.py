@@ -54,9 +54,15 @@ class Suggestion:
     batch: str  # "repository::kind"
     kind: str
     members: list[str] = field(default_factory=list)  # platform manifests, signatures
-    bytes: int = 0  # manifest + layers as pushed (not deduplicated)
+    bytes: int | None = 0  # manifest + layers as pushed (not deduplicated); None: unknown
     mode: str = "model"  # model | rules-only
     model_id: str | None = None
+
+    @property
+    def size(self) -> int | None:
+        """What deleting it frees as far as known: deduplicated when the inventory knows
+        the layers, else as pushed; None when the store knows no size at all."""
+        return self.reclaimable_bytes if self.reclaimable_bytes is not None else self.bytes
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,9 +193,10 @@ def suggest(store: Store, config: Config, *, now: datetime, repository_glob: str
                 reclaimable_bytes=reclaim(*key) if picked[i] or include_all else None,
                 reasons=reasons, blocked_by=list(blocked.get(key, [])),
                 batch=f"{key[0]}::{row['kind']}", kind=str(row["kind"]),
-                members=members.get(key, []), bytes=int(row["bytes"]), mode=mode,
+                members=members.get(key, []),
+                bytes=int(row["bytes"]) if row["size_known"] else None, mode=mode,
                 model_id=model.id if model else None))
-    out.sort(key=lambda s: (-s.score * (s.reclaimable_bytes or s.bytes), s.repository, s.digest))
+    out.sort(key=lambda s: (-s.score * (s.size or 0), s.repository, s.digest))
     return out
 
 

@@ -205,6 +205,16 @@ class Metrics:
     bytes_recall: float
     suggested_bytes: float
     dead_bytes: float
+    # Bytes figures count only manifests whose size the store knows (a scan read it); these
+    # say how many unused ones were left out of them, and how many were counted.
+    dead_sized: int = 0
+    dead_unsized: int = 0
+
+    @property
+    def bytes_known(self) -> bool:
+        """Whether bytes recall means anything: some unused manifest has a known size (or
+        there was no unused manifest at all)."""
+        return self.dead_sized > 0 or self.dead_unsized == 0
 
     def as_dict(self) -> dict[str, float | int]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -212,24 +222,29 @@ class Metrics:
 
 def metrics(frame: pd.DataFrame, suggested: np.ndarray, *, scope: str = "eligible") -> Metrics:
     """Precision, recall and bytes recall of ``suggested`` among the eligible rows (what no
-    guardrail keeps), or among all rows with ``scope="all"`` (a rule used on its own)."""
+    guardrail keeps), or among all rows with ``scope="all"`` (a rule used on its own). Bytes
+    are counted over the rows of known size only (``size_known``; all rows when absent)."""
     eligible = (frame["eligible"].to_numpy(dtype=bool) if scope == "eligible"
                 else np.ones(len(frame), dtype=bool))
     dead = frame["dead"].to_numpy(dtype=bool) & eligible
     pick = suggested.astype(bool) & eligible
     size = frame["bytes"].to_numpy(dtype=float)
+    known = (frame["size_known"].to_numpy(dtype=bool) if "size_known" in frame
+             else np.ones(len(frame), dtype=bool))
     n = int(pick.sum())
     fp = int((pick & ~dead).sum())
-    dead_bytes = float(size[dead].sum())
-    got = float(size[pick & dead].sum())
+    dead_bytes = float(size[dead & known].sum())
+    got = float(size[pick & dead & known].sum())
     return Metrics(
         suggested=n,
         false_positives=fp,
         precision=(n - fp) / n if n else 1.0,
         recall=float((pick & dead).sum()) / float(dead.sum()) if dead.any() else 0.0,
         bytes_recall=got / dead_bytes if dead_bytes else 0.0,
-        suggested_bytes=float(size[pick].sum()),
+        suggested_bytes=float(size[pick & known].sum()),
         dead_bytes=dead_bytes,
+        dead_sized=int((dead & known).sum()),
+        dead_unsized=int((dead & ~known).sum()),
     )
 
 

@@ -8,6 +8,7 @@ types it, and the scheduler's jobs run as the scheduler calls them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -292,3 +293,73 @@ def test_suggest_after_a_year_without_use(tmp_path: Path,
     out = capsys.readouterr()
     assert code == 0, out.err
     assert '"repository": "paused/app"' in out.out
+
+
+# --- sizes: unknown is not zero, and small is not 0.00 GB --------------------------------------
+
+
+def _events_only_store(url: str, *, sized: bool) -> None:
+    """Builds known from registry events (no scan: no sizes) unless ``sized``; one is used
+    every week for five months, the others never after their push."""
+    store = open_store(url)
+    h = History(store)
+    with store.begin() as conn:
+        for i in range(6):
+            conn.execute(insert(t.manifests).values(
+                repository="events/app", digest=digest(f"events/{i}"), first_seen=at(i),
+                is_index=False, total_bytes=850_000 if sized else None))
+    for week in range(22):
+        h.pull("events/app", digest("events/0"), 7 * week + 1)
+    store.dispose()
+
+
+@pytest.mark.parametrize("sized", [False, True])
+def test_suggest_shows_sizes_in_human_units_or_unknown(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], sized: bool) -> None:
+    url = f"sqlite:///{tmp_path / 'sizes.db'}"
+    _events_only_store(url, sized=sized)
+    code = main(["--db", url, "suggest", "--now", _iso(at(400))])
+    out = capsys.readouterr().out
+    assert code == 0 and "DELETE?" in out
+    if sized:
+        assert "850.0 kB" in out and "5.1 MB reclaimable" in out and "GB" not in out
+    else:
+        assert "size unknown reclaimable" in out and "size unknown" in out.split("\n")[2]
+        assert " 0 B" not in out and "0.00 GB" not in out
+
+
+def test_backtest_says_bytes_recall_is_unknown_without_sizes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'sizes.db'}"
+    _events_only_store(url, sized=False)
+    code = main(["--db", url, "backtest", "--at", _iso(at(120)), "--format", "json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = json.loads(out)["results"]
+    assert rows and all(r["dead_sized"] == 0 and r["dead_unsized"] > 0 for r in rows)
+    code = main(["--db", url, "backtest", "--at", _iso(at(120))])
+    out = capsys.readouterr().out
+    assert code == 0 and "bytes recall: unknown, no size known" in out
+    table = [line[10:].split() for line in out.splitlines() if line.startswith(("idle", "keep"))]
+    # precision, recall, bytes recall, suggested, false positives, bytes
+    assert table and all(row[2] == "–" and row[5] == "–" for row in table)
+
+
+# --- the demo report and the notebooks ---------------------------------------------------------
+
+
+def test_demo_guardrail_labels_name_the_window() -> None:
+    from recommender.demo.report import guardrail_counts
+
+    counts = guardrail_counts([
+        {"blocked_by": ["deployed to production 3 days ago (within 30 days)",
+                        "min age: 2 days since pushed or re-tagged (< 7 days)"]},
+        {"blocked_by": ["deployed to production 1 day ago (within 30 days)"]}])
+    assert counts == {"deployed to production within 30 days": 2, "min age": 1}
+
+
+@pytest.mark.parametrize("name", ["01-model-review.ipynb", "02-feedback-review.ipynb"])
+def test_notebooks_open_with_a_markdown_heading(name: str) -> None:
+    book = json.loads((Path(__file__).parents[1] / "notebooks" / name).read_text("utf-8"))
+    first = book["cells"][0]
+    assert first["cell_type"] == "markdown" and first["source"][0].startswith("# ")

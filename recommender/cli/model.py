@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import ConfigError, PayloadError
+from ..sizes import human_bytes, total_text
 from ..timeutil import parse_duration, parse_time, utcnow
 from .state import app, state
 
@@ -52,8 +53,32 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
-def _gb(value: float | None) -> str:
-    return "?" if value is None else f"{value / 1e9:.2f} GB"
+def _count(m: Any, key: str) -> int:
+    """A Metrics or its dict form (backtest rows): dead_sized / dead_unsized."""
+    return int((m.get(key) if isinstance(m, dict) else getattr(m, key, 0)) or 0)
+
+
+def _known(m: Any) -> bool:
+    return bool(_count(m, "dead_sized") or not _count(m, "dead_unsized"))
+
+
+def _bytes_recall(m: Any) -> str:
+    """Bytes recall over the manifests of known size; '–' when no unused one has a size."""
+    value = m["bytes_recall"] if isinstance(m, dict) else m.bytes_recall
+    return _pct(value) if _known(m) else "–"
+
+
+def _size_note(rows: list[Any]) -> str | None:
+    """Says over what bytes recall was counted when the store lacks some sizes."""
+    sized = max((_count(r, "dead_sized") for r in rows), default=0)
+    unsized = max((_count(r, "dead_unsized") for r in rows), default=0)
+    if not unsized:
+        return None
+    if not sized:
+        return (f"bytes recall: unknown, no size known for the {unsized} unused manifests "
+                f"(run `tagwarden scan`)")
+    return (f"bytes recall counts only the {sized} unused manifests of known size "
+            f"({unsized} of unknown size left out)")
 
 
 @app.command()
@@ -74,7 +99,10 @@ def train(ctx: typer.Context, now: Now = None, horizon: Horizon = None) -> None:
         if m is None:
             continue
         typer.echo(f"{name[:22]:<22}{_pct(m.precision):>11}{_pct(m.recall):>9}"
-                   f"{_pct(m.bytes_recall):>14}{m.suggested:>11}{m.false_positives:>11}")
+                   f"{_bytes_recall(m):>14}{m.suggested:>11}{m.false_positives:>11}")
+    note = _size_note([m for m in (report.new, report.current) if m is not None])
+    if note:
+        typer.echo(note)
     typer.echo("promoted" if report.promoted else "not promoted (kept as a candidate)")
 
 
@@ -103,10 +131,14 @@ def backtest(
     typer.echo(f"{'':<10}{'precision':>10}{'recall':>9}{'bytes recall':>13}{'suggested':>10}"
                f"{'false pos.':>11}{'bytes':>12}  rule")
     for row in report.rows:
+        size = human_bytes(row["suggested_bytes"]) if _known(row) else "–"
         typer.echo(f"{row['name']:<10}{_pct(row['precision']):>10}{_pct(row['recall']):>9}"
-                   f"{_pct(row['bytes_recall']):>13}{row['suggested']:>10}"
-                   f"{row['false_positives']:>11}{_gb(row['suggested_bytes']):>12}  "
+                   f"{_bytes_recall(row):>13}{row['suggested']:>10}"
+                   f"{row['false_positives']:>11}{size:>12}  "
                    f"{row['rule']}")
+    note = _size_note(report.rows)
+    if note:
+        typer.echo(note)
 
 
 @app.command("suggest")
@@ -159,12 +191,12 @@ def _table(items: list[Any]) -> None:
         typer.echo(items[0].reasons[0])
     suggested = [s for s in items if s.suggested]
     typer.echo(f"{len(suggested)} suggested of {len(items)} listed; "
-               f"{_gb(sum(s.reclaimable_bytes or s.bytes for s in suggested))} reclaimable")
+               f"{total_text([s.size for s in suggested])} reclaimable")
     for s in items:
         mark = "DELETE?" if s.suggested else "keep"
         tags = ",".join(s.tags) or "(untagged)"
         typer.echo(f"{mark:<8}{s.score:7.4f}  {s.repository}@{s.digest[:19]}  {tags[:40]}  "
-                   f"{_gb(s.reclaimable_bytes if s.reclaimable_bytes is not None else s.bytes)}")
+                   f"{human_bytes(s.size)}")
         why = s.blocked_by if s.blocked_by else s.reasons[1:]
         typer.echo(f"{'':<10}{'kept: ' if s.blocked_by else ''}{'; '.join(why)}")
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from ..sizes import human_bytes, total_text
 from .slackview import render_markdown
 
 if TYPE_CHECKING:
@@ -23,11 +24,33 @@ __all__ = ["guardrail_counts", "print_summary", "summary_rows", "write_report"]
 
 
 def _mb(n: int | float | None) -> str:
-    return "-" if n is None else f"{n / 1e6:,.2f} MB"
+    return human_bytes(n, unknown="–")
+
+
+def _bytes_recall(model: dict[str, Any]) -> str:
+    """'–' when no unused manifest had a known size (events only, no scan): unknown, not 0."""
+    if model.get("dead_unsized") and not model.get("dead_sized"):
+        return "–"
+    return _pct(model.get("bytes_recall"))
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
+
+
+def _size(s: dict[str, Any]) -> int | None:
+    known = s.get("reclaimable_bytes")
+    return known if known is not None else s.get("bytes")
+
+
+def _reason_label(reason: str) -> str:
+    """A guardrail reason without its per-manifest figures, so that alike reasons count
+    together: the window a rule keeps stays, how long ago it happened goes."""
+    text = str(reason).split(":")[0].strip()
+    deployed = re.match(r"deployed to production \d+ days? ago \(within (\d+ days?)\)", text)
+    if deployed:
+        return f"deployed to production within {deployed.group(1)}"
+    return re.sub(r"\d+ days?", "N days", text)
 
 
 def guardrail_counts(suggestions: list[dict[str, Any]]) -> Counter[str]:
@@ -36,7 +59,7 @@ def guardrail_counts(suggestions: list[dict[str, Any]]) -> Counter[str]:
     counts: Counter[str] = Counter()
     for s in suggestions:
         for reason in s.get("blocked_by") or []:
-            counts[re.sub(r"\d+ days", "N days", str(reason).split(":")[0].strip())] += 1
+            counts[_reason_label(reason)] += 1
     return counts
 
 
@@ -70,7 +93,7 @@ def print_summary(r: DemoResult, console: Console, report_path: Path) -> None:
     kept = [s for s in r.suggestions if s.get("blocked_by")]
     console.print(f"[bold]Suggestions[/bold] at {r.now:%Y-%m-%d %H:%M} UTC: "
                   f"{len(suggested)} of {len(r.suggestions)} manifests suggested "
-                  f"({_mb(sum(s.get('reclaimable_bytes') or 0 for s in suggested))} "
+                  f"({total_text([_size(s) for s in suggested])} "
                   f"reclaimable), {len(kept)} kept by a guardrail (a manifest may have several):")
     for name, n in guardrail_counts(r.suggestions).most_common():
         console.print(f"    {n:>5}  {name}")
@@ -93,7 +116,7 @@ def print_summary(r: DemoResult, console: Console, report_path: Path) -> None:
     for model in _models(r):
         console.print(f"    {model['name']:<10} precision {_pct(model.get('precision')):>7}  "
                       f"recall {_pct(model.get('recall')):>7}  "
-                      f"bytes recall {_pct(model.get('bytes_recall')):>7}  "
+                      f"bytes recall {_bytes_recall(model):>7}  "
                       f"suggested {model.get('suggested', 0):>5}  "
                       f"false positives {model.get('false_positives', 0)}")
     console.print(f"[bold]Report[/bold]: {report_path}")

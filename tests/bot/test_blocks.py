@@ -163,3 +163,22 @@ def test_digest_of_ten_thousand_batches_stays_within_limits() -> None:
     for page in pages:
         _check_limits(page)
     assert "9700 more batches" in json.dumps(pages[-1])
+
+
+def test_unknown_sizes_read_as_unknown_not_zero() -> None:
+    """No scan yet: the store knows no layer sizes; Slack must not promise '0 B'."""
+    from bot.batches import to_views
+
+    row = {"id": "b1", "repository": "payments/api", "kind": "build", "team": "payments",
+           "state": "pending", "min_approvals": 1, "due_at": None, "decided_by": None,
+           "reason": None, "snoozed_until": None}
+    item = {"id": 1, "repository": "payments/api", "digest": "sha256:" + "a" * 64,
+            "tags": ["build-1"], "reclaimable_bytes": None, "reasons": ["idle"],
+            "state": "suggested", "skipped_reason": None, "result": None}
+    view, _ = to_views(row, [item], [])
+    assert view.total_bytes is None and view.items[0].bytes is None
+    text = json.dumps(blocks.batch_message(view))
+    assert "size unknown" in blocks.title(view) and "size unknown" in text
+    assert "0 B" not in text
+    assert blocks.human_bytes(None) == "size unknown"
+    assert blocks.human_bytes(850_000) == "850.0 kB"
