@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Float, cast, func, select
 from .config import DEFAULT_PRODUCTION_ENVS
 from .store import tables as t
 from .tagkind import parse_semver, primary_kind
+from .timeutil import REGISTRY_ERA
 
 __all__ = [
     "FEATURES",
@@ -111,9 +112,13 @@ class History:
 
     @property
     def start(self) -> float | None:
-        """The earliest instant the history knows about (first push or first use)."""
-        firsts = [self.manifests["first_seen"].min() if len(self.manifests) else np.nan,
-                  self.usage["first_at"].min() if len(self.usage) else np.nan]
+        """The earliest instant the history knows about (first push or first use), times
+        before the registry era left out: one event dated 0001-01-01 must not make training
+        replay two thousand years of weekly snapshots."""
+        era = days(REGISTRY_ERA)
+        first_seen, first_at = self.manifests["first_seen"], self.usage["first_at"]
+        firsts = [first_seen[first_seen >= era].min() if len(first_seen) else np.nan,
+                  first_at[first_at >= era].min() if len(first_at) else np.nan]
         values = [f for f in firsts if not pd.isna(f)]
         return float(min(values)) if values else None
 

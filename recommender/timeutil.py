@@ -9,7 +9,12 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["format_duration", "parse_duration", "parse_time", "to_utc", "utcnow"]
+__all__ = ["REGISTRY_ERA", "format_duration", "in_era", "parse_duration", "parse_time", "to_utc",
+           "utcnow"]
+
+# No container registry event predates this: earlier times come from a sender's broken clock
+# (0001-01-01 is a zero time) and are read as unknown, never as history.
+REGISTRY_ERA = datetime(2013, 1, 1, tzinfo=UTC)
 
 # RFC 3339 with up to nanoseconds (Distribution writes nanoseconds; Python keeps microseconds).
 _RFC3339 = re.compile(
@@ -90,3 +95,9 @@ def format_duration(delta: timedelta) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def in_era(value: datetime, *, now: datetime) -> bool:
+    """Whether a stored time can be real: not before the registry era, not more than a day
+    after ``now``."""
+    return REGISTRY_ERA <= to_utc(value) <= now + timedelta(days=1)

@@ -363,3 +363,57 @@ def test_notebooks_open_with_a_markdown_heading(name: str) -> None:
     book = json.loads((Path(__file__).parents[1] / "notebooks" / name).read_text("utf-8"))
     first = book["cells"][0]
     assert first["cell_type"] == "markdown" and first["source"][0].startswith("# ")
+
+
+# --- times no registry can have written, already in the store ----------------------------------
+
+
+def _absurd(store: Store) -> None:
+    """Rows a sender with a broken clock left before ingest refused them."""
+    from datetime import UTC
+
+    zero, old = datetime(1, 1, 1, tzinfo=UTC), datetime(1900, 1, 1, tzinfo=UTC)
+    future, end = datetime(3026, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)
+    h = History(store)
+    with store.begin() as conn:
+        for name, when in (("zero", zero), ("old", old), ("future", future)):
+            conn.execute(insert(t.manifests).values(
+                repository="clock/app", digest=digest(f"clock/{name}"), first_seen=when,
+                total_bytes=1000, is_index=False))
+            conn.execute(insert(t.tag_history).values(
+                repository="clock/app", tag=f"t-{name}", digest=digest(f"clock/{name}"),
+                valid_from=when, source="scan"))
+        for n, when in enumerate((zero, old, future, end)):
+            conn.execute(insert(t.events).values(
+                time=when, received_at=at(0), source="deploy", source_event_id=f"clock-{n}",
+                action="deploy", usage="use", repository="clock/app",
+                digest=digest("clock/zero"), environment="production"))
+            h._rollup(conn, "clock/app", digest("clock/old"), (when - at(0)).days, "pull",
+                      "use", 1)
+
+
+def test_training_reads_only_the_span_real_data_covers(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from recommender.features import days, load_history
+    from recommender.training import snapshot_times
+
+    counts = []
+    for name, absurd in (("clean", False), ("absurd", True)):
+        store = open_store(f"sqlite:///{tmp_path / name}.db")
+        _one_repository(store)
+        History(store).pull("team/app", digest("team/app/b5"), 150)
+        if absurd:
+            _absurd(store)
+        with store.connect() as conn:
+            h = load_history(conn, until=at(200))
+        counts.append(len(snapshot_times(h, now=days(at(200)), horizon=90, every=7)))
+        store.dispose()
+    assert counts[0] == counts[1] > 0  # not one weekly snapshot since the year 1
+    url = f"sqlite:///{tmp_path / 'absurd.db'}"
+    code = main(["--db", url, "train", "--now", _iso(at(200))])
+    out = capsys.readouterr()
+    assert code == 0 and "Traceback" not in out.err, out.err
+    assert main(["--db", url, "inventory", "--repository", "clock/*"]) == 0
+    table = capsys.readouterr().out
+    assert "1-01-01" not in table and "1900-01-01" not in table and "3026" not in table
+    assert table.count("unknown") >= 3

@@ -7,6 +7,7 @@ import gc
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ import typer
 
 from .. import inventory
 from ..registry.client import AsyncRegistryClient
-from ..timeutil import utcnow
+from ..timeutil import in_era, utcnow
 from .state import app, state
 
 __all__ = ["inventory_command", "scan_command"]
@@ -101,15 +102,16 @@ def scan_command(
         raise typer.Exit(1)
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, now: datetime) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
         return ",".join(value) or "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if hasattr(value, "isoformat"):
-        return str(value.strftime("%Y-%m-%d %H:%M"))
+    if isinstance(value, datetime):
+        # A time no registry can have written (a sender's zero or far-future clock).
+        return value.strftime("%Y-%m-%d %H:%M") if in_era(value, now=now) else "unknown"
     return str(value)
 
 
@@ -127,8 +129,9 @@ def inventory_command(
     """List each manifest the store knows: tags, push and last use, uses, running,
     declared references, bytes."""
     st = state(ctx)
+    now = utcnow()
     with st.store.connect() as conn:
-        rows = inventory.list_inventory(conn, now=utcnow(), repository_glob=repository)
+        rows = inventory.list_inventory(conn, now=now, repository_glob=repository)
     if output is Format.json:
         sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
         return
@@ -140,7 +143,7 @@ def inventory_command(
         table.add_column(column, no_wrap=True, overflow="ellipsis",
                          justify="right" if column in _NUMBERS else "left")
     for row in rows:
-        cells = [_text(row[c]) for c in _COLUMNS]
+        cells = [_text(row[c], now) for c in _COLUMNS]
         cells[1] = cells[1].removeprefix("sha256:")[:12]  # as `docker images` shows them
         table.add_row(*cells)
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
