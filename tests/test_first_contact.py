@@ -417,3 +417,23 @@ def test_training_reads_only_the_span_real_data_covers(tmp_path: Path,
     table = capsys.readouterr().out
     assert "1-01-01" not in table and "1900-01-01" not in table and "3026" not in table
     assert table.count("unknown") >= 3
+
+
+@pytest.mark.parametrize("situation", ["empty store", "uses only older than 365 days",
+                                       "--now exactly at an event",
+                                       "signature of a deleted subject"])
+def test_first_histories_on_both_backends(situation: str, store_url: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The same on PostgreSQL, where the database computes the float days differently."""
+    store = open_store(store_url)
+    try:
+        case = SITUATIONS[situation](store)
+    finally:
+        store.dispose()
+    for args in (["suggest", "--all", "--format", "json"], ["train"]):
+        code = main(["--db", store_url, *args, "--now", _iso(case.now)])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+    if case.why:
+        code = main(["--db", store_url, "why", "@".join(case.why), "--now", _iso(case.now)])
+        assert code == 0 and "verdict: " in capsys.readouterr().out
