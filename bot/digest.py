@@ -82,9 +82,10 @@ def build_digest(conn: Connection, config: Config, team: str, *, now: datetime) 
             reclaimable += size
             pending_items += 1
             entry = pending.setdefault(row.batch_id, {"repo": row.repository, "kind": row.kind,
-                                                      "n": 0, "bytes": 0})
+                                                      "n": 0, "bytes": 0, "sized": 0})
             entry["n"] += 1
             entry["bytes"] += size
+            entry["sized"] += row.reclaimable_bytes is not None
         if row.finished_at is not None and since <= row.finished_at < now:
             if row.state == "deleted":
                 deleted += 1
@@ -104,7 +105,8 @@ def build_digest(conn: Connection, config: Config, team: str, *, now: datetime) 
     version, precision = _model(conn)
     ranked = sorted(pending.values(), key=lambda e: (-e["bytes"], e["repo"], e["kind"]))
     lines = tuple(f"• *{e['repo']}* — {e['n']} {e['kind']} manifest"
-                  f"{'s' if e['n'] != 1 else ''}, {human_bytes(e['bytes'])}" for e in ranked)
+                  f"{'s' if e['n'] != 1 else ''}, {human_bytes(e['bytes'] if e['sized'] else None)}"
+                  for e in ranked)
     return DigestView(
         team=team, week_start=since, now=now, reclaimable_bytes=reclaimable,
         pending_batches=len(pending), pending_items=pending_items, reclaimed_bytes=reclaimed,

@@ -71,3 +71,14 @@ def test_dry_run_builds_without_posting(store: Store, fake_slack: FakeSlack,
     report = post_digest(store, config, team="payments", now=T0, client=None, dry_run=True)
     assert report.ts is None and len(report.messages) == 1
     assert not fake_slack.requests
+
+
+def test_digest_says_size_unknown_before_any_scan(store: Store, fake_slack: FakeSlack,
+                                                  tmp_path: Path) -> None:
+    config = make_config(tmp_path, fake_slack.api_url)
+    decisions.record_batches(store, [Suggestion("payments/api", digest(n),
+                                                reclaimable_bytes=None)  # type: ignore[arg-type]
+                                     for n in (1, 2)], now=T0, config=config)
+    with store.connect() as conn:
+        view = build_digest(conn, config, "payments", now=T0 + timedelta(minutes=1))
+    assert view.lines == ("• *payments/api* — 2 build manifests, size unknown",)
