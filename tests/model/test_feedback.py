@@ -1,4 +1,5 @@
-"""People's verdicts as training data: only those known at the training instant."""
+"""People's verdicts: training data known at the training instant, and a denial keeps the
+unit out of the next suggestions."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sqlalchemy import update
 
 from recommender import config as config_mod
 from recommender import decisions
-from recommender.recommend import Suggestion
+from recommender.recommend import Suggestion, explain, suggest
 from recommender.store import Store
 from recommender.store import tables as t
 from recommender.training import read_feedback
@@ -58,3 +59,33 @@ def test_feedback_is_what_was_decided_by_then(store: Store, tmp_path: Path) -> N
     # The verdict is about the suggestion: its features are taken as of the suggestion.
     with store.connect() as conn:
         assert {f.at for f in read_feedback(conn, until=at(150))} == {at(100)}
+
+
+def test_a_denial_keeps_the_unit_out_of_suggestions_for_the_quiet_period(
+        store: Store, tmp_path: Path) -> None:
+    """A person said "still needed": ``suggest`` and ``why`` say so until ``deny_quiet`` ends."""
+    cfg = _config(tmp_path)
+    h = History(store)
+    image = h.push("ci/a", "old", 0)
+    sig = h.push("ci/a", "old-sig", 0, f"sha256-{image.split(':')[1]}.sig")
+    other = h.push("ci/a", "other", 0)
+
+    def item(day: float) -> Suggestion:
+        found = {s.digest: s for s in suggest(store, cfg, now=at(day), include_all=True)}
+        assert found[other].suggested  # rules-only: idle for more than twice the horizon
+        return found[image]
+
+    proposed = item(400)
+    assert proposed.suggested and proposed.members == [sig]
+    [batch] = decisions.record_batches(store, [proposed], now=at(400), config=cfg)
+    decisions.deny(store, batch_id=batch.id, user_id="U1", now=at(401), reason="we bisect")
+    kept = ("kept by a person: denied by U1 on 2027-02-06 (we bisect); not proposed again "
+            "before 2027-03-08")
+    assert item(400.5).suggested  # the past does not know the denial yet
+    assert (item(402).suggested, item(402).blocked_by) == (False, [kept])
+    why = explain(store, cfg, repository="ci/a", digest=image, now=at(402))
+    assert why["suggested"] is False and why["blocked_by"] == [kept]
+    member = explain(store, cfg, repository="ci/a", digest=sig, now=at(402))
+    assert member["blocked_by"] == [f"decided with {image.split(':')[1][:12]}: {kept}"]
+    assert item(430.9).blocked_by == [kept]
+    assert item(431).suggested  # the 30-day quiet is over: proposed again
