@@ -33,7 +33,6 @@ __all__ = [
     "approve",
     "cancel",
     "deny",
-    "feedback_labels",
     "get_batch",
     "list_batches",
     "record_batches",
@@ -192,27 +191,6 @@ def list_batches(store: Store, *, states: Iterable[str] | None = None, team: str
         where.append(batches.c.posted_ts.is_(None))
     with store.connect() as conn:
         return _batches(conn, and_(True, *where))
-
-
-def feedback_labels(conn: Connection) -> list[tuple[str, str, datetime, str]]:
-    """(repository, digest, decided_at, label) for every human decision on an item.
-
-    ``label`` is ``still_needed`` for a denied item and ``approved`` for an approved one: the
-    training data the model learns from.
-    """
-    query = (
-        select(batch_items.c.repository, batch_items.c.digest, batches.c.decided_at,
-               batch_items.c.state)
-        .join(batches, batches.c.id == batch_items.c.batch_id)
-        .where(batches.c.decided_at.is_not(None))
-        .where(batch_items.c.state.in_(["denied", "approved", "executing", *FINISHED_ITEM_STATES]))
-        .order_by(batches.c.decided_at, batch_items.c.id)
-    )
-    return [
-        (r.repository, r.digest, r.decided_at, "still_needed" if r.state == "denied"
-         else "approved")
-        for r in conn.execute(query)
-    ]
 
 
 # --- recording suggestions --------------------------------------------------------------------

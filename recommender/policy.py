@@ -12,6 +12,8 @@ means no guardrail keeps it. Rules (per repository, from the last matching ``[[p
 - deployed to production within ``keep_deployed_within``;
 - running in any cluster's latest pod snapshot;
 - declared in a deployment file (``refs.store.declared_references``, when that module exists);
+- denied by a person in Slack ("still needed") within ``executor.deny_quiet``: the next
+  suggestion must not propose it again, and ``why`` says who kept it and until when;
 - an index and its platform manifests, a subject and its signatures, attestations and SBOMs
   are one unit: what keeps one keeps all of them.
 """
@@ -25,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from .config import Config, PolicyRule
 from .features import (
@@ -37,9 +39,10 @@ from .features import (
     load_history,
     running_at,
 )
+from .store import tables as t
 from .tagkind import classify, parse_semver
 
-__all__ = ["declared_units", "evaluate", "evaluate_history"]
+__all__ = ["declared_units", "denied_units", "evaluate", "evaluate_history"]
 
 Key = tuple[str, str]
 
@@ -59,6 +62,26 @@ def declared_units(conn: Connection, at: datetime) -> dict[Key, list[str]]:
     return fn(conn, at=at)
 
 
+def denied_units(conn: Connection, config: Config, at: datetime) -> dict[Key, list[str]]:
+    """Manifests a person denied in the ``executor.deny_quiet`` before ``at`` (latest wins).
+
+    Only denials decided by ``at``: a backtest at a past instant does not see later ones."""
+    quiet = config["executor.deny_quiet"]
+    b, bi = t.batches, t.batch_items
+    rows = conn.execute(
+        select(bi.c.repository, bi.c.digest, b.c.decided_by, b.c.decided_at, b.c.reason)
+        .join(b, b.c.id == bi.c.batch_id)
+        .where(bi.c.state == "denied", b.c.decided_at <= at, b.c.decided_at > at - quiet)
+        .order_by(b.c.decided_at, bi.c.id))
+    out: dict[Key, list[str]] = {}
+    for r in rows:
+        said = f" ({r.reason})" if r.reason else ""
+        out[(r.repository, r.digest)] = [
+            f"kept by a person: denied by {r.decided_by} on {r.decided_at:%Y-%m-%d}{said}; "
+            f"not proposed again before {r.decided_at + quiet:%Y-%m-%d}"]
+    return out
+
+
 def evaluate(conn: Connection, config: Config, *, now: datetime,
              candidates: Iterable[Key] | None = None) -> dict[Key, list[str]]:
     """``blocked_by`` of every alive manifest (or of ``candidates``) as of ``now``."""
@@ -74,8 +97,12 @@ def _production(config: Config) -> tuple[str, ...]:
 
 
 def evaluate_history(h: History, config: Config, now: datetime | float, *,
-                     declared: dict[Key, list[str]] | None = None) -> dict[Key, list[str]]:
-    """The guardrails on an already-loaded history (training replays many instants)."""
+                     declared: dict[Key, list[str]] | None = None,
+                     denied: dict[Key, list[str]] | None = None) -> dict[Key, list[str]]:
+    """The guardrails on an already-loaded history (training replays many instants).
+
+    ``denied`` (:func:`denied_units`) is passed by the suggestions only: training learns from
+    denials as labels, it must not also hide them as guardrails."""
     n = now if isinstance(now, float) else days(now)
     units = alive_units(h, n)
     unit_of = _unit_map(h)
@@ -141,6 +168,9 @@ def evaluate_history(h: History, config: Config, now: datetime | float, *,
         for k in involved:
             for where in (declared or {}).get(k, []):
                 reasons.append(f"referenced: {where}")
+        # A denied batch holds the unit and its members: one reason, not one per item.
+        for k in involved:
+            reasons.extend(r for r in (denied or {}).get(k, []) if r not in reasons)
         if reasons:
             blocked[key] = reasons
 

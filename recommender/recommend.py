@@ -27,7 +27,7 @@ from .config import Config
 from .errors import ModelError
 from .features import NEVER, days, features_at, load_history
 from .model import LoadedModel, current_model, rules_only_message
-from .policy import declared_units, evaluate_history
+from .policy import declared_units, denied_units, evaluate_history
 from .store import Store
 from .store import tables as t
 
@@ -156,7 +156,8 @@ def suggest(store: Store, config: Config, *, now: datetime, repository_glob: str
     with store.connect() as conn:
         h = load_history(conn, until=now, production=config["model.production_environments"])
         frame = features_at(h, now)
-        blocked = evaluate_history(h, config, now, declared=declared_units(conn, now))
+        blocked = evaluate_history(h, config, now, declared=declared_units(conn, now),
+                                   denied=denied_units(conn, config, now))
         if repository_glob:
             frame = frame[[fnmatch.fnmatchcase(r, repository_glob)
                            for r in frame["repository"]]].reset_index(drop=True)
@@ -220,7 +221,8 @@ def explain(store: Store, config: Config, *, repository: str, digest: str,
     """Everything about one manifest: its features, score, every guardrail, every reason."""
     with store.connect() as conn:
         h = load_history(conn, until=now, production=config["model.production_environments"])
-        blocked = evaluate_history(h, config, now, declared=declared_units(conn, now))
+        blocked = evaluate_history(h, config, now, declared=declared_units(conn, now),
+                                   denied=denied_units(conn, config, now))
     key = (repository, digest)
     if key not in blocked:
         raise ModelError(f"{repository}@{digest} is not an alive manifest at {now:%Y-%m-%d}",

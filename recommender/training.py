@@ -151,7 +151,11 @@ class Feedback:
 
 
 def read_feedback(conn: Connection, *, until: datetime) -> list[Feedback]:
-    """Denied and executed suggestions from the executor's tables, when they exist."""
+    """Denied and executed suggestions decided by ``until``, from the executor's tables.
+
+    Filtered on when the verdict was known (``finished_at``: the denial or the deletion), not
+    on when the suggestion was made: a backtest at ``T`` must not learn from a denial given
+    after ``T``."""
     if "batch_items" not in inspect(conn).get_table_names():
         return []
     from .store import tables as t
@@ -159,7 +163,7 @@ def read_feedback(conn: Connection, *, until: datetime) -> list[Feedback]:
     bi = t.batch_items
     rows = conn.execute(select(bi.c.repository, bi.c.digest, bi.c.suggested_at, bi.c.state)
                         .where(bi.c.state.in_(("denied", "deleted")),
-                               bi.c.suggested_at <= until)).all()
+                               bi.c.finished_at <= until)).all()
     return [Feedback(r.repository, r.digest, r.suggested_at,
                      "denied" if r.state == "denied" else "executed") for r in rows]
 

@@ -11,6 +11,7 @@ from recommender import decisions
 from recommender.audit import AuditLog
 from recommender.errors import DecisionError
 from recommender.store.tables import tag_history
+from recommender.training import read_feedback
 
 from .helpers import T0, Suggestion, digest, later, make_config
 
@@ -142,9 +143,9 @@ def test_deny_snooze_cancel(store, tmp_path):  # type: ignore[no-untyped-def]
     back = decisions.record_batches(store, again, now=later(49), config=cfg)
     assert [b.repository for b in back] == ["payments/b"]
     with store.connect() as conn:
-        labels = decisions.feedback_labels(conn)
-    # Cancelled items are no label; denied ones say "still needed".
-    assert sorted({(r, lab) for r, _d, _t, lab in labels}) == [("payments/a", "still_needed")]
+        labels = read_feedback(conn, until=later(49))
+    # Cancelled and snoozed items are no label; denied ones say "still needed".
+    assert sorted({(f.repository, f.verdict) for f in labels}) == [("payments/a", "denied")]
     assert AuditLog(store).verify().ok
 
 

@@ -18,7 +18,6 @@ from recommender.registry import RegistryClient
 from recommender.registry.push import layer_tar, push_signature
 from recommender.store.tables import (
     approvals,
-    events,
     k8s_snapshots,
     rollups,
     running_refs,
@@ -98,13 +97,15 @@ def test_a_pull_since_the_suggestion_is_skipped(world: World) -> None:
         conn.execute(rollups.insert().values(
             day=later(3).date(), repository="payments/api", digest=old.digest, tag="v1",
             action="pull", usage="use", count=1, first_at=later(3), last_at=later(3)))
-        # A scanner's pull is not use and must not block.
-        conn.execute(events.insert().values(
-            time=later(4), received_at=later(4), source="distribution", source_event_id="x",
-            action="pull", usage="scanner", repository="payments/api", digest=old.digest))
+        # A later scanner pull is not use: the reason names the use, at its own time.
+        # (test_recheck_uses.py runs both ways through a real registry and collector.)
+        conn.execute(rollups.insert().values(
+            day=later(4).date(), repository="payments/api", digest=old.digest, tag="v1",
+            action="pull", usage="scanner", count=1, first_at=later(4), last_at=later(4)))
     (outcome,) = world.executor().run_due(later(26)).outcomes
     assert outcome.outcome == "skipped"
-    assert outcome.reason.startswith("used since the suggestion: pull of " + old.digest)
+    assert outcome.reason == (f"used since the suggestion: pull of {old.digest} at "
+                              f"{later(3).isoformat()}")
     assert world.client.head_manifest("payments/api", old.digest) == old.digest
 
 

@@ -12,6 +12,10 @@ CONFIG = config_mod.load(env={})
 SIG_OF = "sha256-{}.sig"
 
 
+def _short(d: str) -> str:
+    return d.split(":")[1][:12]
+
+
 def _verdicts(store: Store, now: float, config: config_mod.Config = CONFIG
               ) -> dict[str, list[str]]:
     with store.connect() as conn:
@@ -40,9 +44,12 @@ def test_index_and_children_are_decided_together(store: Store) -> None:
     h.child("app", lone, running_child)
     h.pods(39, [("app", running_child)])
     v = _verdicts(store, 40)
-    assert v[idx] and all("protected tag: latest" in r for r in v[child])
+    # Exact lists: an empty one would pass an ``all(...)`` and mean the child is deletable.
+    assert v[idx] == ["protected tag: latest"]
+    assert v[child] == [f"decided with {_short(idx)}: protected tag: latest"]
     # A running platform manifest keeps its (untagged) index, and so itself.
-    assert any("running" in r for r in v[lone]) and v[running_child]
+    assert v[lone] == ["running in a cluster now"]
+    assert v[running_child] == [f"decided with {_short(lone)}: running in a cluster now"]
 
 
 def test_signatures_follow_their_subject(store: Store) -> None:
@@ -53,7 +60,9 @@ def test_signatures_follow_their_subject(store: Store) -> None:
     sig_kept = h.push("app", "sig1", 0, SIG_OF.format(kept.split(":")[1]))
     att = h.push("app", "att", 0, subject=gone, referrer_kind="attestation")
     v = _verdicts(store, 40)
-    assert v[kept] and all(r.startswith("decided with") for r in v[sig_kept])
+    assert v[kept] == ["keep-last-10: v1.0.0 is the #1 newest version"]
+    assert v[sig_kept] == [f"decided with {_short(kept)}: keep-last-10: v1.0.0 is the #1 newest "
+                           "version"]
     assert v[gone] == [] and v[att] == []  # proposed together with the subject
 
 
