@@ -75,9 +75,9 @@ def migrate(engine: Engine, revision: str = "head") -> None:
                          url=_redact(engine)) from exc
 
 
-def _first_line(error: BaseException) -> str:
+def _first_line(error: BaseException | None) -> str:
     """The first line of a driver's message (psycopg adds hints on lines of their own)."""
-    lines = str(error).strip().splitlines()
+    lines = str(error).strip().splitlines() if error is not None else []
     return lines[0] if lines else type(error).__name__
 
 
