@@ -34,12 +34,13 @@ from starlette.types import Receive, Scope, Send
 from ..config import Config, Secret
 from ..errors import PayloadError, PayloadTooLarge, ReferenceError_, StoreError, TagwardenError
 from ..store import Store
-from ..timeutil import parse_time, utcnow
+from ..timeutil import FUTURE_SKEW, parse_time, utcnow
 from ..usage import Classifier
 from . import deploy, distribution, harbor, k8s
 from .batcher import Batcher
 from .events import Event
 from .metrics import CollectorMetrics
+from .payload import check_time
 from .writer import EventWriter
 from .writer_process import ProcessWriter
 
@@ -143,14 +144,19 @@ class Collector:
 
     # --- parsers per source (decoded body -> events) ------------------------------------------
 
+    def _latest(self) -> datetime:
+        """The latest event time accepted now: the clock plus a sender's plausible skew."""
+        return self.clock() + FUTURE_SKEW
+
     def _distribution(self, body: bytes) -> list[Event]:
-        return distribution.parse_envelope_line(body, self.classifier, _decode)
+        return distribution.parse_envelope_line(body, self.classifier, _decode,
+                                                latest=self._latest())
 
     def _harbor(self, body: bytes) -> list[Event]:
-        return harbor.parse_webhook(_decode(body), self.classifier)
+        return harbor.parse_webhook(_decode(body), self.classifier, latest=self._latest())
 
     def _deploy(self, body: bytes) -> list[Event]:
-        return deploy.parse_deploys(_decode_json_or_lines(body))
+        return deploy.parse_deploys(_decode_json_or_lines(body), latest=self._latest())
 
     def _events(self, parse: Callable[[bytes], list[Event]]) -> _Handler:
         async def handle(body: bytes, scope: Scope) -> tuple[int, Any]:
@@ -224,6 +230,7 @@ class Collector:
                 taken_at = parse_time(at)
             except (ValueError, OverflowError, OSError) as exc:
                 raise PayloadError(f"query parameter at: {exc}", where="query.at") from None
+            check_time(taken_at, "query.at", self._latest())
         snapshot = await _run(
             lambda b: k8s.parse_pod_list(_decode(b), source=source, taken_at=taken_at), body
         )
