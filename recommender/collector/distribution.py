@@ -219,7 +219,10 @@ def parse_envelope_line(line: bytes, classifier: Classifier,
     invalid JSON (a file's line; the HTTP endpoint words it its own way)."""
     try:
         envelope = _DECODER.decode(line)
-    except (msgspec.DecodeError, ValueError):  # invalid UTF-8 is a ValueError
+    # Invalid UTF-8 is a ValueError. msgspec decodes nested values by recursion, so deep
+    # nesting (a thousand levels) exhausts Python's stack: orjson below then refuses it with
+    # its own depth limit, as the other endpoints do.
+    except (msgspec.DecodeError, ValueError, RecursionError):
         envelope = None
     if envelope is not None:
         events = []
