@@ -8,7 +8,9 @@ stores nothing:
 3. the body, read as a stream and refused as soon as it passes ``collector.max_body_bytes`` — 413;
 4. JSON decoding (orjson) and A1's parser for the source — 400 naming the problem and ``where``;
 5. the group-commit batcher — 200 once the events are durably stored, 503 when the store failed
-   (the sender retries; duplicates are accepted and stored once).
+   (the sender retries; duplicates are accepted and stored once). An id already stored with
+   other content is no retry but a sender reusing ids: the answer counts it as
+   ``conflicting``, a metric counts it and a warning names it.
 
 The endpoints are plain ASGI apps (:class:`Endpoint`), not Starlette request handlers: at
 thousands of requests a second, Starlette's ``Request``/``Response`` objects and exception
@@ -162,8 +164,12 @@ class Collector:
         async def handle(body: bytes, scope: Scope) -> tuple[int, Any]:
             events = await _run(parse, body)
             self.metrics.count_received(events)
-            accepted = await self.batcher.submit(events)
-            return 200, {"accepted": accepted}
+            outcome = await self.batcher.store(events)
+            if not outcome.conflicting:
+                return 200, {"accepted": outcome.accepted}
+            _log_conflicts(outcome.conflicting, scope)
+            return 200, {"accepted": outcome.accepted,
+                         "conflicting": len(outcome.conflicting)}
 
         return handle
 
@@ -288,6 +294,14 @@ class Endpoint:
             await send({"type": "http.response.body", "body": b""})
             return
         await _send_json(send, status, content)
+
+
+def _log_conflicts(ids: tuple[str, ...], scope: Scope) -> None:
+    """Name the ids a sender reused: their events are lost, and it is the sender's bug."""
+    client = scope.get("client")
+    log.warning("%s sent events with ids already stored with other content (conflicting, "
+                "dropped): %s", client[0] if client else "a sender",
+                ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else ""))
 
 
 _WANTED = {b"authorization": "authorization", b"content-type": "content-type",
