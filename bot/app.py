@@ -35,6 +35,7 @@ from recommender.timeutil import utcnow
 
 from .auth import Authorizer
 from .context import BotContext
+from .guard import SlackGuard
 from .listeners import register_all
 
 __all__ = ["EVENTS_PATH", "create_bolt_app", "default_client", "server_parts", "slack_routes",
@@ -127,7 +128,8 @@ def slack_routes(bolt_app: App) -> list[Route]:
                                                 to_bolt_request(request, body))
         return to_starlette_response(bolt_response)
 
-    return [Route(EVENTS_PATH, events, methods=["POST"])]
+    # Bolt keeps no public copy of its signing secret.
+    return [Route(EVENTS_PATH, SlackGuard(events, bolt_app._signing_secret), methods=["POST"])]
 
 
 def start_socket_mode(bolt_app: App, config: Config) -> Any:

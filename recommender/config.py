@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .timeutil import parse_duration
+from .timeutil import format_duration, parse_duration
 
 __all__ = [
     "POLICY_FIELDS",
@@ -140,19 +140,39 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: ``key`` is ``section.name``; ``env`` an environment override."""
+    """One setting: ``key`` is ``section.name``; ``env`` an environment override; ``min`` and
+    ``max`` (inclusive, in the converted type) the range a value must fall in, when it has one.
+    """
 
     key: str
     default: Any
     kind: str
     help: str
     env: str | None = None
+    min: Any = None
+    max: Any = None
 
     def convert(self, value: Any) -> Any:
         try:
-            return CONVERTERS[self.kind](value)
+            converted = CONVERTERS[self.kind](value)
         except ValueError as exc:
             raise ConfigError(f"setting {self.key}: {exc}", setting=self.key) from None
+        if converted is not None and ((self.min is not None and converted < self.min)
+                                      or (self.max is not None and converted > self.max)):
+            raise ConfigError(f"setting {self.key}: {_fmt_value(converted)} is out of range "
+                              f"(allowed: {self.range_text()})", setting=self.key,
+                              value=str(value))
+        return converted
+
+    def range_text(self) -> str:
+        """The range in words (``at least 1``, ``0 to 65535``); empty without one."""
+        low = None if self.min is None else _fmt_value(self.min)
+        high = None if self.max is None else _fmt_value(self.max)
+        if low is not None and high is not None:
+            return f"{low} to {high}"
+        if low is not None:
+            return f"at least {low}"
+        return f"at most {high}" if high is not None else ""
 
 
 # Deploy environments that count as production (features.py and policy.py read the setting).
@@ -170,14 +190,16 @@ SETTINGS: tuple[Setting, ...] = (
       "Bearer token the POST /v1/... endpoints require (unset: endpoints refuse every request).",
       "TAGWARDEN_COLLECTOR_TOKEN"),
     S("collector.max_body_bytes", 4 * 1024 * 1024, "int",
-      "Largest request body accepted by the collector (larger: 413)."),
+      "Largest request body accepted by the collector (larger: 413).", min=1),
     S("collector.batch_max_events", 5000, "int",
-      "Most events the collector writes in one transaction."),
+      "Most events the collector writes in one transaction.", min=1),
     S("collector.batch_max_delay", "0.005s", "duration",
-      "Longest time an event waits for others to share its write transaction."),
+      "Longest time an event waits for others to share its write transaction.",
+      min=timedelta(0)),
     # server
     S("server.host", "127.0.0.1", "str", "Address `tagwarden serve` listens on."),
-    S("server.port", 8080, "int", "Port `tagwarden serve` listens on."),
+    S("server.port", 8080, "int", "Port `tagwarden serve` listens on (0: any free port).",
+      min=0, max=65535),
     # registry
     S("registry.url", None, "str?",
       "Base URL of the registry tagwarden scans and deletes from (http://host:port)."),
@@ -188,21 +210,28 @@ SETTINGS: tuple[Setting, ...] = (
       "TAGWARDEN_REGISTRY_USERNAME"),
     S("registry.password", None, "secret", "Registry password or token.",
       "TAGWARDEN_REGISTRY_PASSWORD"),
-    S("registry.concurrency", 16, "int", "Most registry requests in flight during a scan."),
-    S("registry.timeout", "30s", "duration", "Timeout of one registry request."),
+    S("registry.concurrency", 16, "int", "Most registry requests in flight during a scan.",
+      min=1),
+    S("registry.timeout", "30s", "duration", "Timeout of one registry request.",
+      min=timedelta(seconds=1)),
     S("registry.verify_tls", True, "bool", "Verify the registry's TLS certificate."),
     S("registry.gc_config", None, "str?",
       "Path of the registry's own config file, for the garbage-collect command the executor "
       "prints after deleting (`docker-registry garbage-collect <path>`)."),
     # executor (decisions, deletions, backups)
     S("executor.lease", "5m", "duration",
-      "How long a worker owns an item it executes; a crashed worker's items are retried after."),
+      "How long a worker owns an item it executes; a crashed worker's items are retried after.",
+      min=timedelta(seconds=1)),
     S("executor.max_attempts", 8, "int",
-      "Attempts at an item whose registry calls keep failing before it is marked failed."),
+      "Attempts at an item whose registry calls keep failing before it is marked failed.",
+      min=1),
     S("executor.retry_backoff", "1m", "duration",
-      "Wait before the first retry after a temporary registry error (doubles each attempt)."),
-    S("executor.retry_backoff_max", "1h", "duration", "Longest wait between two retries."),
-    S("executor.workers", 8, "int", "Items the executor re-checks and deletes in parallel."),
+      "Wait before the first retry after a temporary registry error (doubles each attempt).",
+      min=timedelta(0)),
+    S("executor.retry_backoff_max", "1h", "duration", "Longest wait between two retries.",
+      min=timedelta(0)),
+    S("executor.workers", 8, "int", "Items the executor re-checks and deletes in parallel.",
+      min=1),
     S("executor.backup_dir", None, "str?",
       "Directory to back up each manifest and its blobs to (OCI image layout) before deleting; "
       "unset: no backup. `tagwarden restore DIR` pushes a backup back."),
@@ -230,13 +259,17 @@ SETTINGS: tuple[Setting, ...] = (
       "Extra actor-name regular expressions of replication accounts."),
     # model (recommender)
     S("model.horizon", "90d", "duration",
-      "A manifest is dead when it is not used within this time (the prediction horizon)."),
+      "A manifest is dead when it is not used within this time (the prediction horizon).",
+      min=timedelta(days=1)),
     S("model.target_precision", 0.999, "float",
-      "Share of suggested manifests that must stay unused, on the latest validation data."),
+      "Share of suggested manifests that must stay unused, on the latest validation data.",
+      min=0.0, max=1.0),
     S("model.dir", "models", "str", "Directory of model artifacts (joblib + JSON sidecar)."),
-    S("model.snapshot_every", "7d", "duration", "Spacing of the training cut-off snapshots."),
+    S("model.snapshot_every", "7d", "duration", "Spacing of the training cut-off snapshots.",
+      min=timedelta(days=1)),
     S("model.feedback_weight", 5.0, "float",
-      "Training weight of a denied suggestion (a 'still used' label from a person)."),
+      "Training weight of a denied suggestion (a 'still used' label from a person).",
+      min=0.0),
     S("model.production_environments", DEFAULT_PRODUCTION_ENVS, "list",
       "Deploy environment globs that count as production."),
     S("model.random_state", 0, "int", "Seed of the model's randomness."),
@@ -253,10 +286,13 @@ SETTINGS: tuple[Setting, ...] = (
     S("slack.public_url", "https://tagwarden.example.com", "str",
       "Public base URL of `tagwarden serve` (the app manifest's request URLs)."),
     S("slack.post_interval", "1s", "duration",
-      "Pause between two messages to one channel (Slack allows about one per second)."),
+      "Pause between two messages to one channel (Slack allows about one per second).",
+      min=timedelta(0)),
     S("slack.authz_cache", "60s", "duration",
-      "How long a Slack user group's members are cached for authorization."),
-    S("slack.digest_page_size", 15, "int", "Items per threaded page of the weekly digest."),
+      "How long a Slack user group's members are cached for authorization.",
+      min=timedelta(0)),
+    S("slack.digest_page_size", 15, "int", "Items per threaded page of the weekly digest.",
+      min=1),
     # scheduler
     S("scheduler.enabled", True, "bool", "Run scheduled jobs in `tagwarden serve`."),
     S("scheduler.suggest_cron", "0 9 * * 1-5", "str",
@@ -268,7 +304,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("scheduler.digest_cron", "0 10 * * 1", "str",
       "Cron of the weekly digest, in each team's time zone."),
     S("scheduler.lock_ttl", "60s", "duration",
-      "How long a replica's scheduler lock lasts without renewal (SQLite lock row)."),
+      "How long a replica's scheduler lock lasts without renewal (SQLite lock row).",
+      min=timedelta(seconds=1)),
 )
 del S
 
@@ -413,6 +450,13 @@ def load(
             raise ConfigError(f"config file not found: {file_path}", path=str(file_path)) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {file_path}: {exc}", path=str(file_path)) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {file_path} is not UTF-8 text (byte "
+                              f"{exc.object[exc.start]:#04x} at offset {exc.start})",
+                              path=str(file_path)) from None
+        except OSError as exc:  # a directory, no permission
+            raise ConfigError(f"cannot read config file {file_path}: {exc.strerror}",
+                              path=str(file_path)) from None
     index = {s.key: s for s in SETTINGS}
     sections = {key.split(".")[0] for key in index}
     values: dict[str, Any] = {s.key: s.convert(s.default) if s.default is not None else None
@@ -454,6 +498,13 @@ def load(
     return Config(values, teams, policies, file_path)
 
 
+def _fmt_value(value: Any) -> str:
+    """A converted value as a person would write it in the TOML file."""
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    return str(value)
+
+
 def _fmt_default(value: Any) -> str:
     if value is None:
         return "unset"
@@ -473,11 +524,12 @@ def render_docs(settings: Iterable[Setting] = SETTINGS) -> str:
         "in step. Settings come from the TOML file (`--config`, `TAGWARDEN_CONFIG`), then the",
         "environment variables named here, then command-line options.",
         "",
-        "| setting | default | environment | what |",
-        "|---|---|---|---|",
+        "| setting | default | range | environment | what |",
+        "|---|---|---|---|---|",
     ]
     for s in settings:
-        lines.append(f"| `{s.key}` | {_fmt_default(s.default)} | {s.env or ''} | {s.help} |")
+        lines.append(f"| `{s.key}` | {_fmt_default(s.default)} | {s.range_text()} | "
+                     f"{s.env or ''} | {s.help} |")
     for title, kind, fields in (("team", "Team", TEAM_FIELDS), ("policy", "Policy", POLICY_FIELDS)):
         lines += ["", f"## `[[{title}]]` ({kind} tables, repeatable)", "",
                   "| key | default | what |", "|---|---|---|"]

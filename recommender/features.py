@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Float, cast, func, select
 from .config import DEFAULT_PRODUCTION_ENVS
 from .store import tables as t
 from .tagkind import parse_semver, primary_kind
-from .timeutil import REGISTRY_ERA
+from .timeutil import EARLIEST_EVENT
 
 __all__ = [
     "FEATURES",
@@ -115,7 +115,7 @@ class History:
         """The earliest instant the history knows about (first push or first use), times
         before the registry era left out: one event dated 0001-01-01 must not make training
         replay two thousand years of weekly snapshots."""
-        era = days(REGISTRY_ERA)
+        era = days(EARLIEST_EVENT)
         first_seen, first_at = self.manifests["first_seen"], self.usage["first_at"]
         firsts = [first_seen[first_seen >= era].min() if len(first_seen) else np.nan,
                   first_at[first_at >= era].min() if len(first_at) else np.nan]

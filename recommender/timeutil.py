@@ -9,12 +9,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["REGISTRY_ERA", "format_duration", "in_era", "parse_duration", "parse_time", "to_utc",
-           "utcnow"]
-
-# No container registry event predates this: earlier times come from a sender's broken clock
-# (0001-01-01 is a zero time) and are read as unknown, never as history.
-REGISTRY_ERA = datetime(2013, 1, 1, tzinfo=UTC)
+__all__ = ["EARLIEST_EVENT", "FUTURE_SKEW", "event_time_problem", "format_duration", "in_era",
+           "parse_duration", "parse_time", "to_utc", "utcnow"]
 
 # RFC 3339 with up to nanoseconds (Distribution writes nanoseconds; Python keeps microseconds).
 _RFC3339 = re.compile(
@@ -23,6 +19,13 @@ _RFC3339 = re.compile(
 )
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+# No registry sent notifications before 2013: an earlier event time is a sender's broken clock
+# (0001-01-01, the unix epoch), and one such day kept in the rollups breaks training for ever.
+EARLIEST_EVENT = datetime(2013, 1, 1, tzinfo=UTC)
+# How far ahead of the receiver's clock an event may be: senders' clocks drift, by seconds
+# or a time zone's worth, but an event a day ahead is a wrong clock, not drift.
+FUTURE_SKEW = timedelta(days=1)
 
 
 def utcnow() -> datetime:
@@ -67,6 +70,18 @@ def parse_time(value: str | int | float | datetime) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def event_time_problem(value: datetime, latest: datetime | None) -> str | None:
+    """Why ``value`` cannot be when an event happened (before :data:`EARLIEST_EVENT`, or after
+    ``latest`` when given), or None when it can."""
+    if value < EARLIEST_EVENT:
+        return (f"{value.isoformat()} is before {EARLIEST_EVENT.date().isoformat()}, "
+                "earlier than any registry: the sender's clock is wrong")
+    if latest is not None and value > latest:
+        return (f"{value.isoformat()} is later than {latest.isoformat()}, the latest time "
+                "accepted: the sender's clock is wrong")
+    return None
+
+
 def parse_duration(value: str | int | float | timedelta) -> timedelta:
     """``"90d"``, ``"24h"``, ``"1w2d"``, ``"30m"``, or seconds as a number."""
     if isinstance(value, timedelta):
@@ -100,4 +115,4 @@ def format_duration(delta: timedelta) -> str:
 def in_era(value: datetime, *, now: datetime) -> bool:
     """Whether a stored time can be real: not before the registry era, not more than a day
     after ``now``."""
-    return REGISTRY_ERA <= to_utc(value) <= now + timedelta(days=1)
+    return EARLIEST_EVENT <= to_utc(value) <= now + FUTURE_SKEW

@@ -79,3 +79,42 @@ def test_bad_configuration_is_named(tmp_path: Path, text: str, message: str) -> 
 def test_missing_file_is_one_readable_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         cfg.load(tmp_path / "nope.toml", env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[collector]\nmax_body_bytes = -1\n",
+         "setting collector.max_body_bytes: -1 is out of range (allowed: at least 1)"),
+        ("[collector]\nbatch_max_events = 0\n",
+         "setting collector.batch_max_events: 0 is out of range (allowed: at least 1)"),
+        ("[server]\nport = 70000\n",
+         "setting server.port: 70000 is out of range (allowed: 0 to 65535)"),
+        ("[model]\ntarget_precision = 1.5\n",
+         "setting model.target_precision: 1.5 is out of range (allowed: 0.0 to 1.0)"),
+        ("[executor]\nlease = \"0s\"\n",
+         "setting executor.lease: 0s is out of range (allowed: at least 1s)"),
+    ],
+)
+def test_a_value_outside_its_range_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        cfg.load(path, env={})
+    assert caught.value.message == message
+
+
+def test_ranges_apply_to_the_environment_and_overrides_and_bounds_are_allowed() -> None:
+    with pytest.raises(ConfigError, match="collector.batch_max_events: 0 is out of range"):
+        cfg.load(env={}, overrides={"collector.batch_max_events": "0"})
+    with pytest.raises(ConfigError, match="collector.max_body_bytes: -1 is out of range"):
+        cfg.load(env={}).replace(collector__max_body_bytes=-1)
+    config = cfg.load(env={}, overrides={"collector.batch_max_events": 1, "server.port": 0,
+                                         "model.target_precision": 1.0})
+    assert config["collector.batch_max_events"] == 1 and config["server.port"] == 0
+
+
+def test_the_docs_show_each_range() -> None:
+    docs = cfg.render_docs()
+    assert "| `collector.max_body_bytes` | 4194304 | at least 1 |" in docs
+    assert "| `server.port` | 8080 | 0 to 65535 |" in docs

@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from itertools import starmap
 from multiprocessing.connection import Connection
 from typing import Annotated, Any
@@ -38,11 +39,12 @@ from ..collector.checkpoint import Checkpointer
 from ..collector.events import Event, WriteResult, event_fields
 from ..collector.files import JsonLines, decode, decode_line
 from ..collector.groupcommit import GroupCommitWriter
+from ..collector.payload import check_time
 from ..collector.writer import EventWriter, prepare
 from ..config import Config
 from ..errors import PayloadError
 from ..store import Store
-from ..timeutil import parse_time, utcnow
+from ..timeutil import FUTURE_SKEW, parse_time, utcnow
 from ..usage import Classifier
 from .state import app, state
 
@@ -57,6 +59,9 @@ app.add_typer(ingest_app, name="ingest")
 Files = Annotated[list[str], typer.Argument(help="JSON lines files; - for stdin; .gz accepted.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1,
                                         help="Events per batch handed to the writer.")]
+Now = Annotated[str | None, typer.Option(
+    "--now", help="Refuse (as bad lines) events later than this instant (RFC 3339); "
+                  "default: a day past the current time.")]
 # Events per batch handed to the writer (transactions group several, groupcommit.py): larger
 # batches cost less writing CPU per event (10,000: ~22 % less than 5,000 at 1M events) and more
 # memory in both processes (summed PSS 269 MB at 1M events, under the 300 MB cap; 20,000
@@ -399,23 +404,39 @@ def _run(files: list[str], batch_size: int, label: str, parse: Parse, classifier
             background.close()
 
 
+def _latest(now: str | None) -> datetime:
+    """The latest event time a file may hold: ``--now``, or the clock plus a sender's skew."""
+    if now is None:
+        return utcnow() + FUTURE_SKEW
+    try:
+        return parse_time(now)
+    except (ValueError, OverflowError) as exc:
+        raise PayloadError(f"--now: {exc}", where="now") from None
+
+
 @ingest_app.command("distribution")
-def ingest_distribution(ctx: typer.Context, files: Files, batch_size: BatchSize = _BATCH) -> None:
+def ingest_distribution(ctx: typer.Context, files: Files, batch_size: BatchSize = _BATCH,
+                        now: Now = None) -> None:
     """Distribution notification envelopes, one per line."""
-    _ingest_events(ctx, files, batch_size, "distribution", distribution.parse_envelope_line)
+    _ingest_events(ctx, files, batch_size, "distribution",
+                   partial(distribution.parse_envelope_line, latest=_latest(now)))
 
 
 @ingest_app.command("harbor")
-def ingest_harbor(ctx: typer.Context, files: Files, batch_size: BatchSize = _BATCH) -> None:
+def ingest_harbor(ctx: typer.Context, files: Files, batch_size: BatchSize = _BATCH,
+                  now: Now = None) -> None:
     """Harbor webhook payloads (Default or CloudEvents), one per line."""
-    _ingest_events(ctx, files, batch_size, "harbor", _decoded(harbor.parse_webhook))
+    _ingest_events(ctx, files, batch_size, "harbor",
+                   _decoded(partial(harbor.parse_webhook, latest=_latest(now))))
 
 
 @ingest_app.command("deploys")
-def ingest_deploys(ctx: typer.Context, files: Files, batch_size: BatchSize = _BATCH) -> None:
+def ingest_deploys(ctx: typer.Context, files: Files, batch_size: BatchSize = _BATCH,
+                   now: Now = None) -> None:
     """Deploy events, one object (or array) per line."""
+    latest = _latest(now)
     _ingest_events(ctx, files, batch_size, "deploys",
-                   _decoded(lambda obj, _classifier: deploy.parse_deploys(obj)))
+                   _decoded(lambda obj, _classifier: deploy.parse_deploys(obj, latest=latest)))
 
 
 @ingest_app.command("k8s")
@@ -429,13 +450,15 @@ def ingest_k8s(
     source: Annotated[str, typer.Option(
         "--source", help="Cluster name (lines that name their own source keep it).")
     ] = "default",
+    now: Now = None,
 ) -> None:
     """What runs in Kubernetes: one pod list, or JSON lines of snapshots."""
     st = state(ctx)
+    latest = _latest(now)
     taken_at: datetime | None = None
     if at is not None:
         try:
-            taken_at = parse_time(at)
+            taken_at = check_time(parse_time(at), "--at", latest)
         except (ValueError, OverflowError) as exc:
             raise PayloadError(f"--at: {exc}", where="at") from None
     writer = EventWriter.from_config(st.store, st.config)
@@ -466,7 +489,7 @@ def ingest_k8s(
                 if not isinstance(src, str):
                     raise PayloadError("source must be a string", where="source")
                 when = obj.get("taken_at")
-                line_at = (taken_at or utcnow()) if when is None else _line_time(when)
+                line_at = (taken_at or utcnow()) if when is None else _line_time(when, latest)
                 snap = k8s.parse_pod_list(obj.get("list"), source=src, taken_at=line_at)
             except PayloadError as exc:
                 tally.reject(file, number, exc)
@@ -478,10 +501,10 @@ def ingest_k8s(
                  f"({pods} pods, {refs} running references), {tally.rejected_text()}")
 
 
-def _line_time(value: Any) -> datetime:
+def _line_time(value: Any, latest: datetime) -> datetime:
     try:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ValueError(f"not a time: {value!r}")
-        return parse_time(value)
+        return check_time(parse_time(value), "taken_at", latest)
     except (ValueError, OverflowError, OSError) as exc:
         raise PayloadError(f"taken_at: {exc}", where="taken_at") from None

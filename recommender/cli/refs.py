@@ -15,12 +15,13 @@ from typing import Annotated
 import orjson
 import typer
 
+from ..collector.payload import check_time
 from ..errors import PayloadError
 from ..reference import managed_repository, registry_hosts
 from ..refs import Findings, current_references, parse_docker_ps, record, walk
 from ..refs.found import NOTE_KINDS
 from ..refs.store import ReplaceResult
-from ..timeutil import parse_time, utcnow
+from ..timeutil import FUTURE_SKEW, parse_time, utcnow
 from .ingest import ingest_app
 from .state import app, state
 
@@ -46,7 +47,7 @@ def _when(at: str | None) -> datetime:
     if at is None:
         return utcnow()
     try:
-        return parse_time(at)
+        return check_time(parse_time(at), "--at", utcnow() + FUTURE_SKEW)
     except (ValueError, OverflowError) as exc:
         raise PayloadError(f"--at: {exc}", where="at") from None
 

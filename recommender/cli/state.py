@@ -63,6 +63,11 @@ def _global(
         typer.Option("--db", envvar="TAGWARDEN_DB",
                      help="SQLAlchemy URL of the store (default sqlite:///tagwarden.db)."),
     ] = None,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", envvar="TAGWARDEN_DEBUG",
+                     help="Print the traceback of an internal error, not only its line."),
+    ] = False,
 ) -> None:
     st = State(config_path=config, db_url=db)
     ctx.obj = st

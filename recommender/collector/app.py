@@ -8,7 +8,9 @@ stores nothing:
 3. the body, read as a stream and refused as soon as it passes ``collector.max_body_bytes`` — 413;
 4. JSON decoding (orjson) and A1's parser for the source — 400 naming the problem and ``where``;
 5. the group-commit batcher — 200 once the events are durably stored, 503 when the store failed
-   (the sender retries; duplicates are accepted and stored once).
+   (the sender retries; duplicates are accepted and stored once). An id already stored with
+   other content is no retry but a sender reusing ids: the answer counts it as
+   ``conflicting``, a metric counts it and a warning names it.
 
 The endpoints are plain ASGI apps (:class:`Endpoint`), not Starlette request handlers: at
 thousands of requests a second, Starlette's ``Request``/``Response`` objects and exception
@@ -34,12 +36,13 @@ from starlette.types import Receive, Scope, Send
 from ..config import Config, Secret
 from ..errors import PayloadError, PayloadTooLarge, ReferenceError_, StoreError, TagwardenError
 from ..store import Store
-from ..timeutil import parse_time, utcnow
+from ..timeutil import FUTURE_SKEW, parse_time, utcnow
 from ..usage import Classifier
 from . import deploy, distribution, harbor, k8s
 from .batcher import Batcher
 from .events import Event
 from .metrics import CollectorMetrics
+from .payload import check_time
 from .writer import EventWriter
 from .writer_process import ProcessWriter
 
@@ -143,21 +146,30 @@ class Collector:
 
     # --- parsers per source (decoded body -> events) ------------------------------------------
 
+    def _latest(self) -> datetime:
+        """The latest event time accepted now: the clock plus a sender's plausible skew."""
+        return self.clock() + FUTURE_SKEW
+
     def _distribution(self, body: bytes) -> list[Event]:
-        return distribution.parse_envelope_line(body, self.classifier, _decode)
+        return distribution.parse_envelope_line(body, self.classifier, _decode,
+                                                latest=self._latest())
 
     def _harbor(self, body: bytes) -> list[Event]:
-        return harbor.parse_webhook(_decode(body), self.classifier)
+        return harbor.parse_webhook(_decode(body), self.classifier, latest=self._latest())
 
     def _deploy(self, body: bytes) -> list[Event]:
-        return deploy.parse_deploys(_decode_json_or_lines(body))
+        return deploy.parse_deploys(_decode_json_or_lines(body), latest=self._latest())
 
     def _events(self, parse: Callable[[bytes], list[Event]]) -> _Handler:
         async def handle(body: bytes, scope: Scope) -> tuple[int, Any]:
             events = await _run(parse, body)
             self.metrics.count_received(events)
-            accepted = await self.batcher.submit(events)
-            return 200, {"accepted": accepted}
+            outcome = await self.batcher.store(events)
+            if not outcome.conflicting:
+                return 200, {"accepted": outcome.accepted}
+            _log_conflicts(outcome.conflicting, scope)
+            return 200, {"accepted": outcome.accepted,
+                         "conflicting": len(outcome.conflicting)}
 
         return handle
 
@@ -224,6 +236,7 @@ class Collector:
                 taken_at = parse_time(at)
             except (ValueError, OverflowError, OSError) as exc:
                 raise PayloadError(f"query parameter at: {exc}", where="query.at") from None
+            check_time(taken_at, "query.at", self._latest())
         snapshot = await _run(
             lambda b: k8s.parse_pod_list(_decode(b), source=source, taken_at=taken_at), body
         )
@@ -281,6 +294,14 @@ class Endpoint:
             await send({"type": "http.response.body", "body": b""})
             return
         await _send_json(send, status, content)
+
+
+def _log_conflicts(ids: tuple[str, ...], scope: Scope) -> None:
+    """Name the ids a sender reused: their events are lost, and it is the sender's bug."""
+    client = scope.get("client")
+    log.warning("%s sent events with ids already stored with other content (conflicting, "
+                "dropped): %s", client[0] if client else "a sender",
+                ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else ""))
 
 
 _WANTED = {b"authorization": "authorization", b"content-type": "content-type",

@@ -40,7 +40,7 @@ from ..timeutil import utcnow
 from .events import Event, WriteResult
 from .metrics import CollectorMetrics
 
-__all__ = ["Batcher", "EventSink"]
+__all__ = ["Batcher", "EventSink", "Outcome"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -53,10 +53,19 @@ class EventSink(Protocol):
     def write(self, events: Sequence[Event], *, now: datetime) -> WriteResult: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A request's events once stored: how many were accepted, and the ids of those that
+    reuse an id already stored with other content (dropped: ``EventWriter.conflicting``)."""
+
+    accepted: int
+    conflicting: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class _Request:
     events: Sequence[Event]
-    future: asyncio.Future[int] = field(repr=False)
+    future: asyncio.Future[Outcome] = field(repr=False)
 
 
 def _caused_by(exc: BaseException | None, kinds: type | tuple[type, ...]) -> BaseException | None:
@@ -150,13 +159,18 @@ class Batcher:
 
     async def submit(self, events: Sequence[Event]) -> int:
         """Store ``events`` (in one transaction, possibly shared); return how many were accepted.
+        :meth:`store`, counting only."""
+        return (await self.store(events)).accepted
+
+    async def store(self, events: Sequence[Event]) -> Outcome:
+        """Store ``events`` (in one transaction, possibly shared): their :class:`Outcome`.
 
         Raises :class:`StoreError` when the store failed or the collector is overloaded or
         stopping, :class:`PayloadError` when the database refuses this request's own data;
         nothing of this request is stored then.
         """
         if not events:
-            return 0
+            return Outcome(0)
         if not self.running or self._loop is None:
             raise StoreError("the collector is not running", temporary=True)
         if self._pending_events + len(events) > self.max_pending and self._pending:
@@ -164,7 +178,7 @@ class Batcher:
                 "the collector is overloaded, retry later",
                 temporary=True, pending=self._pending_events,
             )
-        future: asyncio.Future[int] = self._loop.create_future()
+        future: asyncio.Future[Outcome] = self._loop.create_future()
         self._pending.append(_Request(events, future))
         self._pending_events += len(events)
         if self._pending_events >= self.max_events:
@@ -237,9 +251,18 @@ class Batcher:
         self.metrics.batch_requests.observe(len(batch))  # successful transactions only
         self.metrics.stored.inc(result.stored)
         self.metrics.duplicates.inc(result.duplicates)
+        self.metrics.conflicting.inc(len(result.conflicting))
+        conflicting = iter(sorted(result.conflicting))
+        position = next(conflicting, None)
+        end = 0
         for request in batch:
+            end += len(request.events)
+            mine = []
+            while position is not None and position < end:
+                mine.append(events[position].source_event_id)
+                position = next(conflicting, None)
             if not request.future.done():
-                request.future.set_result(len(request.events))
+                request.future.set_result(Outcome(len(request.events), tuple(mine)))
 
     async def _write_events(self, events: list[Event]) -> WriteResult:
         assert self._loop is not None and self._executor is not None

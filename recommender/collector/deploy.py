@@ -9,6 +9,7 @@ hash of the content: the same deploy posted twice is stored once.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ..errors import PayloadError, ReferenceError_
@@ -21,18 +22,19 @@ __all__ = ["parse_deploy", "parse_deploys"]
 SOURCE = "deploy"
 
 
-def parse_deploys(doc: Any) -> list[Event]:
-    """One deploy object or an array of them, or :class:`PayloadError` for the first bad one."""
+def parse_deploys(doc: Any, *, latest: datetime | None = None) -> list[Event]:
+    """One deploy object or an array of them, or :class:`PayloadError` for the first bad one
+    (also for a time before the registry era or after ``latest``)."""
     if isinstance(doc, list):
         if not doc:
             raise PayloadError("no deploy events in the array")
-        return [parse_deploy(item, f"[{i}]") for i, item in enumerate(doc)]
-    return [parse_deploy(doc, "")]
+        return [parse_deploy(item, f"[{i}]", latest=latest) for i, item in enumerate(doc)]
+    return [parse_deploy(doc, "", latest=latest)]
 
 
-def parse_deploy(item: Any, where: str = "") -> Event:
+def parse_deploy(item: Any, where: str = "", *, latest: datetime | None = None) -> Event:
     obj = require_dict(item, where)
-    time = get_time(obj, "timestamp", where)
+    time = get_time(obj, "timestamp", where, latest)
     image = get_str(obj, "image", where, required=True, max_len=1024)
     assert image is not None
     try:

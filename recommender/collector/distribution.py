@@ -22,6 +22,7 @@ import msgspec
 
 from ..errors import PayloadError
 from ..reference import is_digest
+from ..timeutil import EARLIEST_EVENT
 from ..usage import Classifier
 from .events import Event
 from .files import decode
@@ -45,26 +46,30 @@ ACTIONS = frozenset({"push", "pull", "mount", "delete"})
 _INT_MAX = 2**63 - 1  # BIGINT, as payload.get_int
 
 
-def parse_envelope(doc: Any, classifier: Classifier) -> list[Event]:
+def parse_envelope(doc: Any, classifier: Classifier, *, latest: datetime | None = None
+                   ) -> list[Event]:
     """All events of one envelope, or :class:`PayloadError` for the first bad one.
 
-    All or nothing: a request with one malformed event stores none of them.
+    All or nothing: a request with one malformed event stores none of them. An event time
+    before the registry era or after ``latest`` is an error (``payload.check_time``).
     """
     if type(doc) is dict and type(items := doc.get("events")) is list:
         events = []
         for i, item in enumerate(items):
-            event = _parse_usual(item, classifier)
+            event = _parse_usual(item, classifier, latest)
             # Anything unusual goes through the checked parser: same result, or its error.
             events.append(event if event is not None
-                          else parse_event(item, classifier, f"events[{i}]"))
+                          else parse_event(item, classifier, f"events[{i}]", latest=latest))
         return events
     envelope = require_dict(doc, "")
     items = get_list(envelope, "events", "", required=True)
     assert items is not None
-    return [parse_event(item, classifier, f"events[{i}]") for i, item in enumerate(items)]
+    return [parse_event(item, classifier, f"events[{i}]", latest=latest)
+            for i, item in enumerate(items)]
 
 
-def _parse_usual(ev: Any, classifier: Classifier) -> Event | None:
+def _parse_usual(ev: Any, classifier: Classifier, latest: datetime | None = None
+                 ) -> Event | None:
     """The event :func:`parse_event` would return, for the shape registries really send;
     ``None`` for anything else (an empty string, a missing digest, an odd timestamp, any
     wrong type), which :func:`parse_event` then parses or refuses with its exact error.
@@ -93,9 +98,10 @@ def _parse_usual(ev: Any, classifier: Classifier) -> Event | None:
     source_addr = _member(get("source"), "addr")
     if actor is _WRONG or source_addr is _WRONG:
         return None
-    return _usual(classifier, get("id"), get("timestamp"), get("action"), tget("repository"),
-                  tget("digest"), tget("tag"), tget("mediaType"), tget("size"), tget("length"),
-                  tget("url"), method, user_agent, client_addr, host, actor, source_addr)
+    return _usual(classifier, latest, get("id"), get("timestamp"), get("action"),
+                  tget("repository"), tget("digest"), tget("tag"), tget("mediaType"),
+                  tget("size"), tget("length"), tget("url"), method, user_agent, client_addr,
+                  host, actor, source_addr)
 
 
 _WRONG = object()
@@ -109,10 +115,10 @@ def _member(doc: Any, key: str) -> Any:
     return doc.get(key) if type(doc) is dict else _WRONG
 
 
-def _usual(classifier: Classifier, event_id: Any, stamp: Any, action: Any, repository: Any,
-           digest: Any, tag: Any, media_type: Any, size: Any, length: Any, url: Any,
-           method: Any, user_agent: Any, client_addr: Any, host: Any, actor: Any,
-           source_addr: Any) -> Event | None:
+def _usual(classifier: Classifier, latest: datetime | None, event_id: Any, stamp: Any,
+           action: Any, repository: Any, digest: Any, tag: Any, media_type: Any, size: Any,
+           length: Any, url: Any, method: Any, user_agent: Any, client_addr: Any, host: Any,
+           actor: Any, source_addr: Any) -> Event | None:
     """The checks of :func:`_parse_usual` on an event's fields, however they were decoded."""
     if not (type(event_id) is str and 0 < len(event_id) <= 128
             and type(stamp) is str and len(stamp) == 30 and stamp[29] == "Z"
@@ -123,6 +129,8 @@ def _usual(classifier: Classifier, event_id: Any, stamp: Any, action: Any, repos
         time = datetime.fromisoformat(stamp[:26] + "+00:00")
     except ValueError:
         return None
+    if not (time >= EARLIEST_EVENT and (latest is None or time <= latest)):
+        return None  # the checked parser words the error
     if not (type(repository) is str and 0 < len(repository) <= 255
             and (type(digest) is str and 0 < len(digest) <= 512 and is_digest(digest)
                  or digest is None and action == "delete")
@@ -204,13 +212,17 @@ _DECODER = msgspec.json.Decoder(_Envelope)
 
 
 def parse_envelope_line(line: bytes, classifier: Classifier,
-                        decode: Callable[[bytes], Any] = decode) -> list[Event]:
+                        decode: Callable[[bytes], Any] = decode, *,
+                        latest: datetime | None = None) -> list[Event]:
     """``parse_envelope(decode(line))``: the same events or the same error, faster for
     envelopes of the usual shape. ``decode`` is orjson's, raising :class:`PayloadError` for
     invalid JSON (a file's line; the HTTP endpoint words it its own way)."""
     try:
         envelope = _DECODER.decode(line)
-    except (msgspec.DecodeError, ValueError):  # invalid UTF-8 is a ValueError
+    # Invalid UTF-8 is a ValueError. msgspec decodes nested values by recursion, so deep
+    # nesting (a thousand levels) exhausts Python's stack: orjson below then refuses it with
+    # its own depth limit, as the other endpoints do.
+    except (msgspec.DecodeError, ValueError, RecursionError):
         envelope = None
     if envelope is not None:
         events = []
@@ -223,7 +235,7 @@ def parse_envelope_line(line: bytes, classifier: Classifier,
             else:
                 method, user_agent, client_addr, host = r.method, r.useragent, r.addr, r.host
             event = _usual(
-                classifier, ev.id, ev.timestamp, ev.action, t.repository, t.digest, t.tag,
+                classifier, latest, ev.id, ev.timestamp, ev.action, t.repository, t.digest, t.tag,
                 t.mediaType, t.size, t.length, t.url, method, user_agent, client_addr, host,
                 None if ev.actor is None else ev.actor.name,
                 None if ev.source is None else ev.source.addr)
@@ -232,14 +244,15 @@ def parse_envelope_line(line: bytes, classifier: Classifier,
             events.append(event)
         else:
             return events
-    return parse_envelope(decode(line), classifier)
+    return parse_envelope(decode(line), classifier, latest=latest)
 
 
-def parse_event(item: Any, classifier: Classifier, where: str = "event") -> Event:
+def parse_event(item: Any, classifier: Classifier, where: str = "event", *,
+                latest: datetime | None = None) -> Event:
     """One event, every field checked; :class:`PayloadError` names the first bad one."""
     ev = require_dict(item, where)
     event_id = get_str(ev, "id", where, required=True, max_len=128)
-    time = get_time(ev, "timestamp", where)
+    time = get_time(ev, "timestamp", where, latest)
     action = get_str(ev, "action", where, required=True)
     if action not in ACTIONS:
         path = join(where, "action")

@@ -76,11 +76,17 @@ class PodSnapshot:
 
 @dataclass(slots=True)
 class WriteResult:
+    """What a write did. ``conflicting``: the positions, in the batch written, of duplicates
+    whose id was stored with other content (a sender reusing ids, not retrying); they count
+    among ``duplicates`` too. Only :meth:`EventWriter.write` looks for them."""
+
     received: int = 0
     stored: int = 0
     duplicates: int = 0
+    conflicting: list[int] = field(default_factory=list)
 
     def __iadd__(self, other: WriteResult) -> WriteResult:
+        self.conflicting += [self.received + i for i in other.conflicting]
         self.received += other.received
         self.stored += other.stored
         self.duplicates += other.duplicates

@@ -14,6 +14,7 @@ usage and are accepted with no events; an unknown type is an error.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from ..errors import PayloadError
@@ -49,8 +50,10 @@ _IGNORED = {
 }
 
 
-def parse_webhook(doc: Any, classifier: Classifier) -> list[Event]:
-    """The events of one webhook delivery (one per resource), or :class:`PayloadError`."""
+def parse_webhook(doc: Any, classifier: Classifier, *, latest: datetime | None = None
+                  ) -> list[Event]:
+    """The events of one webhook delivery (one per resource), or :class:`PayloadError`
+    (also for a time before the registry era or after ``latest``)."""
     hook = require_dict(doc, "")
     kind = get_str(hook, "type", "", required=True)
     cloud = "specversion" in hook
@@ -61,10 +64,10 @@ def parse_webhook(doc: Any, classifier: Classifier) -> list[Event]:
         raise PayloadError(f"type: unknown Harbor event type {kind!r}", where="type")
     data_key = "data" if cloud else "event_data"
     if cloud:
-        time = get_time(hook, "time", "")
+        time = get_time(hook, "time", "", latest)
         hook_id = get_str(hook, "id", "", required=True, max_len=100)
     else:
-        time = get_time(hook, "occur_at", "")
+        time = get_time(hook, "occur_at", "", latest)
         hook_id = None
     operator = get_str(hook, "operator", "", max_len=255)
     data = get_dict(hook, data_key, "", required=True)

@@ -49,6 +49,11 @@ class CollectorMetrics:
             "tagwarden_events_duplicate",
             "Events already in the store (a retrying sender); accepted, stored once.", registry=r,
         )
+        self.conflicting = Counter(
+            "tagwarden_events_conflicting",
+            "Events whose id was already stored with other content (a sender reusing ids); "
+            "dropped, counted among the duplicates too.", registry=r,
+        )
         self.rejected = Counter(
             "tagwarden_requests_rejected",
             "Requests refused, by endpoint source and reason (auth, too_large, payload, "

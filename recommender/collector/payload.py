@@ -14,9 +14,10 @@ import orjson
 
 from ..errors import PayloadError
 from ..reference import is_digest
-from ..timeutil import parse_time
+from ..timeutil import EARLIEST_EVENT, event_time_problem, parse_time
 
 __all__ = [
+    "check_time",
     "content_id",
     "get_digest",
     "get_dict",
@@ -127,16 +128,23 @@ def get_digest(doc: dict[str, Any], key: str, where: str, *, required: bool = Fa
     return value
 
 
-def get_time(doc: dict[str, Any], key: str, where: str) -> datetime:
+def get_time(doc: dict[str, Any], key: str, where: str, latest: datetime | None = None
+             ) -> datetime:
+    """A time no earlier than the registry era and, given ``latest``, no later than it
+    (:func:`check_time`)."""
     value = doc.get(key)
     if type(value) is str and len(value) == 30 and value[29] == "Z" and value[19] == ".":
         # Distribution's usual shape, 2026-03-01T10:00:00.123456789Z: Python keeps
         # microseconds, so drop the last three digits and skip the general parser. (An offset
         # in the string: ``.replace(tzinfo=UTC)`` costs ten times the parse.)
         try:
-            return datetime.fromisoformat(value[:26] + "+00:00")
+            time = datetime.fromisoformat(value[:26] + "+00:00")
         except ValueError:
             pass  # the general parser explains what is wrong
+        else:
+            if time >= EARLIEST_EVENT and (latest is None or time <= latest):
+                return time
+            return check_time(time, join(where, key), latest)
     path = join(where, key)
     if value is None:
         raise PayloadError(f"{path} is required", where=path)
@@ -145,9 +153,20 @@ def get_time(doc: dict[str, Any], key: str, where: str) -> datetime:
     if isinstance(value, str) and value.strip().lower() == "now":
         raise PayloadError(f"{path} must be an RFC 3339 time", where=path)
     try:
-        return parse_time(value)
+        time = parse_time(value)
     except (ValueError, OverflowError, OSError) as exc:
         raise PayloadError(f"{path}: {exc}", where=path) from None
+    return check_time(time, path, latest)
+
+
+def check_time(time: datetime, path: str, latest: datetime | None) -> datetime:
+    """``time``, or :class:`PayloadError` naming ``path`` when it cannot be an event's time:
+    before the registry era, or after ``latest`` (the receiver's clock plus a little skew,
+    or a file ingest's ``--now``)."""
+    problem = event_time_problem(time, latest)
+    if problem is not None:
+        raise PayloadError(f"{path}: {problem}", where=path)
+    return time
 
 
 def content_id(obj: Any) -> str:

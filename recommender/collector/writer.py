@@ -53,6 +53,10 @@ _PAIRS_PER_QUERY = 200
 _EVENT_COLUMNS = ("time", "received_at", "source", "source_event_id", "action", "usage",
                   "registry", "repository", "digest", "tag", "media_type", "size", "method",
                   "user_agent", "actor", "client_addr", "environment", "cluster", "namespace")
+# What an event says, as stored: two events with one id and these equal are one delivery.
+_CONTENT_COLUMNS = ("time", "action", "registry", "repository", "digest", "tag", "media_type",
+                    "size", "method", "user_agent", "actor", "client_addr", "environment",
+                    "cluster", "namespace")
 _MANIFEST_COLUMNS = ("repository", "digest", "media_type", "size", "first_seen", "is_index")
 _ROLLUP_COLUMNS = ("day", "repository", "digest", "tag", "action", "usage", "count",
                    "first_at", "last_at")
@@ -142,7 +146,17 @@ class EventWriter:
               deferred: Deferred | None = None) -> WriteResult:
         """Store ``batch`` (received at ``now``) in one transaction, or in the caller's
         ``conn`` (from :meth:`transaction`), which then commits it. With ``deferred`` its
-        rollups and clients wait there for :meth:`write_deferred` (same transaction)."""
+        rollups and clients wait there for :meth:`write_deferred` (same transaction).
+
+        Without ``conn``, duplicates are compared with what is stored under their id:
+        ``conflicting`` in the result (see :meth:`conflicting`)."""
+        result = self._write(batch, now=now, conn=conn, deferred=deferred)
+        if result.duplicates and conn is None:  # committed: what it kept can be read back
+            result.conflicting = self.conflicting(batch)
+        return result
+
+    def _write(self, batch: Sequence[Event], *, now: datetime, conn: Connection | None,
+               deferred: Deferred | None) -> WriteResult:
         if self.store.dialect == "sqlite":
             return self.write_prepared(prepare(batch, now=now), conn=conn, deferred=deferred)
         # The first of repeated keys wins (reversed: a later assignment overwrites).
@@ -164,6 +178,31 @@ class EventWriter:
                 _rollups_and_clients(conn, rollup, clients, deferred)
         return WriteResult(received=len(batch), stored=len(new),
                            duplicates=len(batch) - len(new))
+
+    def conflicting(self, batch: Sequence[Event]) -> list[int]:
+        """Positions in ``batch`` of events whose id is stored with other content.
+
+        A retried delivery repeats an event exactly; the same id with another time, digest
+        or tag means the sender reuses ids, and the event is lost (the first one is kept).
+        A digest the event does not carry is not compared: the writer fills in a tag-only
+        deploy's digest from the tag history.
+        """
+        ids: dict[str, set[str]] = {}
+        for e in batch:
+            ids.setdefault(e.source, set()).add(e.source_event_id)
+        c = events.c
+        columns = [c.source, c.source_event_id, *(c[name] for name in _CONTENT_COLUMNS)]
+        stored: dict[tuple[str, str], tuple[Any, ...]] = {}
+        with _translated(), self.store.connect() as conn:
+            for source, keys in ids.items():
+                ordered = sorted(keys)
+                for start in range(0, len(ordered), _PAIRS_PER_QUERY):
+                    chunk = ordered[start:start + _PAIRS_PER_QUERY]
+                    for row in conn.execute(select(*columns).where(
+                            c.source == source, c.source_event_id.in_(chunk))):
+                        stored[(row[0], row[1])] = tuple(row[2:])
+        return [i for i, e in enumerate(batch)
+                if _differs(e, stored.get((e.source, e.source_event_id)))]
 
     def write_prepared(self, batch: PreparedBatch, *, conn: Connection | None = None,
                        deferred: Deferred | None = None) -> WriteResult:
@@ -453,6 +492,17 @@ def prepare(batch: Sequence[Event], *, now: datetime) -> PreparedBatch:
 def _client_items(items: Iterable[tuple[Event, Any]]) -> Iterator[ClientItem]:
     """What :func:`.clients.plan_clients` reads of each (event, its time as stored)."""
     return ((e.repository, e.digest, e.action, e.usage, e.client_addr, t) for e, t in items)
+
+
+def _differs(e: Event, row: tuple[Any, ...] | None) -> bool:
+    """Whether stored ``row`` (``_CONTENT_COLUMNS``) is another event than ``e``."""
+    if row is None:
+        return False
+    for name, value in zip(_CONTENT_COLUMNS, row, strict=True):
+        mine = getattr(e, name)
+        if mine != value and not (name == "digest" and mine is None):
+            return True
+    return False
 
 
 def _is_change(e: Event) -> bool:

@@ -84,7 +84,7 @@ def _write(rows: list[tuple[Any, ...]], now: datetime) -> tuple[bool, Any]:
         result = _writer.write([Event(*row) for row in rows], now=now)
     except Exception as exc:
         return False, _failure(exc)
-    return True, (result.received, result.stored, result.duplicates)
+    return True, (result.received, result.stored, result.duplicates, result.conflicting)
 
 
 def _write_prepared(batch: PreparedBatch) -> tuple[bool, Any]:
@@ -93,6 +93,13 @@ def _write_prepared(batch: PreparedBatch) -> tuple[bool, Any]:
     except Exception as exc:
         return False, _failure(exc)
     return True, (result.received, result.stored, result.duplicates)
+
+
+def _conflicting(rows: list[tuple[Any, ...]]) -> tuple[bool, Any]:
+    try:
+        return True, _writer.conflicting([Event(*row) for row in rows])
+    except Exception as exc:
+        return False, _failure(exc)
 
 
 def _write_snapshot(snapshot: PodSnapshot) -> tuple[bool, Any]:
@@ -123,7 +130,8 @@ def _serve(conn: Connection, url: str, raw_retention: timedelta) -> None:
         return
     conn.send((True, None))
     calls: dict[str, Callable[..., tuple[bool, Any]]] = {
-        "write": _write, "write_prepared": _write_prepared, "write_snapshot": _write_snapshot}
+        "write": _write, "write_prepared": _write_prepared, "write_snapshot": _write_snapshot,
+    "conflicting": _conflicting}
     while True:
         try:
             request = conn.recv()
@@ -211,12 +219,12 @@ class ProcessWriter:
         return value
 
     def write(self, batch: Sequence[Event], *, now: datetime) -> WriteResult:
-        if self._sqlite:
-            received, stored, duplicates = self._call("write_prepared", prepare(batch, now=now))
-        else:
-            received, stored, duplicates = self._call(
-                "write", list(map(event_fields, batch)), now)
-        return WriteResult(received, stored, duplicates)
+        if not self._sqlite:
+            return WriteResult(*self._call("write", list(map(event_fields, batch)), now))
+        received, stored, duplicates = self._call("write_prepared", prepare(batch, now=now))
+        conflicting = self._call("conflicting", list(map(event_fields, batch))) \
+            if duplicates else []  # as EventWriter.write, once committed
+        return WriteResult(received, stored, duplicates, conflicting)
 
     def write_snapshot(self, snapshot: PodSnapshot) -> int:
         refs: int = self._call("write_snapshot", snapshot)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 from ..errors import StoreError
@@ -69,8 +69,16 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
     try:
         command.upgrade(_alembic_config(engine), revision)
-    except OperationalError as exc:
-        raise StoreError(f"cannot migrate the store: {exc.orig}", url=_redact(engine)) from exc
+    except DBAPIError as exc:
+        # Unreachable, refused, or not a database at all (SQLite's "file is not a database").
+        raise StoreError(f"cannot open the store {_redact(engine)}: {_first_line(exc.orig)}",
+                         url=_redact(engine)) from exc
+
+
+def _first_line(error: BaseException | None) -> str:
+    """The first line of a driver's message (psycopg adds hints on lines of their own)."""
+    lines = str(error).strip().splitlines() if error is not None else []
+    return lines[0] if lines else type(error).__name__
 
 
 def _redact(engine: Engine) -> str:
@@ -108,8 +116,9 @@ class Store:
         try:
             with self.engine.connect() as conn:
                 current = MigrationContext.configure(conn).get_current_revision()
-        except OperationalError as exc:
-            raise StoreError(f"cannot open store: {exc.orig}", url=self.url) from exc
+        except DBAPIError as exc:
+            raise StoreError(f"cannot open the store {self.url}: {_first_line(exc.orig)}",
+                             url=self.url) from exc
         if current != head:
             raise StoreError(
                 f"store schema is at {current or 'nothing'}, code expects {head}: "

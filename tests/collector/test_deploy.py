@@ -57,7 +57,7 @@ def test_an_array_and_a_content_hash_id() -> None:
      "sha256"),
     ({"timestamp": "2026-13-01T12:00:00Z", "image": "a"}, "timestamp", "not a valid time"),
     ({**DEPLOY, "cluster": ["eu"]}, "cluster", "must be a string"),
-    ([DEPLOY, {"timestamp": 1}], "[1].image", "required"),
+    ([DEPLOY, {"timestamp": 1767225600}], "[1].image", "required"),
 ])
 def test_malformed_deploys_name_the_problem(doc: Any, where: str | None, message: str) -> None:
     with pytest.raises(PayloadError, match=message) as info:

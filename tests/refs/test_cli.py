@@ -146,3 +146,15 @@ def test_refs_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ]
     assert main([*base, "refs", "list", "--json", "--at", "2026-04-01T00:00:00Z"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize("at", ["1970-01-01T00:00:00Z", "9999-12-31T00:00:00Z"])
+def test_ingest_refs_refuses_a_time_no_clock_could_give(
+    checkout: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], at: str,
+) -> None:
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    assert main(["--db", db, "ingest", "refs", str(checkout), "--source", "gitops",
+                 "--at", at]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --at: ") and "the sender's clock is wrong" in err
+    assert len(err.strip().splitlines()) == 1
