@@ -233,7 +233,9 @@ SETTINGS: tuple[Setting, ...] = (
       "A manifest is dead when it is not used within this time (the prediction horizon)."),
     S("model.target_precision", 0.999, "float",
       "Share of suggested manifests that must stay unused, on the latest validation data."),
-    S("model.dir", "models", "str", "Directory of model artifacts (joblib + JSON sidecar)."),
+    S("model.dir", None, "str?",
+      "Directory each trained model is also exported to (`<id>.joblib` + `<id>.json` sidecar); "
+      "unset: none. Models live in the store, so no replica needs this directory."),
     S("model.snapshot_every", "7d", "duration", "Spacing of the training cut-off snapshots."),
     S("model.feedback_weight", 5.0, "float",
       "Training weight of a denied suggestion (a 'still used' label from a person)."),
