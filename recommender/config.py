@@ -264,7 +264,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("model.target_precision", 0.999, "float",
       "Share of suggested manifests that must stay unused, on the latest validation data.",
       min=0.0, max=1.0),
-    S("model.dir", "models", "str", "Directory of model artifacts (joblib + JSON sidecar)."),
+    S("model.dir", None, "str?",
+      "Directory each trained model is also exported to (`<id>.joblib` + `<id>.json` sidecar); "
+      "unset: none. Models live in the store, so no replica needs this directory."),
     S("model.snapshot_every", "7d", "duration", "Spacing of the training cut-off snapshots.",
       min=timedelta(days=1)),
     S("model.feedback_weight", 5.0, "float",

@@ -27,41 +27,43 @@ recorded in the sidecar beside both precisions; the point estimate must hold on 
 subset AND on the whole snapshots at the same threshold.
 
 Every saved model is a joblib artifact with a JSON sidecar (training window, features, metrics,
-library and code versions) and a row in the ``models`` table. A model built by other library
-or feature code is refused (:class:`ModelError`) rather than silently mis-scored. A new model is
-promoted only when it is not worse than the current one on the same validation snapshots.
+library and code versions), both kept in its row of the ``models`` table (:mod:`.artifacts`;
+``model.dir`` is an optional export). A model built by other library or feature code is refused
+(:class:`ModelError`) rather than silently mis-scored. A new model is promoted only when it is
+not worse than the current one on the same validation snapshots.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
-import sklearn
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
-from sqlalchemy import insert, select, update
 from threadpoolctl import threadpool_limits
 
-from . import __version__
+from .artifacts import (
+    LoadedModel,
+    code_version,
+    current_model,
+    export_model,
+    load_model,
+    register,
+    save_model,
+    stored_model,
+)
 from .config import Config
 from .errors import ModelError
 from .features import FEATURES
 from .store import Store
-from .store import tables as t
 from .training import Metrics, Split, metrics, previous_rows
 
 __all__ = [
@@ -76,24 +78,9 @@ __all__ = [
     "make_pipeline",
     "register",
     "save_model",
+    "stored_model",
     "thin_data_message",
 ]
-
-_FEATURE_CODE = ("features.py", "tagkind.py", "model.py")
-
-
-def code_version() -> str:
-    """The package version and a hash of the code that computes features and fits."""
-    here = Path(__file__).parent
-    digest = hashlib.sha256()
-    for name in _FEATURE_CODE:
-        digest.update((here / name).read_bytes())
-    return f"{__version__}+{digest.hexdigest()[:12]}"
-
-
-def library_versions() -> dict[str, str]:
-    return {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
-            "numpy": np.__version__, "pandas": pd.__version__, "joblib": joblib.__version__}
 
 
 def _threads() -> threadpool_limits:
@@ -291,116 +278,6 @@ def error_bound(suggested: int, false_positives: int, confidence: float = 0.95) 
     return float(beta.ppf(confidence, false_positives + 1, suggested - false_positives))
 
 
-# --- artifacts and the registry ---------------------------------------------------------------
-
-
-@dataclass
-class LoadedModel:
-    id: str
-    fitted: Fitted
-    sidecar: dict[str, Any] = field(default_factory=dict)
-
-
-def save_model(fitted: Fitted, directory: Path, *, now: datetime, horizon_days: float,
-               extra: dict[str, Any] | None = None) -> tuple[str, Path, dict[str, Any]]:
-    """Write ``<id>.joblib`` and ``<id>.json``; returns (id, artifact path, sidecar)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    model_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    path = directory / f"{model_id}.joblib"
-    joblib.dump({"estimator": fitted.estimator, "threshold": fitted.threshold,
-                 "features": list(FEATURES)}, path)
-    sidecar = {
-        "id": model_id,
-        "trained_as_of": now.isoformat(),
-        "horizon_days": horizon_days,
-        "windows": fitted.windows,
-        "rows": fitted.rows,
-        "calibrated": fitted.calibrated,
-        "features": list(FEATURES),
-        "threshold": fitted.threshold,
-        "metrics": {"validation": fitted.validation.as_dict(),
-                    **({"validation_steady": {
-                        **fitted.steady.as_dict(),
-                        "error_bound_95": error_bound(fitted.steady.suggested,
-                                                      fitted.steady.false_positives)}}
-                       if fitted.steady is not None else {})},
-        "thresholds": fitted.thresholds,
-        "versions": library_versions(),
-        "code_version": code_version(),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        **(extra or {}),
-    }
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
-    return model_id, path, sidecar
-
-
-def load_model(path: Path) -> LoadedModel:
-    """Load an artifact after checking its sidecar: same libraries, same feature code, intact."""
-    side_path = path.with_suffix(".json")
-    try:
-        sidecar = json.loads(side_path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"model sidecar missing: {side_path}", path=str(side_path)) from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"model sidecar unreadable: {exc}", path=str(side_path)) from exc
-    problems = []
-    want = library_versions()
-    for lib in ("scikit-learn", "numpy", "joblib"):
-        if sidecar.get("versions", {}).get(lib) != want[lib]:
-            problems.append(f"{lib} {sidecar.get('versions', {}).get(lib)} != {want[lib]}")
-    if sidecar.get("code_version") != code_version():
-        problems.append(f"code {sidecar.get('code_version')} != {code_version()}")
-    if sidecar.get("features") != list(FEATURES):
-        problems.append("feature list differs")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"model artifact missing: {path}", path=str(path)) from None
-    if hashlib.sha256(raw).hexdigest() != sidecar.get("sha256"):
-        problems.append("artifact does not match its sidecar's sha256")
-    if problems:
-        raise ModelError(f"model {sidecar.get('id', path.stem)} refused: " + "; ".join(problems),
-                         path=str(path), problems=problems)
-    blob = joblib.load(path)
-    val = sidecar["metrics"]["validation"]
-    steady = sidecar["metrics"].get("validation_steady")
-    fields = Metrics.__dataclass_fields__
-    fitted = Fitted(blob["estimator"], float(blob["threshold"]), Metrics(**val),
-                    sidecar.get("windows", {}), sidecar.get("rows", {}),
-                    bool(sidecar.get("calibrated", True)),
-                    Metrics(**{k: v for k, v in steady.items() if k in fields})
-                    if steady else None, dict(sidecar.get("thresholds", {})))
-    return LoadedModel(sidecar["id"], fitted, sidecar)
-
-
-def register(store: Store, model_id: str, path: Path, sidecar: dict[str, Any], *,
-             now: datetime, trained_at: datetime, promote: bool, note: str) -> None:
-    """Record a model; when ``promote``, it becomes current and the previous one retires."""
-    with store.begin() as conn:
-        if promote:
-            conn.execute(update(t.models).where(t.models.c.status == "promoted")
-                         .values(status="retired"))
-        conn.execute(insert(t.models).values(
-            id=model_id, created_at=now, trained_at=trained_at,
-            horizon_days=float(sidecar["horizon_days"]), path=str(path),
-            sha256=sidecar["sha256"], threshold=float(sidecar["threshold"]),
-            metrics=sidecar["metrics"], status="promoted" if promote else "candidate",
-            promoted_at=now if promote else None, note=note))
-
-
-def current_model(store: Store) -> LoadedModel | None:
-    """The promoted model, or ``None`` when there is none (rules-only mode).
-
-    Raises :class:`ModelError` when the promoted artifact cannot be used."""
-    with store.connect() as conn:
-        row = conn.execute(select(t.models.c.id, t.models.c.path)
-                           .where(t.models.c.status == "promoted")
-                           .order_by(t.models.c.promoted_at.desc()).limit(1)).first()
-    if row is None:
-        return None
-    return load_model(Path(row.path))
-
-
 # --- train and backtest -----------------------------------------------------------------------
 
 
@@ -486,7 +363,9 @@ def _pack(data: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
 
 def train(store: Store, config: Config, *, now: datetime, horizon_days: float | None = None,
           directory: Path | None = None) -> TrainReport:
-    """Train on everything known at ``now``; save, register, promote when not worse."""
+    """Train on everything known at ``now``; store, register, promote when not worse.
+
+    ``directory`` (default ``model.dir``, when set) also receives the artifact as files."""
     from .features import days
     from .training import split_by_time
 
@@ -516,12 +395,12 @@ def train(store: Store, config: Config, *, now: datetime, horizon_days: float | 
         promote = _not_worse(fitted.validation, current_metrics, target)
         note = "not worse than the current model; promoted" if promote else \
             "worse than the current model on the same validation; kept as a candidate"
-    model_id, path, sidecar = save_model(
-        fitted, directory or Path(config["model.dir"]), now=now, horizon_days=horizon,
-        extra={"baseline_snapshots": len(times)})
-    register(store, model_id, path, sidecar, now=now, trained_at=now, promote=promote,
-             note=note)
-    return TrainReport("model", note, len(times), model_id, promote, fitted.threshold,
+    saved = save_model(fitted, now=now, horizon_days=horizon,
+                       extra={"baseline_snapshots": len(times)})
+    export = directory or (Path(config["model.dir"]) if config["model.dir"] else None)
+    path = export_model(saved, export) if export is not None else None
+    register(store, saved, now=now, trained_at=now, promote=promote, note=note, path=path)
+    return TrainReport("model", note, len(times), saved.id, promote, fitted.threshold,
                        fitted.validation, current_id, current_metrics, fitted.steady)
 
 

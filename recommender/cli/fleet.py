@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,15 @@ def _progress(total: int) -> Iterator[Callable[[str], None]]:
         yield step
 
 
+class Reuse(StrEnum):
+    """``FleetSpec.reuse`` (recommender/fleet/reuse.py); kept here so ``--help`` lists them
+    without importing the generator."""
+
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
 @fleet_app.command("generate")
 def generate_cmd(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the fleet into.",
@@ -56,6 +66,10 @@ def generate_cmd(
     scanner_every: Annotated[int, typer.Option(help="Days between full scanner passes.")] = 7,
     prehistory_days: Annotated[int, typer.Option(
         help="Days of history before --start that telemetry never saw.")] = 0,
+    reuse: Annotated[Reuse, typer.Option(
+        help="How often images come back after a long gap (rollbacks, pins, monthly and "
+             "quarterly jobs, re-runs, drills; data/README.md). medium: the generator's "
+             "long-standing rates.")] = Reuse.medium,
 ) -> None:
     """Simulate a registry fleet and write its telemetry, pod lists and inventory."""
     from ..fleet import FleetSpec, generate, parse_mix
@@ -67,7 +81,7 @@ def generate_cmd(
     spec = FleetSpec(seed=seed, repositories=repositories, days=days, start=first,
                      mix=parse_mix(mix), byte_scale=byte_scale,
                      snapshot_every_days=snapshot_every, scanner_every_days=scanner_every,
-                     prehistory_days=prehistory_days)
+                     prehistory_days=prehistory_days, reuse=reuse.value)
     began = time.perf_counter()
     with _progress(repositories + 3) as step:
         files = generate(spec, out, progress=step)

@@ -46,8 +46,10 @@ class ReleaseParams:
     prerelease: float = 0.25  # release candidates before a minor/major, deployed to staging
     quick_rollback: float = 0.06  # back to the previous release within hours, then a hotfix
     late_rollback: float = 0.03  # back to one of the 3 previous releases 2-8 weeks later
+    late_rollback_days: tuple[float, float] = (14.0, 56.0)  # ... after it was superseded
     pinned: float = 0.1  # another team pins this version (by digest) for 2-8 months
     human_latest_per_day: float = 0.25  # people pulling `latest` on their machines
+    dr_drill: float = 0.0  # repositories whose team restores last quarter's release quarterly
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,7 @@ def release(r: Repo, p: ReleaseParams = ReleaseParams()) -> None:
     for k in range(len(releases)):
         if k + 1 < len(releases) and k >= 1 and rng.random() < p.late_rollback:
             superseded = releases[k + 1][0]
-            back = superseded + int(rng.uniform(14, 56) * DAY)
+            back = superseded + int(rng.uniform(*p.late_rollback_days) * DAY)
             target = releases[max(0, k - int(rng.integers(0, 3)))]
             cl = str(rng.choice(PRODUCTION))
             w.deploy(back, target[1], target[2], cluster=cl, namespace=r.team,
@@ -238,6 +240,30 @@ def release(r: Repo, p: ReleaseParams = ReleaseParams()) -> None:
         until = releases[k + 1][0] if k + 1 < len(releases) else w.end_ns
         ts = timing.workdays(rng, rt, until, p.human_latest_per_day)
         w.pull(ts, man, latest, "get", w.clients.human(int(rng.integers(0, 10))), rng)
+    _dr_drills(r, releases, p.dr_drill)
+
+
+def _dr_drills(r: Repo, releases: list[tuple[int, int, int]], share: float) -> None:
+    """Quarterly disaster-recovery drills: the team restores the release that was current a
+    quarter earlier (the backup being tested) into a DR namespace for a few hours."""
+    w, rng = r.world, r.reuse_rng
+    drills = 0
+    if releases and rng.random() < share:
+        times = np.array([x[0] for x in releases])
+        t = w.start_ns + int(rng.uniform(60, 120) * DAY)
+        while t < w.end_ns:
+            i = int(np.searchsorted(times, t - 91 * DAY, side="right")) - 1
+            current = int(np.searchsorted(times, t, side="right")) - 1
+            if 0 <= i < current:  # last quarter's release, superseded since
+                _, man, tag = releases[i]
+                ns = f"dr-{r.team}"
+                w.deploy(t, man, tag, cluster="prod-us-1", namespace=ns, workload=r.short,
+                         replicas=1)
+                w.undeploy(t + int(rng.uniform(4, 24) * HOUR), cluster="prod-us-1",
+                           namespace=ns, workload=r.short)
+                drills += 1
+            t += int(rng.uniform(84, 98) * DAY)
+    r.extra["dr_drills"] = drills
 
 
 def experiment(r: Repo, p: ExperimentParams = ExperimentParams()) -> None:

@@ -53,6 +53,9 @@ class Repo:
     deps_generation: int = 0
     pusher: int = 0  # client id that pushes
     extra: dict[str, object] = field(default_factory=dict)
+    # The long-gap reuse mechanisms that ``medium`` lacks draw from this stream only, so at
+    # ``medium`` every other draw, and so the fleet, is what it was before they existed.
+    reuse_rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
     @property
     def short(self) -> str:

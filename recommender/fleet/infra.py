@@ -26,6 +26,8 @@ class CronParams:
     floating_tag: float = 0.4  # the CronJob uses `stable` rather than the version tag
     keeps_pods: float = 0.5  # completed job pods stay listed (successfulJobsHistoryLimit)
     both_regions: float = 0.5
+    manual_rerun: float = 0.0  # superseded versions re-run once by hand (a backfill) ...
+    rerun_after_days: tuple[float, float] = (30.0, 180.0)  # ... this long after
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class MirrorParams:
     adopt: float = 0.4  # production moves to a new upstream version (infra lags)
     adopt_after_days: tuple[float, float] = (1.0, 30.0)
     multiarch: float = 0.8
+    pinned: float = 0.0  # versions a few consumers pin by their exact tag ...
+    pinned_days: tuple[float, float] = (60.0, 300.0)  # ... for this long
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,13 @@ def cron(r: Repo, p: CronParams = CronParams()) -> None:
                    clusters=list(clusters))
     stable = w.tag_id("stable")
     builds: list[tuple[int, int, int]] = []
+    versions: list[int] = []
     t = w.start_ns + int(rng.uniform(0, 5) * DAY)
     while t < w.end_ns:
         ver = w.tag_id(f"{2024 + (t - w.start_ns) // (365 * DAY) + 1}.{len(builds) + 1}")
         man = build(r, t, [ver, stable] if floating else [ver])
         builds.append((t, man, stable if floating else ver))
+        versions.append(ver)
         t += int(rng.uniform(*p.rebuild_every_days) * DAY)
     # one schedule ("0 3 * * 1"), the same in every cluster that runs the job
     schedule = timing.periodic(rng, w.start_ns, w.end_ns, period, jitter_hours=0.0)
@@ -88,6 +94,29 @@ def cron(r: Repo, p: CronParams = CronParams()) -> None:
                 if keeps:  # the completed pod stays listed until the next run replaces it
                     w.deploy(int(run), man, tag, cluster=cl, namespace="jobs",
                              workload=f"{r.short}-run", replicas=1, kind="job", record=False)
+    _manual_reruns(r, builds, versions, clusters[0], p)
+
+
+def _manual_reruns(r: Repo, builds: list[tuple[int, int, int]], versions: list[int],
+                   cluster: str, p: CronParams) -> None:
+    """Someone re-runs a superseded job version by hand (``kubectl create job`` with the old
+    image, to backfill with the code that produced the data): one pod, by the version tag."""
+    w, rng = r.world, r.reuse_rng
+    style = "head_get" if CLUSTERS[cluster].runtime == "containerd" else "get"
+    reruns = 0
+    for k in range(len(builds) - 1):
+        if rng.random() >= p.manual_rerun:
+            continue
+        when = builds[k + 1][0] + int(rng.uniform(*p.rerun_after_days) * DAY)
+        if when >= w.end_ns:
+            continue
+        node = w.clients.node(cluster, int(rng.integers(0, CLUSTERS[cluster].nodes)))
+        w.pull(np.array([when]), builds[k][1], versions[k], style, node, rng)
+        w.deploy(when, builds[k][1], versions[k], cluster=cluster, namespace="jobs",
+                 workload=f"{r.short}-manual", replicas=1, kind="job", record=False)
+        w.undeploy(when + DAY, cluster=cluster, namespace="jobs", workload=f"{r.short}-manual")
+        reruns += 1
+    r.extra["manual_reruns"] = reruns
 
 
 def base(r: Repo, p: BaseParams = BaseParams()) -> None:
@@ -159,6 +188,7 @@ def mirror(r: Repo, p: MirrorParams = MirrorParams()) -> None:
     replicas = int(rng.integers(2, 5))
     t = w.start_ns + int(rng.uniform(0, 5) * DAY)
     adopted: list[tuple[int, int, int]] = []
+    pins = 0
     while t < w.end_ns:
         if rng.random() < 0.2:
             version = [version[0], version[1] + 1, 0]
@@ -176,7 +206,30 @@ def mirror(r: Repo, p: MirrorParams = MirrorParams()) -> None:
                 w.deploy(at, man, exact, cluster=cl, namespace="platform", workload=r.short,
                          replicas=replicas)
             adopted.append((at, man, exact))
+        pins += _pin_mirrored(r, t, man, exact, p)
         t += int(rng.uniform(*p.upstream_every_days) * DAY)
+    r.extra["pinned_versions"] = pins
+
+
+CONSUMERS = ("orders", "billing", "search", "auth", "reports", "ledger", "feeds", "media")
+
+
+def _pin_mirrored(r: Repo, t: int, man: int, exact: int, p: MirrorParams) -> int:
+    """A few consumer teams pin this upstream version by its exact tag in their own charts
+    (``redis:7.2.4``) and keep it for months while the mirror moves on; returns 1 if so."""
+    w, rng = r.world, r.reuse_rng
+    if rng.random() >= p.pinned:
+        return 0
+    for _ in range(int(rng.integers(1, 4))):
+        consumer = str(rng.choice(CONSUMERS))
+        cl = str(rng.choice(PRODUCTION))
+        start = t + int(rng.uniform(1, 30) * DAY)
+        workload = f"{consumer}-{r.short}-{w.tags[exact]}"
+        w.deploy(start, man, exact, cluster=cl, namespace=f"team-{consumer}",
+                 workload=workload, replicas=int(rng.integers(1, 3)))
+        w.undeploy(start + int(rng.uniform(*p.pinned_days) * DAY), cluster=cl,
+                   namespace=f"team-{consumer}", workload=workload)
+    return 1
 
 
 DAEMONS = ("log-agent", "node-exporter", "ingress-controller", "cert-manager", "dns-cache",

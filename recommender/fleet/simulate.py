@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from . import archetypes, infra
+from . import archetypes, infra, reuse
 from .build import FAMILIES, Repo
 from .clients import HUMANS
 from .crosscut import (
@@ -46,7 +46,7 @@ def generator_version() -> str:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
-RUNNERS: dict[str, Callable[[Repo], None]] = {
+RUNNERS: dict[str, Callable[..., None]] = {
     "ci": archetypes.ci,
     "release": archetypes.release,
     "experiment": archetypes.experiment,
@@ -146,10 +146,16 @@ def build_world(spec: FleetSpec, progress: Callable[[str], None] | None = None
                           deps_median=float(np.clip(rng.lognormal(np.log(40e6), 0.9), 2e6, 9e8)),
                           app_median=float(np.clip(rng.lognormal(np.log(8e6), 0.8), 2e5, 2e8)),
                           pusher=pusher, attest=bool(traits["signed"]) and bool(
-                              rng.random() < _ATTEST)))
+                              rng.random() < _ATTEST),
+                          reuse_rng=np.random.default_rng(s.spawn(1)[0])))
         traits["attest"] = repos[-1].attest
+    params = reuse.archetype_params(spec.reuse)
     for r in repos:
-        RUNNERS[w.repo_kind[r.rid]](r)
+        kind = w.repo_kind[r.rid]
+        if kind in params:
+            RUNNERS[kind](r, params[kind])
+        else:
+            RUNNERS[kind](r)
         # what the archetype drew for this repository (fleet.json: per-archetype evaluation)
         w.repo_traits[r.rid].update(r.extra)
         if progress is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["ARCHETYPES", "MIXES", "FleetSpec", "parse_mix"]
+__all__ = ["ARCHETYPES", "MIXES", "REUSE_LEVELS", "FleetSpec", "parse_mix"]
 
 # Every repository follows exactly one archetype (its own rhythm); see data/README.md.
 ARCHETYPES = ("ci", "release", "cron", "base", "experiment", "mirror", "daemon")
@@ -31,6 +31,10 @@ MIXES: dict[str, dict[str, float]] = {
     "infra-heavy": {"ci": 0.1, "release": 0.1, "cron": 0.2, "base": 0.15,
                     "experiment": 0.05, "mirror": 0.2, "daemon": 0.2},
 }
+
+# How often images come back after a long gap (``fleet/reuse.py``, data/README.md). ``medium``
+# is the generator as it was before the knob existed: the default, and every fleet made so far.
+REUSE_LEVELS = ("low", "medium", "high")
 
 _MIX_ITEM = re.compile(r"^\s*([a-z-]+)\s*=\s*([0-9]*\.?[0-9]+)\s*$")
 
@@ -83,6 +87,8 @@ class FleetSpec:
     # Days simulated before ``start`` that telemetry never saw (tagwarden was installed on
     # ``start``): their manifests, tags and running pods exist, their events do not.
     prehistory_days: int = 0
+    # Long-gap reuse: rollbacks, pins, monthly/quarterly jobs, re-runs, drills (REUSE_LEVELS).
+    reuse: str = "medium"
 
     def __post_init__(self) -> None:
         if self.repositories < 1:
@@ -96,6 +102,9 @@ class FleetSpec:
             raise ConfigError("prehistory_days must be >= 0", prehistory_days=self.prehistory_days)
         if self.snapshot_every_days < 1 or self.scanner_every_days < 1:
             raise ConfigError("snapshot and scanner periods are whole days >= 1")
+        if self.reuse not in REUSE_LEVELS:
+            raise ConfigError(f"unknown reuse level {self.reuse!r} (known: "
+                              f"{', '.join(REUSE_LEVELS)})", reuse=self.reuse)
         bad = [k for k in self.mix if k not in ARCHETYPES]
         if bad:
             raise ConfigError(f"unknown archetype {bad[0]!r}", archetype=bad[0])

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -368,7 +369,10 @@ audit_head = Table(
 # --- recommender (D) --------------------------------------------------------------------------
 
 # The model registry: every trained model, its artifact and its validation metrics. ``status``
-# is candidate | promoted | retired; the newest promoted model is the one that scores.
+# is candidate | promoted | retired; the newest promoted model is the one that scores. The
+# artifact (joblib bytes) and its JSON sidecar live here so any replica loads the promoted model
+# without a shared volume; ``path`` is where it was also exported (``model.dir``), if anywhere.
+# Rows from before schema 0002 have no artifact and are loaded from ``path``.
 models = Table(
     "models",
     metadata,
@@ -376,13 +380,15 @@ models = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("trained_at", UTCDateTime(), nullable=False),  # the ``now`` it was trained as of
     Column("horizon_days", Float, nullable=False),
-    Column("path", Text, nullable=False),  # the joblib artifact; its JSON sidecar beside it
+    Column("path", Text),  # the exported joblib file; its JSON sidecar beside it
     Column("sha256", String(64), nullable=False),
     Column("threshold", Float, nullable=False),
     Column("metrics", JSON, nullable=False),
     Column("status", String(16), nullable=False),
     Column("promoted_at", UTCDateTime()),
     Column("note", Text),
+    Column("artifact", LargeBinary),
+    Column("sidecar", JSON),
     Index("ix_models_status_created_at", "status", "created_at"),
 )
 
