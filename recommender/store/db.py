@@ -13,6 +13,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.sql.dml import Insert
 
 from ..errors import StoreError
+from .migration_lock import migration_lock
 
 __all__ = ["Store", "dialect_insert", "migrate", "open_store"]
 
@@ -64,11 +65,13 @@ def _alembic_config(engine: Engine) -> Any:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (idempotent)."""
+    """Bring the schema to ``revision`` (idempotent). Concurrent migrators take turns
+    (:func:`migration_lock`): the second finds the schema upgraded and does nothing."""
     from alembic import command
 
     try:
-        command.upgrade(_alembic_config(engine), revision)
+        with migration_lock(engine):
+            command.upgrade(_alembic_config(engine), revision)
     except OperationalError as exc:
         raise StoreError(f"cannot migrate the store: {exc.orig}", url=_redact(engine)) from exc
 
