@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +44,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def application_name() -> str:
+    """How this process names itself to PostgreSQL (``pg_stat_activity.application_name``):
+    which replica (a pod's hostname) and which process holds a connection or a lock."""
+    return f"tagwarden-{socket.gethostname()}-{os.getpid()}"[:63]  # NAMEDATALEN - 1
+
+
+def _name_connection(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+    # At connect time, so a forked worker names its own pid. An application_name in the URL
+    # (``?application_name=...``) or in PGAPPNAME wins.
+    if "PGAPPNAME" not in os.environ:
+        cparams.setdefault("application_name", application_name())
+
+
 def _make_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
@@ -50,7 +65,10 @@ def _make_engine(url: str) -> Engine:
             return engine
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://") :]
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        if engine.dialect.name == "postgresql":
+            event.listen(engine, "do_connect", _name_connection)
+        return engine
     except (ArgumentError, ImportError, ValueError) as exc:
         raise StoreError(f"cannot open store {url!r}: {exc}", url=url) from exc
 
