@@ -24,22 +24,28 @@ _RUN_AFTER_SIGNAL = """
 import os, sys, time
 import alembic.command, sqlalchemy.dialects.postgresql, sqlalchemy.dialects.sqlite
 from recommender.cli import main
-go = sys.argv[1]
+ready, go = sys.argv[1:3]
+open(ready, "w").close()
 while not os.path.exists(go):
     time.sleep(0.005)
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
 def migrate_twice_at_once(url: str, tmp_path: Path) -> list[subprocess.CompletedProcess[str]]:
-    go = tmp_path / f"go-{uuid.uuid4().hex}"
+    signals = tmp_path / uuid.uuid4().hex
+    signals.mkdir()
+    ready, go = [signals / f"ready-{n}" for n in range(2)], signals / "go"
     env = {"PATH": "/usr/bin:/bin"}
-    procs = [subprocess.Popen([sys.executable, "-c", _RUN_AFTER_SIGNAL, str(go),
+    procs = [subprocess.Popen([sys.executable, "-c", _RUN_AFTER_SIGNAL, str(ready[n]), str(go),
                                "--db", url, "migrate"],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    time.sleep(2.5)  # both have imported the CLI and wait for the signal
+             for n in range(2)]
+    deadline = time.monotonic() + 60
+    while not all(r.exists() for r in ready):  # both have imported the CLI
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
     go.touch()
     done = []
     for proc in procs:
