@@ -32,11 +32,23 @@ def health_routes(store: Store, *, writer_running: Callable[[], bool]) -> list[R
     async def livez(request: Request) -> Response:
         return json_response({"status": "ok"})
 
+    # A database that accepts connections but never answers holds a check's thread until TCP
+    # gives up; the prober does not wait that long and asks again. One check at a time, so
+    # repeated probes cannot use up the threads the rest of the server runs on.
+    checking = False
+
     async def readyz(request: Request) -> Response:
+        nonlocal checking
+        if checking:
+            return json_response({"status": "unavailable",
+                                  "error": "store: the previous check has not answered yet"}, 503)
+        checking = True
         try:
             await anyio.to_thread.run_sync(store.check_schema)
         except Exception as exc:  # any failure of the check means "not ready"
             return json_response({"status": "unavailable", "error": _reason(exc)}, 503)
+        finally:
+            checking = False
         if not writer_running():
             return json_response({"status": "unavailable", "error": "writer not running"}, 503)
         return json_response({"status": "ok", "store": store.dialect})

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 from sqlalchemy.engine import make_url
 
 from recommender.config import Config, load
@@ -80,3 +83,33 @@ def test_sqlite_file_out_of_reach(tmp_path: Path) -> None:
         assert ready.status_code == 503
         assert ready.json()["error"].endswith("unable to open database file")
     store.dispose()
+
+
+def test_a_database_that_never_answers_gets_one_check_at_a_time() -> None:
+    """A server that accepts the connection and says nothing (a frozen or cut-off database):
+    the first check waits, the probes after it are answered at once instead of each taking
+    another thread."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever reads or writes
+    port = silent.getsockname()[1]
+    store = Store.from_url(f"postgresql+psycopg://postgres@127.0.0.1:{port}/tagwarden")
+    try:
+        with LiveServer(build_app(config(), store)) as server:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.get(f"{server.url}/readyz", timeout=1)
+            started = time.monotonic()
+            again = httpx.get(f"{server.url}/readyz", timeout=5)
+            assert time.monotonic() - started < 2
+            assert again.status_code == 503
+            assert "has not answered yet" in again.json()["error"]
+            assert httpx.get(f"{server.url}/livez").status_code == 200
+            silent.close()  # the stuck check fails at last; the next one runs again
+            deadline = time.monotonic() + 10
+            while "has not answered yet" in httpx.get(f"{server.url}/readyz",
+                                                      timeout=5).json()["error"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        silent.close()
+        store.dispose()
