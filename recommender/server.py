@@ -30,6 +30,7 @@ from .collector.app import Collector, json_response
 from .collector.metrics import CONTENT_TYPE, CollectorMetrics
 from .collector.writer_process import ProcessWriter
 from .config import Config
+from .health import health_routes
 from .refs.api import RefsApi
 from .store import Store
 from .timeutil import utcnow
@@ -91,6 +92,7 @@ def build_app(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *health_routes(store, writer_running=lambda: collector.batcher.running),
             *collector.routes(),
             *RefsApi(config, store, clock=clock).routes(),  # declared references (CI)
             *routes,

@@ -177,26 +177,29 @@ def test_kubernetes_objects_reference_each_other() -> None:
     objects = k8s_objects()
     kinds = {kind for kind, _ in objects}
     assert kinds >= {"Deployment", "Service", "ServiceAccount", "ClusterRole",
-                     "ClusterRoleBinding", "Secret", "ConfigMap", "CronJob"}
+                     "ClusterRoleBinding", "Secret", "ConfigMap", "CronJob", "Job",
+                     "PodDisruptionBudget"}
     deployment = objects[("Deployment", "tagwarden")]
-    pod = deployment["spec"]["template"]["spec"]
-    assert ("ServiceAccount", pod["serviceAccountName"]) in objects
-    assert pod["securityContext"]["runAsNonRoot"] is True
     assert deployment["spec"]["selector"]["matchLabels"].items() <= \
         deployment["spec"]["template"]["metadata"]["labels"].items()
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    for container in [*pod.get("initContainers", []), *pod["containers"]]:
-        check_cli(container["args"])
-        for source in container.get("envFrom", []):
-            assert ("Secret", source["secretRef"]["name"]) in objects
-        config_env = {e["name"]: e["value"] for e in container.get("env", [])}
-        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-        config_path = Path(config_env["TAGWARDEN_CONFIG"])
-        volume = volumes[mounts[str(config_path.parent)]]
-        configmap = objects[("ConfigMap", volume["configMap"]["name"])]
-        assert config_path.name in configmap["data"]
-        for mount in container["volumeMounts"]:
-            assert mount["name"] in volumes
+    job = objects[("Job", "tagwarden-migrate")]
+    for pod in (deployment["spec"]["template"]["spec"], job["spec"]["template"]["spec"]):
+        assert ("ServiceAccount", pod["serviceAccountName"]) in objects
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            check_cli(container["args"])
+            for source in container.get("envFrom", []):
+                assert ("Secret", source["secretRef"]["name"]) in objects
+            config_env = {e["name"]: e["value"] for e in container.get("env", [])}
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            config_path = Path(config_env["TAGWARDEN_CONFIG"])
+            volume = volumes[mounts[str(config_path.parent)]]
+            configmap = objects[("ConfigMap", volume["configMap"]["name"])]
+            assert config_path.name in configmap["data"]
+            for mount in container["volumeMounts"]:
+                assert mount["name"] in volumes
+    pod = deployment["spec"]["template"]["spec"]
     [main] = pod["containers"]
     port = main["args"][main["args"].index("--port") + 1]
     assert str(main["ports"][0]["containerPort"]) == port
@@ -247,3 +250,129 @@ def test_secret_and_configmap_are_what_tagwarden_reads() -> None:
     finally:
         path.unlink(missing_ok=True)
     assert config["registry.url"] and config.teams and config.policies
+
+
+# --- Kubernetes: what a platform team expects ---------------------------------------------------
+
+
+def server_pod() -> dict[str, Any]:
+    spec: dict[str, Any] = k8s_objects()[("Deployment", "tagwarden")]["spec"]["template"]
+    return spec
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def test_liveness_does_not_track_the_database_readiness_does(tmp_path: Path) -> None:
+    """A database outage takes the pods out of the Service but restarts none of them."""
+    [main] = server_pod()["spec"]["containers"]
+    paths = server_paths(tmp_path)
+    assert main["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert main["startupProbe"]["httpGet"]["path"] == "/livez"
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert main[probe]["httpGet"]["path"] in paths
+        assert main[probe]["httpGet"]["port"] in {p["name"] for p in main["ports"]}
+    startup = main["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # a slow migration
+
+
+def test_termination_waits_for_the_endpoints_then_drains() -> None:
+    from recommender.cli import serve as serve_cli
+
+    pod = server_pod()["spec"]
+    [main] = pod["containers"]
+    command = main["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and int(command[1]) >= 5
+    drain = re.search(r"timeout_graceful_shutdown=(\d+)", Path(serve_cli.__file__).read_text())
+    assert drain
+    # preStop counts against the grace period; uvicorn's drain and the collector's last
+    # write come after it
+    assert pod["terminationGracePeriodSeconds"] >= int(command[1]) + int(drain.group(1)) + 10
+
+
+def test_replicas_spread_and_a_budget_keeps_one() -> None:
+    objects = k8s_objects()
+    deployment = objects[("Deployment", "tagwarden")]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    spread = {c["topologyKey"]: c for c in
+              deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]}
+    assert set(spread) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    assert spread["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    for constraint in spread.values():
+        assert selects(constraint["labelSelector"]["matchLabels"], labels)
+        assert constraint["maxSkew"] == 1
+    [pdb] = [o for (kind, _), o in objects.items() if kind == "PodDisruptionBudget"]
+    assert selects(pdb["spec"]["selector"]["matchLabels"], labels)
+    assert 1 <= pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+
+
+def test_migration_is_one_job_not_an_init_container_per_pod() -> None:
+    objects = k8s_objects()
+    deployment = objects[("Deployment", "tagwarden")]
+    pod = deployment["spec"]["template"]["spec"]
+    assert not any(c["args"][:1] == ["migrate"] for c in pod.get("initContainers", []))
+    job = objects[("Job", "tagwarden-migrate")]
+    [migrate] = job["spec"]["template"]["spec"]["containers"]
+    assert migrate["args"] == ["migrate"]
+    assert migrate["image"] == pod["containers"][0]["image"]  # the release it migrates for
+    assert job["spec"]["template"]["spec"]["restartPolicy"] in {"Never", "OnFailure"}
+    job_labels = job["spec"]["template"]["metadata"]["labels"]
+    # the Job's pod is neither behind the Service nor counted as one of the Deployment's
+    assert not selects(objects[("Service", "tagwarden")]["spec"]["selector"], job_labels)
+    assert not selects(deployment["spec"]["selector"]["matchLabels"], job_labels)
+    assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PreSync"
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert "kubectl -n tagwarden wait --for=condition=complete job/tagwarden-migrate" in \
+        operations
+
+
+def test_no_shared_volume() -> None:
+    """ReadWriteMany stays Pending on the default storage classes of EKS, GKE and AKS."""
+    objects = k8s_objects()
+    assert not [name for kind, name in objects if kind == "PersistentVolumeClaim"]
+    for (kind, _), obj in objects.items():
+        if kind in {"Deployment", "Job"}:
+            for volume in obj["spec"]["template"]["spec"].get("volumes", []):
+                assert "persistentVolumeClaim" not in volume, volume
+
+
+# A renderer for what kustomization.yaml uses (`kubectl kustomize` is a Go program and not
+# installable here): the resources in order, the namespace set on every namespaced object.
+_CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+
+
+def render_kustomization() -> list[dict[str, Any]]:
+    [kustomization] = docs(K8S / "kustomization.yaml")
+    unsupported = set(kustomization) - {"apiVersion", "kind", "namespace", "resources"}
+    assert not unsupported, f"teach render_kustomization {sorted(unsupported)}"
+    rendered = []
+    for resource in kustomization["resources"]:
+        for doc in docs(K8S / resource):
+            if doc["kind"] not in _CLUSTER_SCOPED:
+                doc["metadata"]["namespace"] = kustomization["namespace"]
+            rendered.append(doc)
+    return rendered
+
+
+# The oldest Kubernetes release the manifests promise to apply on, and the newest schemas the
+# validator ships.
+OLDEST_KUBERNETES = "1.29.0"
+
+
+def test_rendered_manifests_pass_the_kubernetes_schemas() -> None:
+    try:
+        import kubernetes_validate
+    except ImportError:
+        missing("kubernetes-validate (pip install -e .[dev])")
+        return
+    rendered = render_kustomization()
+    assert len(rendered) == len(k8s_objects())
+    for version in (OLDEST_KUBERNETES, kubernetes_validate.latest_version()):
+        for obj in rendered:
+            where = f"{obj['kind']}/{obj['metadata']['name']} on Kubernetes {version}"
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                raise AssertionError(f"{where}: {exc.message} at {list(exc.path)}") from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 from ..errors import StoreError
+from .migration_lock import migration_lock
 
 __all__ = ["Store", "dialect_insert", "migrate", "open_store"]
 
@@ -41,6 +44,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def application_name() -> str:
+    """How this process names itself to PostgreSQL (``pg_stat_activity.application_name``):
+    which replica (a pod's hostname) and which process holds a connection or a lock."""
+    return f"tagwarden-{socket.gethostname()}-{os.getpid()}"[:63]  # NAMEDATALEN - 1
+
+
+def _name_connection(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+    # At connect time, so a forked worker names its own pid. An application_name in the URL
+    # (``?application_name=...``) or in PGAPPNAME wins.
+    if "PGAPPNAME" not in os.environ:
+        cparams.setdefault("application_name", application_name())
+
+
 def _make_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
@@ -49,7 +65,10 @@ def _make_engine(url: str) -> Engine:
             return engine
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://") :]
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        if engine.dialect.name == "postgresql":
+            event.listen(engine, "do_connect", _name_connection)
+        return engine
     except (ArgumentError, ImportError, ValueError) as exc:
         raise StoreError(f"cannot open store {url!r}: {exc}", url=url) from exc
 
@@ -64,11 +83,13 @@ def _alembic_config(engine: Engine) -> Any:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (idempotent)."""
+    """Bring the schema to ``revision`` (idempotent). Concurrent migrators take turns
+    (:func:`migration_lock`): the second finds the schema upgraded and does nothing."""
     from alembic import command
 
     try:
-        command.upgrade(_alembic_config(engine), revision)
+        with migration_lock(engine):
+            command.upgrade(_alembic_config(engine), revision)
     except DBAPIError as exc:
         # Unreachable, refused, or not a database at all (SQLite's "file is not a database").
         raise StoreError(f"cannot open the store {_redact(engine)}: {_first_line(exc.orig)}",
