@@ -19,9 +19,8 @@ from pathlib import Path
 import httpx
 
 from bot.fakeslack import FakeSlack
-
-from ..errors import TagwardenError
-from ..registry.local import LocalRegistry, free_port
+from recommender.errors import TagwardenError
+from recommender.registry.local import LocalRegistry, free_port
 
 __all__ = ["DemoError", "Server", "Services", "tagwarden_command"]
 
