@@ -20,8 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,55 +34,17 @@ from recommender.timeutil import utcnow
 
 from .approval import PostedBatch, approve_payload, blocks_by_batch, send_signed
 from .replay import push_fleet, replay_history
+from .report import print_summary, write_report
+from .result import FULL, QUICK, DemoResult, DemoSize
 from .services import DemoError, Services, tagwarden_command
-from .storage import StorageFigures, measure
+from .storage import measure
 
 __all__ = ["FULL", "QUICK", "DemoResult", "DemoSize", "run_demo"]
 
 
-@dataclass(frozen=True)
-class DemoSize:
-    seed: int
-    repositories: int
-    days: int
-    byte_scale: float = 0.001  # a 29 MB base layer becomes 29 kB of real gzip'd tar
-
-
-FULL = DemoSize(seed=4, repositories=8, days=120)
-QUICK = DemoSize(seed=5, repositories=6, days=90)
-
 APPROVER = "U0DEMOAPPROVER"
 WORKSPACE = "T0DEMO"
 HORIZON_DAYS = 30
-
-
-@dataclass
-class DemoResult:
-    """Everything the summary and the HTML report show."""
-
-    size: DemoSize
-    now: datetime
-    steps: list[tuple[str, float, str]] = field(default_factory=list)
-    pushed: dict[str, int] = field(default_factory=dict)
-    replay: dict[str, int] = field(default_factory=dict)
-    live_events: int = 0  # sent by the registry itself after the replay, by usage class:
-    live_by_usage: dict[str, int] = field(default_factory=dict)
-    storage_before: StorageFigures | None = None
-    storage_after_execute: StorageFigures | None = None
-    storage_after: StorageFigures | None = None
-    train_output: str = ""
-    backtest: dict[str, Any] = field(default_factory=dict)
-    suggestions: list[dict[str, Any]] = field(default_factory=list)
-    batches: list[dict[str, Any]] = field(default_factory=list)
-    approved_batch: str = ""
-    approved_at: datetime | None = None
-    executed_at: datetime | None = None
-    execution: dict[str, Any] = field(default_factory=dict)
-    slack_messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    slack_mode: str = "fake"
-    endpoints: dict[str, str] = field(default_factory=dict)  # what was started (all stopped)
-    workdir: str = ""  # the temporary directory (removed at the end)
-    total_seconds: float = 0.0
 
 
 class _Steps:
@@ -173,8 +134,6 @@ def _metric_by_usage(metrics_text: str, name: str) -> dict[str, float]:
 def run_demo(out_dir: Path, *, size: DemoSize = FULL, console: Console | None = None,
              env: dict[str, str] | None = None) -> DemoResult:
     """Run every step; write ``out_dir/report.html``; stop everything it started."""
-    from .report import print_summary, write_report
-
     console = console or Console()
     environ = dict(os.environ if env is None else env)
     real_slack = bool(environ.get("SLACK_BOT_TOKEN"))
