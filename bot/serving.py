@@ -175,10 +175,10 @@ class SlackStarter:
                     handler.close()
                     return
                 self._handler = handler
-        self._endpoint = endpoint
-        self._status = READY
         log.info("Slack is ready (%s)", "Socket Mode" if self.socket_mode else
                  f"HTTP at {EVENTS_PATH}")
+        self._endpoint = endpoint
+        self._status = READY
 
 
 class _Refused(Exception):

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.fakeslack import FakeSlack
 from recommender.registry.local import free_port
 
 TOKEN = "cli-token"
@@ -129,6 +130,28 @@ def test_serve_starts_and_collects_while_slack_cannot_be_reached(tmp_path: Path)
     assert "Traceback" not in err, err
     assert "Slack cannot be reached" in err and "the collector serves meanwhile" in err
     assert f"serving on http://127.0.0.1:{port}" in err
+
+
+def test_serve_says_when_slack_is_ready(tmp_path: Path) -> None:
+    port = free_port()
+    with FakeSlack() as fake:
+        proc = start(tmp_path, "--port", str(port), "--writer", "thread",
+                     config=f'[slack]\napi_url = "{fake.api_url}"\n',
+                     env={"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s3cret"})
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(url, proc)
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{url}/healthz").json()["slack"] != "ready":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert 'tagwarden_notifier_ready{notifier="slack"} 1.0' in \
+                httpx.get(f"{url}/metrics").text
+        finally:
+            err = _stop(proc)
+    assert "Traceback" not in err, err
+    # tagwarden's own info lines are shown (the ready line is logged before the status flips)
+    assert "INFO bot.serving: Slack is ready (HTTP at /slack/events)" in err
 
 
 def test_serve_without_a_bot_token_says_slack_is_off(tmp_path: Path) -> None:
