@@ -63,8 +63,9 @@ def off_parts(reason: str) -> ServerParts:
 class SlackStarter:
     """Builds the Bolt app in a background thread, retrying until Slack answers.
 
-    ``build`` makes the Bolt app (it calls ``auth.test``); ``wait`` pauses between attempts and
-    returns True when asked to stop (a ``threading.Event``'s ``wait``): both injectable.
+    ``build`` makes the Bolt app (Bolt calls ``auth.test`` there); ``backoff`` is the pause
+    before each retry, the last repeating. The thread starts with the server's lifespan and is
+    stopped (and a Socket Mode connection closed) when it ends.
     """
 
     def __init__(self, config: Config, store: Store, *, clock: Callable[[], datetime],
