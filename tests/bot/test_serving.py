@@ -135,3 +135,26 @@ def test_without_a_bot_token_slack_events_says_slack_is_not_configured(
         assert _slack_status(server.url) == "off: slack.bot_token (SLACK_BOT_TOKEN) is not set"
         assert _gauge(server.url) == "0.0"
     assert fake_slack.calls("auth.test") == []
+
+
+def test_socket_mode_connects_in_the_background_once_slack_answers(
+        sqlite_store: Store, fake_slack: FakeSlack, tmp_path: Path) -> None:
+    fake_slack.enable_socket_mode()
+    config = _config(tmp_path, fake_slack.api_url).replace(slack__app_token="xapp-1-test")
+    clock = Clock()
+    fake_slack.fail("auth.test", 503, times=2)  # down twice, then back by itself
+    starter = SlackStarter(config, sqlite_store, clock=clock, backoff=(0.05,))
+    [batch] = decisions.record_batches(sqlite_store, [Suggestion("payments/api", digest(1))],
+                                       now=clock(), config=config)
+    decisions.set_posted(sqlite_store, batch_id=batch.id, channel="C0PAYMENTS",
+                         ts="1700000001.000100", now=clock())
+    with LiveServer(build_app(config, sqlite_store, clock=clock,
+                              notifier=starter.parts())) as server:
+        assert _post_event(server.url).status_code == 200
+        _wait_status(server.url, "ready")
+        assert len(fake_slack.calls("auth.test")) == 3
+        fake_slack.socket_send({"envelope_id": "env-1", "type": "interactive",
+                                "accepts_response_payload": False, "retry_attempt": 0,
+                                "payload": click_payload("tw_approve", batch.id)})
+        fake_slack.wait_for("chat.update")
+        assert decisions.get_batch(sqlite_store, batch.id).state == "approved"
