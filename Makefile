@@ -4,7 +4,7 @@
 VENV := .venv/bin
 
 demo: setup
-	$(VENV)/python -m recommender.demo
+	$(VENV)/python -m bot.demo
 
 test: setup lint typecheck pytest
 

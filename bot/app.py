@@ -9,14 +9,12 @@ there, the socket itself is authenticated.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
-from slack_bolt.error import BoltError
 from slack_bolt.middleware import Middleware
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -38,7 +36,7 @@ from .context import BotContext
 from .guard import SlackGuard
 from .listeners import register_all
 
-__all__ = ["EVENTS_PATH", "create_bolt_app", "default_client", "server_parts", "slack_routes",
+__all__ = ["EVENTS_PATH", "create_bolt_app", "default_client", "slack_routes",
            "start_socket_mode"]
 
 log = logging.getLogger(__name__)
@@ -143,30 +141,3 @@ def start_socket_mode(bolt_app: App, config: Config) -> Any:
     handler = SocketModeHandler(bolt_app, token.reveal())
     handler.connect()
     return handler
-
-
-def server_parts(config: Config, store: Store, *,
-                 clock: Callable[[], datetime] = utcnow) -> tuple[list[Route], list[Any]]:
-    """What `tagwarden serve` adds for Slack: the ``/slack/events`` route (HTTP mode), or a
-    Socket Mode connection held for the server's lifetime; nothing when no bot token is set.
-    """
-    if not config["slack.bot_token"]:
-        return [], []
-    socket_mode = bool(config["slack.app_token"])
-    try:
-        bolt_app = create_bolt_app(config, store, clock=clock, socket_mode=socket_mode)
-    except BoltError as exc:
-        raise ConfigError(f"Slack refused the bot token: {exc}", setting="slack.bot_token") \
-            from exc
-    if not socket_mode:
-        return slack_routes(bolt_app), []
-
-    @asynccontextmanager
-    async def socket(_app: Any) -> AsyncIterator[None]:
-        handler = await run_in_threadpool(start_socket_mode, bolt_app, config)
-        try:
-            yield
-        finally:
-            await run_in_threadpool(handler.close)
-
-    return [], [socket]

@@ -149,6 +149,11 @@ class FakeSlack:
         with self._lock:
             self._failures.setdefault(method, []).append(_Failure(status, retry_after, times))
 
+    def recover(self, method: str) -> None:
+        """Forget the failures still queued for ``method``: Slack is back."""
+        with self._lock:
+            self._failures.pop(method, None)
+
     def calls(self, method: str) -> list[Recorded]:
         with self._lock:
             return [r for r in self.requests if r.method == method]

@@ -35,6 +35,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Connection, delete, select, text, update
 
 from .config import Config
+from .notify import Notifier, load_notifier
 from .store import Store, dialect_insert
 from .store.tables import scheduler_lock
 from .timeutil import utcnow
@@ -292,9 +293,12 @@ class Scheduler:
         return self.jobs[name].func(now)
 
 
-def default_jobs(config: Config, store: Store) -> list[JobSpec]:
+def default_jobs(config: Config, store: Store,
+                 notifier: Notifier | None = None) -> list[JobSpec]:
     """The production jobs. Each imports its part lazily: the model stack and the Slack
-    client load only in the replica that runs them."""
+    client load only in the replica that runs them. ``notifier`` (default: the installed one)
+    posts the suggestions, the results and the digests."""
+    notifier = notifier if notifier is not None else load_notifier(config)
 
     def cron(key: str, timezone: str = "UTC") -> CronTrigger:
         return CronTrigger.from_crontab(config[key], timezone=timezone)
@@ -308,21 +312,14 @@ def default_jobs(config: Config, store: Store) -> list[JobSpec]:
             report = Executor(store, client, config, calls=calls).run_due(now)
         finally:
             client.close()
-        if config["slack.bot_token"]:
-            from bot.app import default_client
-            from bot.posting import publish_results
-
-            publish_results(store, client=default_client(config), now=now)
+        notifier.publish_results(store, now=now)  # nothing when Slack is off
         return report
 
     def suggest_and_post(now: datetime) -> Any:
-        from bot.app import default_client
-        from bot.posting import post_suggestions
-
         from .recommend import suggest
 
         found = suggest(store, config, now=now)
-        return post_suggestions(store, config, found, client=default_client(config), now=now)
+        return notifier.post_suggestions(store, found, now=now)
 
     def retrain(now: datetime) -> Any:
         from .model import train
@@ -354,34 +351,34 @@ def default_jobs(config: Config, store: Store) -> list[JobSpec]:
     if config["registry.url"]:
         jobs.append(JobSpec("execute", IntervalTrigger(minutes=1), execute))
         jobs.append(JobSpec("scan", cron("scheduler.scan_cron"), scan))
-    if config["slack.bot_token"]:
+    if notifier.off_reason() is None:
         jobs.append(JobSpec("suggest", cron("scheduler.suggest_cron"), suggest_and_post))
         for team in config.teams:
             if team.channel:
                 jobs.append(JobSpec(f"digest:{team.name}",
                                     cron("scheduler.digest_cron", team.timezone),
-                                    _digest_job(config, store, team.name)))
+                                    _digest_job(store, notifier, team.name)))
     return jobs
 
 
-def _digest_job(config: Config, store: Store, team: str) -> Callable[[datetime], Any]:
+def _digest_job(store: Store, notifier: Notifier, team: str) -> Callable[[datetime], Any]:
     def digest(now: datetime) -> Any:
-        from bot.app import default_client
-        from bot.digest import post_digest
-
-        return post_digest(store, config, team=team, client=default_client(config), now=now)
+        return notifier.digest(store, team=team, now=now, post=True)
 
     return digest
 
 
-def lifespan_hook(config: Config, store: Store,
+def lifespan_hook(config: Config, store: Store, *, notifier: Notifier | None = None,
                   **kwargs: Any) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     """A `recommender.server.build_app` lifespan hook: the scheduler runs while the server
-    does (started after the collector's writer, stopped before it)."""
+    does (started after the collector's writer, stopped before it). Without ``jobs``, the
+    :func:`default_jobs` with ``notifier``."""
 
     @asynccontextmanager
     async def hook(_app: Any) -> AsyncIterator[None]:
-        scheduler = Scheduler(config, store, **kwargs)
+        options = kwargs if "jobs" in kwargs else {
+            **kwargs, "jobs": default_jobs(config, store, notifier)}
+        scheduler = Scheduler(config, store, **options)
         await anyio.to_thread.run_sync(scheduler.start)
         try:
             yield

@@ -1,10 +1,12 @@
 """The one ASGI app of ``tagwarden serve``: the collector, ``/v1/refs``, ``/healthz``, ``/metrics``.
 
 :func:`build_app` is a small composition function. Other parts add themselves here: extra
-routes or mounts (the Slack endpoint) in ``routes``, and lifespan hooks (the scheduler) in
-``lifespans`` — async context managers entered after the collector's writer has started and
-left, in reverse order, before it stops (so pending events are still written on shutdown).
-:func:`serve_app` is what ``tagwarden serve`` runs (Slack and the scheduler added);
+routes or mounts in ``routes``, lifespan hooks (the scheduler) in ``lifespans`` — async context
+managers entered after the collector's writer has started and left, in reverse order, before
+it stops (so pending events are still written on shutdown) — and the notifier's part (the Slack
+endpoint, its background start, its status in ``/healthz`` and ``/metrics``) in ``notifier``.
+:func:`serve_app` is the composition root ``tagwarden serve`` runs: it adds the installed
+notifier's part (:func:`recommender.notify.load_notifier`) and the scheduler;
 :func:`app_from_env` builds it in each worker process of ``tagwarden serve --workers N``.
 """
 
@@ -17,6 +19,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from datetime import datetime
 
 import anyio.to_thread
+from prometheus_client import Gauge
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -31,16 +34,19 @@ from .collector.metrics import CONTENT_TYPE, CollectorMetrics
 from .collector.writer_process import ProcessWriter
 from .config import Config
 from .health import health_routes
+from .notify import Notifier, ServerParts, load_notifier
 from .refs.api import RefsApi
 from .store import Store
 from .timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LifespanHook", "app_from_env", "build_app", "serve_app"]
+__all__ = ["LifespanHook", "app_from_env", "build_app", "configure_logging", "serve_app"]
 
-# How ``tagwarden serve --workers N`` tells its workers which writer to run (not a setting).
+# How ``tagwarden serve --workers N`` tells its workers which writer to run and how much to
+# log (not settings).
 WRITER_ENV = "TAGWARDEN_SERVE_WRITER"
+LOG_LEVEL_ENV = "TAGWARDEN_SERVE_LOG_LEVEL"
 
 # A hook gets the app and returns an async context manager that lives as long as the server.
 LifespanHook = Callable[[Starlette], AbstractAsyncContextManager[None]]
@@ -54,12 +60,22 @@ def build_app(
     routes: Sequence[BaseRoute] = (),
     lifespans: Sequence[LifespanHook] = (),
     collector: Collector | None = None,
+    notifier: ServerParts | None = None,
 ) -> Starlette:
     """Compose the server. ``collector`` may be given pre-built (tests, other writers)."""
     metrics = collector.metrics if collector is not None else CollectorMetrics()
     collector = collector if collector is not None else Collector(
         config, store, metrics=metrics, clock=clock
     )
+    notifier_ready = None
+    if notifier is not None:
+        routes = [*routes, *notifier.routes]
+        lifespans = [*lifespans, *notifier.lifespans]
+        # Set at each scrape; with several workers, the one answering tells its own state.
+        notifier_ready = Gauge(
+            "tagwarden_notifier_ready", "1 when the notifier (Slack) can take requests, 0 while "
+            "it is off, starting or unreachable.", ["notifier"], registry=metrics.registry,
+            multiprocess_mode="livemostrecent").labels(notifier.name)
 
     async def healthz(request: Request) -> Response:
         def probe() -> None:
@@ -73,9 +89,14 @@ def build_app(
             return json_response({"status": "unavailable", "error": f"store: {reason[0]}"}, 503)
         if not collector.batcher.running:
             return json_response({"status": "unavailable", "error": "writer not running"}, 503)
-        return json_response({"status": "ok", "store": store.dialect})
+        body = {"status": "ok", "store": store.dialect}
+        if notifier is not None:  # never a reason to be unhealthy: the collector serves
+            body[notifier.name] = notifier.status()
+        return json_response(body)
 
     async def metrics_endpoint(request: Request) -> Response:
+        if notifier is not None and notifier_ready is not None:
+            notifier_ready.set(1 if notifier.ready() else 0)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @asynccontextmanager
@@ -106,20 +127,21 @@ def build_app(
 
 
 def serve_app(config: Config, store: Store, *, clock: Callable[[], datetime] = utcnow,
-              writer: str = "thread") -> Starlette:
-    """What ``tagwarden serve`` runs: :func:`build_app` plus the Slack endpoint (or Socket
-    Mode connection) and the scheduler, when configured.
+              writer: str = "thread", notifier: Notifier | None = None) -> Starlette:
+    """What ``tagwarden serve`` runs: :func:`build_app` plus the notifier's part (the Slack
+    endpoint or Socket Mode connection, started in the background) and the scheduler, when
+    configured. ``notifier`` defaults to the installed one.
 
     ``writer="process"`` writes the collector's events from a child process
     (:class:`ProcessWriter`: off the event loop's GIL) instead of a thread of this one.
     """
-    from bot.app import server_parts
-
     from .scheduler import lifespan_hook
 
-    routes, hooks = server_parts(config, store, clock=clock)
+    notifier = notifier if notifier is not None else load_notifier(config)
+    parts = notifier.server_parts(store, clock=clock)
+    hooks: list[LifespanHook] = []
     if config["scheduler.enabled"]:
-        hooks.append(lifespan_hook(config, store))  # leader-elected: safe in every worker
+        hooks.append(lifespan_hook(config, store, notifier=notifier))  # leader-elected
     collector = None
     url = store.engine.url
     if writer == "process" and url.get_backend_name() == "sqlite" and url.database in (
@@ -131,8 +153,20 @@ def serve_app(config: Config, store: Store, *, clock: Callable[[], datetime] = u
             raw_retention=config["store.raw_retention"]))
     elif writer != "thread":
         raise ValueError(f"writer must be 'thread' or 'process', not {writer!r}")
-    return build_app(config, store, clock=clock, routes=routes, lifespans=hooks,
-                     collector=collector)
+    return build_app(config, store, clock=clock, lifespans=hooks, collector=collector,
+                     notifier=parts)
+
+
+def configure_logging(level: str) -> None:
+    """tagwarden's own loggers (``recommender``, ``bot``) to standard error at ``level``, so
+    ``serve`` says what it does (Slack off, unreachable, ready); uvicorn keeps its own."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for name in ("recommender", "bot"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level.upper())
+        if not logger.handlers:
+            logger.addHandler(handler)
 
 
 def app_from_env() -> Starlette:
@@ -146,6 +180,7 @@ def app_from_env() -> Starlette:
     from .store import open_store
 
     config = load(os.environ.get("TAGWARDEN_CONFIG") or None)
+    configure_logging(os.environ.get(LOG_LEVEL_ENV) or "info")
     store = open_store(config["store.url"], migrate_schema=False)
     store.check_schema()
     return serve_app(config, store, writer=os.environ.get(WRITER_ENV) or "thread")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from rich.console import Console
 
-from recommender.demo import QUICK, DemoResult, run_demo
+from bot.demo import QUICK, DemoResult, run_demo
 from recommender.registry.local import registry_binary
 
 from .conftest import missing

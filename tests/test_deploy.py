@@ -61,7 +61,7 @@ def server_paths(tmp_path: Path) -> set[str]:
     config = config_mod.load(None, env={})
     store = Store.from_url(f"sqlite:///{tmp_path / 'paths.db'}")
     paths = {getattr(r, "path", "") for r in build_app(config, store).routes}
-    return paths | {"/slack/events"}  # mounted by `tagwarden serve` (bot.app.server_parts)
+    return paths | {"/slack/events"}  # mounted by `tagwarden serve` (the notifier's part)
 
 
 def docs(path: Path) -> list[dict[str, Any]]:

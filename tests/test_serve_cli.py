@@ -15,17 +15,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.fakeslack import FakeSlack
 from recommender.registry.local import free_port
 
 TOKEN = "cli-token"
 
 
-def start(tmp_path: Path, *args: str, env_token: bool = True) -> subprocess.Popen[str]:
-    env = {"PATH": "/usr/bin:/bin"}
+def start(tmp_path: Path, *args: str, env_token: bool = True, config: str = "",
+          env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {"PATH": "/usr/bin:/bin", **(env or {})}
     if env_token:
         env["TAGWARDEN_COLLECTOR_TOKEN"] = TOKEN
     # A long group-commit wait keeps a request in flight while the server is told to stop.
-    (tmp_path / "c.toml").write_text('[collector]\nbatch_max_delay = "1.5s"\n')
+    (tmp_path / "c.toml").write_text('[collector]\nbatch_max_delay = "1.5s"\n' + config)
     return subprocess.Popen(
         [sys.executable, "-m", "recommender.cli", "--config", "c.toml",
          "--db", f"sqlite:///{tmp_path / 's.db'}", "serve", *args],
@@ -84,10 +86,86 @@ def test_serve_on_a_busy_port_fails_without_traceback(tmp_path: Path) -> None:
         busy.listen()
         proc = start(tmp_path, "--port", str(busy.getsockname()[1]), env_token=False)
         _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert "Traceback" not in err
     assert "collector.token is not set" in err  # the operator is told why POSTs will fail
-    assert "address already in use" in err.lower()
+    assert "serving on" not in err  # announced only once bound
+    [error] = [line for line in err.splitlines()
+               if "collector.token" not in line and "Slack is off" not in line]
+    assert "address already in use" in error.lower()
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_serve_starts_and_collects_while_slack_cannot_be_reached(tmp_path: Path) -> None:
+    port, nobody = free_port(), free_port()  # nothing listens on the second: refused
+    proc = start(tmp_path, "--port", str(port), "--writer", "thread",
+                 config=f'[slack]\napi_url = "http://127.0.0.1:{nobody}/api/"\n',
+                 env={"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s3cret"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc)
+        deploy = {"timestamp": "2026-01-01T00:00:00Z", "image": "r.example/shop/web:v1"}
+        r = httpx.post(f"{url}/v1/events/deploy", content=json.dumps(deploy), timeout=30,
+                       headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200 and r.json() == {"accepted": 1}
+        deadline = time.monotonic() + 30
+        while (health := httpx.get(f"{url}/healthz").json())["slack"] != "unreachable, retrying":
+            assert time.monotonic() < deadline, health
+            time.sleep(0.1)
+        assert 'tagwarden_notifier_ready{notifier="slack"} 0.0' in httpx.get(f"{url}/metrics").text
+        events = httpx.post(f"{url}/slack/events", content="{}")
+        assert events.status_code == 503
+        assert events.json()["error"] == "Slack is not ready: unreachable, retrying"
+    finally:
+        err = _stop(proc)
+    assert "Traceback" not in err, err
+    assert "Slack cannot be reached" in err and "the collector serves meanwhile" in err
+    assert f"serving on http://127.0.0.1:{port}" in err
+
+
+def test_serve_says_when_slack_is_ready(tmp_path: Path) -> None:
+    port = free_port()
+    with FakeSlack() as fake:
+        proc = start(tmp_path, "--port", str(port), "--writer", "thread",
+                     config=f'[slack]\napi_url = "{fake.api_url}"\n',
+                     env={"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s3cret"})
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(url, proc)
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{url}/healthz").json()["slack"] != "ready":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert 'tagwarden_notifier_ready{notifier="slack"} 1.0' in \
+                httpx.get(f"{url}/metrics").text
+        finally:
+            err = _stop(proc)
+    assert "Traceback" not in err, err
+    # tagwarden's own info lines are shown (the ready line is logged before the status flips)
+    assert "INFO bot.serving: Slack is ready (HTTP at /slack/events)" in err
+
+
+def test_serve_without_a_bot_token_says_slack_is_off(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start(tmp_path, "--port", str(port), "--writer", "thread")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc)
+        events = httpx.post(f"{url}/slack/events", content="{}")
+        assert events.status_code == 503
+        assert "Slack is not configured" in events.json()["error"]
+    finally:
+        err = _stop(proc)
+    assert "Slack is off: slack.bot_token (SLACK_BOT_TOKEN) is not set" in err
 
 
 def test_serve_with_two_workers_shares_the_store_and_the_metrics(tmp_path: Path) -> None:

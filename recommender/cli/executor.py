@@ -57,7 +57,9 @@ def execute(
                           calls=calls).run_due(when)
     finally:
         client.close()
-    drawn = _publish(st.config, st.store, now=when) if not dry_run else []
+    # Redraw the Slack messages of finished batches, as the scheduler's execute job does: a
+    # run by hand must not leave a message saying "deletion due" over a deleted image.
+    drawn = st.notifier.publish_results(st.store, now=when) if not dry_run else []
     if as_json:
         typer.echo(orjson.dumps(report.as_dict() | {"slack_updated": drawn},
                                 option=orjson.OPT_INDENT_2).decode())
@@ -73,17 +75,6 @@ def execute(
                    f"(registry read-only or stopped): {report.gc_command}")
     if drawn:
         typer.echo(f"{len(drawn)} Slack message(s) updated with the results")
-
-
-def _publish(config: Config, store: Store, *, now: datetime) -> list[str]:
-    """Redraw the Slack messages of finished batches, as the scheduler's execute job does:
-    a run by hand must not leave a message saying "deletion due" over a deleted image."""
-    if not config["slack.bot_token"]:
-        return []
-    from bot.app import default_client
-    from bot.posting import publish_results
-
-    return publish_results(store, client=default_client(config), now=now)
 
 
 @audit_app.command("verify")

@@ -202,11 +202,7 @@ def _table(items: list[Any]) -> None:
 
 
 def _post(st: Any, items: list[Any], now: datetime) -> None:
-    from bot.app import default_client
-    from bot.posting import post_suggestions
-
-    report = post_suggestions(st.store, st.config, items, client=default_client(st.config),
-                              now=now)
+    report = st.notifier.post_suggestions(st.store, items, now=now)
     typer.echo(f"posted {len(report.posted)} batches ({len(report.recorded)} new); "
                f"{len(report.failed)} failed; {len(report.skipped)} skipped")
     for batch_id, error in report.failed.items():

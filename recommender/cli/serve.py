@@ -3,6 +3,7 @@ scheduler, under uvicorn."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -43,15 +44,23 @@ def serve(
     """
     import uvicorn
 
-    from ..server import WRITER_ENV
+    from ..server import LOG_LEVEL_ENV, WRITER_ENV, configure_logging
 
     st = state(ctx)
     config = st.config
     host = host or config["server.host"]
     port = config["server.port"] if port is None else port
+    # tagwarden's own lines (Slack off, unreachable, ready; the scheduler's jobs) at info,
+    # or debug when uvicorn is asked for it.
+    ours = "debug" if log_level.lower() in ("debug", "trace") else "info"
+    configure_logging(ours)
     if not config["collector.token"]:
         print("warning: collector.token is not set (TAGWARDEN_COLLECTOR_TOKEN): every POST "
               "will be refused", file=sys.stderr)
+    notifier = st.notifier
+    off = notifier.off_reason()
+    if off is not None:
+        print(f"Slack is off: {off}; /slack/events answers 503", file=sys.stderr)
     store = st.store  # opened (and migrated) here, once, before any worker starts
     options: dict[str, Any] = dict(
         host=host,
@@ -64,14 +73,16 @@ def serve(
         log_level=log_level,
         timeout_graceful_shutdown=10,
     )
-    print(f"tagwarden serving on http://{host}:{port} (store {store.url}"
-          + (f", {workers} workers)" if workers > 1 else ")"), file=sys.stderr, flush=True)
+    announce = (f"tagwarden serving on http://{host}:{port} (store {store.url}"
+                + (f", {workers} workers)" if workers > 1 else ")"))
     if workers == 1:
         from ..server import serve_app
 
-        server = uvicorn.Server(uvicorn.Config(serve_app(config, store, writer=writer.value),
-                                               **options))
-        server.run()
+        uv_config = uvicorn.Config(
+            serve_app(config, store, writer=writer.value, notifier=notifier), **options)
+        sock = _bind(uv_config)  # before the lifespan: a busy port starts nothing
+        server = _announcing_server(uv_config, announce)
+        server.run(sockets=[sock])
         if not server.started:
             raise typer.Exit(1)
         return
@@ -80,12 +91,49 @@ def serve(
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ["TAGWARDEN_DB"] = config["store.url"]
     os.environ[WRITER_ENV] = writer.value
+    os.environ[LOG_LEVEL_ENV] = ours
     if st.config_path is not None:
         os.environ["TAGWARDEN_CONFIG"] = str(st.config_path.resolve())
     try:
-        # A worker answers the parent's health pings only once its imports are done; on a busy
-        # machine that takes longer than uvicorn's 5 s default, and it would be killed.
-        uvicorn.run("recommender.server:app_from_env", factory=True, workers=workers,
-                    timeout_worker_healthcheck=60, **options)
+        _run_workers(uvicorn.Config(
+            "recommender.server:app_from_env", factory=True, workers=workers,
+            # A worker answers the parent's health pings only once its imports are done; on
+            # a busy machine that takes longer than uvicorn's 5 s default, and it is killed.
+            timeout_worker_healthcheck=60, **options), announce)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _bind(config: Any) -> Any:
+    """The listening socket; a busy port is uvicorn's one error line and exit status 1."""
+    try:
+        return config.bind_socket()
+    except SystemExit:  # uvicorn has logged the error already
+        raise typer.Exit(1) from None
+
+
+def _run_workers(config: Any, announce: str) -> None:
+    """What ``uvicorn.run(workers=N)`` does, with the announcement once the socket is bound."""
+    from uvicorn.supervisors import Multiprocess
+
+    sock = _bind(config)
+    _say(announce)
+    with contextlib.suppress(KeyboardInterrupt):
+        Multiprocess(config, sockets=[sock]).run()
+
+
+def _announcing_server(config: Any, announce: str) -> Any:
+    """uvicorn's ``Server``, saying "serving on ..." only once its socket is bound."""
+    import uvicorn
+
+    class Announcing(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                _say(announce)
+
+    return Announcing(config)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from importlib import resources
 from typing import Annotated, Any
 
 import typer
@@ -15,15 +14,6 @@ from .state import app, state
 slack_app = typer.Typer(help="The Slack app: its manifest.", no_args_is_help=True)
 app.add_typer(slack_app, name="slack")
 
-PLACEHOLDER = "https://tagwarden.example.com"
-
-
-def manifest_text(public_url: str) -> str:
-    """The app manifest with the request URLs pointing at ``public_url``."""
-    text = resources.files("bot").joinpath("manifest.yml").read_text(encoding="utf-8")
-    return text.replace(PLACEHOLDER, public_url.rstrip("/"))
-
-
 @slack_app.command("manifest")
 def manifest(
     ctx: typer.Context,
@@ -31,11 +21,12 @@ def manifest(
         help="Public base URL of `tagwarden serve` (default slack.public_url).")] = None,
 ) -> None:
     """Print the Slack app manifest (YAML) with this deployment's request URLs."""
-    base = url or state(ctx).config["slack.public_url"]
+    st = state(ctx)
+    base = url or st.config["slack.public_url"]
     if not base.startswith(("https://", "http://")):
         raise ConfigError(f"public URL must start with https://, got {base!r}",
                           setting="slack.public_url")
-    typer.echo(manifest_text(base), nl=False)
+    typer.echo(st.notifier.app_manifest(base), nl=False)
 
 
 @app.command()
@@ -48,8 +39,6 @@ def digest(
         "--now", help="The instant to report as of (RFC 3339; default the current time).")] = None,
 ) -> None:
     """Build the weekly digest; print it, or post it with --post."""
-    from bot.digest import post_digest
-
     st = state(ctx)
     config = st.config
     when: datetime = parse_time(now) if now else utcnow()
@@ -58,14 +47,9 @@ def digest(
         raise ConfigError(f"no team {team!r} with a channel" if team else
                           "no [[team]] has a channel: nothing to report to",
                           setting="team.channel")
-    client = None
-    if post:
-        from bot.app import default_client
-
-        client = default_client(config)
+    notifier = st.notifier
     for t in teams:
-        report = post_digest(st.store, config, team=t.name, client=client,
-                             now=when, dry_run=not post)
+        report = notifier.digest(st.store, team=t.name, now=when, post=post)
         if post:
             state_text = "posted" if report.ts else "NOT posted (Slack refused; see the log)"
             typer.echo(f"{t.name}: digest {state_text} to {report.channel}, "

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import config as config_mod
+from ..notify import Notifier, load_notifier
 from ..store import Store, open_store
 
 __all__ = ["State", "app", "state"]
@@ -43,6 +44,11 @@ class State:
         if self._store is None:
             self._store = open_store(self.config["store.url"])
         return self._store
+
+    @property
+    def notifier(self) -> Notifier:
+        """The installed notifier (Slack), found without importing it by name."""
+        return load_notifier(self.config)
 
     def close(self) -> None:
         if self._store is not None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from slack_sdk import WebClient
 
-from bot.app import create_bolt_app, server_parts, start_socket_mode
+from bot.app import create_bolt_app, start_socket_mode
 from bot.auth import Authorizer
 from recommender import decisions
-from recommender.errors import ConfigError
 from recommender.store import Store
 from tests.support.fake_slack import FakeSlack
 
@@ -67,17 +65,6 @@ def test_group_lookup_failure_falls_back_to_the_allow_list(fake_slack: FakeSlack
     auth2 = _authorizer(fake_slack, tmp_path, Ticks(), approvers=(),
                         approver_group="S0PAYAPPROVERS")
     assert not auth2.check(user_id="U0CAROL", repository="payments/api", workspace=WORKSPACE)
-
-
-def test_server_parts_mounts_the_endpoint_or_explains_a_refused_token(
-        store: Store, fake_slack: FakeSlack, tmp_path: Path) -> None:
-    config = make_config(tmp_path, fake_slack.api_url)
-    routes, hooks = server_parts(config, store)
-    assert [r.path for r in routes] == ["/slack/events"] and hooks == []  # type: ignore[attr-defined]
-    fake_slack.fail("auth.test", 500)
-    with pytest.raises(ConfigError, match="Slack refused the bot token"):
-        server_parts(config, store)
-    assert server_parts(config.replace(slack__bot_token=""), store) == ([], [])
 
 
 def test_socket_mode_approves_without_a_public_url(store: Store, fake_slack: FakeSlack,

@@ -9,16 +9,14 @@ import io
 import re
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from ..sizes import human_bytes, total_text
+from recommender.sizes import human_bytes, total_text
+from .result import DemoResult
 from .slackview import render_markdown
-
-if TYPE_CHECKING:
-    from .run import DemoResult
 
 __all__ = ["guardrail_counts", "print_summary", "summary_rows", "write_report"]
 

@@ -1,6 +1,6 @@
 """``make demo``: the whole product on real parts, months of a fleet's history in minutes.
 
-``python -m recommender.demo [--quick] [--out data/demo]``; see :func:`run_demo`.
+``python -m bot.demo [--quick] [--out data/demo]``; see :func:`run_demo`.
 """
 
 from .run import FULL, QUICK, DemoResult, DemoSize, run_demo

@@ -26,8 +26,9 @@ from typing import Any
 import httpx
 import orjson
 
-from ..fleet import images
-from ..registry.client import RegistryClient
+from recommender.fleet import images
+from recommender.registry.client import RegistryClient
+
 from .services import DemoError
 
 __all__ = ["PushResult", "ReplayResult", "push_fleet", "replay_history"]

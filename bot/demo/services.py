@@ -19,9 +19,8 @@ from pathlib import Path
 import httpx
 
 from bot.fakeslack import FakeSlack
-
-from ..errors import TagwardenError
-from ..registry.local import LocalRegistry, free_port
+from recommender.errors import TagwardenError
+from recommender.registry.local import LocalRegistry, free_port
 
 __all__ = ["DemoError", "Server", "Services", "tagwarden_command"]
 
@@ -62,14 +61,16 @@ class Server:
                 raise DemoError(f"tagwarden serve exited with {self._proc.returncode}: "
                                 f"{self.log_tail()}", step="serve")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                health = httpx.get(f"{self.url}/healthz", timeout=1.0)
+                # Slack starts in the background; the demo clicks buttons, so it waits.
+                if health.status_code == 200 and health.json().get("slack") == "ready":
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise DemoError(f"tagwarden serve did not answer on {self.url} in {timeout:.0f} s",
-                        step="serve")
+        raise DemoError(f"tagwarden serve did not answer on {self.url} with Slack ready in "
+                        f"{timeout:.0f} s: {self.log_tail()}", step="serve")
 
     def log_tail(self, chars: int = 1500) -> str:
         try:

@@ -1,4 +1,4 @@
-"""``python -m recommender.demo`` (what ``make demo`` runs)."""
+"""``python -m bot.demo`` (what ``make demo`` runs)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from types import FrameType
 
 from rich.console import Console
 
-from ..errors import TagwardenError
+from recommender.errors import TagwardenError
+
 from .run import FULL, QUICK, run_demo
 
 
@@ -20,7 +21,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m recommender.demo",
+        prog="python -m bot.demo",
         description="Run tagwarden end to end on a throwaway registry and a generated fleet.")
     parser.add_argument("--quick", action="store_true",
                         help="A smaller fleet (the CI test); every step still runs.")
