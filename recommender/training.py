@@ -154,14 +154,15 @@ def read_feedback(conn: Connection, *, until: datetime) -> list[Feedback]:
     """Denied and executed suggestions from the executor's tables, when they exist."""
     if "batch_items" not in inspect(conn).get_table_names():
         return []
+    from .decisions import ItemState
     from .store import tables as t
 
     bi = t.batch_items
     rows = conn.execute(select(bi.c.repository, bi.c.digest, bi.c.suggested_at, bi.c.state)
-                        .where(bi.c.state.in_(("denied", "deleted")),
+                        .where(bi.c.state.in_((ItemState.DENIED, ItemState.DELETED)),
                                bi.c.suggested_at <= until)).all()
     return [Feedback(r.repository, r.digest, r.suggested_at,
-                     "denied" if r.state == "denied" else "executed") for r in rows]
+                     "denied" if r.state == ItemState.DENIED else "executed") for r in rows]
 
 
 def feedback_rows(h: History, feedback: list[Feedback], *, weight: float,
