@@ -120,7 +120,7 @@ class DecisionView:
 
 
 def human_bytes(n: int) -> str:
-    """Decimal units, like registries and Slack readers expect: 12.4 GB."""
+    """Decimal units (GB, not GiB), as registries and Slack readers expect."""
     value = float(n)
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(value) < 1000 or unit == "TB":
@@ -193,7 +193,7 @@ def _item_line(item: ItemView, with_reasons: bool = True) -> str:
 
 
 def title(batch: BatchView) -> str:
-    """'43 CI builds of payments/api idle 30+ days, 12.4 GB'."""
+    """'43 CI builds of payments/api idle 30+ days, ' and their total size (decimal units)."""
     noun = _KIND_NOUNS.get(batch.kind, f"{batch.kind} images")
     if len(batch.items) == 1 and noun.endswith("s"):
         noun = noun[:-1]

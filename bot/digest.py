@@ -4,7 +4,7 @@ message and threaded pages (about 15 batches a page, about one second apart).
 What it says: space reclaimable in batches waiting for approval, space reclaimed last week,
 pending approvals, how last week's suggestions fared (approved = the model was right, denied
 and skipped-at-the-last-check = it was wrong or surprised), and the current model's version and
-measured precision.
+its precision on validation data.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 ACTOR = "tagwarden-executor"
-LEASE_CHUNK = 64  # items leased at once; a few seconds of work at the measured rate
+LEASE_CHUNK = 64  # items leased at once: a few seconds of work (bench/, "Executor")
 
 
 class CallLog:

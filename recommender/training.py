@@ -92,7 +92,8 @@ class Split:
 
 
 def split_by_time(times: list[float]) -> Split:
-    """Oldest 60% train, next 20% calibrate, newest 20% validate (each at least one)."""
+    """Oldest three fifths train, the next fifth calibrates, the newest fifth validates (each
+    at least one)."""
     n = len(times)
     if n < 3:
         raise ValueError("need at least three snapshots to train, calibrate and validate")
