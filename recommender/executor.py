@@ -355,8 +355,8 @@ class Executor:
                  .where(or_(batches.c.state == BatchState.APPROVED,
                             batch_items.c.state == ItemState.EXECUTING))
                  .where(self._due_clause(now))
-                 # Defence in depth for invariant 1: whatever wrote the state, never act on a
-                 # batch without its recorded approvals.
+                 # Defence in depth for invariant 1 (docs/design.md): whatever wrote the
+                 # state, never act on a batch without its recorded approvals.
                  .where(approved_enough)
                  .order_by(batch_items.c.due_at, batch_items.c.id))
         rows = conn.execute(query).all()

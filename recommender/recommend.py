@@ -1,10 +1,10 @@
 """Suggestions: score every alive unit, apply the guardrails, rank by expected bytes, batch.
 
 The order of the steps is the safety argument: the model only ranks; a unit any guardrail keeps
-is never ``suggested`` whatever its score (design invariant 6). The expected reclaimable bytes
-of an item are its score times its layer-deduplicated bytes when the inventory knows them
-(blobs shared with surviving manifests free nothing). Items are grouped into batches per
-repository and tag kind, the unit a team approves in Slack.
+is never ``suggested`` whatever its score (docs/design.md, invariant 6). The expected
+reclaimable bytes of an item are its score times its layer-deduplicated bytes when the
+inventory knows them (blobs shared with surviving manifests free nothing). Items are grouped
+into batches per repository and tag kind, the unit a team approves in Slack.
 
 Without a promoted model (less history than the horizon, or a model refused on load) the
 recommender runs in a conservative rules-only mode and says so in every item's reasons.

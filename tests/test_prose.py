@@ -106,3 +106,19 @@ def test_no_benchmark_figures_in_comments_or_docstrings() -> None:
     assert not found, ("benchmark figures in prose (give the reason; the figures go to "
                        "bench/):\n" + "\n".join(found))
 
+
+
+# Files of a sibling checkout that prose once pointed at; the project's own docs are in docs/.
+FOREIGN = re.compile(r"\.\./shared|\.\./seed|(?<![\w/])(?:style|design|telemetry|peers|slack)\.md")
+OWN_DOC = re.compile(r"\bdocs/[\w.-]+\.md\b")
+
+
+def test_no_references_to_files_outside_the_repository() -> None:
+    found = offending(FOREIGN)
+    assert not found, "prose names files this repository does not have:\n" + "\n".join(found)
+
+
+def test_every_doc_named_in_prose_exists() -> None:
+    missing = [f"{place}: {name}" for place in offending(OWN_DOC)
+               for name in OWN_DOC.findall(place) if not (ROOT / name).is_file()]
+    assert not missing, "prose names docs that do not exist:\n" + "\n".join(missing)

@@ -1,6 +1,6 @@
 """The Distribution v2 client: one set of operations, driven synchronously or with asyncio.
 
-Layers (``style.md`` point 6): references are parsed elsewhere (``reference.py``); auth is an
+Layers: references are parsed elsewhere (``reference.py``); auth is an
 ``httpx.Auth`` flow (``auth.py``); the bytes on the wire go through ``transport.py``; this
 module is the client (retries with backoff honouring ``Retry-After``, a user agent, errors
 translated once into :class:`RegistryError`) and the operations. Each operation is written
