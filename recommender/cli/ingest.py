@@ -59,7 +59,7 @@ BatchSize = Annotated[int, typer.Option("--batch-size", min=1,
                                         help="Events per batch handed to the writer.")]
 # Events per batch handed to the writer (transactions group several, groupcommit.py): larger
 # batches cost less writing CPU per event and more memory in both processes: 10,000 stays
-# under the ingest's memory cap with room to spare, 20,000 came close to it (bench/).
+# under the ingest's memory cap, 20,000 came close to it already on a small file (bench/).
 _BATCH = 10_000
 # The first batches are smaller, doubling from 1,000 up to the batch size, and so are the last
 # ones, once two batches or fewer are left in the last file (a quarter of the batch size, at
