@@ -91,8 +91,9 @@ def create_bolt_app(config: Config, store: Store, *, client: WebClient | None = 
         client=client,
         signing_secret=secret.reveal() if secret else None,
         request_verification_enabled=not socket_mode,
-        # ack() runs in the request thread, lazy listeners in the executor: a burst of slow
-        # follow-up work never delays an acknowledgement.
+        # Bolt answers Slack once the listener returns. Every listener acks first and hands
+        # its follow-up work to BotContext.later (a thread pool of its own), so a burst of
+        # slow follow-up work never delays an acknowledgement.
         process_before_response=True,
         name="tagwarden",
     )

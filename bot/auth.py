@@ -5,8 +5,9 @@ A user may approve, deny or snooze a batch when they are in the owning team's
 ``usergroups.users.list`` and cached briefly, so a removal takes effect within ``ttl``). User
 groups need a paid Slack plan: when the lookup fails, the allow-list alone decides (fail closed).
 The workspace is checked too: with ``slack.team_id`` set, clicks from another workspace are
-refused. Cancel is open to anyone in the workspace: it only ever stops a deletion (the design's
-invariant 2, "anyone may cancel during the cooling-off"); it is audited with who clicked.
+refused. Cancel is open to anyone in the workspace: it only ever stops a deletion
+(docs/design.md, invariant 2: anyone may cancel during the cooling-off); it is audited with who
+clicked.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class Authorizer:
     def check(self, *, user_id: str, repository: str, workspace: str | None = None,
               anyone: bool = False) -> Verdict:
         """May ``user_id`` decide on ``repository``? ``anyone``: any member of the workspace
-        may (Cancel: stopping a deletion is always allowed, design invariant 2)."""
+        may (Cancel: stopping a deletion is always allowed, docs/design.md invariant 2)."""
         expected = self.config["slack.team_id"]
         if expected and workspace != expected:
             return Verdict(False, f"this workspace ({workspace}) is not the one tagwarden "

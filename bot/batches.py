@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from recommender.decisions import FINISHED_ITEM_STATES, ItemState
 from recommender.store import tables as t
 
 from .blocks import BatchView, DecisionView, ItemView
@@ -20,7 +21,7 @@ __all__ = ["LoadedBatch", "load_batch", "to_views"]
 _IDLE = re.compile(r"^(?:no use for|never used since pushed) (\d+) days?")
 
 # Item states that mean "the executor is finished with it".
-FINISHED = frozenset({"deleted", "skipped", "failed"})
+FINISHED = frozenset(FINISHED_ITEM_STATES)
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,13 @@ class LoadedBatch:
     @property
     def finished(self) -> bool:
         """Approved and every remaining item done (the result message is due)."""
-        live = [i for i in self.view.items if i.state not in {"dropped"}]
+        live = [i for i in self.view.items if i.state != ItemState.DROPPED]
         return bool(live) and all(i.state in FINISHED for i in live)
 
 
 def to_views(row: dict[str, Any], items: list[dict[str, Any]],
              approvers: list[str]) -> tuple[BatchView, DecisionView]:
-    shown = [i for i in items if i["state"] != "dropped"]
+    shown = [i for i in items if i["state"] != ItemState.DROPPED]
     known = [int(i["reclaimable_bytes"]) for i in shown if i["reclaimable_bytes"] is not None]
     total = sum(known) if known or not shown else None  # None: no size known (no scan yet)
     idle = _idle_days(shown)
@@ -61,7 +62,8 @@ def to_views(row: dict[str, Any], items: list[dict[str, Any]],
                        else int(i["reclaimable_bytes"])),
                 reasons=tuple(i["reasons"] or ()),
                 state=i["state"],
-                detail=i["skipped_reason"] or (i["result"] if i["state"] == "failed" else None),
+                detail=i["skipped_reason"] or (i["result"] if i["state"] == ItemState.FAILED
+                                                  else None),
             )
             for i in shown
         ),

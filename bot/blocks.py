@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from recommender.decisions import BatchState, ItemState
 from recommender.sizes import human_bytes
 
 __all__ = [
@@ -183,7 +184,7 @@ def _item_line(item: ItemView, with_reasons: bool = True) -> str:
 
 
 def title(batch: BatchView) -> str:
-    """'43 CI builds of payments/api idle 30+ days, 12.4 GB'."""
+    """'43 CI builds of payments/api idle 30+ days, ' and their total size (decimal units)."""
     noun = _KIND_NOUNS.get(batch.kind, f"{batch.kind} images")
     if len(batch.items) == 1 and noun.endswith("s"):
         noun = noun[:-1]
@@ -255,22 +256,22 @@ def decided_message(batch: BatchView, decision: DecisionView) -> dict[str, Any]:
         {"type": "header", "block_id": f"d-{bid}-{state}-head", "text": _plain(head, 150)},
     ]
     actions: list[dict[str, Any]] = []
-    if state == "approved":
+    if state == BatchState.APPROVED:
         who = ", ".join(f"<@{u}>" for u in decision.approvals) or "someone"
         when = _when(decision.due_at) if decision.due_at else "after the cooling-off"
         blocks.append(_section(f":white_check_mark: Approved by {who}. Deletion runs {when}; "
                                "anyone can cancel until then.", f"d-{bid}-{state}-who"))
         actions.append(_button("Cancel", ACTION_CANCEL, bid))
-    elif state == "denied":
+    elif state == BatchState.DENIED:
         why = f" Reason: _{_escape(decision.reason)}_" if decision.reason else ""
         blocks.append(_section(f":no_entry_sign: Denied by <@{decision.by}>. Nothing will be "
                                f"deleted; tagwarden learns these are still needed.{why}",
                                f"d-{bid}-{state}-who"))
-    elif state == "snoozed":
+    elif state == BatchState.SNOOZED:
         until = _when(decision.until) if decision.until else "later"
         blocks.append(_section(f":zzz: Snoozed by <@{decision.by}> until {until}.",
                                f"d-{bid}-{state}-who"))
-    elif state == "cancelled":
+    elif state == BatchState.CANCELLED:
         blocks.append(_section(f":leftwards_arrow_with_hook: Cancelled by <@{decision.by}>. "
                                "Nothing will be deleted.", f"d-{bid}-{state}-who"))
     else:
@@ -282,7 +283,8 @@ def decided_message(batch: BatchView, decision: DecisionView) -> dict[str, Any]:
     return _finish(f"{head}: {state}", blocks)
 
 
-_RESULT_ICONS = {"deleted": ":wastebasket:", "skipped": ":fast_forward:", "failed": ":x:"}
+_RESULT_ICONS: dict[str, str] = {ItemState.DELETED: ":wastebasket:",
+                                  ItemState.SKIPPED: ":fast_forward:", ItemState.FAILED: ":x:"}
 
 
 def result_message(batch: BatchView, decision: DecisionView | None = None) -> dict[str, Any]:
@@ -293,7 +295,7 @@ def result_message(batch: BatchView, decision: DecisionView | None = None) -> di
     freed = 0
     for item in batch.items:
         counts[item.state] = counts.get(item.state, 0) + 1
-        if item.state == "deleted":
+        if item.state == ItemState.DELETED:
             freed += item.bytes or 0
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     who = ""
@@ -306,7 +308,7 @@ def result_message(batch: BatchView, decision: DecisionView | None = None) -> di
         {"type": "divider"},
     ]
     # Skipped and failed first: those are what a reader must look at.
-    order = {"failed": 0, "skipped": 1, "deleted": 2}
+    order: dict[str, int] = {ItemState.FAILED: 0, ItemState.SKIPPED: 1, ItemState.DELETED: 2}
     ranked = sorted(batch.items, key=lambda i: (order.get(i.state, 3), -(i.bytes or 0), i.digest))
     room = MAX_BLOCKS - len(blocks) - 1
     for n, item in enumerate(ranked[:room]):

@@ -98,8 +98,8 @@ class BotContext:
 def message_for(loaded: LoadedBatch) -> dict[str, Any]:
     """The message a batch should show in its current state."""
     state = loaded.decision.state
-    if state == "pending":
+    if state == decisions.BatchState.PENDING:
         return blocks.batch_message(loaded.view, loaded.decision)
-    if state in {"approved", "done"} and loaded.finished:
+    if state in {decisions.BatchState.APPROVED, decisions.BatchState.DONE} and loaded.finished:
         return blocks.result_message(loaded.view, loaded.decision)
     return blocks.decided_message(loaded.view, loaded.decision)

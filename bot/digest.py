@@ -4,7 +4,7 @@ message and threaded pages (about 15 batches a page, about one second apart).
 What it says: space reclaimable in batches waiting for approval, space reclaimed last week,
 pending approvals, how last week's suggestions fared (approved = the model was right, denied
 and skipped-at-the-last-check = it was wrong or surprised), and the current model's version and
-measured precision.
+its precision on validation data.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from slack_sdk import WebClient
 from sqlalchemy import Connection, and_, func, select
 
 from recommender.config import Config
+from recommender.decisions import FINISHED_ITEM_STATES, BatchState, ItemState
 from recommender.errors import ConfigError
 from recommender.store import Store
 from recommender.store import tables as t
@@ -50,7 +51,7 @@ def _surprises(conn: Connection, team: str, *, since: datetime,
              .join(t.events, and_(t.events.c.repository == t.batch_items.c.repository,
                                   t.events.c.digest == t.batch_items.c.digest,
                                   t.events.c.time > t.batch_items.c.finished_at))
-             .where(t.batches.c.team == team, t.batch_items.c.state == "deleted",
+             .where(t.batches.c.team == team, t.batch_items.c.state == ItemState.DELETED,
                     t.events.c.action.in_(["pull", "deploy"]),
                     t.events.c.time >= since, t.events.c.time < now)
              # The primary key alone: the other columns depend on it (tags is JSON, which
@@ -74,10 +75,10 @@ def build_digest(conn: Connection, config: Config, team: str, *, now: datetime) 
     denials: list[str] = []
     denied_batches: set[str] = set()
     for row in conn.execute(items.where(
-            t.batches.c.state.in_(["pending"]) | and_(t.batches.c.decided_at >= since,
-                                                       t.batches.c.decided_at < now)
+            t.batches.c.state.in_([BatchState.PENDING])
+            | and_(t.batches.c.decided_at >= since, t.batches.c.decided_at < now)
             | and_(t.batch_items.c.finished_at >= since, t.batch_items.c.finished_at < now))):
-        if row.batch_state == "pending" and row.state == "suggested":
+        if row.batch_state == BatchState.PENDING and row.state == ItemState.SUGGESTED:
             size = int(row.reclaimable_bytes or 0)
             reclaimable += size
             pending_items += 1
@@ -87,19 +88,20 @@ def build_digest(conn: Connection, config: Config, team: str, *, now: datetime) 
             entry["bytes"] += size
             entry["sized"] += row.reclaimable_bytes is not None
         if row.finished_at is not None and since <= row.finished_at < now:
-            if row.state == "deleted":
+            if row.state == ItemState.DELETED:
                 deleted += 1
                 reclaimed += int(row.deleted_bytes or row.reclaimable_bytes or 0)
-            elif row.state == "skipped":
+            elif row.state == ItemState.SKIPPED:
                 skipped[row.skipped_reason or "no reason recorded"] += 1
         if row.decided_at is not None and since <= row.decided_at < now:
-            if row.state == "denied":
+            if row.state == ItemState.DENIED:
                 denied += 1
                 if row.batch_id not in denied_batches:
                     denied_batches.add(row.batch_id)
                     why = row.batch_reason or "no reason given"
                     denials.append(f"{row.repository} ({row.kind}): {why}")
-            elif row.state in {"approved", "executing", "deleted", "skipped", "failed"}:
+            elif row.state in {ItemState.APPROVED, ItemState.EXECUTING,
+                               *FINISHED_ITEM_STATES}:
                 approved += 1
     surprises = _surprises(conn, team, since=since, now=now)
     version, precision = _model(conn)

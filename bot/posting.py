@@ -101,7 +101,8 @@ def post_suggestions(store: Store, config: Config, suggestions: Iterable[Any], *
     report = PostReport()
     report.recorded = [b.id for b in decisions.record_batches(store, suggestions, now=now,
                                                                 config=config)]
-    for batch in decisions.list_batches(store, states=["pending"], unposted=True):
+    for batch in decisions.list_batches(store, states=[decisions.BatchState.PENDING],
+                                       unposted=True):
         if not batch.channel:
             report.skipped[batch.id] = f"team {batch.team} has no channel"
             continue
@@ -128,7 +129,8 @@ def publish_results(store: Store, *, client: WebClient, now: datetime) -> list[s
     with store.connect() as conn:
         candidates = list(conn.execute(
             select(t.batches.c.id)
-            .where(t.batches.c.state.in_(["approved", "done"]))
+            .where(t.batches.c.state.in_([decisions.BatchState.APPROVED,
+                                          decisions.BatchState.DONE]))
             .where(t.batches.c.posted_ts.is_not(None))
             .where(t.batches.c.id.not_in(select(t.slack_updates.c.batch_id)
                                          .where(t.slack_updates.c.stage == "result")))

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, and_, func, or_, select, update
@@ -26,9 +27,12 @@ from .store.tables import approvals, batch_items, batches
 
 __all__ = [
     "ACTIVE_ITEM_STATES",
+    "FINISHED_ITEM_STATES",
     "BatchRecord",
+    "BatchState",
     "DecisionResult",
     "ItemRecord",
+    "ItemState",
     "SuggestionLike",
     "approve",
     "cancel",
@@ -41,9 +45,40 @@ __all__ = [
     "snooze",
 ]
 
+
+class BatchState(StrEnum):
+    """A batch's ``state`` column: pending -> approved | denied | snoozed | cancelled;
+    approved -> done (all items finished) or cancelled. Members are ``str``, so the stored
+    values are these strings."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    SNOOZED = "snoozed"
+    CANCELLED = "cancelled"
+    DONE = "done"
+
+
+class ItemState(StrEnum):
+    """A batch item's ``state`` column: suggested -> approved -> executing -> deleted |
+    skipped | failed; or dropped (left out of an approval), denied, snoozed, cancelled (with
+    its batch)."""
+
+    SUGGESTED = "suggested"
+    APPROVED = "approved"
+    EXECUTING = "executing"
+    DELETED = "deleted"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    DROPPED = "dropped"
+    DENIED = "denied"
+    SNOOZED = "snoozed"
+    CANCELLED = "cancelled"
+
+
 # Items in these states are "pending": never proposed a second time.
-ACTIVE_ITEM_STATES = ("suggested", "approved", "executing")
-FINISHED_ITEM_STATES = ("deleted", "skipped", "failed")
+ACTIVE_ITEM_STATES = (ItemState.SUGGESTED, ItemState.APPROVED, ItemState.EXECUTING)
+FINISHED_ITEM_STATES = (ItemState.DELETED, ItemState.SKIPPED, ItemState.FAILED)
 
 
 class SuggestionLike(Protocol):
@@ -73,7 +108,7 @@ class ItemRecord:
     reclaimable_bytes: int
     reasons: tuple[str, ...]
     suggested_at: datetime
-    state: str
+    state: ItemState
     due_at: datetime | None = None
     attempts: int = 0
     next_attempt_at: datetime | None = None
@@ -90,7 +125,7 @@ class BatchRecord:
     channel: str | None
     repository: str
     kind: str
-    state: str
+    state: BatchState
     created_at: datetime
     min_approvals: int
     cool_off: timedelta
@@ -107,7 +142,7 @@ class BatchRecord:
     @property
     def reclaimable_bytes(self) -> int:
         """Sum of the items' own estimates (not layer-deduplicated across items)."""
-        return sum(i.reclaimable_bytes for i in self.items if i.state != "dropped")
+        return sum(i.reclaimable_bytes for i in self.items if i.state != ItemState.DROPPED)
 
     def count(self, *states: str) -> int:
         return sum(1 for i in self.items if i.state in states)
@@ -118,7 +153,7 @@ class DecisionResult:
     """The outcome of one click. ``changed``: this call moved the batch to ``state``."""
 
     batch_id: str
-    state: str
+    state: BatchState
     changed: bool
     approvals: tuple[str, ...]
     due_at: datetime | None
@@ -134,7 +169,7 @@ def _item(row: Any) -> ItemRecord:
         id=int(row.id), batch_id=row.batch_id, repository=row.repository, digest=row.digest,
         tags=tuple(row.tags or ()), score=row.score, reclaimable_bytes=int(row.reclaimable_bytes
                                                                             or 0),
-        reasons=tuple(row.reasons or ()), suggested_at=row.suggested_at, state=row.state,
+        reasons=tuple(row.reasons or ()), suggested_at=row.suggested_at, state=ItemState(row.state),
         due_at=row.due_at, attempts=int(row.attempts or 0), next_attempt_at=row.next_attempt_at,
         result=row.result, skipped_reason=row.skipped_reason, finished_at=row.finished_at,
     )
@@ -157,7 +192,8 @@ def _batches(conn: Connection, where: Any) -> list[BatchRecord]:
     return [
         BatchRecord(
             id=r.id, batch_key=r.batch_key, team=r.team, channel=r.channel,
-            repository=r.repository, kind=r.kind, state=r.state, created_at=r.created_at,
+            repository=r.repository, kind=r.kind, state=BatchState(r.state),
+            created_at=r.created_at,
             min_approvals=int(r.min_approvals), cool_off=timedelta(seconds=r.cool_off_seconds),
             due_at=r.due_at, posted_channel=r.posted_channel, posted_ts=r.posted_ts,
             decided_by=r.decided_by, decided_at=r.decided_at, reason=r.reason,
@@ -204,9 +240,10 @@ def _blocked_keys(conn: Connection, *, now: datetime, deny_quiet: timedelta) -> 
         .join(batches, batches.c.id == batch_items.c.batch_id)
         .where(or_(
             batch_items.c.state.in_(ACTIVE_ITEM_STATES),
-            batch_items.c.state == "deleted",
-            and_(batch_items.c.state == "snoozed", batches.c.snoozed_until > now),
-            and_(batch_items.c.state == "denied", batches.c.decided_at > now - deny_quiet),
+            batch_items.c.state == ItemState.DELETED,
+            and_(batch_items.c.state == ItemState.SNOOZED, batches.c.snoozed_until > now),
+            and_(batch_items.c.state == ItemState.DENIED,
+                 batches.c.decided_at > now - deny_quiet),
         ))
     )
     return {(r.repository, r.digest) for r in conn.execute(query)}
@@ -252,8 +289,8 @@ def record_batches(store: Store, suggestions: Iterable[SuggestionLike], *, now: 
             first = members[0]
             conn.execute(batches.insert().values(
                 id=batch_id, batch_key=batch_key, team=team.name, channel=team.channel,
-                repository=first.repository, kind=first.kind, state="pending", created_at=now,
-                updated_at=now, min_approvals=team.min_approvals,
+                repository=first.repository, kind=first.kind, state=BatchState.PENDING,
+                created_at=now, updated_at=now, min_approvals=team.min_approvals,
                 cool_off_seconds=int(team.cool_off.total_seconds()),
             ))
             rows = []
@@ -263,7 +300,8 @@ def record_batches(store: Store, suggestions: Iterable[SuggestionLike], *, now: 
                      "tags": list(s.tags), "score": float(s.score),
                      "reclaimable_bytes": (None if s.reclaimable_bytes is None
                                            else int(s.reclaimable_bytes)),
-                     "reasons": list(s.reasons), "suggested_at": now, "state": "suggested",
+                     "reasons": list(s.reasons), "suggested_at": now,
+                     "state": ItemState.SUGGESTED,
                      "attempts": 0})
                 for member in getattr(s, "members", None) or ():
                     if (s.repository, member) in blocked:
@@ -274,7 +312,7 @@ def record_batches(store: Store, suggestions: Iterable[SuggestionLike], *, now: 
                          "tags": tags_now.get((s.repository, member), []),
                          "score": float(s.score), "reclaimable_bytes": 0,
                          "reasons": [f"goes with {s.digest} (a platform manifest or referrer)"],
-                         "suggested_at": now, "state": "suggested", "attempts": 0})
+                         "suggested_at": now, "state": ItemState.SUGGESTED, "attempts": 0})
             conn.execute(batch_items.insert(), rows)
             created.append(batch_id)
             log.append(("batch.recorded", "tagwarden", {
@@ -335,14 +373,14 @@ def approve(store: Store, *, batch_id: str, user_id: str, now: datetime,
     keep = None if item_ids is None else {int(i) for i in item_ids}
     audit = AuditLog(store)
     with store.begin() as conn:
-        if not _claim(conn, batch_id, ["pending"], now):
+        if not _claim(conn, batch_id, [BatchState.PENDING], now):
             return _unchanged(conn, store, batch_id, user_id, "approve", now)
         row = conn.execute(select(batches).where(batches.c.id == batch_id)).one()
         dropped: list[int] = []
         if keep is not None:
             open_ids = {int(i) for i in conn.execute(
                 select(batch_items.c.id).where(batch_items.c.batch_id == batch_id)
-                .where(batch_items.c.state == "suggested")).scalars()}
+                .where(batch_items.c.state == ItemState.SUGGESTED)).scalars()}
             unknown = sorted(keep - open_ids)
             if unknown:
                 raise DecisionError(f"item {unknown[0]} is not an open item of batch {batch_id}",
@@ -353,7 +391,7 @@ def approve(store: Store, *, batch_id: str, user_id: str, now: datetime,
             dropped = sorted(open_ids - keep)
             if dropped:
                 conn.execute(update(batch_items).where(batch_items.c.id.in_(dropped))
-                             .values(state="dropped", finished_at=now))
+                             .values(state=ItemState.DROPPED, finished_at=now))
         conn.execute(dialect_insert(conn, approvals)
                      .values(batch_id=batch_id, user_id=user_id, at=now)
                      .on_conflict_do_nothing())  # type: ignore[attr-defined]
@@ -361,18 +399,18 @@ def approve(store: Store, *, batch_id: str, user_id: str, now: datetime,
                                    .where(approvals.c.batch_id == batch_id)
                                    .order_by(approvals.c.at, approvals.c.user_id)).scalars())
         needed = int(row.min_approvals)
-        state, due_at, changed = "pending", None, False
+        state, due_at, changed = BatchState.PENDING, None, False
         if len(users) >= needed:
             due_at = now + timedelta(seconds=int(row.cool_off_seconds))
             moved = conn.execute(update(batches).where(batches.c.id == batch_id)
-                                 .where(batches.c.state == "pending")
-                                 .values(state="approved", due_at=due_at,
+                                 .where(batches.c.state == BatchState.PENDING)
+                                 .values(state=BatchState.APPROVED, due_at=due_at,
                                          decided_by=",".join(users), decided_at=now))
             changed = moved.rowcount == 1
-            state = "approved"
+            state = BatchState.APPROVED
             conn.execute(update(batch_items).where(batch_items.c.batch_id == batch_id)
-                         .where(batch_items.c.state == "suggested")
-                         .values(state="approved", due_at=due_at))
+                         .where(batch_items.c.state == ItemState.SUGGESTED)
+                         .values(state=ItemState.APPROVED, due_at=due_at))
             message = f"approved by {', '.join(users)}; deletion due at {due_at.isoformat()}"
         else:
             message = f"approval recorded ({len(users)} of {needed})"
@@ -384,7 +422,8 @@ def approve(store: Store, *, batch_id: str, user_id: str, now: datetime,
 
 
 def _close(store: Store, *, batch_id: str, user_id: str, now: datetime, action: str,
-           from_states: Sequence[str], to_state: str, item_states: Sequence[str],
+           from_states: Sequence[BatchState], to_state: BatchState,
+           item_states: Sequence[ItemState],
            extra: dict[str, Any]) -> DecisionResult:
     audit = AuditLog(store)
     with store.begin() as conn:
@@ -395,10 +434,10 @@ def _close(store: Store, *, batch_id: str, user_id: str, now: datetime, action: 
                              **extra))
         items = conn.execute(update(batch_items).where(batch_items.c.batch_id == batch_id)
                              .where(batch_items.c.state.in_(list(item_states)))
-                             .values(state=to_state, finished_at=now, due_at=None))
+                             .values(state=ItemState(to_state), finished_at=now, due_at=None))
         started = conn.execute(select(func.count()).select_from(batch_items)
                                .where(batch_items.c.batch_id == batch_id)
-                               .where(batch_items.c.state.in_(["executing",
+                               .where(batch_items.c.state.in_([ItemState.EXECUTING,
                                                                *FINISHED_ITEM_STATES]))
                                ).scalar_one()
         users = tuple(conn.execute(select(approvals.c.user_id)
@@ -418,7 +457,8 @@ def deny(store: Store, *, batch_id: str, user_id: str, now: datetime,
          reason: str | None = None) -> DecisionResult:
     """Deny a pending batch: its items become "still needed" feedback for the model."""
     return _close(store, batch_id=batch_id, user_id=user_id, now=now, action="deny",
-                  from_states=["pending"], to_state="denied", item_states=["suggested"],
+                  from_states=[BatchState.PENDING], to_state=BatchState.DENIED,
+                  item_states=[ItemState.SUGGESTED],
                   extra={"reason": reason})
 
 
@@ -429,7 +469,8 @@ def snooze(store: Store, *, batch_id: str, user_id: str, now: datetime,
         raise DecisionError("snooze needs a time in the future", batch_id=batch_id,
                             until=until.isoformat())
     return _close(store, batch_id=batch_id, user_id=user_id, now=now, action="snooze",
-                  from_states=["pending"], to_state="snoozed", item_states=["suggested"],
+                  from_states=[BatchState.PENDING], to_state=BatchState.SNOOZED,
+                  item_states=[ItemState.SUGGESTED],
                   extra={"snoozed_until": until})
 
 
@@ -437,5 +478,6 @@ def cancel(store: Store, *, batch_id: str, user_id: str, now: datetime) -> Decis
     """Cancel a pending or approved batch. Items already leased by the executor are left to
     it (one may be mid-DELETE); it skips any whose DELETE has not been sent yet."""
     return _close(store, batch_id=batch_id, user_id=user_id, now=now, action="cancel",
-                  from_states=["pending", "approved"], to_state="cancelled",
-                  item_states=["suggested", "approved"], extra={})
+                  from_states=[BatchState.PENDING, BatchState.APPROVED],
+                  to_state=BatchState.CANCELLED,
+                  item_states=[ItemState.SUGGESTED, ItemState.APPROVED], extra={})

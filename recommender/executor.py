@@ -43,6 +43,7 @@ from sqlalchemy import Connection, and_, false, func, or_, select, update
 
 from .audit import AuditLog
 from .config import Config
+from .decisions import ACTIVE_ITEM_STATES, BatchState, ItemState
 from .errors import NotFound, RegistryError, TagwardenError
 from .registry.auth import RegistryAuth
 from .registry.client import RegistryClient, redact_url, referrer_kind, retry_after
@@ -71,7 +72,7 @@ __all__ = [
 ]
 
 ACTOR = "tagwarden-executor"
-LEASE_CHUNK = 64  # items leased at once; a few seconds of work at the measured rate
+LEASE_CHUNK = 64  # items leased at once: a few seconds of work (bench/, "Executor")
 
 
 class CallLog:
@@ -334,10 +335,11 @@ class Executor:
 
     def _due_clause(self, now: datetime) -> Any:
         return or_(
-            and_(batch_items.c.state == "approved", batch_items.c.due_at <= now,
+            and_(batch_items.c.state == ItemState.APPROVED, batch_items.c.due_at <= now,
                  or_(batch_items.c.next_attempt_at.is_(None),
                      batch_items.c.next_attempt_at <= now)),
-            and_(batch_items.c.state == "executing", batch_items.c.lease_expires <= now),
+            and_(batch_items.c.state == ItemState.EXECUTING,
+                 batch_items.c.lease_expires <= now),
         )
 
     def _due(self, conn: Connection, now: datetime) -> list[DueItem]:
@@ -350,11 +352,11 @@ class Executor:
                  .join(batches, batches.c.id == batch_items.c.batch_id)
                  .outerjoin(manifests, and_(manifests.c.repository == batch_items.c.repository,
                                             manifests.c.digest == batch_items.c.digest))
-                 .where(or_(batches.c.state == "approved",
-                            batch_items.c.state == "executing"))
+                 .where(or_(batches.c.state == BatchState.APPROVED,
+                            batch_items.c.state == ItemState.EXECUTING))
                  .where(self._due_clause(now))
-                 # Defence in depth for invariant 1: whatever wrote the state, never act on a
-                 # batch without its recorded approvals.
+                 # Defence in depth for invariant 1 (docs/design.md): whatever wrote the
+                 # state, never act on a batch without its recorded approvals.
                  .where(approved_enough)
                  .order_by(batch_items.c.due_at, batch_items.c.id))
         rows = conn.execute(query).all()
@@ -386,7 +388,7 @@ class Executor:
                 rows = conn.execute(
                     update(batch_items).where(batch_items.c.id.in_(chunk))
                     .where(self._due_clause(now + elapsed))
-                    .values(state="executing", lease_owner=self.worker_id,
+                    .values(state=ItemState.EXECUTING, lease_owner=self.worker_id,
                             lease_expires=expires, attempts=batch_items.c.attempts + 1)
                     .returning(batch_items.c.id, batch_items.c.attempts)
                 ).all()
@@ -396,7 +398,8 @@ class Executor:
                         "items": sorted(taken_id for taken_id in (int(r.id) for r in rows)),
                         "lease_expires": expires,
                     }, now=now, conn=conn)
-        return [replace(i, attempts=taken[i.id], state="executing") for i in due if i.id in taken]
+        return [replace(i, attempts=taken[i.id], state=ItemState.EXECUTING) for i in due
+                if i.id in taken]
 
     def _outcome(self, item: DueItem, outcome: str, reason: str = "") -> ItemOutcome:
         return ItemOutcome(item.id, item.batch_id, item.repository, item.digest, item.tags,
@@ -425,7 +428,7 @@ class Executor:
                 return lost
             batch = conn.execute(select(batches.c.state, batches.c.decided_by)
                                  .where(batches.c.id == item.batch_id)).one()
-            if batch.state == "cancelled":
+            if batch.state == BatchState.CANCELLED:
                 cancelled_by = batch.decided_by
             else:
                 cancelled_by = None
@@ -477,7 +480,7 @@ class Executor:
     def _still_ours(self, conn: Connection, item: DueItem) -> bool:
         # Taking the row (a no-op UPDATE) both checks and locks the lease for this transaction.
         done = conn.execute(update(batch_items).where(batch_items.c.id == item.id)
-                            .where(batch_items.c.state == "executing")
+                            .where(batch_items.c.state == ItemState.EXECUTING)
                             .where(batch_items.c.lease_owner == self.worker_id)
                             .values(lease_owner=self.worker_id))
         return done.rowcount == 1
@@ -635,17 +638,17 @@ class Executor:
             # The registry's own Retry-After wins over a shorter backoff (capped at a day).
             asked = max((c.get("retry_after") or 0.0 for c in result.calls), default=0.0)
             wait = max(wait, timedelta(seconds=min(asked, 86400.0)))
-            values.update(state="approved", next_attempt_at=now + wait, result=reason)
+            values.update(state=ItemState.APPROVED, next_attempt_at=now + wait, result=reason)
         elif outcome == "skipped":
-            values.update(state="skipped", skipped_reason=reason, finished_at=now,
+            values.update(state=ItemState.SKIPPED, skipped_reason=reason, finished_at=now,
                           result=reason)
         else:
-            values.update(state=outcome, finished_at=now, result=reason)
+            values.update(state=ItemState(outcome), finished_at=now, result=reason)
             if outcome == "deleted":
                 values["deleted_bytes"] = item.reclaimable_bytes
         with self.store.begin() as conn:
             done = conn.execute(update(batch_items).where(batch_items.c.id == item.id)
-                                .where(batch_items.c.state == "executing")
+                                .where(batch_items.c.state == ItemState.EXECUTING)
                                 .where(batch_items.c.lease_owner == self.worker_id)
                                 .values(**values))
             if done.rowcount != 1:
@@ -675,13 +678,12 @@ class Executor:
                 touched = sorted({o.batch_id for o in report.outcomes})
                 open_items = (select(batch_items.c.id)
                               .where(batch_items.c.batch_id == batches.c.id)
-                              .where(batch_items.c.state.in_(["suggested", "approved",
-                                                              "executing"])))
+                              .where(batch_items.c.state.in_(ACTIVE_ITEM_STATES)))
                 if touched:
                     rows = conn.execute(update(batches).where(batches.c.id.in_(touched))
-                                        .where(batches.c.state == "approved")
+                                        .where(batches.c.state == BatchState.APPROVED)
                                         .where(~open_items.exists())
-                                        .values(state="done", updated_at=now)
+                                        .values(state=BatchState.DONE, updated_at=now)
                                         .returning(batches.c.id)).scalars().all()
                     report.finished_batches = sorted(rows)
             if report.outcomes:

@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 # The scan's writes go through the collector's plain-DBAPI multi-row INSERT: SQLAlchemy Core's
-# executemany cost ~1.5-2 CPU-s per first scan of 10,000 tags (bench/README.md, S2).
+# executemany cost more CPU than the rest of a first scan's writes (bench/, S2).
 _MANIFEST_COLUMNS = ("repository", "digest", "media_type", "artifact_type", "size",
                      "total_bytes", "created_at", "first_seen", "last_scanned", "deleted_at",
                      "subject", "referrer_kind", "is_index", "labels", "platform")
@@ -238,7 +238,7 @@ async def scan_async(
             return
         async def fetch(ref: str) -> _Seen:
             # The manifest and what its config says in one task, not one task for each
-            # (asyncio tasks cost a first scan ~5 us each; bench/README.md, S2).
+            # (each asyncio task costs the scan CPU; bench/, S2).
             manifest = await call(client.get_manifest, repo, ref)
             return await describe(repo, manifest, prior.get(manifest.digest))
 

@@ -21,7 +21,7 @@ the pipeline never saw. The operating threshold is the lowest score at which the
 The subset is pooled over all validation snapshots (on a 40-repository fleet about 1,400-1,700
 units when the threshold takes everything): 0.999 is a point estimate resting on a handful of
 used units, and below 1,000 units it means "no used unit above the threshold". A one-sided
-95 % bound would be stricter, but even with no error it reaches 0.999 only from 2,995
+bound at the 0.95 level would be stricter, but even with no error it reaches 0.999 only from 2,995
 suggestions (:func:`error_bound`), so requiring it would suggest nothing on such fleets; it is
 recorded in the sidecar beside both precisions; the point estimate must hold on the pooled
 subset AND on the whole snapshots at the same threshold.
@@ -85,7 +85,7 @@ __all__ = [
 
 def _threads() -> threadpool_limits:
     """One OpenMP thread for the trees: on a shared machine, spinning worker threads cost
-    far more than they save (training measured 8x slower under load with all cores)."""
+    far more than they save (training was several times slower with all cores; bench/)."""
     return threadpool_limits(limits=1, user_api="openmp")
 
 

@@ -11,7 +11,7 @@ means no guardrail keeps it. Rules (per repository, from the last matching ``[[p
 - never younger than ``min_age`` (re-tagging an old digest, a promotion, resets its age);
 - deployed to production within ``keep_deployed_within``;
 - running in any cluster's latest pod snapshot;
-- declared in a deployment file (``refs.store.declared_references``, when that module exists);
+- declared in a deployment file (``refs.store.declared_references``);
 - denied by a person in Slack ("still needed") within ``executor.deny_quiet``: the next
   suggestion must not propose it again, and ``why`` says who kept it and until when;
 - an index and its platform manifests, a subject and its signatures, attestations and SBOMs
@@ -21,7 +21,6 @@ means no guardrail keeps it. Rules (per repository, from the last matching ``[[p
 from __future__ import annotations
 
 import fnmatch
-import importlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -39,6 +38,7 @@ from .features import (
     load_history,
     running_at,
 )
+from .refs.store import declared_references
 from .store import tables as t
 from .tagkind import classify, parse_semver
 
@@ -53,13 +53,8 @@ def _fmt_days(value: float) -> str:
 
 
 def declared_units(conn: Connection, at: datetime) -> dict[Key, list[str]]:
-    """Declared references from deployment files (part E), or none before that part exists."""
-    try:
-        refs = importlib.import_module("recommender.refs.store")
-    except ImportError:
-        return {}
-    fn: Callable[..., dict[Key, list[str]]] = refs.declared_references
-    return fn(conn, at=at)
+    """Declared references from deployment files (``tagwarden refs``) as of ``at``."""
+    return declared_references(conn, at=at)
 
 
 def denied_units(conn: Connection, config: Config, at: datetime) -> dict[Key, list[str]]:

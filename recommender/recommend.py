@@ -1,10 +1,10 @@
 """Suggestions: score every alive unit, apply the guardrails, rank by expected bytes, batch.
 
 The order of the steps is the safety argument: the model only ranks; a unit any guardrail keeps
-is never ``suggested`` whatever its score (design invariant 6). The expected reclaimable bytes
-of an item are its score times its layer-deduplicated bytes when the inventory knows them
-(blobs shared with surviving manifests free nothing). Items are grouped into batches per
-repository and tag kind, the unit a team approves in Slack.
+is never ``suggested`` whatever its score (docs/design.md, invariant 6). The expected
+reclaimable bytes of an item are its score times its layer-deduplicated bytes when the
+inventory knows them (blobs shared with surviving manifests free nothing). Items are grouped
+into batches per repository and tag kind, the unit a team approves in Slack.
 
 Without a promoted model (less history than the horizon, or a model refused on load) the
 recommender runs in a conservative rules-only mode and says so in every item's reasons.
@@ -13,7 +13,6 @@ recommender runs in a conservative rules-only mode and says so in every item's r
 from __future__ import annotations
 
 import fnmatch
-import importlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -26,6 +25,7 @@ from sqlalchemy import Connection, select
 from .config import Config
 from .errors import ModelError
 from .features import NEVER, days, features_at, load_history
+from .inventory import reclaimable_bytes
 from .model import LoadedModel, current_model, rules_only_message
 from .policy import declared_units, denied_units, evaluate_history
 from .store import Store
@@ -100,13 +100,7 @@ def reasons_for(row: pd.Series) -> list[str]:
 
 
 def _reclaimable(conn: Connection) -> Callable[[str, str], int | None]:
-    """Layer-deduplicated bytes from the inventory (part B), when that module exists."""
-    try:
-        inventory = importlib.import_module("recommender.inventory")
-        fn = inventory.reclaimable_bytes
-    except (ImportError, AttributeError):
-        return lambda repo, digest: None
-
+    """Layer-deduplicated bytes from the inventory."""
     # Only manifests whose layers the inventory has seen have a meaningful figure; for the
     # others it would count the manifest's own bytes alone.
     mb = t.manifest_blobs
@@ -115,7 +109,7 @@ def _reclaimable(conn: Connection) -> Callable[[str, str], int | None]:
     def one(repo: str, digest: str) -> int | None:
         if (repo, digest) not in known:
             return None
-        return int(fn(conn, [(repo, digest)]))
+        return int(reclaimable_bytes(conn, [(repo, digest)]))
 
     return one
 

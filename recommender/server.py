@@ -191,9 +191,9 @@ class _FastPaths:
     layer and router; everything else goes on as usual.
 
     At thousands of requests a second, every coroutine layer a request's answer passes
-    through costs CPU on the event loop's GIL: py-spy (``--gil``) put those layers at ~8 % of
-    it. The endpoints answer every refusal themselves; an unexpected exception still reaches
-    the generic 500 handler, which sits outside this middleware.
+    through costs CPU on the event loop's GIL (a profile's figures are in bench/). The
+    endpoints answer every refusal themselves; an unexpected exception still reaches the
+    generic 500 handler, which sits outside this middleware.
     """
 
     def __init__(self, app: ASGIApp, endpoints: Mapping[str, ASGIApp]) -> None:

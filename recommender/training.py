@@ -92,7 +92,8 @@ class Split:
 
 
 def split_by_time(times: list[float]) -> Split:
-    """Oldest 60% train, next 20% calibrate, newest 20% validate (each at least one)."""
+    """Oldest three fifths train, the next fifth calibrates, the newest fifth validates (each
+    at least one)."""
     n = len(times)
     if n < 3:
         raise ValueError("need at least three snapshots to train, calibrate and validate")
@@ -158,14 +159,15 @@ def read_feedback(conn: Connection, *, until: datetime) -> list[Feedback]:
     after ``T``."""
     if "batch_items" not in inspect(conn).get_table_names():
         return []
+    from .decisions import ItemState
     from .store import tables as t
 
     bi = t.batch_items
     rows = conn.execute(select(bi.c.repository, bi.c.digest, bi.c.suggested_at, bi.c.state)
-                        .where(bi.c.state.in_(("denied", "deleted")),
+                        .where(bi.c.state.in_((ItemState.DENIED, ItemState.DELETED)),
                                bi.c.finished_at <= until)).all()
     return [Feedback(r.repository, r.digest, r.suggested_at,
-                     "denied" if r.state == "denied" else "executed") for r in rows]
+                     "denied" if r.state == ItemState.DENIED else "executed") for r in rows]
 
 
 def feedback_rows(h: History, feedback: list[Feedback], *, weight: float,

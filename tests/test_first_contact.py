@@ -349,7 +349,7 @@ def test_backtest_says_bytes_recall_is_unknown_without_sizes(
 
 
 def test_demo_guardrail_labels_name_the_window() -> None:
-    from recommender.demo.report import guardrail_counts
+    from bot.demo.report import guardrail_counts
 
     counts = guardrail_counts([
         {"blocked_by": ["deployed to production 3 days ago (within 30 days)",

@@ -286,7 +286,8 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
     store = open_store(f"sqlite:///{work / 'tagwarden.db'}")
     try:
         with steps.step("Approve one batch (signed Slack request)") as note:
-            batches = [b for b in decisions.list_batches(store, states=["pending"])
+            batches = [b for b in decisions.list_batches(store,
+                                                         states=[decisions.BatchState.PENDING])
                        if b.posted_ts]
             if not batches:
                 raise DemoError("no batch was posted to Slack", step="approve")
@@ -299,7 +300,7 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
             send_signed(f"{server.url}/slack/events",
                         approve_payload(target, user=approver, team=team_id,
                                         response_url=response_url), signing)
-            approved = _wait_for_state(store, chosen.id, "approved")
+            approved = _wait_for_state(store, chosen.id, decisions.BatchState.APPROVED)
             result.approved_batch = chosen.id
             result.approved_at = approved.decided_at
             note(f"{chosen.repository} ({chosen.kind}): {len(chosen.items)} manifests, "
@@ -340,7 +341,7 @@ def _collector_events(base_url: str) -> dict[str, float]:
     return _metric_by_usage(text, "tagwarden_events_received_total")
 
 
-def _wait_for_state(store: Any, batch_id: str, state: str,
+def _wait_for_state(store: Any, batch_id: str, state: decisions.BatchState,
                     timeout: float = 30) -> decisions.BatchRecord:
     deadline = time.monotonic() + timeout
     while True:

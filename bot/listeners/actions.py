@@ -84,7 +84,8 @@ def _decide(ctx: BotContext, client: WebClient, body: dict[str, Any], action: st
         return
     if result.changed:
         ctx.redraw(client, batch_id, **_where(body))
-    elif action == "approve" and result.state == "pending" and user in result.approvals:
+    elif (action == "approve" and result.state == decisions.BatchState.PENDING
+          and user in result.approvals):
         # Two-person rule: this approval counts, the batch waits for another approver.
         ctx.redraw(client, batch_id, **_where(body))
         ctx.tell(client, body, f"Your approval is recorded ({len(result.approvals)} of "
@@ -109,7 +110,7 @@ def register(app: App, ctx: BotContext) -> None:
         if allowed is None:
             return
         loaded = ctx.load(allowed[0])
-        if loaded is None or loaded.decision.state != "pending":
+        if loaded is None or loaded.decision.state != decisions.BatchState.PENDING:
             ctx.tell(client, body, "This batch is no longer waiting for a decision.")
             return
         view = (blocks.deny_modal(loaded.view) if action == "deny"

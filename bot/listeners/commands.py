@@ -14,6 +14,7 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from sqlalchemy import func, select
 
+from recommender.decisions import BatchState, ItemState
 from recommender.errors import TagwardenError
 from recommender.store import tables as t
 
@@ -39,15 +40,18 @@ def status_text(ctx: BotContext) -> str:
             .group_by(t.batch_items.c.state))})
         pending_bytes = conn.execute(
             select(func.coalesce(func.sum(t.batch_items.c.reclaimable_bytes), 0))
-            .where(t.batch_items.c.state == "suggested")).scalar_one()
+            .where(t.batch_items.c.state == ItemState.SUGGESTED)).scalar_one()
         freed = conn.execute(
             select(func.coalesce(func.sum(t.batch_items.c.deleted_bytes), 0))).scalar_one()
     return (f"*tagwarden status*\n"
-            f"• {states['pending']} batches waiting for approval "
-            f"({items['suggested']} manifests, {blocks.human_bytes(int(pending_bytes))})\n"
-            f"• {states['approved']} approved batches in cooling-off or running\n"
-            f"• {items['deleted']} manifests deleted ({blocks.human_bytes(int(freed))}), "
-            f"{items['skipped']} skipped at the last check, {items['failed']} failed")
+            f"• {states[BatchState.PENDING]} batches waiting for approval "
+            f"({items[ItemState.SUGGESTED]} manifests, "
+            f"{blocks.human_bytes(int(pending_bytes))})\n"
+            f"• {states[BatchState.APPROVED]} approved batches in cooling-off or running\n"
+            f"• {items[ItemState.DELETED]} manifests deleted "
+            f"({blocks.human_bytes(int(freed))}), "
+            f"{items[ItemState.SKIPPED]} skipped at the last check, "
+            f"{items[ItemState.FAILED]} failed")
 
 
 def _suggest_text(ctx: BotContext, glob: str) -> str:

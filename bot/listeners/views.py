@@ -79,7 +79,8 @@ def register(app: App, ctx: BotContext) -> None:
         except DecisionError as exc:
             ctx.tell(client, body, f"Nothing changed: {exc.message}")
             return
-        if result.changed or (result.state == "pending" and user in result.approvals):
+        if result.changed or (result.state == decisions.BatchState.PENDING
+                              and user in result.approvals):
             ctx.redraw(client, batch_id)
         if not result.changed:
             ctx.tell(client, body, f"Nothing changed yet: {result.message}")

@@ -15,7 +15,7 @@ from ..audit import AuditLog
 from ..backup import Restored, copy_manifest
 from ..backup import restore as restore_layouts
 from ..config import Config
-from ..decisions import list_batches
+from ..decisions import ItemState, list_batches
 from ..errors import TagwardenError
 from ..executor import CallLog, Executor, make_registry_client
 from ..reference import is_digest
@@ -151,7 +151,8 @@ def _restore_from_registry(store: Store, config: Config, client: RegistryClient,
         with store.connect() as conn:
             recorded = conn.execute(
                 select(batch_items.c.tags).where(batch_items.c.repository == repo)
-                .where(batch_items.c.digest == digest).where(batch_items.c.state == "deleted")
+                .where(batch_items.c.digest == digest)
+                .where(batch_items.c.state == ItemState.DELETED)
                 .order_by(batch_items.c.finished_at.desc())).scalars().first()
         tags = list(recorded or [])
     backup = make_registry_client(config, calls, url=url,

@@ -63,22 +63,20 @@ Now = Annotated[str | None, typer.Option(
     "--now", help="Refuse (as bad lines) events later than this instant (RFC 3339); "
                   "default: a day past the current time.")]
 # Events per batch handed to the writer (transactions group several, groupcommit.py): larger
-# batches cost less writing CPU per event (10,000: ~22 % less than 5,000 at 1M events) and more
-# memory in both processes (summed PSS 269 MB at 1M events, under the 300 MB cap; 20,000
-# reached 285 MB at 200k).
+# batches cost less writing CPU per event and more memory in both processes: 10,000 stays
+# under the ingest's memory cap, 20,000 came close to it already on a small file (bench/).
 _BATCH = 10_000
 # The first batches are smaller, doubling from 1,000 up to the batch size, and so are the last
 # ones, once two batches or fewer are left in the last file (a quarter of the batch size, at
 # least 1,000), and what was written before them is committed then: the writer starts on the
 # first events as soon as they are parsed instead of after a whole batch, and the commit of
-# the last full group overlaps the parsing of the last events instead of ending the run. At
-# full size, the writer waited ~0.3 s for the first batch and ~0.5 s of writing and
-# committing was left at the end, an eighth of the time a 200,000-event file takes.
+# the last full group overlaps the parsing of the last events instead of ending the run
+# (with full-size batches both ends were a visible share of a file's time; bench/).
 _FIRST_BATCH = 1_000
 _TAIL_SHARE = 4
-# Messages the writing process takes off the pipe ahead of the writer, still pickled (~1.5 MB
-# per 10,000-event batch): the parser goes on parsing while the writer upserts a transaction's
-# rollups and commits it (~0.4 s per 50,000 events), instead of waiting on a full pipe.
+# Messages the writing process takes off the pipe ahead of the writer, still pickled: the
+# parser goes on parsing while the writer upserts a transaction's rollups and commits it,
+# instead of waiting on a full pipe.
 _AHEAD = 4
 _POLL = 0.1  # seconds: how soon the thread draining the pipe notices it should stop
 _SHOW_LINES = 10
@@ -86,8 +84,8 @@ _SHOW_REASONS = 5
 # The cyclic garbage collector during a bulk ingest: every batch allocates hundreds of
 # thousands of objects (tuples, events, parameters) that reference counting frees, but each
 # 700 allocations the default thresholds walk the young objects, and the batches in flight
-# again and again in the older generations: ~10 % of the writing process's CPU (measured,
-# bench/README.md). Collections stay on, 100,000 allocations apart; restored afterwards.
+# again and again in the older generations, a noticeable share of the writing process's CPU
+# (bench/). Collections stay on, 100,000 allocations apart; restored afterwards.
 _GC_THRESHOLDS = (100_000, 50, 1000)
 # A parser of one line's bytes (it decodes them: invalid JSON is a PayloadError).
 Parse = Callable[[bytes, Classifier], list[Event]]
@@ -193,8 +191,7 @@ def _near_end(position: Position, parsed: int, events: int) -> bool:
 def _share_strings(batch: list[Event]) -> None:
     """One object per distinct value of the fields that repeat (repository, digest, user
     agent, ...): pickle then sends each once per batch and the writing process holds it once
-    (a batch pickles to less than half; a 10,000-event batch's summed PSS fell from 294 to
-    262 MB at 200k events, bench/README.md)."""
+    (a batch pickles to less than half, and the two processes' memory falls with it; bench/)."""
     same: dict[Any, Any] = {}
     one = same.setdefault
     for e in batch:

@@ -83,8 +83,8 @@ def scan_command(
     # What this process has imported lives as long as it does: moved out of the garbage
     # collector's reach, each full collection during the scan walks only the scan's own
     # objects; and a young generation of 20,000 objects instead of 700 (a scan allocates
-    # tens per request, few of them cyclic) makes full collections rarer still. GC CPU in a
-    # first scan of 10,000 tags: ~0.45 -> ~0.2 CPU-s (bench/README.md "Client CPU trimmed").
+    # tens per request, few of them cyclic) makes full collections rarer still: the scan's GC
+    # CPU more than halves (bench/, "Client CPU trimmed").
     threshold = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(20_000, 10, 10)

@@ -9,8 +9,8 @@ after a quiet spell (no write for ``max_delay``) a batch waits at most ``max_del
 and while a write is running the next batch simply accumulates, so under load batches grow
 instead of latency. Under load nothing waits: a batch goes as soon as the writer is free, so
 the event loop prepares the next batch while the writer writes this one (waiting for company
-then would gather every sender's request into one batch and leave loop and writer taking turns:
-measured, half the throughput with the writer in a process).
+then would gather every sender's request into one batch and leave loop and writer taking turns,
+which halves the throughput with the writer in a process; bench/).
 
 If a batch transaction fails, nothing of it is stored. Unless the store itself is unreachable
 or locked, each request of the failed batch is then retried alone, so one request the database

@@ -3,9 +3,8 @@
 In WAL mode a commit appends the pages it changed to the ``-wal`` file; a *checkpoint* copies
 them back into the database and, under ``synchronous=NORMAL``, fsyncs the WAL and the database.
 SQLite runs it in the committing connection once the WAL passes ``wal_autocheckpoint`` pages,
-so the file ingest's writing thread did every copy and waited for every fsync itself: for 1M
-events 61 ``fdatasync`` calls (1.74 s) and 333,044 ``pread`` calls on that thread
-(``perf trace -s``, bench/README.md).
+so the file ingest's writing thread did every copy and waited for every fsync itself (a
+system-call trace of a large ingest is in bench/).
 
 :class:`Checkpointer` runs ``PRAGMA wal_checkpoint(PASSIVE)`` after the commits it is told of,
 from its own connection. A passive checkpoint takes no lock a writer needs, so the writer goes

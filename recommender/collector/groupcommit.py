@@ -5,7 +5,7 @@ writes them in order on one thread (SQLite and psycopg release the GIL while the
 so the caller reads the next batch meanwhile) and commits once a transaction holds
 ``max_events`` events or is ``max_seconds`` old. Why group: every commit rewrites each page the
 transaction dirtied into SQLite's WAL, and the events' unique key lands all over its index, so
-per-batch commits rewrote nearly the whole index every 10,000 events (bench/README.md has the
+per-batch commits rewrote nearly the whole index every 10,000 events (bench/ has the
 figures). A transaction's rollups and distinct clients are merged in memory and upserted once,
 before it commits (a popular manifest's counters once, not once per batch). Memory does not
 grow: a batch is handed over only once the previous one is written (the caller reads the next

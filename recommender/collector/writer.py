@@ -80,17 +80,17 @@ def _translated() -> Iterator[None]:
         raise StoreError(f"the store refused the write: {exc}", temporary=False) from exc
 
 
-# A bulk load (``tagwarden ingest`` of a file) on SQLite: a 96 MiB page cache for the indexes,
-# whose inserts land all over them (the default 2 MB makes nearly every index insert a page
-# miss). 128 MiB took a sixth of the CPU off 64 MiB while the events had a (repository,
-# digest, time) index; without it the writer needs 14.0-17.9 CPU-s per 1M events with 32, 64,
-# 96 or 128 MiB alike (bench/README.md), and 96 leaves room under the ingest's 300 MB.
+# A bulk load (``tagwarden ingest`` of a file) on SQLite: a larger page cache for the indexes,
+# whose inserts land all over them (with SQLite's small default nearly every index insert is a
+# page miss). Beyond a modest size the writer's CPU no longer changes (bench/), so the size
+# below leaves room under the ingest's memory cap.
 # Durability is unchanged: every transaction commits under the store's ``synchronous``
 # setting. Per connection: they end with the command.
 _SQLITE_BULK = ("PRAGMA cache_size=-98304", "PRAGMA temp_store=MEMORY")
-# The writer's own checkpoints: every ~40 MB of WAL instead of every 4 MB (each one writes
-# pages back and fsyncs). With a Checkpointer copying the WAL back after each commit, they
-# only bound the WAL, at ~160 MB, and find little left to copy (collector/checkpoint.py).
+# The writer's own checkpoints: every 10,000 WAL pages instead of SQLite's 1,000 (each one
+# writes pages back and fsyncs). With a Checkpointer copying the WAL back after each commit,
+# they only bound the WAL, at 40,000 pages, and find little left to copy
+# (collector/checkpoint.py).
 _OWN_CHECKPOINTS = "PRAGMA wal_autocheckpoint=10000"
 _SHARED_CHECKPOINTS = "PRAGMA wal_autocheckpoint=40000"
 

@@ -9,8 +9,8 @@ now only waits for the child (without the GIL), so batches, group commit and "a 
 committed" are unchanged.
 
 On SQLite the batch is planned here, with the writer's ``prepare`` (what ``EventWriter.write`` does
-first), and the child only runs ``write_prepared``: the child is the busier of the two (in the
-benchmark ~32 us per event against ~21 here), and planning is ~4.4 us of its share. On
+first), and the child only runs ``write_prepared``: the child is the busier of the two, and
+planning is part of its share (bench/). On
 PostgreSQL events cross as plain tuples (pickling slotted dataclasses calls Python code per
 object).
 

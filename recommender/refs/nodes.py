@@ -1,7 +1,7 @@
 """Small helpers over PyYAML's node graph, which keeps the line of every value.
 
 The readers walk nodes instead of loaded dicts so each reference gets its line number.
-libyaml's composer (``CSafeLoader``) is used when present: it is about ten times faster.
+libyaml's composer (``CSafeLoader``) is used when present: it is much faster.
 """
 
 from __future__ import annotations

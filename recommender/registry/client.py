@@ -1,6 +1,6 @@
 """The Distribution v2 client: one set of operations, driven synchronously or with asyncio.
 
-Layers (``style.md`` point 6): references are parsed elsewhere (``reference.py``); auth is an
+Layers: references are parsed elsewhere (``reference.py``); auth is an
 ``httpx.Auth`` flow (``auth.py``); the bytes on the wire go through ``transport.py``; this
 module is the client (retries with backoff honouring ``Retry-After``, a user agent, errors
 translated once into :class:`RegistryError`) and the operations. Each operation is written
@@ -57,7 +57,7 @@ _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._~:@/-]*")
 
 
 def digest_of(body: bytes, algorithm: str = "sha256") -> str:
-    if algorithm == "sha256":  # hashlib.new looks the name up each call: ~0.3 us more
+    if algorithm == "sha256":  # hashlib.new looks the name up on each call
         return "sha256:" + hashlib.sha256(body).hexdigest()
     return f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
 
@@ -171,7 +171,7 @@ def _error_from(response: httpx.Response, url: str) -> RegistryError:
 
 
 def retry_after(response: httpx.Response | None) -> float | None:
-    """``Retry-After`` in seconds: a number, or an HTTP date measured from the response's own
+    """``Retry-After`` in seconds: a number, or an HTTP date counted from the response's own
     ``Date`` header (the registry's clock, so a skewed local clock does not matter) or, without
     one, from now. None when absent or unreadable."""
     value = response.headers.get("retry-after") if response is not None else None
@@ -465,7 +465,7 @@ class RegistryClient(_Base):
         super().__init__(base_url, auth=auth, timeout=timeout, user_agent=user_agent,
                          retries=retries, backoff=backoff)
         self._sleep = sleep
-        if transport is None:  # http.client underneath: ~0.3 ms less CPU per request
+        if transport is None:  # http.client underneath: less CPU per request than httpcore
             transport = default_transport(base_url, verify=verify,
                                           max_connections=max_connections)
         self._http = httpx.Client(
@@ -558,9 +558,9 @@ class AsyncRegistryClient(_Base):
 
     By default the requests go through :class:`~.transport.AiohttpTransport` on the event
     loop's own thread, and this class does what ``httpx.AsyncClient`` would (the auth flow,
-    redirects, default headers) in a few lines: measured on this project's machine,
-    ``httpx.AsyncClient`` spent ~1.3 ms of CPU per request and a sync client in worker threads
-    ~0.6 ms, and a scan is bound by the client's CPU. An injected synchronous
+    redirects, default headers) in a few lines: a scan is bound by the client's CPU, and
+    ``httpx.AsyncClient`` or a sync client in worker threads spent several times more of it
+    per request (bench/, "Registry scan"). An injected synchronous
     ``httpx.BaseTransport`` (tests) runs on a :class:`RegistryClient` in worker threads
     instead, as does a registry reached through a proxy (httpx's transport honours it); an
     injected ``httpx.AsyncBaseTransport`` is driven like the default one. At most
@@ -649,7 +649,7 @@ class AsyncRegistryClient(_Base):
         """The request for ``call``. A body-less GET or HEAD of a plain path below the base URL
         (every request of a scan) is built from parts prepared once: httpx's URL parser checks
         every character of every URL and its Headers normalise every header of every request,
-        ~25 us of CPU per request, the same work each time. The result is the request
+        the same work each time. The result is the request
         :meth:`_slow_request` builds (tests compare them); anything else is built by it."""
         path, parts = call.url, self._base_parts
         if (parts is None or call.content is not None or call.params is not None

@@ -49,13 +49,12 @@ class LocalRegistry:
     ``notify_url`` (and ``notify_token``) add a notifications endpoint; ``read_only`` puts
     the registry in maintenance read-only mode (what garbage collection wants).
 
-    ``memory_limit`` (a Go ``GOMEMLIMIT`` such as ``"256MiB"``) runs the registry with
+    ``memory_limit`` (a Go ``GOMEMLIMIT`` value, as in the default) runs the registry with
     ``GOGC=off`` and that soft limit: Go then collects garbage only as the heap nears the
-    limit. Why: Distribution's blob reader allocates a 4 MiB ``bufio`` buffer for every blob
-    GET (``registry/storage/filereader.go``), so with Go's default ``GOGC=100`` and a live heap
-    of a few MiB nearly every config-blob GET triggers a collection. Measured on this
-    project's machine: 4.3 ms of registry CPU per blob GET with the defaults, 1.1 ms with
-    ``GOGC=off GOMEMLIMIT=256MiB`` (manifest GET 2.0 -> 0.9 ms). ``None`` keeps Go's defaults.
+    limit. Why: Distribution's blob reader allocates a large ``bufio`` buffer for every blob
+    GET (``registry/storage/filereader.go``), so with Go's default ``GOGC=100`` and a small
+    live heap nearly every config-blob GET triggers a collection, which costs the registry
+    most of its CPU per GET (bench/, "Registry scan"). ``None`` keeps Go's defaults.
     """
 
     root: Path

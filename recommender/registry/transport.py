@@ -2,12 +2,11 @@
 on the standard library's ``http.client`` (the synchronous client's default) and
 :class:`AiohttpTransport` on aiohttp (the scan's, at the end of this module).
 
-Why: a scan is bound by the client's CPU (``bench/README.md``, "Registry scan"). Measured on
-this project's machine, one GET through httpx's own transport (httpcore + h11) costs ~0.5 ms
-of CPU; the same GET through ``http.client`` (whose status line and header parsing is largely C)
-~0.2 ms. httpx stays the client: auth flows (``auth.py``), redirects, headers and the
-``httpx`` exceptions the retry logic catches are unchanged; only the bytes on the wire go
-through this module.
+Why: a scan is bound by the client's CPU (bench/, "Registry scan"), and one GET through
+``http.client`` (whose status line and header parsing is largely C) costs less than half the
+CPU of one through httpx's own transport (httpcore + h11). httpx stays the client: auth flows
+(``auth.py``), redirects, headers and the ``httpx`` exceptions the retry logic catches are
+unchanged; only the bytes on the wire go through this module.
 
 What it does, and what it does not:
 
@@ -49,8 +48,8 @@ if TYPE_CHECKING:
     import aiohttp
 
 # aiohttp is imported where the scan's transport is used, not here: every CLI command imports
-# this module, and aiohttp adds 9 MB of RSS (52 -> 61 MB for `import recommender.cli`) and
-# ~0.09 s to each process (the file ingest has two and a 300 MB cap).
+# this module, and aiohttp adds memory and start-up time to each process (the file ingest has
+# two and a memory cap; bench/).
 
 __all__ = ["AiohttpTransport", "StdlibTransport", "default_transport", "uses_proxy"]
 
@@ -300,9 +299,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     thread, behind httpx's request and response objects.
 
     Why: handing each request from the event loop to a worker thread and back cost the scan
-    more CPU than the request itself (~0.6 ms per manifest GET through
-    :class:`StdlibTransport` in 8 threads behind asyncio), and httpx's own asyncio stack
-    (httpcore, h11, anyio) ~1.3 ms. Through aiohttp a GET costs ~0.3 ms (bench/README.md).
+    more CPU than the request itself (:class:`StdlibTransport` in threads behind asyncio), and
+    httpx's own asyncio stack (httpcore, h11, anyio) more still. Through aiohttp a GET costs
+    the least of the three (bench/, "Registry scan").
 
     Only the bytes on the wire go through aiohttp: the auth flow, redirects (aiohttp is told
     not to follow any), retries and default headers stay with the registry client, and

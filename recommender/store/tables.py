@@ -92,8 +92,8 @@ events = Table(
     Column("namespace", String(128)),
     UniqueConstraint("source", "source_event_id"),
     # No (repository, digest, time) index: its inserts land all over a B-tree that outgrows
-    # the page cache, and it cost a third of the file ingest's writing CPU at 1M events
-    # (bench/README.md), for one weekly reader (bot/digest.py), which walks the week by time.
+    # the page cache, and it cost a large share of the file ingest's writing CPU (bench/),
+    # for one weekly reader (bot/digest.py), which walks the week by time.
     Index("ix_events_time", "time"),
 )
 

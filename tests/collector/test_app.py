@@ -30,7 +30,7 @@ V2 = "application/vnd.docker.distribution.events.v2+json"
 V1 = "application/vnd.docker.distribution.events.v1+json"
 DIGEST = "sha256:fea8895f450959fa676bcc1df0611ea93823a735a01205fd8622846041d0c7cf"
 
-# The pull event from the distribution documentation (docs/telemetry.md), verbatim.
+# The pull event from Distribution's docs/content/about/notifications.md, verbatim.
 DOCS_PULL = {"events": [{
     "id": "320678d8-ca14-430f-8bb6-4ca139cd83f7",
     "timestamp": "2016-03-09T14:44:26.402973972-08:00",

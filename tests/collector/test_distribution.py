@@ -15,7 +15,7 @@ from recommender.usage import Classifier
 
 DIGEST = "sha256:fea8895f450959fa676bcc1df0611ea93823a735a01205fd8622846041d0c7cf"
 
-# Verbatim from distribution's docs/content/about/notifications.md (via docs/telemetry.md).
+# Verbatim from Distribution's docs/content/about/notifications.md.
 DOCS_PULL = orjson.loads(b"""
 {"events":[{"id":"320678d8-ca14-430f-8bb6-4ca139cd83f7","timestamp":"2016-03-09T14:44:26.402973972-08:00",
  "action":"pull","target":{"mediaType":"application/vnd.docker.distribution.manifest.v2+json",

@@ -1,5 +1,5 @@
-"""Safety review of the deletion path: traps found by reading it adversarially (design.md
-invariants 1-7, peers.md), each proven on the real registry and both stores."""
+"""Safety review of the deletion path: traps found by reading it adversarially (docs/design.md,
+invariants 1-7 and the traps), each proven on the real registry and both stores."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from .helpers import Suggestion, later
 
 
 def test_an_alias_pushed_behind_our_back_is_not_deleted_with_the_digest(world: World) -> None:
-    # peers.md trap 4 (aliases) and 10 (promotion): after the suggestion someone tags the
+    # Traps 4 (aliases) and 10 (promotion): after the suggestion someone tags the
     # digest "prod" and the registry notification is lost (in-memory queue), so the store
     # does not know. Deleting by digest would take "prod" with it: the executor must ask the
     # registry which tags name the digest now, not only re-resolve the tags it was shown.
@@ -105,7 +105,7 @@ def rate_limited(world: World) -> Iterator[str]:
 
 
 def test_a_429_on_delete_waits_at_least_its_retry_after(world: World, rate_limited: str) -> None:
-    # peers.md 12: a rate-limited DELETE leaves the item pending, and the next attempt comes
+    # Trap 12: a rate-limited DELETE leaves the item pending, and the next attempt comes
     # no sooner than the registry asked (10 minutes), not after our own 1-minute backoff.
     old = world.push("payments/api", ["v1"])
     item_id = world.approve(old, ["v1"])
@@ -212,7 +212,7 @@ def test_a_pull_by_the_tag_of_an_alias_counts_as_use(world: World) -> None:
 
 
 def test_a_dry_run_sees_the_registry_alias_as_the_real_run_does(world: World) -> None:
-    # peers.md 8: the dry run must not promise a deletion the real run would refuse.
+    # Trap 8: the dry run must not promise a deletion the real run would refuse.
     old = world.push("payments/api", ["v1"])
     world.approve(old, ["v1"])
     manifest = world.client.get_manifest("payments/api", old.digest)
@@ -224,7 +224,7 @@ def test_a_dry_run_sees_the_registry_alias_as_the_real_run_does(world: World) ->
 
 
 def test_an_image_that_became_a_platform_of_a_new_tagged_index_is_kept(world: World) -> None:
-    # peers.md 2: after the suggestion, a multi-arch release reuses the very same image as its
+    # Trap 2: after the suggestion, a multi-arch release reuses the very same image as its
     # linux/amd64 platform (reproducible builds) and is tagged "v2"; the scan has not seen the
     # index yet. Deleting the image would make "v2" answer `manifest unknown` on amd64.
     old = world.push("payments/api", ["old"])

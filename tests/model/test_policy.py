@@ -1,4 +1,4 @@
-"""Guardrails: every trap from peers.md that applies, on SQLite and PostgreSQL."""
+"""Guardrails: every trap of docs/design.md that applies, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _verdicts(store: Store, now: float, config: config_mod.Config = CONFIG
 
 
 def test_running_image_is_kept_whatever_its_history(store: Store) -> None:
-    """peers 1: lifecycle rules deleted images still used by production."""
+    """trap 1: lifecycle rules deleted images still used by production."""
     h = History(store)
     builds = [h.push("app", f"b{i}", i, f"build-{i}") for i in range(15)]
     h.pods(30, [("app", builds[0])])
@@ -34,7 +34,7 @@ def test_running_image_is_kept_whatever_its_history(store: Store) -> None:
 
 
 def test_index_and_children_are_decided_together(store: Store) -> None:
-    """peers 2: multi-arch children deleted while the index is tagged."""
+    """trap 2: multi-arch children deleted while the index is tagged."""
     h = History(store)
     idx = h.push("app", "idx", 0, "latest", is_index=True)
     child = h.push("app", "child", 0)
@@ -53,7 +53,7 @@ def test_index_and_children_are_decided_together(store: Store) -> None:
 
 
 def test_signatures_follow_their_subject(store: Store) -> None:
-    """peers 3: signatures orphaned or wrongly deleted."""
+    """trap 3: signatures orphaned or wrongly deleted."""
     h = History(store)
     kept = h.push("app", "kept", 0, "v1.0.0")
     gone = h.push("app", "gone", 0)
@@ -67,7 +67,7 @@ def test_signatures_follow_their_subject(store: Store) -> None:
 
 
 def test_a_protected_alias_keeps_every_tag_of_the_digest(store: Store) -> None:
-    """peers 4 and 5: keeping 2 of 4 aliases deleted all 4; excluded tags deleted."""
+    """traps 4 and 5: keeping 2 of 4 aliases deleted all 4; excluded tags deleted."""
     h = History(store)
     d = h.push("app", "d", 0, "build-1", "sha-3f2a9c1", "feature-x", "stable")
     v = _verdicts(store, 40)
@@ -75,7 +75,7 @@ def test_a_protected_alias_keeps_every_tag_of_the_digest(store: Store) -> None:
 
 
 def test_keep_last_n_by_semantic_version_not_push_time(store: Store) -> None:
-    """peers 9: push order is not version order (a late hotfix of an old line is old)."""
+    """trap 9: push order is not version order (a late hotfix of an old line is old)."""
     h = History(store)
     versions = {i: h.push("app", f"v{i}", i, f"v1.{i}.0") for i in range(12)}
     hotfix = h.push("app", "hotfix", 20, "v1.0.1")
@@ -113,7 +113,7 @@ def test_recent_production_deploy_and_min_age(store: Store) -> None:
 
 
 def test_promotion_resets_age(store: Store) -> None:
-    """peers 10: re-tagging (promotion) should reset the age."""
+    """trap 10: re-tagging (promotion) should reset the age."""
     h = History(store)
     d = h.push("app", "d", 0)
     h.tag("app", "rc-approved", d, 98)
