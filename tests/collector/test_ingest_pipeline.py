@@ -1,8 +1,9 @@
 """The file ingest's pipeline: batch sizes, and the parsing process running ahead of the writer.
 
 ``tagwarden ingest`` parses a file in a forked process and writes in this one
-(``recommender/cli/ingest.py``). These tests drive that pipeline directly, with real files and
-a real forked parser, where the command-line tests (``test_ingest_cli.py``) only see its end.
+(``recommender/collector/pipeline.py``). These tests drive that pipeline directly, with real
+files and a real forked parser, where the command-line tests (``test_ingest_cli.py``) only see
+its end.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
-from recommender.cli import ingest
-from recommender.collector import distribution
+from recommender.collector import distribution, pipeline
 from recommender.usage import Classifier
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -43,20 +43,20 @@ def _write(path: Path, events: int, *, per_line: int = 10, pad: int = 0) -> None
 
 
 def _sizes(files: list[str], batch_size: int) -> list[int]:
-    return [len(m[1]) for m in ingest._read(files, batch_size, distribution.parse_envelope_line,
+    return [len(m[1]) for m in pipeline._read(files, batch_size, distribution.parse_envelope_line,
                                              Classifier()) if m[0] == "batch"]
 
 
 def test_batches_start_small_and_so_do_the_last_ones(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ingest, "_FIRST_BATCH", 10)
+    monkeypatch.setattr(pipeline, "_FIRST_BATCH", 10)
     path = tmp_path / "a.jsonl"
     _write(path, 3000, per_line=3)
     sizes = _sizes([str(path)], 80)
     assert sum(sizes) == 3000
     assert sizes[:5] == [12, 21, 42, 81, 81]  # doubling up to the batch size (3 per line)
     tail = sizes[sizes.index(21, 2):]  # a quarter of it, once two batches or fewer are left
-    kinds = [m[0] if m[0] != "batch" else len(m[1]) for m in ingest._read(
+    kinds = [m[0] if m[0] != "batch" else len(m[1]) for m in pipeline._read(
         [str(path)], 80, distribution.parse_envelope_line, Classifier())]
     assert kinds.count("flush") == 1  # commit what came before the last batches, once
     assert [k for k in kinds[kinds.index("flush") + 1:] if k != "progress"] == [*tail, "done"]
@@ -85,7 +85,7 @@ def _children_done(timeout: float) -> bool:
 
 
 def _elsewhere(path: Path, batch_size: int) -> Any:
-    return ingest._parsed_elsewhere([str(path)], batch_size, distribution.parse_envelope_line,
+    return pipeline._parsed_elsewhere([str(path)], batch_size, distribution.parse_envelope_line,
                                     Classifier(), True)
 
 
@@ -95,8 +95,8 @@ def test_the_parser_runs_ahead_of_a_busy_writer(tmp_path: Path,
     # finishes while nothing takes its messages if the writing side drains the pipe for it.
     path = tmp_path / "a.jsonl.gz"
     _write(path, 4000)
-    assert ingest._AHEAD >= 4
-    monkeypatch.setattr(ingest, "_TAIL_SHARE", 1)  # four full batches, the last ones too
+    assert pipeline._AHEAD >= 4
+    monkeypatch.setattr(pipeline, "_TAIL_SHARE", 1)  # four full batches, the last ones too
     with _elsewhere(path, 1000) as messages:
         first = next(messages)
         assert first[0] == "prepared" and first[1].received == 1000
