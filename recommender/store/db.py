@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.sql.dml import Insert
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreFailure
 
 __all__ = ["Store", "dialect_insert", "migrate", "open_store"]
 
@@ -70,7 +70,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     try:
         command.upgrade(_alembic_config(engine), revision)
     except OperationalError as exc:
-        raise StoreError(f"cannot migrate the store: {exc.orig}", url=_redact(engine)) from exc
+        raise StoreError(f"cannot migrate the store: {exc.orig}", url=_redact(engine),
+                         kind=StoreFailure.UNREACHABLE) from exc
 
 
 def _redact(engine: Engine) -> str:
@@ -109,7 +110,8 @@ class Store:
             with self.engine.connect() as conn:
                 current = MigrationContext.configure(conn).get_current_revision()
         except OperationalError as exc:
-            raise StoreError(f"cannot open store: {exc.orig}", url=self.url) from exc
+            raise StoreError(f"cannot open store: {exc.orig}", url=self.url,
+                             kind=StoreFailure.UNREACHABLE) from exc
         if current != head:
             raise StoreError(
                 f"store schema is at {current or 'nothing'}, code expects {head}: "
