@@ -113,7 +113,7 @@ def _ingest_events(ctx: typer.Context, files: list[str], batch_size: int, label:
 
     ingest_files(files, batch_size, parse, classifier, st.store, st.config,
                  committed=committed, rejected=rejected,
-                 progress=lambda: _progress(label, files))
+                 progress=lambda: _progress(label, files), clock=utcnow)
     r = tally.result
     tally.finish(f"read {r.received}, stored {r.stored}, duplicates {r.duplicates}, "
                  f"{tally.rejected_text()}")

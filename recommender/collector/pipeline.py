@@ -23,6 +23,8 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from itertools import starmap
 from multiprocessing.connection import Connection
 from typing import Any
@@ -30,15 +32,28 @@ from typing import Any
 from ..config import Config
 from ..errors import PayloadError
 from ..store import Store
-from ..timeutil import utcnow
 from ..usage import Classifier
 from .checkpoint import Checkpointer
 from .events import Event, WriteResult, event_fields
 from .files import JsonLines, decode
 from .groupcommit import GroupCommitWriter
-from .writer import EventWriter, prepare
+from .writer import EventWriter, PreparedBatch, prepare
 
-__all__ = ["BATCH", "Parse", "Position", "decoded", "ingest_files", "open_all"]
+__all__ = [
+    "BATCH",
+    "Batch",
+    "Done",
+    "Flush",
+    "Message",
+    "Parse",
+    "Position",
+    "Prepared",
+    "Progress",
+    "Reject",
+    "decoded",
+    "ingest_files",
+    "open_all",
+]
 
 # Events per batch handed to the writer (transactions group several, groupcommit.py): larger
 # batches cost less writing CPU per event (10,000: ~22 % less than 5,000 at 1M events) and more
@@ -74,21 +89,76 @@ def decoded(parse: Callable[[Any, Classifier], list[Event]]) -> Parse:
     return lambda line, classifier: parse(decode(line), classifier)
 
 
-# What the reading side tells the writing side, in file order:
-#   ("batch", events, position) -- events to write; position as in "progress"
-#   ("prepared", PreparedBatch, position) -- the same, made ready for SQLite by the parser
-#   ("reject", file index, line number, message)
-#   ("progress", (file index, bytes read, total bytes or None))
-#   ("flush",)  -- two batches or fewer are left: commit what is written (GroupCommitWriter.flush)
-#   ("error", traceback text)   -- the parsing process failed (a bug: it is reported whole)
-#   ("done",)
+# How far the files are read: (file index, bytes read, total bytes or None).
 Position = tuple[int, int, int | None]
 
 
+# What the reading side tells the writing side, in file order (one of ``Message``).
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Events to write; ``position`` as in :class:`Progress` (None: after the last file)."""
+
+    events: list[Event]
+    position: Position | None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The same, made ready for SQLite by the parser (``writer.prepare``)."""
+
+    events: PreparedBatch
+    position: Position | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRows:
+    """A batch on its way through the pipe: events as tuples (pickling slotted dataclasses
+    calls Python code per object). The writing side turns it back into a :class:`Batch`."""
+
+    rows: list[tuple[Any, ...]]
+    position: Position | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A line refused: its file's index, its number, why."""
+
+    file: int
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A file read to its end (or to ``position``)."""
+
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Two batches or fewer are left: commit what is written (``GroupCommitWriter.flush``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The parsing process failed (a bug): its traceback, reported whole."""
+
+    traceback: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """Every file read."""
+
+
+Message = Batch | Prepared | Reject | Progress | Flush | Done
+
+
 def _read(files: list[str], batch_size: int, parse: Parse, classifier: Classifier
-          ) -> Iterator[tuple[Any, ...]]:
-    """Read and parse ``files`` into the messages above (``events`` as :class:`Event`), in
-    batches of up to ``batch_size`` events (smaller first and last ones: ``_FIRST_BATCH``)."""
+          ) -> Iterator[Batch | Reject | Progress | Flush | Done]:
+    """Read and parse ``files`` into the messages above, in batches of up to ``batch_size``
+    events (smaller first and last ones: ``_FIRST_BATCH``)."""
     batch: list[Event] = []
     limit = min(_FIRST_BATCH, batch_size)
     tail = min(batch_size, max(_FIRST_BATCH, batch_size // _TAIL_SHARE))
@@ -99,29 +169,29 @@ def _read(files: list[str], batch_size: int, parse: Parse, classifier: Classifie
             parsed = 0  # events of this file so far
             for number, obj in lines:
                 if isinstance(obj, PayloadError):
-                    yield ("reject", index, number, obj.message)
+                    yield Reject(index, number, obj.message)
                     continue
                 try:
                     events = parse(obj, classifier)
                 except PayloadError as exc:
-                    yield ("reject", index, number, exc.message)
+                    yield Reject(index, number, exc.message)
                     continue
                 batch.extend(events)
                 parsed += len(events)
                 if len(batch) >= limit:
                     position = (index, lines.bytes_read, lines.total_bytes)
-                    yield ("batch", batch, position)
+                    yield Batch(batch, position)
                     batch = []
                     limit = min(2 * limit, batch_size)
                     if index == last and _near_end(position, parsed, 2 * batch_size):
                         if not ending:
                             ending = True
-                            yield ("flush",)
+                            yield Flush()
                         limit = min(limit, tail)
-            yield ("progress", (index, lines.bytes_read, lines.total_bytes))
+            yield Progress((index, lines.bytes_read, lines.total_bytes))
     if batch:
-        yield ("batch", batch, None)
-    yield ("done",)
+        yield Batch(batch, None)
+    yield Done()
 
 
 def _near_end(position: Position, parsed: int, events: int) -> bool:
@@ -157,23 +227,24 @@ def _share_strings(batch: list[Event]) -> None:
 
 
 def _produce(pipe: Connection, files: list[str], batch_size: int, parse: Parse,
-             classifier: Classifier, sqlite: bool) -> None:
+             classifier: Classifier, sqlite: bool, clock: Callable[[], datetime]) -> None:
     """The parsing process: :func:`_read`'s messages down ``pipe``. For SQLite a batch is
     also made ready for the store here (rows, manifests, rollups: see ``writer.prepare``),
     so the writing process only writes; otherwise its events go as tuples."""
     try:
         for message in _read(files, batch_size, parse, classifier):
-            if message[0] == "batch":
-                _share_strings(message[1])
+            sent: Message | EventRows = message
+            if isinstance(message, Batch):
+                _share_strings(message.events)
                 if sqlite:
-                    message = ("prepared", prepare(message[1], now=utcnow()), message[2])
+                    sent = Prepared(prepare(message.events, now=clock()), message.position)
                 else:
-                    message = ("batch", list(map(event_fields, message[1])), message[2])
-            pipe.send(message)
+                    sent = EventRows(list(map(event_fields, message.events)), message.position)
+            pipe.send(sent)
     except BrokenPipeError:
         pass  # the writer stopped (its own error is what the user sees)
     except BaseException:  # noqa: BLE001 - a bug in parsing: hand it to the writer, whole
-        pipe.send(("error", traceback.format_exc()))
+        pipe.send(Failed(traceback.format_exc()))
     finally:
         pipe.close()
 
@@ -201,7 +272,7 @@ def _drain(receiver: Connection, ahead: queue.Queue[bytes | None], stop: threadi
 
 @contextmanager
 def _parsed_elsewhere(files: list[str], batch_size: int, parse: Parse, classifier: Classifier,
-                      sqlite: bool) -> Iterator[Iterator[tuple[Any, ...]]]:
+                      sqlite: bool, clock: Callable[[], datetime]) -> Iterator[Iterator[Message]]:
     """:func:`_read`'s messages, read and parsed in a forked process.
 
     Forked (not spawned): the child starts at once with this process's modules, config and
@@ -210,7 +281,7 @@ def _parsed_elsewhere(files: list[str], batch_size: int, parse: Parse, classifie
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_produce,
-                            args=(sender, files, batch_size, parse, classifier, sqlite),
+                            args=(sender, files, batch_size, parse, classifier, sqlite, clock),
                             name="tagwarden-ingest-parse", daemon=True)
     child.start()
     sender.close()
@@ -220,21 +291,21 @@ def _parsed_elsewhere(files: list[str], batch_size: int, parse: Parse, classifie
                              name="tagwarden-ingest-pipe", daemon=True)
     drain.start()
 
-    def messages() -> Iterator[tuple[Any, ...]]:
+    def messages() -> Iterator[Message]:
         while True:
             data = ahead.get()
             if data is None:
                 child.join(timeout=1)  # for its exit code
                 raise RuntimeError("the parsing process ended without finishing "
                                    f"(exit code {child.exitcode})")
-            message = pickle.loads(data)
+            message: Message | EventRows | Failed = pickle.loads(data)
             del data
-            if message[0] == "batch":
-                message = ("batch", list(starmap(Event, message[1])), message[2])
-            elif message[0] == "error":
-                raise RuntimeError(f"the parsing process failed:\n{message[1]}")
+            if isinstance(message, EventRows):
+                message = Batch(list(starmap(Event, message.rows)), message.position)
+            elif isinstance(message, Failed):
+                raise RuntimeError(f"the parsing process failed:\n{message.traceback}")
             yield message
-            if message[0] == "done":
+            if isinstance(message, Done):
                 return
 
     try:
@@ -258,7 +329,7 @@ def open_all(files: list[str]) -> None:
 
 @contextmanager
 def _parsed_here(files: list[str], batch_size: int, parse: Parse, classifier: Classifier,
-                 sqlite: bool) -> Iterator[Iterator[tuple[Any, ...]]]:
+                 sqlite: bool, clock: Callable[[], datetime]) -> Iterator[Iterator[Message]]:
     yield _read(files, batch_size, parse, classifier)
 
 
@@ -275,18 +346,19 @@ def _checkpoints(store: Store) -> Iterator[Checkpointer | None]:
 def ingest_files(files: list[str], batch_size: int, parse: Parse, classifier: Classifier,
                  store: Store, config: Config, *, committed: Callable[[WriteResult], None],
                  rejected: Callable[[int, int, str], None],
-                 progress: Callable[[], AbstractContextManager[Callable[[Position | None], None]]]
-                 ) -> None:
+                 progress: Callable[[], AbstractContextManager[Callable[[Position | None], None]]],
+                 clock: Callable[[], datetime]) -> None:
     """Read ``files`` (elsewhere when it can) and write their batches in order.
 
     ``committed`` is told each commit's counts, ``rejected`` each bad line (file index, line
     number, reason); ``progress()`` is entered once the parsing process runs (its threads, if
-    any, must not be forked) and its function told each file position reached."""
+    any, must not be forked) and its function told each file position reached. ``clock``
+    gives each batch its received time."""
     thresholds = gc.get_threshold()
     gc.set_threshold(*_GC_THRESHOLDS)  # before the fork: the parsing process inherits it
     try:
         _run(files, batch_size, parse, classifier, store, config, committed=committed,
-             rejected=rejected, progress=progress)
+             rejected=rejected, progress=progress, clock=clock)
     finally:
         gc.set_threshold(*thresholds)
 
@@ -294,8 +366,8 @@ def ingest_files(files: list[str], batch_size: int, parse: Parse, classifier: Cl
 def _run(files: list[str], batch_size: int, parse: Parse, classifier: Classifier,
          store: Store, config: Config, *, committed: Callable[[WriteResult], None],
          rejected: Callable[[int, int, str], None],
-         progress: Callable[[], AbstractContextManager[Callable[[Position | None], None]]]
-         ) -> None:
+         progress: Callable[[], AbstractContextManager[Callable[[Position | None], None]]],
+         clock: Callable[[], datetime]) -> None:
     # stdin stays in this process: a forked child gets /dev/null for it.
     elsewhere = "-" not in files and "fork" in multiprocessing.get_all_start_methods()
     source = _parsed_elsewhere if elsewhere else _parsed_here
@@ -303,23 +375,22 @@ def _run(files: list[str], batch_size: int, parse: Parse, classifier: Classifier
 
     # Threads start after the fork: the parsing process gets no copy of them (or of their
     # locks).
-    with source(files, batch_size, parse, classifier, sqlite) as messages, \
+    with source(files, batch_size, parse, classifier, sqlite, clock) as messages, \
             _checkpoints(store) as checkpointer:
         writer = EventWriter.from_config(store, config, bulk=True, checkpointer=checkpointer)
         background = GroupCommitWriter(writer, on_commit=committed)
         try:
             with progress() as advanced:
                 for message in messages:
-                    kind = message[0]
-                    if kind in ("batch", "prepared"):
-                        background.submit(message[1], now=utcnow())
-                        advanced(message[2])
-                    elif kind == "reject":
-                        _, index, number, reason = message
-                        rejected(index, number, reason)
-                    elif kind == "progress":
-                        advanced(message[1])
-                    elif kind == "flush":
-                        background.flush()
+                    match message:
+                        case Batch(events, position) | Prepared(events, position):
+                            background.submit(events, now=clock())
+                            advanced(position)
+                        case Reject(index, number, reason):
+                            rejected(index, number, reason)
+                        case Progress(position):
+                            advanced(position)
+                        case Flush():
+                            background.flush()
         finally:
             background.close()

@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from recommender.collector import distribution, pipeline
 from recommender.usage import Classifier
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _write(path: Path, events: int, *, per_line: int = 10, pad: int = 0) -> None:
@@ -43,8 +45,9 @@ def _write(path: Path, events: int, *, per_line: int = 10, pad: int = 0) -> None
 
 
 def _sizes(files: list[str], batch_size: int) -> list[int]:
-    return [len(m[1]) for m in pipeline._read(files, batch_size, distribution.parse_envelope_line,
-                                             Classifier()) if m[0] == "batch"]
+    return [len(m.events) for m in pipeline._read(
+        files, batch_size, distribution.parse_envelope_line, Classifier())
+        if isinstance(m, pipeline.Batch)]
 
 
 def test_batches_start_small_and_so_do_the_last_ones(tmp_path: Path,
@@ -56,10 +59,11 @@ def test_batches_start_small_and_so_do_the_last_ones(tmp_path: Path,
     assert sum(sizes) == 3000
     assert sizes[:5] == [12, 21, 42, 81, 81]  # doubling up to the batch size (3 per line)
     tail = sizes[sizes.index(21, 2):]  # a quarter of it, once two batches or fewer are left
-    kinds = [m[0] if m[0] != "batch" else len(m[1]) for m in pipeline._read(
-        [str(path)], 80, distribution.parse_envelope_line, Classifier())]
-    assert kinds.count("flush") == 1  # commit what came before the last batches, once
-    assert [k for k in kinds[kinds.index("flush") + 1:] if k != "progress"] == [*tail, "done"]
+    kinds = [len(m.events) if isinstance(m, pipeline.Batch) else type(m).__name__
+             for m in pipeline._read([str(path)], 80, distribution.parse_envelope_line,
+                                     Classifier())]
+    assert kinds.count("Flush") == 1  # commit what came before the last batches, once
+    assert [k for k in kinds[kinds.index("Flush") + 1:] if k != "Progress"] == [*tail, "Done"]
     assert len(tail) >= 4 and set(tail[:-1]) == {21} and tail[-1] <= 21
     assert 160 - 81 < sum(tail) <= 160
     assert set(sizes[3:len(sizes) - len(tail)]) == {81}
@@ -86,7 +90,7 @@ def _children_done(timeout: float) -> bool:
 
 def _elsewhere(path: Path, batch_size: int) -> Any:
     return pipeline._parsed_elsewhere([str(path)], batch_size, distribution.parse_envelope_line,
-                                    Classifier(), True)
+                                    Classifier(), True, lambda: T0)
 
 
 def test_the_parser_runs_ahead_of_a_busy_writer(tmp_path: Path,
@@ -99,12 +103,14 @@ def test_the_parser_runs_ahead_of_a_busy_writer(tmp_path: Path,
     monkeypatch.setattr(pipeline, "_TAIL_SHARE", 1)  # four full batches, the last ones too
     with _elsewhere(path, 1000) as messages:
         first = next(messages)
-        assert first[0] == "prepared" and first[1].received == 1000
+        assert isinstance(first, pipeline.Prepared) and first.events.received == 1000
         assert _children_done(30), "the parser waited for the writer"
         rest = list(messages)
     # A small .gz file is fetched from disk at once: the end is near from the first batch on.
-    assert [m[0] for m in rest] == ["flush"] + ["prepared"] * 3 + ["progress", "done"]
-    received = [first[1].received] + [m[1].received for m in rest if m[0] == "prepared"]
+    assert [type(m).__name__ for m in rest] == ["Flush"] + ["Prepared"] * 3 + ["Progress",
+                                                                                "Done"]
+    received = [first.events.received] + [m.events.received for m in rest
+                                          if isinstance(m, pipeline.Prepared)]
     assert received == [1000] * 4
 
 
