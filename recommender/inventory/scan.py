@@ -75,14 +75,6 @@ async def scan_async(
             scans.insert().values(registry=registry, started_at=now).returning(scans.c.id)
         ).scalar_one())
     report = ScanReport(scan_id=scan_id, registry=registry)
-    gate = asyncio.Semaphore(max(1, concurrency))
-    configs: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
-    write_lock = asyncio.Lock()
-
-    async def call(coro_fn: Callable[..., Any], *args: Any) -> Any:
-        async with gate:
-            return await coro_fn(*args)
-
     repos = await client.catalog()
     with store.connect() as conn:
         known_repos = {r for (r,) in conn.execute(select(manifests.c.repository).distinct()
@@ -92,22 +84,58 @@ async def scan_async(
         wanted = [r for r in wanted if fnmatch.fnmatchcase(r, repository_glob)]
     if progress:
         progress("repositories", len(wanted))
-    listed = set(repos)
+    walk = _Walk(store, client, report, now=now, listed=set(repos), concurrency=concurrency,
+                 read_configs=read_configs, progress=progress)
+    await asyncio.gather(*(walk.repository(repo) for repo in wanted))
+    report.repositories = len(wanted)
+    report.seconds = time.monotonic() - started
+    with store.begin() as conn:
+        conn.execute(update(scans).where(scans.c.id == scan_id).values(
+            finished_at=now + timedelta(seconds=report.seconds),
+            repositories=report.repositories, tags=report.tags, manifests=report.manifests,
+            errors=report.errors or None,
+        ))
+    return report
 
-    async def fetch_config(repo: str, digest: str) -> dict[str, Any] | None:
+
+class _Walk:
+    """One scan's walk of the registry: at most ``concurrency`` requests in flight, each config
+    blob fetched once, one repository written at a time; findings and failures go to
+    ``report``. ``listed``: the repositories the catalog lists (the others are only known to
+    the store, so their tags are not asked for)."""
+
+    def __init__(self, store: Store, client: AsyncRegistryClient, report: ScanReport, *,
+                 now: datetime, listed: set[str], concurrency: int, read_configs: bool,
+                 progress: Callable[[str, int], None] | None) -> None:
+        self.store = store
+        self.client = client
+        self.report = report
+        self.now = now
+        self.listed = listed
+        self.read_configs = read_configs
+        self.progress = progress
+        self._gate = asyncio.Semaphore(max(1, concurrency))
+        self._configs: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
+        self._write_lock = asyncio.Lock()
+
+    async def _call(self, coro_fn: Callable[..., Any], *args: Any) -> Any:
+        async with self._gate:
+            return await coro_fn(*args)
+
+    async def _fetch_config(self, repo: str, digest: str) -> dict[str, Any] | None:
         try:
-            doc = orjson.loads(await call(client.get_blob, repo, digest))
+            doc = orjson.loads(await self._call(self.client.get_blob, repo, digest))
         except (RegistryError, orjson.JSONDecodeError):
             return None  # a missing or odd config only costs us created/labels
         return doc if isinstance(doc, dict) else None
 
-    async def config_of(repo: str, digest: str) -> dict[str, Any] | None:
+    async def _config_of(self, repo: str, digest: str) -> dict[str, Any] | None:
         # Config blobs are content-addressed: fetch each once per scan, whatever the repo.
-        if digest not in configs:
-            configs[digest] = asyncio.ensure_future(fetch_config(repo, digest))
-        return await configs[digest]
+        if digest not in self._configs:
+            self._configs[digest] = asyncio.ensure_future(self._fetch_config(repo, digest))
+        return await self._configs[digest]
 
-    async def describe(repo: str, manifest: Manifest, prior: Any) -> Seen:
+    async def _describe(self, repo: str, manifest: Manifest, prior: Any) -> Seen:
         seen = Seen(manifest, subject=manifest.subject)
         config = manifest.config
         if prior is not None and (prior.created_at is not None or prior.platform is not None):
@@ -115,9 +143,9 @@ async def scan_async(
             # still holds. Re-scans skip the config blobs.
             seen.created, seen.labels, seen.platform = (prior.created_at, prior.labels,
                                                         prior.platform)
-        elif (read_configs and config and mt.is_config(config.get("mediaType"))
+        elif (self.read_configs and config and mt.is_config(config.get("mediaType"))
               and config.get("digest")):
-            doc = await config_of(repo, config["digest"])
+            doc = await self._config_of(repo, config["digest"])
             if doc:
                 seen.created = _parse_created(doc.get("created"))
                 labels = (doc.get("config") or {}).get("Labels")
@@ -128,33 +156,48 @@ async def scan_async(
             seen.referrer = _kind_of_artifact(manifest.artifact_type, manifest.layers)
         return seen
 
-    async def scan_repo(repo: str) -> None:
+    async def _fetch(self, repo: str, prior: dict[str, Any], ref: str) -> Seen:
+        # The manifest and what its config says in one task, not one task for each
+        # (asyncio tasks cost a first scan ~5 us each; bench/README.md, S2).
+        manifest = await self._call(self.client.get_manifest, repo, ref)
+        return await self._describe(repo, manifest, prior.get(manifest.digest))
+
+    async def repository(self, repo: str) -> None:
+        """Scan ``repo`` and write what was found; its failures go to the report."""
         result = RepoResult(repo)
         m = manifests.c
-        with store.connect() as conn:
+        with self.store.connect() as conn:
             prior = {row.digest: row for row in conn.execute(
                 select(m.digest, m.deleted_at, m.last_scanned, m.created_at, m.labels,
                        m.platform).where(m.repository == repo))}
         try:
-            tags = await call(client.list_tags, repo) if repo in listed else []
+            tags = await self._call(self.client.list_tags, repo) if repo in self.listed else []
         except NotFound:
             tags = []
         except RegistryError as exc:
-            report.errors.append({"repository": repo, **_error(exc)})
+            self.report.errors.append({"repository": repo, **_error(exc)})
             return
-        async def fetch(ref: str) -> Seen:
-            # The manifest and what its config says in one task, not one task for each
-            # (asyncio tasks cost a first scan ~5 us each; bench/README.md, S2).
-            manifest = await call(client.get_manifest, repo, ref)
-            return await describe(repo, manifest, prior.get(manifest.digest))
+        pending = await self._tagged(result, prior, tags)
+        await self._children(result, prior, pending)
+        _annotate(result)
+        await self._untagged(result, prior)
+        async with self._write_lock:
+            await asyncio.to_thread(write_repo, self.store, result, self.now, self.report)
+        if self.progress:
+            self.progress("repository", 1)
 
-        fetched = await asyncio.gather(*(fetch(tag) for tag in tags), return_exceptions=True)
+    async def _tagged(self, result: RepoResult, prior: dict[str, Any],
+                      tags: list[str]) -> list[Manifest]:
+        """Fetch the manifest of each tag; returns those to look into for children."""
+        repo = result.repository
+        fetched = await asyncio.gather(*(self._fetch(repo, prior, tag) for tag in tags),
+                                       return_exceptions=True)
         pending: list[Manifest] = []
         for tag, got in zip(tags, fetched, strict=True):
             if isinstance(got, NotFound):
                 continue  # deleted between the listing and the fetch
             if isinstance(got, RegistryError):
-                report.errors.append({"repository": repo, "tag": tag, **_error(got)})
+                self.report.errors.append({"repository": repo, "tag": tag, **_error(got)})
                 result.failed_tags.add(tag)
                 continue
             if isinstance(got, BaseException):
@@ -164,7 +207,12 @@ async def scan_async(
             if digest not in result.seen:
                 result.seen[digest] = got
                 pending.append(got.manifest)
-        # Index children, level by level (an index of indexes is legal).
+        return pending
+
+    async def _children(self, result: RepoResult, prior: dict[str, Any],
+                        pending: list[Manifest]) -> None:
+        """Index children, level by level (an index of indexes is legal)."""
+        repo = result.repository
         while pending:
             wanted_children: list[tuple[str, str, str | None]] = []
             for manifest in pending:
@@ -175,53 +223,49 @@ async def scan_async(
                         wanted_children.append((manifest.digest, desc["digest"], platform))
             pending = []
             unique = list(dict.fromkeys(c[1] for c in wanted_children))
-            got_children = await asyncio.gather(*(fetch(d) for d in unique),
+            got_children = await asyncio.gather(*(self._fetch(repo, prior, d) for d in unique),
                                                 return_exceptions=True)
             for digest, seen in zip(unique, got_children, strict=True):
                 if isinstance(seen, RegistryError):
-                    report.errors.append({"repository": repo, "digest": digest, **_error(seen)})
+                    self.report.errors.append({"repository": repo, "digest": digest,
+                                               **_error(seen)})
                 elif isinstance(seen, BaseException):
                     raise seen
                 else:
                     result.seen[digest] = seen
                     pending.append(seen.manifest)
-        for _parent, child, platform in result.children:
-            if platform and child in result.seen and result.seen[child].platform is None:
-                result.seen[child].platform = platform
-        for tag, digest in result.tags.items():
-            cosign = referrer_kind(tag)
-            if cosign and digest in result.seen:
-                result.seen[digest].subject = result.seen[digest].subject or cosign[0]
-                result.seen[digest].referrer = cosign[1]
-        # Known manifests not reached through a tag: untagged but alive, or really gone.
+
+    async def _untagged(self, result: RepoResult, prior: dict[str, Any]) -> None:
+        """Known manifests not reached through a tag: untagged but alive, or really gone."""
+        repo = result.repository
         known = {d for d, row in prior.items() if row.deleted_at is None}
         missing = sorted(known - set(result.seen))
         heads = await asyncio.gather(
-            *(call(client.head_manifest, repo, d) for d in missing), return_exceptions=True)
+            *(self._call(self.client.head_manifest, repo, d) for d in missing),
+            return_exceptions=True)
         for digest, head in zip(missing, heads, strict=True):
             if isinstance(head, RegistryError):
-                report.errors.append({"repository": repo, "digest": digest, **_error(head)})
+                self.report.errors.append({"repository": repo, "digest": digest,
+                                           **_error(head)})
             elif isinstance(head, BaseException):
                 raise head
             elif head is None:
                 result.gone.add(digest)
             else:
                 result.alive_untagged.add(digest)
-        async with write_lock:
-            await asyncio.to_thread(write_repo, store, result, now, report)
-        if progress:
-            progress("repository", 1)
 
-    await asyncio.gather(*(scan_repo(repo) for repo in wanted))
-    report.repositories = len(wanted)
-    report.seconds = time.monotonic() - started
-    with store.begin() as conn:
-        conn.execute(update(scans).where(scans.c.id == scan_id).values(
-            finished_at=now + timedelta(seconds=report.seconds),
-            repositories=report.repositories, tags=report.tags, manifests=report.manifests,
-            errors=report.errors or None,
-        ))
-    return report
+
+def _annotate(result: RepoResult) -> None:
+    """What the manifests say of each other: a child's platform from its index, a cosign
+    tag's subject and kind on the manifest it names."""
+    for _parent, child, platform in result.children:
+        if platform and child in result.seen and result.seen[child].platform is None:
+            result.seen[child].platform = platform
+    for tag, digest in result.tags.items():
+        cosign = referrer_kind(tag)
+        if cosign and digest in result.seen:
+            result.seen[digest].subject = result.seen[digest].subject or cosign[0]
+            result.seen[digest].referrer = cosign[1]
 
 
 def _error(exc: RegistryError) -> dict[str, Any]:
