@@ -8,7 +8,7 @@ import json
 from collections import defaultdict
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, or_, select, text, update
 
@@ -17,13 +17,31 @@ from ..store import Store
 from ..store.tables import blobs, manifest_blobs, manifest_children, manifests, tag_history
 from .report import RepoResult, ScanReport
 
-__all__ = ["write_repo"]
+__all__ = ["ManifestRow", "write_repo"]
 
 # The scan's writes go through the collector's plain-DBAPI multi-row INSERT: SQLAlchemy Core's
 # executemany cost ~1.5-2 CPU-s per first scan of 10,000 tags (bench/README.md, S2).
-_MANIFEST_COLUMNS = ("repository", "digest", "media_type", "artifact_type", "size",
-                     "total_bytes", "created_at", "first_seen", "last_scanned", "deleted_at",
-                     "subject", "referrer_kind", "is_index", "labels", "platform")
+class ManifestRow(NamedTuple):
+    """One ``manifests`` row as the scan writes it: its fields are the columns, in order."""
+
+    repository: str
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    size: int
+    total_bytes: int
+    created_at: datetime | None
+    first_seen: datetime
+    last_scanned: datetime
+    deleted_at: datetime | None
+    subject: str | None
+    referrer_kind: str | None
+    is_index: bool
+    labels: str  # JSON text (see _json_text)
+    platform: str | None
+
+
+_MANIFEST_COLUMNS = ManifestRow._fields
 _MANIFEST_UPSERT = "ON CONFLICT (repository, digest) DO UPDATE SET " + ", ".join(
     f"{c} = excluded.{c}" for c in _MANIFEST_COLUMNS if c not in ("repository", "digest",
                                                                   "first_seen"))
@@ -67,10 +85,13 @@ def write_repo(store: Store, result: RepoResult, now: datetime, report: ScanRepo
     rows = []
     for digest, seen in sorted(result.seen.items()):
         m = seen.manifest
-        rows.append((
-            repo, digest, m.media_type, (m.artifact_type or None) and m.artifact_type[:128],
-            len(m.body), total(digest), seen.created, now, now, None, seen.subject,
-            seen.referrer, m.is_index, _json_text(seen.labels), seen.platform,
+        rows.append(ManifestRow(
+            repository=repo, digest=digest, media_type=m.media_type,
+            artifact_type=(m.artifact_type or None) and m.artifact_type[:128],
+            size=len(m.body), total_bytes=total(digest), created_at=seen.created,
+            first_seen=now, last_scanned=now, deleted_at=None, subject=seen.subject,
+            referrer_kind=seen.referrer, is_index=m.is_index, labels=_json_text(seen.labels),
+            platform=seen.platform,
         ))
     with store.begin() as conn:
         _lock_repository(conn, repo)
