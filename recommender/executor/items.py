@@ -74,6 +74,8 @@ class ExecutionReport:
 
 
 class Skip(Exception):
+    """Raised by a re-check: the item must stay, for ``reason`` (recorded as skipped)."""
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason

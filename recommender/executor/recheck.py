@@ -73,7 +73,6 @@ class Recheck:
 
     def check(self, item: DueItem, now: datetime, kept: list[str]) -> str:
         """Raise :class:`Skip` with the reason, or return "gone" or a summary of the checks."""
-        key = (item.repository, item.digest)
         with self.store.connect() as conn:
             family = [item.digest, *conn.execute(
                 select(manifest_children.c.child)
@@ -108,7 +107,6 @@ class Recheck:
                 raise Skip(f"tagged since the suggestion: {added}")
         if kept:
             raise Skip("guardrail: " + "; ".join(kept))
-        del key
         if self.client.head_manifest(item.repository, item.digest) is None:
             return "gone"
         if item.subject and (item.repository, item.subject) not in self._gone and \
