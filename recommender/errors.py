@@ -7,7 +7,8 @@ The tree::
     ├── ReferenceError_            an image reference does not follow the grammar
     ├── PayloadError               an ingested document is malformed (HTTP 4xx, CLI line)
     │   └── PayloadTooLarge        a request body is over the configured limit (HTTP 413)
-    ├── StoreError                 the store refused an operation (schema out of date, ...)
+    ├── StoreError                 the store refused an operation (schema out of date, ...);
+    │                              its ``kind`` (:class:`StoreFailure`) says what a retry can do
     ├── RegistryError              a registry answered with an error or could not be reached
     │   ├── AuthError              credentials missing or refused (401/403)
     │   ├── NotFound               MANIFEST_UNKNOWN, NAME_UNKNOWN, BLOB_UNKNOWN (404)
@@ -22,6 +23,7 @@ occur, with ``raise ... from exc``. ``RegistryError.temporary`` says whether a r
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "ReferenceError_",
     "RegistryError",
     "StoreError",
+    "StoreFailure",
     "TagwardenError",
     "Unsupported",
 ]
@@ -73,8 +76,26 @@ class PayloadTooLarge(PayloadError):
     status_code = 413
 
 
+class StoreFailure(Enum):
+    """What kind of failure a :class:`StoreError` is, decided once where the database's error
+    is translated (``recommender.store.failures``)."""
+
+    UNREACHABLE = "unreachable"  # down, locked, connection lost: the same write may pass later
+    REFUSED_DATA = "refused data"  # a value of this write refused: retrying it can never pass
+    OTHER = "other"
+
+
 class StoreError(TagwardenError):
-    """Raised when the store cannot do what was asked (schema not migrated, bad URL)."""
+    """Raised when the store cannot do what was asked (schema not migrated, bad URL).
+
+    ``kind`` says what a retry can do; ``reason`` is the database's own first line (the
+    message when there is none). Neither is in ``detail``: they are not for the client."""
+
+    def __init__(self, message: str, *, kind: StoreFailure = StoreFailure.OTHER,
+                 reason: str | None = None, **detail: Any) -> None:
+        super().__init__(message, **detail)
+        self.kind = kind
+        self.reason = message if reason is None else reason
 
 
 class RegistryError(TagwardenError):

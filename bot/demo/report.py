@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recommender.sizes import human_bytes, total_text
+
 from .result import DemoResult
 from .slackview import render_markdown
 

@@ -13,11 +13,12 @@ then would gather every sender's request into one batch and leave loop and write
 which halves the throughput with the writer in a process; bench/).
 
 If a batch transaction fails, nothing of it is stored. Unless the store itself is unreachable
-or locked, each request of the failed batch is then retried alone, so one request the database
-refuses (a NUL character or a number out of range for PostgreSQL, say) cannot fail the
-requests that shared its batch. A request the database refuses on its own for its data
-(``DataError``) gets :class:`PayloadError` (HTTP 400, nothing stored): retrying it could never
-succeed. Every other failure is :class:`StoreError` (HTTP 503: the sender retries later).
+or locked (``StoreError.kind``, decided where the database's error is translated), each request
+of the failed batch is then retried alone, so one request the database refuses (a NUL
+character or a number out of range for PostgreSQL, say) cannot fail the requests that shared
+its batch. A request the database refuses on its own for its data (kind ``REFUSED_DATA``) gets
+:class:`PayloadError` (HTTP 400, nothing stored): retrying it could never succeed. Every other
+failure is :class:`StoreError` (HTTP 503: the sender retries later).
 """
 
 from __future__ import annotations
@@ -33,9 +34,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.exc import DataError, InterfaceError, OperationalError
-
-from ..errors import PayloadError, StoreError
+from ..errors import PayloadError, StoreError, StoreFailure
+from ..store.failures import first_line
 from ..timeutil import utcnow
 from .events import Event, WriteResult
 from .metrics import CollectorMetrics
@@ -68,20 +68,9 @@ class _Request:
     future: asyncio.Future[Outcome] = field(repr=False)
 
 
-def _caused_by(exc: BaseException | None, kinds: type | tuple[type, ...]) -> BaseException | None:
-    """The first exception of ``kinds`` in the chain of ``exc`` (writers may translate)."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, kinds):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
-
-
 def _unreachable(exc: BaseException) -> bool:
     """True when the failure is the store's, not the data's (retrying alone cannot help)."""
-    return _caused_by(exc, (OperationalError, InterfaceError)) is not None
+    return isinstance(exc, StoreError) and exc.kind is StoreFailure.UNREACHABLE
 
 
 class Batcher:
@@ -278,19 +267,10 @@ class Batcher:
         return result
 
 
-def _reason(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    lines = str(orig if orig is not None else exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def _as_error(exc: Exception) -> StoreError | PayloadError:
-    # DataError: PostgreSQL refusing a value (NUL in text, bigint out of range); OverflowError:
-    # sqlite3 refusing an integer past 64 bits before SQLite sees it.
-    data = _caused_by(exc, (DataError, OverflowError))
-    if data is not None and not _unreachable(exc):
-        return PayloadError(f"the store refuses this request's data: {_reason(data)}",
-                            where="store")
     if isinstance(exc, StoreError):
+        if exc.kind is StoreFailure.REFUSED_DATA:
+            return PayloadError(f"the store refuses this request's data: {exc.reason}",
+                                where="store")
         return exc
-    return StoreError(f"the store refused the write: {_reason(exc)}", temporary=True)
+    return StoreError(f"the store refused the write: {first_line(exc)}", temporary=True)

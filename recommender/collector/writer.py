@@ -28,10 +28,10 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, bindparam, delete, func, or_, select, text, update
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ..errors import StoreError
 from ..store import Store
+from ..store.failures import translated
 from ..store.tables import events, k8s_snapshots, manifests, rollups, running_refs, tag_history
 from ..usage import BLOB, is_manifest_media_type
 from . import taghistory
@@ -66,18 +66,6 @@ _ROLLUP_COLUMNS = ("day", "repository", "digest", "tag", "action", "usage", "cou
 # insert, the rollups (its first 10 characters are the day; fixed width, it sorts as the
 # time does) and the manifests' first_seen; on PostgreSQL it is the datetime itself.
 _New = tuple[int, Event, Any]
-
-
-@contextmanager
-def _translated() -> Iterator[None]:
-    """The store's failures as :class:`StoreError` (one line in the CLI; the original stays
-    the ``__cause__``, where the HTTP batcher looks to tell "store down" from "bad data")."""
-    try:
-        yield
-    except OperationalError as exc:
-        raise StoreError(f"the store refused the write: {exc.orig}", temporary=True) from exc
-    except SQLAlchemyError as exc:
-        raise StoreError(f"the store refused the write: {exc}", temporary=False) from exc
 
 
 # A bulk load (``tagwarden ingest`` of a file) on SQLite: a larger page cache for the indexes,
@@ -123,7 +111,7 @@ class EventWriter:
         """One transaction for several writes (pass it as their ``conn``): committed when the
         block ends, rolled back if it raises; the store's failures as :class:`StoreError`.
         A bulk load groups batches this way (:mod:`recommender.collector.groupcommit`)."""
-        with _translated(), self.store.begin() as conn:
+        with translated(), self.store.begin() as conn:
             if self.bulk and conn.dialect.name == "sqlite":
                 for pragma in _SQLITE_BULK:  # once per transaction, not once per batch
                     conn.exec_driver_sql(pragma)
@@ -139,7 +127,7 @@ class EventWriter:
             with self.transaction() as own:
                 yield own
         else:
-            with _translated():
+            with translated():
                 yield conn
 
     def write(self, batch: Sequence[Event], *, now: datetime, conn: Connection | None = None,
@@ -193,7 +181,7 @@ class EventWriter:
         c = events.c
         columns = [c.source, c.source_event_id, *(c[name] for name in _CONTENT_COLUMNS)]
         stored: dict[tuple[str, str], tuple[Any, ...]] = {}
-        with _translated(), self.store.connect() as conn:
+        with translated(), self.store.connect() as conn:
             for source, keys in ids.items():
                 ordered = sorted(keys)
                 for start in range(0, len(ordered), _PAIRS_PER_QUERY):
@@ -252,7 +240,7 @@ class EventWriter:
     def write_deferred(self, conn: Connection, deferred: Deferred) -> None:
         """Write what ``deferred`` gathered, in the transaction of the writes that gathered it
         (before it commits), and empty it."""
-        with _translated():
+        with translated():
             _rollups_and_clients(conn, deferred.rollups, deferred.clients, None)
         deferred.rollups, deferred.clients = {}, {}
 
@@ -349,7 +337,7 @@ class EventWriter:
         days) read, however old.
         """
         cutoff = now - self.raw_retention
-        with _translated(), self.store.begin() as conn:
+        with translated(), self.store.begin() as conn:
             result = conn.execute(
                 delete(events).where(events.c.time < cutoff, events.c.action != "deploy"))
         return int(result.rowcount or 0)
@@ -361,7 +349,7 @@ class EventWriter:
 
         Idempotent: a snapshot of the same source at the same time is stored once.
         """
-        with _translated(), self.store.begin() as conn:
+        with translated(), self.store.begin() as conn:
             if conn.dialect.name == "postgresql":
                 key = int.from_bytes(hashlib.blake2b(b"k8s:" + snapshot.source.encode(),
                                                      digest_size=8).digest(), "big", signed=True)

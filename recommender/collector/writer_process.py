@@ -14,9 +14,10 @@ planning is part of its share (bench/). On
 PostgreSQL events cross as plain tuples (pickling slotted dataclasses calls Python code per
 object).
 
-The child's failures cross as data: a pickled exception loses its ``__cause__`` chain, where
-the batcher tells "store unreachable" (retry later) from "this request's data refused" (400),
-so the child classifies the failure and the parent raises an equivalent exception.
+The child's failures cross the pipe as exceptions: a :class:`StoreError` whole (its ``kind``
+tells the batcher "store unreachable", retry later, from "this request's data refused", 400),
+anything else as a :class:`RuntimeError` with its type and first line (a bug: the batcher
+answers 503).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from sqlalchemy import make_url
-from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
 from ..errors import StoreError
+from ..store.failures import first_line
 from .events import Event, PodSnapshot, WriteResult, event_fields
 from .writer import PreparedBatch, prepare
 
@@ -59,24 +60,13 @@ def _start(url: str, raw_retention: timedelta) -> None:
     _writer = EventWriter(open_store(url, migrate_schema=False), raw_retention=raw_retention)
 
 
-def _failure(exc: BaseException) -> tuple[str, str, dict[str, Any], str]:
-    """(kind, message, detail, reason) of a failure, for the parent to raise again."""
-    from .batcher import _caused_by, _reason
-
+def _failure(exc: Exception) -> Exception:
+    """The failure to raise again in the parent, as it will survive pickling (the chain does
+    not; SQLAlchemy's exceptions do not unpickle)."""
     if isinstance(exc, StoreError):
-        message = exc.message
         detail = {k: v for k, v in exc.detail.items() if isinstance(v, str | int | float | bool)}
-    else:
-        message = f"the store refused the write: {_reason(exc)}"
-        detail = {"temporary": True}
-    if _caused_by(exc, (OperationalError, InterfaceError)) is not None:
-        return "unreachable", message, detail, _reason(exc)
-    data = _caused_by(exc, (DataError, OverflowError))
-    if data is not None:
-        return "data", message, detail, _reason(data)
-    if isinstance(exc, StoreError):
-        return "store", message, detail, message
-    return "other", message, detail, f"{type(exc).__name__}: {_reason(exc)}"
+        return StoreError(exc.message, kind=exc.kind, reason=exc.reason, **detail)
+    return RuntimeError(f"{type(exc).__name__}: {first_line(exc)}")
 
 
 def _write(rows: list[tuple[Any, ...]], now: datetime) -> tuple[bool, Any]:
@@ -107,18 +97,6 @@ def _write_snapshot(snapshot: PodSnapshot) -> tuple[bool, Any]:
         return True, _writer.write_snapshot(snapshot)
     except Exception as exc:
         return False, _failure(exc)
-
-
-def _raise(failure: tuple[str, str, dict[str, Any], str]) -> None:
-    """The child's failure as the exception the batcher would have seen from a thread."""
-    kind, message, detail, reason = failure
-    if kind == "unreachable":
-        raise StoreError(message, **detail) from OperationalError(None, None, Exception(reason))
-    if kind == "data":
-        raise StoreError(message, **detail) from DataError(None, None, Exception(reason))
-    if kind == "store":
-        raise StoreError(message, **detail)
-    raise RuntimeError(reason)
 
 
 def _serve(conn: Connection, url: str, raw_retention: timedelta) -> None:
@@ -215,7 +193,7 @@ class ProcessWriter:
             raise StoreError(f"the writer process died: {type(exc).__name__}: {exc}",
                              temporary=True) from exc
         if not ok:
-            _raise(value)
+            raise value
         return value
 
     def write(self, batch: Sequence[Event], *, now: datetime) -> WriteResult:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 from ..errors import StoreError
+from .failures import classify, first_line
 from .migration_lock import migration_lock
 
 __all__ = ["Store", "dialect_insert", "migrate", "open_store"]
@@ -92,14 +93,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             command.upgrade(_alembic_config(engine), revision)
     except DBAPIError as exc:
         # Unreachable, refused, or not a database at all (SQLite's "file is not a database").
-        raise StoreError(f"cannot open the store {_redact(engine)}: {_first_line(exc.orig)}",
-                         url=_redact(engine)) from exc
-
-
-def _first_line(error: BaseException | None) -> str:
-    """The first line of a driver's message (psycopg adds hints on lines of their own)."""
-    lines = str(error).strip().splitlines() if error is not None else []
-    return lines[0] if lines else type(error).__name__
+        raise StoreError(f"cannot open the store {_redact(engine)}: {first_line(exc)}",
+                         url=_redact(engine), kind=classify(exc)[0]) from exc
 
 
 def _redact(engine: Engine) -> str:
@@ -138,8 +133,8 @@ class Store:
             with self.engine.connect() as conn:
                 current = MigrationContext.configure(conn).get_current_revision()
         except DBAPIError as exc:
-            raise StoreError(f"cannot open the store {self.url}: {_first_line(exc.orig)}",
-                             url=self.url) from exc
+            raise StoreError(f"cannot open the store {self.url}: {first_line(exc)}",
+                             url=self.url, kind=classify(exc)[0]) from exc
         if current != head:
             raise StoreError(
                 f"store schema is at {current or 'nothing'}, code expects {head}: "

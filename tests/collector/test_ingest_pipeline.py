@@ -1,8 +1,9 @@
 """The file ingest's pipeline: batch sizes, and the parsing process running ahead of the writer.
 
 ``tagwarden ingest`` parses a file in a forked process and writes in this one
-(``recommender/cli/ingest.py``). These tests drive that pipeline directly, with real files and
-a real forked parser, where the command-line tests (``test_ingest_cli.py``) only see its end.
+(``recommender/collector/pipeline.py``). These tests drive that pipeline directly, with real
+files and a real forked parser, where the command-line tests (``test_ingest_cli.py``) only see
+its end.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ import os
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from recommender.cli import ingest
-from recommender.collector import distribution
+from recommender.collector import distribution, pipeline
 from recommender.usage import Classifier
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _write(path: Path, events: int, *, per_line: int = 10, pad: int = 0) -> None:
@@ -43,23 +45,25 @@ def _write(path: Path, events: int, *, per_line: int = 10, pad: int = 0) -> None
 
 
 def _sizes(files: list[str], batch_size: int) -> list[int]:
-    return [len(m[1]) for m in ingest._read(files, batch_size, distribution.parse_envelope_line,
-                                             Classifier()) if m[0] == "batch"]
+    return [len(m.events) for m in pipeline._read(
+        files, batch_size, distribution.parse_envelope_line, Classifier())
+        if isinstance(m, pipeline.Batch)]
 
 
 def test_batches_start_small_and_so_do_the_last_ones(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ingest, "_FIRST_BATCH", 10)
+    monkeypatch.setattr(pipeline, "_FIRST_BATCH", 10)
     path = tmp_path / "a.jsonl"
     _write(path, 3000, per_line=3)
     sizes = _sizes([str(path)], 80)
     assert sum(sizes) == 3000
     assert sizes[:5] == [12, 21, 42, 81, 81]  # doubling up to the batch size (3 per line)
     tail = sizes[sizes.index(21, 2):]  # a quarter of it, once two batches or fewer are left
-    kinds = [m[0] if m[0] != "batch" else len(m[1]) for m in ingest._read(
-        [str(path)], 80, distribution.parse_envelope_line, Classifier())]
-    assert kinds.count("flush") == 1  # commit what came before the last batches, once
-    assert [k for k in kinds[kinds.index("flush") + 1:] if k != "progress"] == [*tail, "done"]
+    kinds = [len(m.events) if isinstance(m, pipeline.Batch) else type(m).__name__
+             for m in pipeline._read([str(path)], 80, distribution.parse_envelope_line,
+                                     Classifier())]
+    assert kinds.count("Flush") == 1  # commit what came before the last batches, once
+    assert [k for k in kinds[kinds.index("Flush") + 1:] if k != "Progress"] == [*tail, "Done"]
     assert len(tail) >= 4 and set(tail[:-1]) == {21} and tail[-1] <= 21
     assert 160 - 81 < sum(tail) <= 160
     assert set(sizes[3:len(sizes) - len(tail)]) == {81}
@@ -85,8 +89,8 @@ def _children_done(timeout: float) -> bool:
 
 
 def _elsewhere(path: Path, batch_size: int) -> Any:
-    return ingest._parsed_elsewhere([str(path)], batch_size, distribution.parse_envelope_line,
-                                    Classifier(), True)
+    return pipeline._parsed_elsewhere([str(path)], batch_size, distribution.parse_envelope_line,
+                                    Classifier(), True, lambda: T0)
 
 
 def test_the_parser_runs_ahead_of_a_busy_writer(tmp_path: Path,
@@ -95,16 +99,18 @@ def test_the_parser_runs_ahead_of_a_busy_writer(tmp_path: Path,
     # finishes while nothing takes its messages if the writing side drains the pipe for it.
     path = tmp_path / "a.jsonl.gz"
     _write(path, 4000)
-    assert ingest._AHEAD >= 4
-    monkeypatch.setattr(ingest, "_TAIL_SHARE", 1)  # four full batches, the last ones too
+    assert pipeline._AHEAD >= 4
+    monkeypatch.setattr(pipeline, "_TAIL_SHARE", 1)  # four full batches, the last ones too
     with _elsewhere(path, 1000) as messages:
         first = next(messages)
-        assert first[0] == "prepared" and first[1].received == 1000
+        assert isinstance(first, pipeline.Prepared) and first.events.received == 1000
         assert _children_done(30), "the parser waited for the writer"
         rest = list(messages)
     # A small .gz file is fetched from disk at once: the end is near from the first batch on.
-    assert [m[0] for m in rest] == ["flush"] + ["prepared"] * 3 + ["progress", "done"]
-    received = [first[1].received] + [m[1].received for m in rest if m[0] == "prepared"]
+    assert [type(m).__name__ for m in rest] == ["Flush"] + ["Prepared"] * 3 + ["Progress",
+                                                                                "Done"]
+    received = [first.events.received] + [m.events.received for m in rest
+                                          if isinstance(m, pipeline.Prepared)]
     assert received == [1000] * 4
 
 
