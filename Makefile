@@ -20,8 +20,10 @@ typecheck:
 pytest:
 	$(VENV)/pytest
 
+# Each benchmark is a script of its own (one per target); this lists them.
 bench: setup
-	$(VENV)/python -m bench
+	@for f in bench/*.py; do case $$f in */__init__.py) ;; *) echo "$(VENV)/python $$f --help";; esac; done
+	@echo "targets and latest figures: bench/README.md"
 
 # Regenerate the initial migration from recommender/store/tables.py (until the first release).
 migration: setup
