@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recommender.config import Config
 from recommender.notify import ServerParts
@@ -78,7 +79,7 @@ class SlackStarter:
         self.build = build
         self.socket_mode = bool(config["slack.app_token"])
         self._status = STARTING
-        self._endpoint: Callable[[Request], Awaitable[Response]] | None = None
+        self._endpoint: ASGIApp | None = None  # the guarded Bolt endpoint, once ready
         self._handler: Any = None  # Socket Mode's connection, closed on stop
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -93,16 +94,9 @@ class SlackStarter:
         return self._status == READY
 
     def parts(self) -> ServerParts:
-        routes = [] if self.socket_mode else [Route(EVENTS_PATH, self._events, methods=["POST"])]
+        routes = [] if self.socket_mode else [Route(EVENTS_PATH, _Events(self), methods=["POST"])]
         return ServerParts("slack", status=self.status, ready=self.ready, routes=routes,
                            lifespans=[self.lifespan])
-
-    async def _events(self, request: Request) -> Response:
-        endpoint = self._endpoint
-        if endpoint is None:
-            return _answer(503, f"Slack is not ready: {self._status}")
-        response: Response = await endpoint(request)
-        return response
 
     @asynccontextmanager
     async def lifespan(self, _app: Any) -> AsyncIterator[None]:
@@ -180,6 +174,21 @@ class SlackStarter:
                  f"HTTP at {EVENTS_PATH}")
         self._endpoint = endpoint
         self._status = READY
+
+
+class _Events:
+    """``/slack/events`` as an ASGI app: 503 until Slack is ready, then the guarded Bolt
+    endpoint (an ASGI app too: it reads the body itself, within its limit)."""
+
+    def __init__(self, starter: SlackStarter) -> None:
+        self.starter = starter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.starter._endpoint
+        if endpoint is None:
+            await _answer(503, f"Slack is not ready: {self.starter.status()}")(scope, receive, send)
+            return
+        await endpoint(scope, receive, send)
 
 
 class _Refused(Exception):

@@ -1,4 +1,5 @@
-"""Sizes as people read them: decimal units (12.4 GB, 850.0 kB), and an unknown size said so.
+"""Sizes as people read them: decimal units (kB, MB, GB, as registries show them), and an
+unknown size said so.
 
 The store knows a manifest's size only once a scan has read it (registry events alone do not
 carry the layers): an unknown size is shown as unknown, never as zero. The CLI, the Slack
@@ -25,8 +26,8 @@ def human_bytes(n: int | float | None, unknown: str = UNKNOWN) -> str:
 
 
 def total_text(sizes: list[int | None]) -> str:
-    """The sum of the known sizes, saying how many are unknown: ``1.2 GB (3 of 10 sizes
-    unknown)``; ``size unknown`` when none is known."""
+    """The sum of the known sizes, followed by how many of them are unknown in brackets;
+    ``size unknown`` when none is known."""
     known = [s for s in sizes if s is not None]
     if not known and sizes:
         return UNKNOWN

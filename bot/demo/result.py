@@ -20,7 +20,7 @@ class DemoSize:
     seed: int
     repositories: int
     days: int
-    byte_scale: float = 0.001  # a 29 MB base layer becomes 29 kB of real gzip'd tar
+    byte_scale: float = 0.001  # layers scaled down to a thousandth, as real gzip'd tars
 
 
 FULL = DemoSize(seed=4, repositories=8, days=120)

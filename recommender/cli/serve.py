@@ -54,6 +54,9 @@ def serve(
     # or debug when uvicorn is asked for it.
     ours = "debug" if log_level.lower() in ("debug", "trace") else "info"
     configure_logging(ours)
+    # Opened (and migrated) here, once, before any worker starts, and before any notice: a
+    # store that cannot be opened is the one line the user sees.
+    store = st.store
     if not config["collector.token"]:
         print("warning: collector.token is not set (TAGWARDEN_COLLECTOR_TOKEN): every POST "
               "will be refused", file=sys.stderr)
@@ -61,7 +64,6 @@ def serve(
     off = notifier.off_reason()
     if off is not None:
         print(f"Slack is off: {off}; /slack/events answers 503", file=sys.stderr)
-    store = st.store  # opened (and migrated) here, once, before any worker starts
     options: dict[str, Any] = dict(
         host=host,
         port=port,

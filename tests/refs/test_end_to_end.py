@@ -17,7 +17,7 @@ from recommender.inventory import list_inventory
 from recommender.recommend import Suggestion, suggest
 from recommender.store import open_store
 
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)  # every instant below stays in the past
 OLD = "sha256:" + "1" * 64
 NEW = "sha256:" + "2" * 64
 CRONJOB = """\
