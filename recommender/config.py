@@ -231,6 +231,10 @@ def render_docs(settings: Iterable[Setting] = SETTINGS) -> str:
         "in step. Settings come from the TOML file (`--config`, `TAGWARDEN_CONFIG`), then the",
         "environment variables named here, then command-line options.",
         "",
+        "To add a setting, declare it in `SETTINGS` and run `make docs typing`: code reads it as",
+        '`config["section.name"]`, whose type mypy knows from `recommender/settings_typed.py`',
+        "(an unknown key is a type error); `config.get(key)` reads a key named at run time.",
+        "",
         "| setting | default | range | environment | what |",
         "|---|---|---|---|---|",
     ]
