@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both install what they need.
-.PHONY: demo test setup lint typecheck pytest bench migration docs clean
+.PHONY: demo test setup lint typecheck pytest bench migration docs typing clean
 
 VENV := .venv/bin
 
@@ -31,6 +31,9 @@ migration: setup
 
 docs: setup
 	$(VENV)/tagwarden config docs > docs/configuration.md
+
+typing: setup
+	$(VENV)/tagwarden config typing > recommender/settings_typed.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache data/generated data/demo

@@ -301,7 +301,7 @@ def default_jobs(config: Config, store: Store,
     notifier = notifier if notifier is not None else load_notifier(config)
 
     def cron(key: str, timezone: str = "UTC") -> CronTrigger:
-        return CronTrigger.from_crontab(config[key], timezone=timezone)
+        return CronTrigger.from_crontab(config.get(key), timezone=timezone)
 
     def execute(now: datetime) -> Any:
         from .executor import CallLog, Executor, make_registry_client

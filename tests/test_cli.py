@@ -50,6 +50,13 @@ def test_bad_config_value_names_the_setting(tmp_path: Path) -> None:
     assert done.stderr.strip() == "error: setting server.port: expected an integer, got 'x'"
 
 
+def test_config_typing_prints_the_typed_accessors(tmp_path: Path) -> None:
+    done = run("config", "typing", cwd=tmp_path)
+    assert done.returncode == 0
+    root = Path(__file__).resolve().parents[1]
+    assert done.stdout == (root / "recommender/settings_typed.py").read_text(encoding="utf-8")
+
+
 def test_config_docs_prints_every_setting(tmp_path: Path) -> None:
     done = run("config", "docs", cwd=tmp_path)
     assert done.returncode == 0

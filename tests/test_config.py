@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_setting_is_documented_and_the_docs_are_current() -> None:
     docs = (ROOT / "docs/configuration.md").read_text(encoding="utf-8")
-    assert docs == cfg.render_docs(), "run `make docs` after changing recommender/config.py"
+    assert docs == cfg.render_docs(), "run `make docs` after changing recommender/settings.py"
     for setting in cfg.SETTINGS:
         assert f"`{setting.key}`" in docs
         assert setting.help.strip(), f"{setting.key} has no help text"

@@ -1,4 +1,5 @@
-"""Housekeeping commands: ``migrate``, ``backfill-clients``, ``config docs``, ``config show``."""
+"""Housekeeping commands: ``migrate``, ``backfill-clients``, ``config docs``, ``config typing``,
+``config show``."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def backfill_clients(ctx: typer.Context) -> None:
 def config_docs() -> None:
     """Print the Markdown reference of every setting (docs/configuration.md)."""
     typer.echo(config_mod.render_docs(), nl=False)
+
+
+@config_app.command("typing")
+def config_typing() -> None:
+    """Print the typed accessors of every setting (recommender/settings_typed.py)."""
+    typer.echo(config_mod.render_typing(), nl=False)
 
 
 @config_app.command("show")
