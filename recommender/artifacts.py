@@ -55,7 +55,8 @@ __all__ = [
     "stored_model",
 ]
 
-_FEATURE_CODE = ("features.py", "tagkind.py", "model.py", "thresholds.py")
+_FEATURE_CODE = ("features.py", "history.py", "units.py", "tagkind.py", "model.py",
+                 "thresholds.py")
 
 
 def code_version() -> str:
