@@ -29,6 +29,8 @@ from .inventory import current_tags
 from .store import Store
 from .store.tables import approvals, batch_items, batches
 
+__all__ = ["get_batch", "list_batches", "record_batches", "set_posted"]
+
 # --- reading --------------------------------------------------------------------------------
 
 

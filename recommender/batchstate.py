@@ -12,6 +12,16 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+__all__ = [
+    "ACTIVE_ITEM_STATES",
+    "FINISHED_ITEM_STATES",
+    "BatchRecord",
+    "BatchState",
+    "ItemRecord",
+    "ItemState",
+    "SuggestionLike",
+]
+
 
 class BatchState(StrEnum):
     """A batch's ``state`` column: pending -> approved | denied | snoozed | cancelled;

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["choose_steady_threshold", "choose_threshold", "error_bound"]
+
 
 def choose_threshold(scores: np.ndarray, dead: np.ndarray, target: float) -> float:
     """The lowest score whose suggestions (score >= it) reach ``target`` precision.
