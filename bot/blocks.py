@@ -10,13 +10,34 @@ characters per section text, 2000 per button value (ours carry only the opaque b
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from recommender.decisions import BatchState, ItemState
+from recommender.batchstate import BatchState, ItemState
 from recommender.sizes import human_bytes
+
+from .blockkit import (
+    MAX_ACTIONS,
+    MAX_BLOCKS,
+    MAX_BUTTON_VALUE,
+    MAX_CHECKBOX_OPTIONS,
+    MAX_MODAL_BLOCKS,
+    MAX_SECTION_CHARS,
+    MAX_TEXT_FALLBACK,
+    _actions,
+    _button,
+    _clip,
+    _context,
+    _escape,
+    _finish,
+    _plain,
+    _section,
+    _short,
+    _when,
+    pages,
+)
+from .digestblocks import MAX_DIGEST_PAGES, DigestView, digest_pages, digest_summary
 
 __all__ = [
     "ACTION_APPROVE",
@@ -24,8 +45,14 @@ __all__ = [
     "ACTION_DENY",
     "ACTION_REVIEW",
     "ACTION_SNOOZE",
+    "MAX_ACTIONS",
     "MAX_BLOCKS",
+    "MAX_BUTTON_VALUE",
+    "MAX_CHECKBOX_OPTIONS",
+    "MAX_DIGEST_PAGES",
+    "MAX_MODAL_BLOCKS",
     "MAX_SECTION_CHARS",
+    "MAX_TEXT_FALLBACK",
     "VIEW_DENY",
     "VIEW_REVIEW",
     "BatchView",
@@ -39,18 +66,12 @@ __all__ = [
     "digest_summary",
     "ephemeral",
     "human_bytes",
+    "pages",
     "result_message",
     "review_modal",
     "title",
 ]
 
-MAX_BLOCKS = 50
-MAX_MODAL_BLOCKS = 100
-MAX_SECTION_CHARS = 3000
-MAX_BUTTON_VALUE = 2000
-MAX_ACTIONS = 25
-MAX_CHECKBOX_OPTIONS = 10
-MAX_TEXT_FALLBACK = 3000
 TOP_ITEMS = 10
 
 ACTION_APPROVE = "tw_approve"
@@ -117,62 +138,6 @@ class DecisionView:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# --- small pieces ------------------------------------------------------------------------------
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _escape(text: str) -> str:
-    # mrkdwn control characters; user-visible names never become mentions or links.
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _section(text: str, block_id: str | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "section",
-                             "text": {"type": "mrkdwn", "text": _clip(text, MAX_SECTION_CHARS)}}
-    if block_id:
-        block["block_id"] = block_id
-    return block
-
-
-def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(text, 2000)}]}
-
-
-def _plain(text: str, limit: int = 75) -> dict[str, Any]:
-    return {"type": "plain_text", "text": _clip(text, limit), "emoji": True}
-
-
-def _button(text: str, action_id: str, value: str, style: str | None = None,
-            confirm: dict[str, Any] | None = None) -> dict[str, Any]:
-    if len(value) > MAX_BUTTON_VALUE:
-        raise ValueError("a button value carries an opaque id, never data")
-    button: dict[str, Any] = {"type": "button", "text": _plain(text), "action_id": action_id,
-                              "value": value}
-    if style:
-        button["style"] = style
-    if confirm:
-        button["confirm"] = confirm
-    return button
-
-
-def _actions(block_id: str, elements: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    assert len(elements) <= MAX_ACTIONS
-    return {"type": "actions", "block_id": block_id, "elements": list(elements)}
-
-
-def _when(at: datetime) -> str:
-    # Slack renders the token in each reader's time zone; the fallback is UTC.
-    fallback = at.strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
-
-
-def _short(digest: str) -> str:
-    return digest.split(":", 1)[-1][:12]
-
-
 def _item_line(item: ItemView, with_reasons: bool = True) -> str:
     tags = ", ".join(f"`{_escape(t)}`" for t in item.tags[:5]) or "_untagged_"
     if len(item.tags) > 5:
@@ -199,11 +164,6 @@ def _items_blocks(batch: BatchView, prefix: str, limit: int = TOP_ITEMS) -> list
     if len(ranked) > limit:
         blocks.append(_context(f"… and {len(ranked) - limit} more; *Review items* lists them all."))
     return blocks
-
-
-def _finish(text: str, blocks: list[dict[str, Any]]) -> dict[str, Any]:
-    assert len(blocks) <= MAX_BLOCKS, f"{len(blocks)} blocks"
-    return {"text": _clip(text, MAX_TEXT_FALLBACK), "blocks": blocks}
 
 
 # --- messages ----------------------------------------------------------------------------------
@@ -393,96 +353,3 @@ def unlisted_item_ids(batch: BatchView, modal: dict[str, Any]) -> list[str]:
             listed.update(o["value"] for o in block["element"]["options"])
     return [i.item_id for i in batch.items if i.item_id not in listed]
 
-
-def pages(lines: Iterable[str], per_page: int = 15) -> list[list[str]]:
-    """Split lines into pages of ``per_page`` (digest threads)."""
-    out: list[list[str]] = []
-    for line in lines:
-        if not out or len(out[-1]) >= per_page:
-            out.append([])
-        out[-1].append(line)
-    return out
-
-
-# --- the weekly digest -------------------------------------------------------------------------
-
-MAX_DIGEST_PAGES = 20
-
-
-@dataclass(frozen=True)
-class DigestView:
-    """What the weekly digest of one team says; built from the store by :mod:`bot.digest`."""
-
-    team: str
-    week_start: datetime
-    now: datetime
-    reclaimable_bytes: int  # in batches waiting for approval
-    pending_batches: int
-    pending_items: int
-    reclaimed_bytes: int  # deleted last week
-    deleted_items: int
-    approved_items: int  # approved last week (the model was right)
-    denied_items: int  # denied last week (the model was wrong)
-    skipped: tuple[tuple[str, int], ...] = ()  # (reason, count) at the last re-check
-    denials: tuple[str, ...] = ()  # "payments/api CI builds: demo on Friday"
-    model_version: str | None = None
-    model_precision: float | None = None
-    lines: tuple[str, ...] = ()  # one per pending batch, largest first
-    surprises: tuple[str, ...] = ()  # deleted, then asked for again
-
-
-def digest_summary(d: DigestView) -> dict[str, Any]:
-    week = f"{d.week_start:%b %d} – {d.now:%b %d}"
-    decided = d.approved_items + d.denied_items
-    right = (f"{d.approved_items} of {decided} suggestions decided last week were approved"
-             if decided else "no suggestions were decided last week")
-    model = (f"model `{d.model_version}`, measured precision {d.model_precision:.0%}"
-             if d.model_version and d.model_precision is not None
-             else "no trained model yet: suggestions come from the rules alone")
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "block_id": "digest-head",
-         "text": _plain(f"tagwarden weekly digest for {d.team}", 150)},
-        {"type": "section", "block_id": "digest-figures", "fields": [
-            {"type": "mrkdwn", "text": f"*Reclaimable now*\n{human_bytes(d.reclaimable_bytes)}"},
-            {"type": "mrkdwn", "text": f"*Reclaimed {week}*\n{human_bytes(d.reclaimed_bytes)} "
-                                       f"({d.deleted_items} manifests)"},
-            {"type": "mrkdwn", "text": f"*Waiting for approval*\n{d.pending_batches} batches, "
-                                       f"{d.pending_items} manifests"},
-            {"type": "mrkdwn", "text": f"*Model*\n{model}"},
-        ]},
-        _section(f"*How the suggestions fared:* {right}.", "digest-fared"),
-    ]
-    wrong: list[str] = [f"• surprise: {_escape(x)}" for x in d.surprises[:10]]
-    if d.denials:
-        wrong += [f"• denied: {_escape(x)}" for x in d.denials[:10]]
-        if len(d.denials) > 10:
-            wrong.append(f"• … and {len(d.denials) - 10} more denials")
-    wrong += [f"• skipped at the last check ({n}): {_escape(reason)}"
-              for reason, n in d.skipped[:10]]
-    if wrong:
-        blocks.append(_section("*Where it was wrong or surprised:*\n" + "\n".join(wrong),
-                               "digest-wrong"))
-    if d.lines:
-        shown = min(len(d.lines), MAX_DIGEST_PAGES * 15)
-        blocks.append(_context(f"{len(d.lines)} batches wait for a decision; the "
-                               f"{'largest ' + str(shown) if shown < len(d.lines) else 'list'}"
-                               " follows in the thread."))
-    return _finish(f"tagwarden weekly digest for {d.team}: {human_bytes(d.reclaimable_bytes)} "
-                   f"reclaimable, {human_bytes(d.reclaimed_bytes)} reclaimed last week", blocks)
-
-
-def digest_pages(d: DigestView, per_page: int = 15) -> list[dict[str, Any]]:
-    """Thread replies listing the waiting batches, ``per_page`` lines each, capped."""
-    lines = [_clip(line, MAX_SECTION_CHARS // per_page - 1)
-             for line in d.lines[:MAX_DIGEST_PAGES * per_page]]
-    chunks = pages(lines, per_page)
-    out = []
-    for n, chunk in enumerate(chunks, 1):
-        tail = ""
-        if n == len(chunks) and len(d.lines) > len(lines):
-            tail = f"\n… and {len(d.lines) - len(lines)} more batches (`/tagwarden status`)."
-        out.append(_finish(f"Waiting for a decision, page {n} of {len(chunks)}", [
-            _section("\n".join(chunk) + tail, f"digest-page-{n}"),
-            _context(f"page {n} of {len(chunks)}"),
-        ]))
-    return out

@@ -20,11 +20,12 @@ from sqlalchemy import Connection, and_, func, select
 from recommender.config import Config
 from recommender.decisions import FINISHED_ITEM_STATES, BatchState, ItemState
 from recommender.errors import ConfigError
+from recommender.sizes import human_bytes
 from recommender.store import Store
 from recommender.store import tables as t
 
 from . import blocks
-from .blocks import DigestView, human_bytes
+from .digestblocks import DigestView
 from .posting import Poster, send
 
 __all__ = ["DigestReport", "build_digest", "post_digest"]

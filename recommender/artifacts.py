@@ -55,7 +55,8 @@ __all__ = [
     "stored_model",
 ]
 
-_FEATURE_CODE = ("features.py", "tagkind.py", "model.py")
+_FEATURE_CODE = ("features.py", "history.py", "units.py", "tagkind.py", "model.py",
+                 "thresholds.py")
 
 
 def code_version() -> str:
@@ -91,7 +92,7 @@ class SavedModel:
 def save_model(fitted: Fitted, *, now: datetime, horizon_days: float,
                extra: dict[str, Any] | None = None) -> SavedModel:
     """Serialise ``fitted``: joblib bytes and the sidecar that vouches for them."""
-    from .model import error_bound
+    from .thresholds import error_bound
 
     model_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     buffer = io.BytesIO()

@@ -15,21 +15,31 @@ signatures, attestations and SBOMs follow their subject and are not units of the
 from __future__ import annotations
 
 import bisect
-import fnmatch
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Float, cast, func, select
+from sqlalchemy import Connection
 
-from .config import DEFAULT_PRODUCTION_ENVS
-from .store import tables as t
+from .history import (
+    DEFAULT_PRODUCTION,
+    History,
+    _clip_usage,
+    days,
+    load_history,
+    to_datetime,
+)
 from .tagkind import parse_semver, primary_kind
-from .timeutil import EARLIEST_EVENT
+from .units import (
+    _map_units,
+    _unit_map,
+    alive_units,
+    current_tags,
+    running_at,
+    used_in_window,
+)
 
 __all__ = [
     "FEATURES",
@@ -45,7 +55,6 @@ __all__ = [
     "used_in_window",
 ]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 KIND_COLUMNS = tuple(f"kind_{k}" for k in (
     "semver", "prerelease", "commit", "build", "date", "branch", "pr", "floating", "test",
     "other", "untagged"))
@@ -58,286 +67,7 @@ FEATURES: tuple[str, ...] = (
     "newer_pushes", "repo_pushes_30", "repo_uses_30", "repo_alive", "is_index", "referrers",
     "log_bytes", "clients", "new_clients_30", "new_clients_90", *KIND_COLUMNS,
 )
-DEFAULT_PRODUCTION = DEFAULT_PRODUCTION_ENVS
 NEVER = 10_000.0  # days: "never happened"
-
-
-def days(value: datetime) -> float:
-    """An aware datetime as float days since the epoch."""
-    return (value - _EPOCH).total_seconds() / 86400.0
-
-
-def to_datetime(value: float) -> datetime:
-    return _EPOCH + timedelta(days=float(value))
-
-
-def _days_sql(conn: Connection, column: Any) -> Any:
-    """A timestamp column as float days since the epoch, computed by the database: creating a
-    Python datetime per row costs more than everything else in this module."""
-    if conn.dialect.name == "sqlite":
-        expr = func.julianday(column) - 2440587.5
-    else:
-        expr = func.extract("epoch", column) / 86400.0
-    return cast(expr, Float)
-
-
-def _frame(conn: Connection, stmt: Any, columns: list[str],
-           times: tuple[str, ...] = ()) -> pd.DataFrame:
-    rows = [tuple(r) for r in conn.execute(stmt)]
-    frame = pd.DataFrame.from_records(rows, columns=columns)
-    for col in times:
-        frame[col] = frame[col].astype(float)
-    return frame
-
-
-@dataclass
-class History:
-    """The store's summarised tables up to ``until``, times in float days."""
-
-    until: float
-    manifests: pd.DataFrame  # repository digest first_seen deleted_at bytes subject is_index ...
-    children: pd.DataFrame  # repository parent child
-    tags: pd.DataFrame  # repository tag digest valid_from valid_to
-    usage: pd.DataFrame  # repository digest day action usage count first_at last_at
-    deploys: pd.DataFrame  # repository digest time production
-    running: pd.DataFrame  # repository digest source taken_at (one row per ref)
-    snapshots: pd.DataFrame  # source taken_at
-    production: tuple[str, ...] = field(default=DEFAULT_PRODUCTION)
-    # repository digest client first_seen: one row per distinct real client of a manifest.
-    clients: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
-        {"repository": [], "digest": [], "client": [], "first_seen": []}))
-    units: dict[tuple[str, str], tuple[str, str]] | None = field(default=None, repr=False)
-    # Features and guardrails of one instant share the alive units (a few, not every instant).
-    alive_cache: dict[float, pd.DataFrame] = field(default_factory=dict, repr=False)
-
-    @property
-    def start(self) -> float | None:
-        """The earliest instant the history knows about (first push or first use), times
-        before the registry era left out: one event dated 0001-01-01 must not make training
-        replay two thousand years of weekly snapshots."""
-        era = days(EARLIEST_EVENT)
-        first_seen, first_at = self.manifests["first_seen"], self.usage["first_at"]
-        firsts = [first_seen[first_seen >= era].min() if len(first_seen) else np.nan,
-                  first_at[first_at >= era].min() if len(first_at) else np.nan]
-        values = [f for f in firsts if not pd.isna(f)]
-        return float(min(values)) if values else None
-
-
-def load_history(conn: Connection, *, until: datetime,
-                 production: Iterable[str] = DEFAULT_PRODUCTION) -> History:
-    """Read what the features and labels need, everything at or before ``until``."""
-    u = days(until)
-    m = t.manifests
-    manifests = _frame(conn, select(
-        m.c.repository, m.c.digest, _days_sql(conn, m.c.first_seen),
-        _days_sql(conn, m.c.deleted_at), m.c.total_bytes, m.c.size, m.c.subject,
-        m.c.referrer_kind, m.c.is_index, m.c.media_type,
-    ).where(m.c.first_seen <= until), ["repository", "digest", "first_seen", "deleted_at",
-                                        "total_bytes", "size", "subject", "referrer_kind",
-                                        "is_index", "media_type"], ("first_seen", "deleted_at"))
-    manifests.loc[manifests["deleted_at"] > u, "deleted_at"] = np.nan
-    c = t.manifest_children
-    children = _frame(conn, select(c.c.repository, c.c.parent, c.c.child),
-                      ["repository", "parent", "child"])
-    th = t.tag_history
-    tags = _frame(conn, select(th.c.repository, th.c.tag, th.c.digest,
-                               _days_sql(conn, th.c.valid_from), _days_sql(conn, th.c.valid_to))
-                  .where(th.c.valid_from <= until),
-                  ["repository", "tag", "digest", "valid_from", "valid_to"],
-                  ("valid_from", "valid_to"))
-    tags.loc[tags["valid_to"] > u, "valid_to"] = np.nan
-    r = t.rollups
-    usage = _frame(conn, select(r.c.repository, r.c.digest, r.c.action, r.c.usage, r.c.count,
-                                _days_sql(conn, r.c.first_at), _days_sql(conn, r.c.last_at))
-                   .where(r.c.day <= until.date(), r.c.digest != "",
-                          r.c.action.in_(("pull", "push"))),
-                   ["repository", "digest", "action", "usage", "count", "first_at", "last_at"],
-                   ("first_at", "last_at"))
-    usage["day"] = np.floor(usage["first_at"].to_numpy(dtype=float))
-    # Compared once here rather than at every replayed instant (string compares dominate).
-    pull = (usage["action"] == "pull").to_numpy(dtype=bool)
-    usage["is_use"] = pull & (usage["usage"] == "use").to_numpy(dtype=bool)
-    usage["is_scan"] = pull & (usage["usage"] == "scanner").to_numpy(dtype=bool)
-    usage = _clip_usage(usage, u)
-    e = t.events
-    deploys = _frame(conn, select(e.c.repository, e.c.digest, _days_sql(conn, e.c.time),
-                                  e.c.environment)
-                     .where(e.c.action == "deploy", e.c.time <= until),
-                     ["repository", "digest", "time", "environment"], ("time",))
-    globs = tuple(production)
-    envs = {env: bool(env) and any(fnmatch.fnmatchcase(str(env).lower(), g) for g in globs)
-            for env in deploys["environment"].unique()}
-    deploys["production"] = deploys["environment"].map(envs).astype(bool)
-    s, rr = t.k8s_snapshots, t.running_refs
-    snapshots = _frame(conn, select(s.c.id, s.c.source, _days_sql(conn, s.c.taken_at))
-                       .where(s.c.taken_at <= until), ["id", "source", "taken_at"],
-                       ("taken_at",))
-    refs = _frame(conn, select(rr.c.snapshot_id, rr.c.repository, rr.c.digest, rr.c.tag)
-                  .join(s, s.c.id == rr.c.snapshot_id).where(s.c.taken_at <= until),
-                  ["snapshot_id", "repository", "digest", "tag"])
-    running = refs.merge(snapshots, left_on="snapshot_id", right_on="id")
-    running = _resolve_tags(running, tags)
-    mc = t.manifest_clients
-    clients = _frame(conn, select(mc.c.repository, mc.c.digest, mc.c.client,
-                                  _days_sql(conn, mc.c.first_seen))
-                     .where(mc.c.first_seen <= until),
-                     ["repository", "digest", "client", "first_seen"], ("first_seen",))
-    return History(u, manifests, children, tags, usage, deploys, running,
-                   snapshots[["source", "taken_at"]], globs, clients=clients)
-
-
-def _clip_usage(usage: pd.DataFrame, now: float) -> pd.DataFrame:
-    """Rollup rows as known at ``now``: a day still in progress counts only its first event."""
-    if usage.empty:
-        return usage
-    whole = usage["last_at"] <= now
-    partial = ~whole & (usage["first_at"] <= now)
-    cut = usage[partial].copy()
-    cut["count"] = 1
-    cut["last_at"] = cut["first_at"]
-    return pd.concat([usage[whole], cut], ignore_index=True)
-
-
-def _resolve_tags(refs: pd.DataFrame, tags: pd.DataFrame) -> pd.DataFrame:
-    """A pod that names only a tag runs what the tag pointed at when the snapshot was taken."""
-    refs = refs.copy()
-    missing = refs["digest"].isna() & refs["tag"].notna()
-    if missing.any() and not tags.empty:
-        cand = refs[missing].reset_index().merge(tags, on=["repository", "tag"],
-                                                 suffixes=("", "_t"))
-        ok = (cand["valid_from"] <= cand["taken_at"]) & (
-            cand["valid_to"].isna() | (cand["valid_to"] > cand["taken_at"]))
-        cand = cand[ok].drop_duplicates("index", keep="last")
-        refs.loc[cand["index"].to_numpy(), "digest"] = cand["digest_t"].to_numpy()
-    return refs[refs["digest"].notna()][["repository", "digest", "source", "taken_at"]]
-
-
-# --- units ------------------------------------------------------------------------------------
-
-
-def _unit_map(h: History) -> dict[tuple[str, str], tuple[str, str]]:
-    """(repository, digest) of a child or referrer -> the unit (index or subject) it follows.
-
-    Structural facts, the same at every instant of one history: computed once per history."""
-    if h.units is None:
-        h.units = _build_unit_map(h)
-    return h.units
-
-
-def _build_unit_map(h: History) -> dict[tuple[str, str], tuple[str, str]]:
-    out: dict[tuple[str, str], tuple[str, str]] = {}
-    for repo, parent, child in h.children.itertuples(index=False):
-        out[(repo, child)] = (repo, parent)
-    sig = re.compile(r"^sha256-([0-9a-f]{64})\.")
-    for row in h.tags.itertuples(index=False):
-        match = sig.match(row.tag)
-        if match:
-            out[(row.repository, row.digest)] = (row.repository, "sha256:" + match.group(1))
-    for repo, digest, subject in h.manifests[["repository", "digest", "subject"]].itertuples(
-            index=False):
-        if isinstance(subject, str) and subject:
-            out[(repo, digest)] = (repo, subject)
-    # Follow chains (a signature of an index's child is the index's) to the top.
-    for key in list(out):
-        seen = {key}
-        top = out[key]
-        while top in out and top not in seen:
-            seen.add(top)
-            top = out[top]
-        out[key] = top
-    return out
-
-
-def _map_units(frame: pd.DataFrame, units: dict[tuple[str, str], tuple[str, str]]) -> pd.Series:
-    if frame.empty or not units:
-        return frame["digest"]
-    table = pd.DataFrame([(r, d, top[1]) for (r, d), top in units.items()],
-                         columns=["repository", "digest", "unit"])
-    merged = frame[["repository", "digest"]].merge(table, how="left",
-                                                   on=["repository", "digest"])
-    unit = merged["unit"].where(merged["unit"].notna(), merged["digest"])
-    return pd.Series(unit.to_numpy(dtype=object), index=frame.index, dtype=object)
-
-
-def alive_units(h: History, now: float) -> pd.DataFrame:
-    """Manifests alive at ``now`` that are decided on their own (not children, not referrers)."""
-    cached = h.alive_cache.get(now)
-    if cached is None:
-        if len(h.alive_cache) >= 4:
-            h.alive_cache.pop(next(iter(h.alive_cache)))
-        cached = h.alive_cache[now] = _alive_units(h, now)
-    return cached.copy()
-
-
-def _alive_units(h: History, now: float) -> pd.DataFrame:
-    m = h.manifests
-    alive = m[(m["first_seen"] <= now) & (m["deleted_at"].isna() | (m["deleted_at"] > now))]
-    units = _unit_map(h)
-    alive_keys = set(zip(alive["repository"], alive["digest"], strict=True))
-    follows = [units.get(k) in alive_keys and units.get(k) != k
-               for k in zip(alive["repository"], alive["digest"], strict=True)]
-    own = alive[~np.asarray(follows, dtype=bool)].copy() if len(alive) else alive.copy()
-    # A unit's bytes include what moves with it (platform manifests, signatures).
-    members = alive[np.asarray(follows, dtype=bool)] if len(alive) else alive
-    extra: dict[tuple[str, str], float] = {}
-    count: dict[tuple[str, str], int] = {}
-    for repo, digest, size in members[["repository", "digest", "total_bytes"]].itertuples(
-            index=False):
-        top = units[(repo, digest)]
-        extra[top] = extra.get(top, 0.0) + (0.0 if pd.isna(size) else float(size))
-        count[top] = count.get(top, 0) + 1
-    # A stable order whatever the database returned (PostgreSQL reorders updated rows).
-    own = own.sort_values(["repository", "digest"], kind="stable")
-    keys = list(zip(own["repository"], own["digest"], strict=True))
-    own["bytes"] = own["total_bytes"].astype(float).fillna(0.0).to_numpy() + np.array(
-        [extra.get(k, 0.0) for k in keys], dtype=float)
-    own["members"] = [count.get(k, 0) for k in keys]
-    # Registry events carry no layer sizes: until a scan reads them the size is unknown, and
-    # "bytes" (0 then) must not be shown or counted as a real zero.
-    own["size_known"] = own["total_bytes"].notna().to_numpy(dtype=bool)
-    return own.reset_index(drop=True)
-
-
-def used_in_window(h: History, start: float, end: float) -> set[tuple[str, str]]:
-    """Units used in (start, end]: a use-class pull, a deploy, or a pod running it."""
-    units = _unit_map(h)
-    used: set[tuple[str, str]] = set()
-    u = h.usage
-    w = u[u["is_use"] & (u["last_at"] > start)
-          & (u["first_at"] <= end)]
-    d = h.deploys[(h.deploys["time"] > start) & (h.deploys["time"] <= end)]
-    d = d[d["digest"].notna()]
-    r = h.running[(h.running["taken_at"] > start) & (h.running["taken_at"] <= end)]
-    for frame in (w, d, r):
-        if frame.empty:
-            continue
-        pairs = frame[["repository", "digest"]].drop_duplicates()
-        for key in zip(pairs["repository"], pairs["digest"], strict=True):
-            used.add(units.get(key, key))
-    # The tags of the window's last running snapshot per source also run after it.
-    return used
-
-
-def running_at(h: History, now: float) -> set[tuple[str, str]]:
-    """Units in the latest pod snapshot of each source taken at or before ``now``."""
-    snaps = h.snapshots[h.snapshots["taken_at"] <= now]
-    if snaps.empty:
-        return set()
-    latest = snaps.groupby("source")["taken_at"].max().reset_index()
-    refs = h.running.merge(latest, on=["source", "taken_at"])
-    units = _unit_map(h)
-    return {units.get(k, k) for k in zip(refs["repository"], refs["digest"], strict=True)}
-
-
-def current_tags(h: History, now: float) -> dict[tuple[str, str], list[str]]:
-    tg = h.tags
-    live = tg[(tg["valid_from"] <= now) & (tg["valid_to"].isna() | (tg["valid_to"] > now))]
-    out: dict[tuple[str, str], list[str]] = {}
-    for repo, tag, digest in live[["repository", "tag", "digest"]].itertuples(index=False):
-        out.setdefault((repo, digest), []).append(tag)
-    for v in out.values():
-        v.sort()
-    return out
 
 
 # --- features ---------------------------------------------------------------------------------

@@ -29,18 +29,11 @@ import numpy as np
 from sqlalchemy import Connection, select
 
 from .config import Config, PolicyRule
-from .features import (
-    History,
-    _unit_map,
-    alive_units,
-    current_tags,
-    days,
-    load_history,
-    running_at,
-)
+from .history import History, days, load_history
 from .refs.store import declared_references
 from .store import tables as t
 from .tagkind import classify, parse_semver
+from .units import _unit_map, alive_units, current_tags, running_at
 
 __all__ = ["declared_units", "denied_units", "evaluate", "evaluate_history"]
 

@@ -196,7 +196,7 @@ def suggest(store: Store, config: Config, *, now: datetime, repository_glob: str
 
 
 def _members(h: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
-    from .features import _unit_map
+    from .units import _unit_map
 
     wanted = set(keys)
     out: dict[tuple[str, str], list[str]] = {}

@@ -35,7 +35,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from .events import Event, WriteResult
-from .writer import Deferred, EventWriter, PreparedBatch
+from .prepared import Deferred, PreparedBatch
+from .writer import EventWriter
 
 __all__ = ["GroupCommitWriter"]
 

@@ -37,7 +37,8 @@ from .checkpoint import Checkpointer
 from .events import Event, WriteResult, event_fields
 from .files import JsonLines, decode
 from .groupcommit import GroupCommitWriter
-from .writer import EventWriter, PreparedBatch, prepare
+from .prepared import PreparedBatch, prepare
+from .writer import EventWriter
 
 __all__ = [
     "BATCH",

@@ -35,7 +35,7 @@ from sqlalchemy import make_url
 from ..errors import StoreError
 from ..store.failures import first_line
 from .events import Event, PodSnapshot, WriteResult, event_fields
-from .writer import PreparedBatch, prepare
+from .prepared import PreparedBatch, prepare
 
 __all__ = ["ProcessWriter"]
 

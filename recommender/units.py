@@ -1,0 +1,142 @@
+"""Units over a :class:`History`: which manifests are one unit (an index with its platform
+manifests, a subject with its signatures and SBOMs), which are alive, used in a window, running
+or tagged at an instant.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from .history import History
+
+__all__ = ["alive_units", "current_tags", "running_at", "used_in_window"]
+
+# --- units ------------------------------------------------------------------------------------
+
+
+def _unit_map(h: History) -> dict[tuple[str, str], tuple[str, str]]:
+    """(repository, digest) of a child or referrer -> the unit (index or subject) it follows.
+
+    Structural facts, the same at every instant of one history: computed once per history."""
+    if h.units is None:
+        h.units = _build_unit_map(h)
+    return h.units
+
+
+def _build_unit_map(h: History) -> dict[tuple[str, str], tuple[str, str]]:
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    for repo, parent, child in h.children.itertuples(index=False):
+        out[(repo, child)] = (repo, parent)
+    sig = re.compile(r"^sha256-([0-9a-f]{64})\.")
+    for row in h.tags.itertuples(index=False):
+        match = sig.match(row.tag)
+        if match:
+            out[(row.repository, row.digest)] = (row.repository, "sha256:" + match.group(1))
+    for repo, digest, subject in h.manifests[["repository", "digest", "subject"]].itertuples(
+            index=False):
+        if isinstance(subject, str) and subject:
+            out[(repo, digest)] = (repo, subject)
+    # Follow chains (a signature of an index's child is the index's) to the top.
+    for key in list(out):
+        seen = {key}
+        top = out[key]
+        while top in out and top not in seen:
+            seen.add(top)
+            top = out[top]
+        out[key] = top
+    return out
+
+
+def _map_units(frame: pd.DataFrame, units: dict[tuple[str, str], tuple[str, str]]) -> pd.Series:
+    if frame.empty or not units:
+        return frame["digest"]
+    table = pd.DataFrame([(r, d, top[1]) for (r, d), top in units.items()],
+                         columns=["repository", "digest", "unit"])
+    merged = frame[["repository", "digest"]].merge(table, how="left",
+                                                   on=["repository", "digest"])
+    unit = merged["unit"].where(merged["unit"].notna(), merged["digest"])
+    return pd.Series(unit.to_numpy(dtype=object), index=frame.index, dtype=object)
+
+
+def alive_units(h: History, now: float) -> pd.DataFrame:
+    """Manifests alive at ``now`` that are decided on their own (not children, not referrers)."""
+    cached = h.alive_cache.get(now)
+    if cached is None:
+        if len(h.alive_cache) >= 4:
+            h.alive_cache.pop(next(iter(h.alive_cache)))
+        cached = h.alive_cache[now] = _alive_units(h, now)
+    return cached.copy()
+
+
+def _alive_units(h: History, now: float) -> pd.DataFrame:
+    m = h.manifests
+    alive = m[(m["first_seen"] <= now) & (m["deleted_at"].isna() | (m["deleted_at"] > now))]
+    units = _unit_map(h)
+    alive_keys = set(zip(alive["repository"], alive["digest"], strict=True))
+    follows = [units.get(k) in alive_keys and units.get(k) != k
+               for k in zip(alive["repository"], alive["digest"], strict=True)]
+    own = alive[~np.asarray(follows, dtype=bool)].copy() if len(alive) else alive.copy()
+    # A unit's bytes include what moves with it (platform manifests, signatures).
+    members = alive[np.asarray(follows, dtype=bool)] if len(alive) else alive
+    extra: dict[tuple[str, str], float] = {}
+    count: dict[tuple[str, str], int] = {}
+    for repo, digest, size in members[["repository", "digest", "total_bytes"]].itertuples(
+            index=False):
+        top = units[(repo, digest)]
+        extra[top] = extra.get(top, 0.0) + (0.0 if pd.isna(size) else float(size))
+        count[top] = count.get(top, 0) + 1
+    # A stable order whatever the database returned (PostgreSQL reorders updated rows).
+    own = own.sort_values(["repository", "digest"], kind="stable")
+    keys = list(zip(own["repository"], own["digest"], strict=True))
+    own["bytes"] = own["total_bytes"].astype(float).fillna(0.0).to_numpy() + np.array(
+        [extra.get(k, 0.0) for k in keys], dtype=float)
+    own["members"] = [count.get(k, 0) for k in keys]
+    # Registry events carry no layer sizes: until a scan reads them the size is unknown, and
+    # "bytes" (0 then) must not be shown or counted as a real zero.
+    own["size_known"] = own["total_bytes"].notna().to_numpy(dtype=bool)
+    return own.reset_index(drop=True)
+
+
+def used_in_window(h: History, start: float, end: float) -> set[tuple[str, str]]:
+    """Units used in (start, end]: a use-class pull, a deploy, or a pod running it."""
+    units = _unit_map(h)
+    used: set[tuple[str, str]] = set()
+    u = h.usage
+    w = u[u["is_use"] & (u["last_at"] > start)
+          & (u["first_at"] <= end)]
+    d = h.deploys[(h.deploys["time"] > start) & (h.deploys["time"] <= end)]
+    d = d[d["digest"].notna()]
+    r = h.running[(h.running["taken_at"] > start) & (h.running["taken_at"] <= end)]
+    for frame in (w, d, r):
+        if frame.empty:
+            continue
+        pairs = frame[["repository", "digest"]].drop_duplicates()
+        for key in zip(pairs["repository"], pairs["digest"], strict=True):
+            used.add(units.get(key, key))
+    # The tags of the window's last running snapshot per source also run after it.
+    return used
+
+
+def running_at(h: History, now: float) -> set[tuple[str, str]]:
+    """Units in the latest pod snapshot of each source taken at or before ``now``."""
+    snaps = h.snapshots[h.snapshots["taken_at"] <= now]
+    if snaps.empty:
+        return set()
+    latest = snaps.groupby("source")["taken_at"].max().reset_index()
+    refs = h.running.merge(latest, on=["source", "taken_at"])
+    units = _unit_map(h)
+    return {units.get(k, k) for k in zip(refs["repository"], refs["digest"], strict=True)}
+
+
+def current_tags(h: History, now: float) -> dict[tuple[str, str], list[str]]:
+    tg = h.tags
+    live = tg[(tg["valid_from"] <= now) & (tg["valid_to"].isna() | (tg["valid_to"] > now))]
+    out: dict[tuple[str, str], list[str]] = {}
+    for repo, tag, digest in live[["repository", "tag", "digest"]].itertuples(index=False):
+        out.setdefault((repo, digest), []).append(tag)
+    for v in out.values():
+        v.sort()
+    return out
