@@ -212,6 +212,14 @@ SETTINGS: tuple[Setting, ...] = (
     S("registry.gc_config", None, "str?",
       "Path of the registry's own config file, for the garbage-collect command the executor "
       "prints after deleting (`docker-registry garbage-collect <path>`)."),
+    S("registry.region", None, "str?",
+      "AWS region of an Amazon ECR registry (unset: the SDK's default chain, AWS_REGION, "
+      "the profile)."),
+    S("registry.registry_id", None, "str?",
+      "Account id of the Amazon ECR registry (unset: the caller's own account)."),
+    S("registry.endpoint_url", None, "str?",
+      "Endpoint URL of the Amazon ECR API (unset: the region's; a VPC endpoint or a test "
+      "server otherwise)."),
     # executor (decisions, deletions, backups)
     S("executor.lease", "5m", "duration",
       "How long a worker owns an item it executes; a crashed worker's items are retried after.",

@@ -103,3 +103,29 @@ def registry_factory(tmp_path: Path) -> Iterator[type[LocalRegistry]]:
 def registry(registry_factory) -> LocalRegistry:  # type: ignore[no-untyped-def]
     """A running local registry without notifications."""
     return registry_factory()
+
+
+@pytest.fixture(scope="session")
+def _ecr_session() -> Iterator[object]:
+    """moto's ECR server and its ECR-like front on loopback, once per session."""
+    from tests.support.ecr import ecr_server
+
+    yield from ecr_server()
+
+
+@pytest.fixture
+def ecr(_ecr_session: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An empty ECR (``tests.support.ecr.EcrServer``) and fake AWS credentials in the
+    environment, so boto3's default chain finds them and never the developer's own."""
+    from tests.support.ecr import REGION
+
+    for key in list(os.environ):
+        if key.startswith("AWS_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    _ecr_session.reset()  # type: ignore[attr-defined]
+    return _ecr_session
