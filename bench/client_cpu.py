@@ -34,8 +34,10 @@ from pathlib import Path
 
 import httpx
 
-from recommender.registry import AsyncRegistryClient, LocalRegistry, RegistryClient
 from recommender.registry import mediatypes as mt
+from recommender.registry.aio import AsyncRegistryClient
+from recommender.registry.local import LocalRegistry
+from recommender.registry.sync import RegistryClient
 
 
 def process_cpu(pid: int) -> float:

@@ -32,8 +32,13 @@ from recommender import config as config_mod  # noqa: E402
 from recommender import decisions  # noqa: E402
 from recommender.audit import AuditLog  # noqa: E402
 from recommender.executor import CallLog, Executor  # noqa: E402
-from recommender.registry import LocalRegistry, PushedImage, RegistryClient, push_image  # noqa: E402
-from recommender.registry.push import layer_tar  # noqa: E402
+from recommender.registry.local import LocalRegistry  # noqa: E402
+from recommender.registry.push import (  # noqa: E402
+    PushedImage,
+    layer_tar,  # noqa: E402
+    push_image,
+)
+from recommender.registry.sync import RegistryClient  # noqa: E402
 from recommender.store import open_store  # noqa: E402
 from recommender.store.tables import (  # noqa: E402
     blobs,
@@ -132,7 +137,7 @@ def main() -> int:
         cfg = config_mod.load(path, env={})
         store = open_store(args.db or f"sqlite:///{tmp / 'store.db'}")
         calls = CallLog()
-        client = RegistryClient(registry.url, transport=calls.transport())
+        client = RegistryClient(registry.url, recorder=calls)
         t = time.perf_counter()
         images = _push_all(client, args.items, args.repos)
         _record(store, images)

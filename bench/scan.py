@@ -37,8 +37,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from recommender.config import SETTINGS
-from recommender.registry import LocalRegistry, RegistryClient, push_image
-from recommender.registry.push import layer_tar
+from recommender.registry.local import LocalRegistry
+from recommender.registry.push import layer_tar, push_image
+from recommender.registry.sync import RegistryClient
 
 ROOT = Path(__file__).resolve().parent.parent
 

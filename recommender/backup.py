@@ -5,7 +5,10 @@ One layout directory per deleted manifest, ``<root>/<repository with / as _>@<he
 ``oci-layout``, ``index.json`` (one entry per tag the manifest had, with the standard
 ``org.opencontainers.image.ref.name`` annotation, and the repository in
 ``io.tagwarden.repository``) and ``blobs/sha256/...``. Any OCI tool (skopeo ``oci:DIR``) reads
-it; :func:`restore` pushes it back with our registry client.
+it; :func:`restore` pushes it back into a :class:`~recommender.registry.WritableRegistry`.
+
+Reading (the backup itself) works on any registry backend; pushing (:func:`restore`, the copy
+into a backup registry) needs a writable one, which only the Distribution backend is today.
 
 A layout is written to a temporary sibling and renamed, so a half-written backup never looks
 complete.
@@ -22,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DigestMismatch, TagwardenError
+from .registry import Manifest, Registry, WritableRegistry, digest_of
 from .registry import mediatypes as mt
-from .registry.client import Manifest, RegistryClient, digest_of
 
 __all__ = [
     "REF_NAME",
@@ -53,7 +56,7 @@ def _write_blob(layout: Path, digest: str, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _save_manifest(client: RegistryClient, repo: str, ref: str, layout: Path) -> dict[str, Any]:
+def _save_manifest(client: Registry, repo: str, ref: str, layout: Path) -> dict[str, Any]:
     """Save one manifest (and, recursively, its children and blobs); return its descriptor."""
     manifest = client.get_manifest(repo, ref)
     _write_blob(layout, manifest.digest, manifest.body)
@@ -74,7 +77,7 @@ def layout_name(repository: str, digest: str) -> str:
     return f"{repository.replace('/', '_')}@{digest.split(':', 1)[-1]}"
 
 
-def backup_manifest(client: RegistryClient, repository: str, digest: str, tags: Any,
+def backup_manifest(client: Registry, repository: str, digest: str, tags: Any,
                     root: Path, *, now: datetime) -> Path:
     """Back up ``repository@digest`` (with its ``tags``) under ``root``; returns the layout."""
     final = root / layout_name(repository, digest)
@@ -135,7 +138,7 @@ def _read_blob(layout: Path, digest: str) -> bytes:
     return data
 
 
-def _push_manifest(client: RegistryClient, repo: str, layout: Path, desc: dict[str, Any],
+def _push_manifest(client: WritableRegistry, repo: str, layout: Path, desc: dict[str, Any],
                    ref: str) -> str:
     body = _read_blob(layout, desc["digest"])
     doc = json.loads(body)
@@ -150,7 +153,7 @@ def _push_manifest(client: RegistryClient, repo: str, layout: Path, desc: dict[s
     return client.put_manifest(repo, ref, body, media_type)
 
 
-def restore(client: RegistryClient, path: Path, *,
+def restore(client: WritableRegistry, path: Path, *,
             repository: str | None = None) -> list[Restored]:
     """Push every layout under ``path`` back: blobs, children, then the manifest at each tag."""
     done: list[Restored] = []
@@ -182,7 +185,7 @@ def restore(client: RegistryClient, path: Path, *,
     return done
 
 
-def _copy(src: RegistryClient, dst: RegistryClient, repo: str, ref: str) -> Manifest:
+def _copy(src: Registry, dst: WritableRegistry, repo: str, ref: str) -> Manifest:
     manifest = src.get_manifest(repo, ref)
     if mt.is_index(manifest.media_type):
         for child in manifest.parsed.get("manifests") or []:
@@ -197,7 +200,7 @@ def _copy(src: RegistryClient, dst: RegistryClient, repo: str, ref: str) -> Mani
     return manifest
 
 
-def copy_manifest(src: RegistryClient, dst: RegistryClient, repository: str, digest: str,
+def copy_manifest(src: Registry, dst: WritableRegistry, repository: str, digest: str,
                   tags: Any) -> str:
     """Copy ``repository@digest`` (children and blobs first) from ``src`` to ``dst``, at each
     of ``tags`` (by digest when there are none). Used both to back up and to restore."""

@@ -304,10 +304,11 @@ def default_jobs(config: Config, store: Store,
         return CronTrigger.from_crontab(config.get(key), timezone=timezone)
 
     def execute(now: datetime) -> Any:
-        from .executor import CallLog, Executor, make_registry_client
+        from . import registry
+        from .executor import CallLog, Executor
 
         calls = CallLog()
-        client = make_registry_client(config, calls)
+        client = registry.open(config, recorder=calls)
         try:
             report = Executor(store, client, config, calls=calls).run_due(now)
         finally:
@@ -329,15 +330,16 @@ def default_jobs(config: Config, store: Store,
     def scan(now: datetime) -> Any:
         import asyncio
 
-        from . import inventory
-        from .registry import AsyncRegistryClient
+        from . import inventory, registry
 
         workers = config["registry.concurrency"]
 
         async def run() -> Any:
-            async with AsyncRegistryClient.from_config(config,
-                                                       max_connections=workers) as client:
+            client = registry.open_async(config, max_connections=workers)
+            try:
                 return await inventory.scan_async(store, client, now=now, concurrency=workers)
+            finally:
+                await client.aclose()
 
         return asyncio.run(run())
 

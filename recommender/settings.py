@@ -195,6 +195,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("server.port", 8080, "int", "Port `tagwarden serve` listens on (0: any free port).",
       min=0, max=65535),
     # registry
+    S("registry.kind", "distribution", "str",
+      "Which registry API tagwarden speaks: `distribution` (the Distribution HTTP API: "
+      "Distribution, Harbor, GitLab, Quay, the clouds' /v2 endpoints) or `ecr` (Amazon ECR).",
+      "TAGWARDEN_REGISTRY_KIND"),
     S("registry.url", None, "str?",
       "Base URL of the registry tagwarden scans and deletes from (http://host:port)."),
     S("registry.hosts", (), "list",
@@ -211,7 +215,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("registry.verify_tls", True, "bool", "Verify the registry's TLS certificate."),
     S("registry.gc_config", None, "str?",
       "Path of the registry's own config file, for the garbage-collect command the executor "
-      "prints after deleting (`docker-registry garbage-collect <path>`)."),
+      "prints after deleting on a Distribution registry "
+      "(`docker-registry garbage-collect <path>`)."),
     S("registry.region", None, "str?",
       "AWS region of an Amazon ECR registry (unset: the SDK's default chain, AWS_REGION, "
       "the profile)."),

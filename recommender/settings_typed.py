@@ -46,6 +46,9 @@ class TypedSettings:
     def __getitem__(self, key: Literal["server.port"]) -> int: ...
 
     @overload
+    def __getitem__(self, key: Literal["registry.kind"]) -> str: ...
+
+    @overload
     def __getitem__(self, key: Literal["registry.url"]) -> str | None: ...
 
     @overload

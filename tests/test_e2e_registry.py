@@ -18,8 +18,8 @@ from sqlalchemy import select, text
 
 from recommender import inventory
 from recommender.config import load
-from recommender.registry.client import RegistryClient
 from recommender.registry.push import push_image
+from recommender.registry.sync import RegistryClient
 from recommender.server import build_app
 from recommender.store import Store, tables
 from recommender.timeutil import utcnow

@@ -15,9 +15,10 @@ from recommender import inventory
 from recommender.collector.events import Event, PodSnapshot, RunningRef
 from recommender.collector.writer import EventWriter
 from recommender.errors import RegistryError
-from recommender.registry import AsyncRegistryClient, RegistryClient, push_image
+from recommender.registry.aio import AsyncRegistryClient
 from recommender.registry.local import free_port
-from recommender.registry.push import layer_tar, push_referrer, push_signature
+from recommender.registry.push import layer_tar, push_image, push_referrer, push_signature
+from recommender.registry.sync import RegistryClient
 from recommender.store.tables import (
     blobs,
     manifest_blobs,
@@ -225,7 +226,7 @@ def _blob_sizes(storage: Path) -> dict[str, int]:
 
 
 def _own_layer(child, base: bytes) -> str:
-    from recommender.registry import digest_of
+    from recommender.registry.models import digest_of
 
     return next(d for d, s in child.blobs.items()
                 if d != digest_of(base) and s > 2000)

@@ -27,7 +27,7 @@ import httpx
 import orjson
 
 from recommender.fleet import images
-from recommender.registry.client import RegistryClient
+from recommender.registry.sync import RegistryClient
 
 from .services import DemoError
 

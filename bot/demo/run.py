@@ -28,7 +28,7 @@ from rich.console import Console
 
 from recommender import decisions
 from recommender.fleet import FleetSpec, generate
-from recommender.registry.client import RegistryClient
+from recommender.registry.sync import RegistryClient
 from recommender.store import open_store
 from recommender.timeutil import utcnow
 

@@ -11,15 +11,16 @@ import orjson
 import typer
 from sqlalchemy import select
 
+from .. import registry
 from ..audit import AuditLog
 from ..backup import Restored, copy_manifest
 from ..backup import restore as restore_layouts
 from ..config import Config
 from ..decisions import ItemState, list_batches
 from ..errors import TagwardenError
-from ..executor import CallLog, Executor, make_registry_client
+from ..executor import CallLog, Executor
 from ..reference import is_digest
-from ..registry.client import RegistryClient
+from ..registry import WritableRegistry
 from ..store import Store
 from ..store.tables import batch_items
 from ..timeutil import parse_time, utcnow
@@ -51,7 +52,7 @@ def execute(
     st = state(ctx)
     when = _now(now)
     calls = CallLog()
-    client = make_registry_client(st.config, calls)
+    client = registry.open(st.config, recorder=calls)
     try:
         report = Executor(st.store, client, st.config, dry_run=dry_run,
                           calls=calls).run_due(when)
@@ -71,8 +72,8 @@ def execute(
                                                                  for o in report.outcomes}))
     typer.echo(f"{'dry run: ' if dry_run else ''}{counts or 'nothing due'}")
     if report.deleted:
-        typer.echo(f"{report.reclaimable_bytes} bytes now eligible for garbage collection; run "
-                   f"(registry read-only or stopped): {report.gc_command}")
+        step = f"; run: {report.gc_command}" if report.gc_command else ""
+        typer.echo(f"{report.reclaimable_bytes} bytes reclaimable: {report.reclaim_note}{step}")
     if drawn:
         typer.echo(f"{len(drawn)} Slack message(s) updated with the results")
 
@@ -120,7 +121,7 @@ def restore(
     """Put back what was backed up before a deletion (blobs, children, manifest, tags)."""
     st = state(ctx)
     calls = CallLog()
-    client = make_registry_client(st.config, calls)
+    client = registry.open_writable(st.config, recorder=calls)
     try:
         if from_registry:
             done = [_restore_from_registry(st.store, st.config, client, calls, from_registry,
@@ -138,7 +139,7 @@ def restore(
     }, now=utcnow())
 
 
-def _restore_from_registry(store: Store, config: Config, client: RegistryClient,
+def _restore_from_registry(store: Store, config: Config, client: WritableRegistry,
                            calls: CallLog, url: str, source: str, repository: str | None,
                            tags: list[str] | None) -> Restored:
     if repository is not None:
@@ -155,9 +156,10 @@ def _restore_from_registry(store: Store, config: Config, client: RegistryClient,
                 .where(batch_items.c.state == ItemState.DELETED)
                 .order_by(batch_items.c.finished_at.desc())).scalars().first()
         tags = list(recorded or [])
-    backup = make_registry_client(config, calls, url=url,
-                                  username=config["executor.backup_registry_username"],
-                                  password=config["executor.backup_registry_password"])
+    backup = registry.open_writable(
+        config, url=url, credentials=(config["executor.backup_registry_username"],
+                                      config["executor.backup_registry_password"]),
+        recorder=calls)
     try:
         # The backup registry holds it under the original repository name.
         copy_manifest(backup, client, repo, digest, tags)

@@ -15,7 +15,7 @@ import orjson
 import typer
 
 from .. import inventory
-from ..registry.client import AsyncRegistryClient
+from .. import registry as registries
 from ..timeutil import in_era, utcnow
 from .state import app, state
 
@@ -69,16 +69,18 @@ def scan_command(
     st = state(ctx)
     config = st.config
     workers = concurrency or config["registry.concurrency"]
-    client = AsyncRegistryClient.from_config(config, url=registry, max_connections=workers)
+    client = registries.open_async(config, url=registry, max_connections=workers)
     store = st.store
 
     async def run(update: Callable[[str, int], None]) -> inventory.ScanReport:
-        async with client:
+        try:
             return await inventory.scan_async(store, client, now=utcnow(), concurrency=workers,
                                               repository_glob=repository, progress=update,
                                               read_configs=configs)
+        finally:
+            await client.aclose()
 
-    import aiohttp  # noqa: F401 - the scan's transport imports it anyway: before the freeze
+    import aiohttp  # noqa: F401 - the Distribution scan's transport imports it: before the freeze
 
     # What this process has imported lives as long as it does: moved out of the garbage
     # collector's reach, each full collection during the scan walks only the scan's own

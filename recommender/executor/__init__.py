@@ -22,16 +22,17 @@ The steps for one item, each with its reason to be there:
    backup, then ``DELETE`` by digest, then the result with its audit rows. A crash between
    DELETE and the record is healed by step 2 on the retry.
 
-Every registry call goes through :class:`CallLog`'s transport and lands in the audit log with
-the item it was made for (method, redacted URL, status).
+Every registry call is handed to :class:`CallLog` (the registry's ``recorder``) and lands in
+the audit log with the item it was made for (method or API action, redacted target, status).
+The registry comes from :func:`recommender.registry.open`, whatever its kind; what must happen
+after the deletions before space returns is its ``reclaim`` hint.
 
-The modules, by noun: :mod:`.calls` (the call log, the client factory), :mod:`.items` (a due
-item, its outcome, the report), :mod:`.lease`, :mod:`.recheck`, :mod:`.gc` (the command and
-the bytes) and :mod:`.run` (the executor itself).
+The modules, by noun: :mod:`.calls` (the call log), :mod:`.items` (a due item, its outcome,
+the report), :mod:`.lease`, :mod:`.recheck`, :mod:`.gc` (the reclaimable bytes) and :mod:`.run`
+(the executor itself).
 """
 
-from .calls import CallLog, make_registry_client
-from .gc import gc_command
+from .calls import CallLog
 from .items import DueItem, ExecutionReport, ItemOutcome
 from .recheck import guardrails
 from .run import Executor
@@ -42,7 +43,5 @@ __all__ = [
     "ExecutionReport",
     "Executor",
     "ItemOutcome",
-    "gc_command",
     "guardrails",
-    "make_registry_client",
 ]

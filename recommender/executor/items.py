@@ -55,7 +55,9 @@ class ExecutionReport:
     dry_run: bool
     outcomes: list[ItemOutcome] = field(default_factory=list)
     reclaimable_bytes: int = 0
-    gc_command: str = ""
+    reclaim: str = ""  # the registry's Reclaim kind: how the space comes back
+    reclaim_note: str = ""
+    gc_command: str = ""  # the step to run for it, when there is one
     finished_batches: list[str] = field(default_factory=list)
 
     def count(self, outcome: str) -> int:
@@ -68,7 +70,8 @@ class ExecutionReport:
     def as_dict(self) -> dict[str, Any]:
         return {"now": self.now.isoformat(), "dry_run": self.dry_run,
                 "counts": {k: self.count(k) for k in sorted({o.outcome for o in self.outcomes})},
-                "reclaimable_bytes": self.reclaimable_bytes, "gc_command": self.gc_command,
+                "reclaimable_bytes": self.reclaimable_bytes, "reclaim": self.reclaim,
+                "reclaim_note": self.reclaim_note, "gc_command": self.gc_command,
                 "finished_batches": self.finished_batches,
                 "items": [o.as_dict() for o in self.outcomes]}
 

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, and_, func, or_, select, update
 from ..audit import AuditLog
 from ..config import Config
 from ..decisions import BatchState, ItemState
-from ..registry.client import referrer_kind
+from ..registry import referrer_kind
 from ..store import Store
 from ..store.tables import approvals, batch_items, batches, manifest_children, manifests
 from .items import DueItem

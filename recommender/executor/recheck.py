@@ -16,7 +16,7 @@ from sqlalchemy import Connection, and_, false, func, or_, select
 
 from ..config import Config
 from ..errors import NotFound
-from ..registry.client import RegistryClient
+from ..registry import Registry
 from ..store import Store
 from ..store.tables import (
     k8s_snapshots,
@@ -62,7 +62,7 @@ class Recheck:
     the run adds to it between its phases.
     """
 
-    def __init__(self, store: Store, client: RegistryClient, gone: set[tuple[str, str]]) -> None:
+    def __init__(self, store: Store, client: Registry, gone: set[tuple[str, str]]) -> None:
         self.store = store
         self.client = client
         self._gone = gone

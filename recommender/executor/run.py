@@ -12,15 +12,16 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from .. import registry
 from ..audit import AuditLog
 from ..config import Config
 from ..decisions import ACTIVE_ITEM_STATES, BatchState, ItemState
 from ..errors import NotFound, RegistryError, TagwardenError
-from ..registry.client import RegistryClient
+from ..registry import Registry, WritableRegistry
 from ..store import Store
 from ..store.tables import batch_items, batches, manifests
-from .calls import CallLog, make_registry_client
-from .gc import gc_bytes, gc_command
+from .calls import CallLog
+from .gc import gc_bytes
 from .items import DueItem, ExecutionReport, ItemOutcome, Skip
 from .lease import LEASE_CHUNK, Leases
 from .recheck import Recheck, guardrails
@@ -33,20 +34,21 @@ ACTOR = "tagwarden-executor"
 class Executor:
     """``Executor(store, client, config).run_due(now)``; ``dry_run`` changes nothing.
 
-    ``registry_client`` defaults to :func:`make_registry_client` (audited calls); a caller
-    passing its own client passes the :class:`CallLog` whose transport it uses as ``calls``.
+    ``registry_client`` defaults to :func:`recommender.registry.open` recording into ``calls``
+    (audited calls); a caller passing its own registry passes the :class:`CallLog` it records
+    into as ``calls``.
     """
 
-    def __init__(self, store: Store, registry_client: RegistryClient | None, config: Config, *,
+    def __init__(self, store: Store, registry_client: Registry | None, config: Config, *,
                  dry_run: bool = False, calls: CallLog | None = None,
                  worker_id: str | None = None, workers: int | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
-                 backup_client: RegistryClient | None = None) -> None:
+                 backup_client: WritableRegistry | None = None) -> None:
         self.store = store
         self.config = config
         self.dry_run = dry_run
         self.calls = calls or CallLog()
-        self.client = registry_client or make_registry_client(config, self.calls)
+        self.client = registry_client or registry.open(config, recorder=self.calls)
         self.worker_id = worker_id or f"executor-{secrets.token_hex(4)}"
         self.workers = max(1, workers or config["executor.workers"])
         self.audit = AuditLog(store)
@@ -71,10 +73,11 @@ class Executor:
         if self.backup_client is not None or not self.config["executor.backup_registry"]:
             return self._run(now)
         # A backup registry client of our own lives for one run (no sockets left behind).
-        self.backup_client = make_registry_client(
-            self.config, self.calls, url=self.config["executor.backup_registry"],
-            username=self.config["executor.backup_registry_username"],
-            password=self.config["executor.backup_registry_password"])
+        self.backup_client = registry.open_writable(
+            self.config, url=self.config["executor.backup_registry"],
+            credentials=(self.config["executor.backup_registry_username"],
+                         self.config["executor.backup_registry_password"]),
+            recorder=self.calls)
         try:
             return self._run(now)
         finally:
@@ -82,7 +85,9 @@ class Executor:
             self.backup_client = None
 
     def _run(self, now: datetime) -> ExecutionReport:
-        report = ExecutionReport(now=now, dry_run=self.dry_run, gc_command=gc_command(self.config))
+        hint = self.client.reclaim
+        report = ExecutionReport(now=now, dry_run=self.dry_run, reclaim=hint.kind.value,
+                                 reclaim_note=hint.note, gc_command=hint.command or "")
         with self.store.connect() as conn:
             due = self.leases.due(conn, now)
             kept = guardrails(conn, self.config, now=now,

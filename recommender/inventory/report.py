@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..registry.client import Manifest
+from ..registry import Manifest
 
 __all__ = ["RepoResult", "ScanReport", "Seen"]
 

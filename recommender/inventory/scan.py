@@ -14,8 +14,8 @@ import orjson
 from sqlalchemy import select, update
 
 from ..errors import NotFound, RegistryError
+from ..registry import AsyncRegistry, Manifest, referrer_kind
 from ..registry import mediatypes as mt
-from ..registry.client import AsyncRegistryClient, Manifest, redact_url, referrer_kind
 from ..store import Store
 from ..store.tables import manifests, scans
 from ..timeutil import parse_time
@@ -27,7 +27,7 @@ __all__ = ["scan", "scan_async"]
 
 def scan(
     store: Store,
-    client: AsyncRegistryClient,
+    client: AsyncRegistry,
     *,
     now: datetime,
     concurrency: int = 16,
@@ -50,7 +50,7 @@ def scan(
 
 async def scan_async(
     store: Store,
-    client: AsyncRegistryClient,
+    client: AsyncRegistry,
     *,
     now: datetime,
     concurrency: int = 16,
@@ -69,13 +69,13 @@ async def scan_async(
     scan goes on; a catalog that cannot be read raises :class:`RegistryError`.
     """
     started = time.monotonic()
-    registry = redact_url(client.base_url)
+    registry = client.location
     with store.begin() as conn:
         scan_id = int(conn.execute(
             scans.insert().values(registry=registry, started_at=now).returning(scans.c.id)
         ).scalar_one())
     report = ScanReport(scan_id=scan_id, registry=registry)
-    repos = await client.catalog()
+    repos = await client.repositories()
     with store.connect() as conn:
         known_repos = {r for (r,) in conn.execute(select(manifests.c.repository).distinct()
                                                   .where(manifests.c.deleted_at.is_(None)))}
@@ -104,7 +104,7 @@ class _Walk:
     ``report``. ``listed``: the repositories the catalog lists (the others are only known to
     the store, so their tags are not asked for)."""
 
-    def __init__(self, store: Store, client: AsyncRegistryClient, report: ScanReport, *,
+    def __init__(self, store: Store, client: AsyncRegistry, report: ScanReport, *,
                  now: datetime, listed: set[str], concurrency: int, read_configs: bool,
                  progress: Callable[[str, int], None] | None) -> None:
         self.store = store

@@ -1,21 +1,36 @@
-"""Talking to registries: the Distribution v2 client and a throwaway local registry."""
+"""Talking to registries, through one seam: :func:`open` (``factory.py``) picks the backend
+named by ``registry.kind`` and gives a :class:`Registry` (``protocol.py``); code outside this
+package needs nothing else. The Distribution backend (``distribution.py``, on ``sync.py`` and
+``aio.py``) and a throwaway local registry (``local.py``) live here too."""
 
-from .auth import RegistryAuth
-from .client import AsyncRegistryClient, Manifest, Referrer, RegistryClient, digest_of
-from .local import LocalRegistry, RegistryNotInstalled
-from .push import PushedImage, push_image, push_referrer, push_signature
+from .factory import KINDS, open, open_async, open_writable
+from .models import Manifest, Referrer, digest_of, referrer_kind
+from .protocol import (
+    AsyncRegistry,
+    CallRecorder,
+    Deleted,
+    ImageRecord,
+    Reclaim,
+    ReclaimHint,
+    Registry,
+    WritableRegistry,
+)
 
 __all__ = [
-    "AsyncRegistryClient",
-    "LocalRegistry",
+    "KINDS",
+    "AsyncRegistry",
+    "CallRecorder",
+    "Deleted",
+    "ImageRecord",
     "Manifest",
-    "PushedImage",
+    "Reclaim",
+    "ReclaimHint",
     "Referrer",
-    "RegistryAuth",
-    "RegistryClient",
-    "RegistryNotInstalled",
+    "Registry",
+    "WritableRegistry",
     "digest_of",
-    "push_image",
-    "push_referrer",
-    "push_signature",
+    "open",
+    "open_async",
+    "open_writable",
+    "referrer_kind",
 ]

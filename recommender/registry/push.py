@@ -1,4 +1,4 @@
-"""Small, real, deterministic OCI images, pushed with :class:`RegistryClient`.
+"""Small, real, deterministic OCI images, pushed to a :class:`~.protocol.WritableRegistry`.
 
 Tests, the demo and ``bench/scan.py`` fill registries with these. Everything derives from a
 seed: the same arguments give the same bytes, hence the same digests. Layers are real
@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 import orjson
 
 from . import mediatypes as mt
-from .client import RegistryClient, digest_of
+from .models import digest_of
+from .protocol import WritableRegistry
 
 __all__ = [
     "COSIGN_SIGNATURE",
@@ -144,7 +145,7 @@ def build_index(children: Sequence[tuple[BuiltImage, str]]) -> bytes:
 
 
 def _push_built(
-    client: RegistryClient, repo: str, ref: str, image: BuiltImage, mount_from: str | None
+    client: WritableRegistry, repo: str, ref: str, image: BuiltImage, mount_from: str | None
 ) -> PushedImage:
     sizes: dict[str, int] = {}
     for _media_type, data in image.blobs:
@@ -155,7 +156,7 @@ def _push_built(
 
 
 def push_image(
-    client: RegistryClient,
+    client: WritableRegistry,
     repo: str,
     tag: str | None,
     *,
@@ -200,7 +201,7 @@ def push_image(
 
 
 def push_signature(
-    client: RegistryClient, target: PushedImage, *, seed: object = None, kind: str = "sig"
+    client: WritableRegistry, target: PushedImage, *, seed: object = None, kind: str = "sig"
 ) -> PushedImage:
     """A cosign-style signature (or ``att``/``sbom``) of ``target`` at ``sha256-<hex>.<kind>``."""
     tag = target.digest.replace(":", "-", 1) + f".{kind}"
@@ -224,7 +225,7 @@ def push_signature(
 
 
 def push_referrer(
-    client: RegistryClient,
+    client: WritableRegistry,
     target: PushedImage,
     *,
     artifact_type: str = "application/spdx+json",

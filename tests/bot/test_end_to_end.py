@@ -12,7 +12,9 @@ from bot.digest import build_digest
 from recommender import decisions
 from recommender.collector.events import Event
 from recommender.collector.writer import EventWriter
-from recommender.registry import LocalRegistry, PushedImage, RegistryClient, push_image
+from recommender.registry.local import LocalRegistry
+from recommender.registry.push import PushedImage, push_image
+from recommender.registry.sync import RegistryClient
 from recommender.scheduler import Scheduler, default_jobs
 from recommender.store import Store, dialect_insert
 from recommender.store import tables as t

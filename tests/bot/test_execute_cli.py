@@ -10,7 +10,9 @@ import pytest
 
 from recommender import decisions
 from recommender.cli import main
-from recommender.registry import LocalRegistry, RegistryClient, push_image
+from recommender.registry.local import LocalRegistry
+from recommender.registry.push import push_image
+from recommender.registry.sync import RegistryClient
 from recommender.store import Store
 from tests.support.fake_slack import FakeSlack
 

@@ -19,7 +19,9 @@ from bot.app import create_bolt_app, slack_routes
 from bot.fakeslack import FakeSlack
 from recommender import decisions
 from recommender.cli import main
-from recommender.registry import LocalRegistry, RegistryClient, push_image
+from recommender.registry.local import LocalRegistry
+from recommender.registry.push import push_image
+from recommender.registry.sync import RegistryClient
 from recommender.server import build_app
 from recommender.store import open_store
 from recommender.timeutil import utcnow

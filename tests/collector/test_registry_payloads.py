@@ -22,8 +22,8 @@ from sqlalchemy import select
 
 from recommender.collector.distribution import parse_envelope
 from recommender.collector.writer import EventWriter
-from recommender.registry.client import RegistryClient
 from recommender.registry.push import push_image
+from recommender.registry.sync import RegistryClient
 from recommender.store import Store
 from recommender.store.tables import events, manifests, rollups, tag_history
 from recommender.usage import Classifier

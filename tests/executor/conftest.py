@@ -13,7 +13,9 @@ import pytest
 from recommender import decisions
 from recommender.config import Config
 from recommender.executor import CallLog, Executor
-from recommender.registry import LocalRegistry, PushedImage, RegistryClient, push_image
+from recommender.registry.local import LocalRegistry
+from recommender.registry.push import PushedImage, push_image
+from recommender.registry.sync import RegistryClient
 from recommender.store import Store, dialect_insert
 from recommender.store.tables import (
     blobs,
@@ -107,7 +109,7 @@ class World:
 
 def client_for(registry: LocalRegistry, calls: CallLog, **kwargs: Any) -> RegistryClient:
     kwargs.setdefault("retries", 0)
-    return RegistryClient(registry.url, transport=calls.transport(), **kwargs)
+    return RegistryClient(registry.url, recorder=calls, **kwargs)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from sqlalchemy import update
 from recommender.cli import main
 from recommender.config import load
 from recommender.executor import Executor
-from recommender.registry import RegistryClient
+from recommender.registry.sync import RegistryClient
 from recommender.store.tables import audit_log
 
 from .conftest import World

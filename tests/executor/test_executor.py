@@ -14,8 +14,8 @@ from recommender import decisions
 from recommender.audit import AuditLog
 from recommender.errors import NotFound
 from recommender.executor import CallLog, DueItem, Executor
-from recommender.registry import RegistryClient
 from recommender.registry.push import layer_tar, push_signature
+from recommender.registry.sync import RegistryClient
 from recommender.store.tables import (
     approvals,
     k8s_snapshots,
@@ -185,7 +185,7 @@ def test_server_errors_are_retried_and_finally_fail(world: World, unavailable: s
     old = world.push("payments/api", ["v1"])
     item_id = world.approve(old, ["v1"])
     calls = CallLog()
-    client = RegistryClient(unavailable, transport=calls.transport(), retries=0)
+    client = RegistryClient(unavailable, recorder=calls, retries=0)
     cfg = world.config.replace(executor__max_attempts=2)
     ex = Executor(world.store, client, cfg, calls=calls)
     (first,) = ex.run_due(later(26)).outcomes
@@ -285,7 +285,7 @@ def test_two_workers_never_run_the_same_item(world: World, store_url: str) -> No
 
     def work(n: int) -> None:
         calls = CallLog()
-        client = RegistryClient(world.registry.url, transport=calls.transport(), retries=0)
+        client = RegistryClient(world.registry.url, recorder=calls, retries=0)
         try:
             barrier.wait()
             ex = Executor(stores[n], client, world.config, calls=calls, worker_id=f"w{n}",

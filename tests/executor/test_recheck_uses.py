@@ -19,7 +19,8 @@ from sqlalchemy import func, select
 from recommender import decisions
 from recommender.config import load
 from recommender.executor import CallLog, Executor
-from recommender.registry import PushedImage, RegistryClient, push_image
+from recommender.registry.push import PushedImage, push_image
+from recommender.registry.sync import RegistryClient
 from recommender.server import build_app
 from recommender.store import Store
 from recommender.store.tables import events, rollups
@@ -78,7 +79,7 @@ class Notified:
 
     def execute(self, *, dry_run: bool = False) -> Any:
         calls = CallLog()
-        with RegistryClient(self.registry.url, transport=calls.transport(),
+        with RegistryClient(self.registry.url, recorder=calls,
                             retries=0) as client:
             executor = Executor(self.store, client, self.config, calls=calls, dry_run=dry_run)
             (outcome,) = executor.run_due(utcnow() + timedelta(hours=2)).outcomes

@@ -16,7 +16,7 @@ from recommender.audit import AuditLog
 from recommender.collector.events import Event
 from recommender.collector.writer import EventWriter
 from recommender.executor import CallLog, DueItem, Executor
-from recommender.registry import RegistryClient
+from recommender.registry.sync import RegistryClient
 from recommender.store.tables import rollups
 from tests.support.loopback import serving
 
@@ -110,7 +110,7 @@ def test_a_429_on_delete_waits_at_least_its_retry_after(world: World, rate_limit
     old = world.push("payments/api", ["v1"])
     item_id = world.approve(old, ["v1"])
     calls = CallLog()
-    client = RegistryClient(rate_limited, transport=calls.transport(), retries=0)
+    client = RegistryClient(rate_limited, recorder=calls, retries=0)
     try:
         (outcome,) = Executor(world.store, client, world.config,
                               calls=calls).run_due(later(26)).outcomes

@@ -10,8 +10,8 @@ import pytest
 
 from recommender.errors import ConfigError, DigestMismatch
 from recommender.fleet import FleetSpec, generate, images
-from recommender.registry.client import RegistryClient
 from recommender.registry.local import LocalRegistry
+from recommender.registry.sync import RegistryClient
 
 from .conftest import Fleet
 

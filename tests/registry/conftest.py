@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from recommender.registry import RegistryClient
 from recommender.registry.local import LocalRegistry, registry_binary
+from recommender.registry.sync import RegistryClient
 from tests.conftest import missing
 
 Answer = tuple[int, dict[str, str], bytes]

@@ -10,7 +10,10 @@ import httpx
 import pytest
 
 from recommender.errors import AuthError, RegistryError
-from recommender.registry import AsyncRegistryClient, RegistryAuth, digest_of, push_image
+from recommender.registry.aio import AsyncRegistryClient
+from recommender.registry.auth import RegistryAuth
+from recommender.registry.models import digest_of
+from recommender.registry.push import push_image
 from recommender.registry.transport import AiohttpTransport
 
 pytestmark = pytest.mark.registry
@@ -186,8 +189,8 @@ def test_an_injected_async_transport_is_driven_and_a_sync_one_runs_in_threads(
 def test_requests_built_from_prepared_parts_equal_httpx_s_own(base):
     """The scan's fast request path (prepared URL parts and headers) gives the request httpx
     builds from the string; paths it cannot take as they are go through httpx itself."""
+    from recommender.registry import _Call
     from recommender.registry import mediatypes as mt
-    from recommender.registry.client import _Call
 
     client = AsyncRegistryClient(base, transport=AiohttpTransport())
     assert client._base_parts is not None  # the fast path is open for this base URL

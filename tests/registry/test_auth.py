@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from recommender.errors import AuthError
-from recommender.registry import RegistryAuth, push_image
-from recommender.registry.auth import parse_challenge, request_scope
+from recommender.registry.auth import RegistryAuth, parse_challenge, request_scope
+from recommender.registry.push import push_image
 
 from .conftest import bcrypt_hash
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from recommender.cli import main
-from recommender.registry import RegistryClient, push_image
 from recommender.registry.local import free_port
+from recommender.registry.push import push_image
+from recommender.registry.sync import RegistryClient
 
 from .conftest import bcrypt_hash
 
@@ -45,7 +46,7 @@ def test_scan_then_inventory(tmp_path, auth_registry_factory, capsys, monkeypatc
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text(f"ci:{bcrypt_hash('pw')}\n")
     reg = auth_registry_factory({"htpasswd": {"realm": "t", "path": str(htpasswd)}})
-    from recommender.registry import RegistryAuth
+    from recommender.registry.auth import RegistryAuth
 
     with RegistryClient(reg.url, auth=RegistryAuth("ci", "pw")) as client:
         image = push_image(client, "team/app", "v1", layers=(1000,))

@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from recommender.errors import DigestMismatch, NotFound, RegistryError, Unsupported
-from recommender.registry import digest_of, push_image, push_signature
 from recommender.registry import mediatypes as mt
 from recommender.registry.local import free_port
-from recommender.registry.push import push_referrer
+from recommender.registry.models import digest_of
+from recommender.registry.push import push_image, push_referrer, push_signature
 
 pytestmark = pytest.mark.registry
 

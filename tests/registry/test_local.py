@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recommender.registry import LocalRegistry, RegistryClient
+from recommender.registry.local import LocalRegistry
 from recommender.registry.push import layer_tar
+from recommender.registry.sync import RegistryClient
 
 
 def _process_environment(registry: LocalRegistry) -> dict[str, str]:

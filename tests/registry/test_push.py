@@ -8,8 +8,8 @@ import json
 import tarfile
 from datetime import UTC, datetime
 
-from recommender.registry import digest_of
 from recommender.registry import mediatypes as mt
+from recommender.registry.models import digest_of
 from recommender.registry.push import build_image, build_index, layer_tar
 
 

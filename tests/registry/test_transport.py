@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from recommender.errors import RegistryError
-from recommender.registry import RegistryClient, push_image
 from recommender.registry.local import free_port
+from recommender.registry.push import push_image
+from recommender.registry.sync import RegistryClient
 from recommender.registry.transport import (
     AiohttpTransport,
     StdlibTransport,
