@@ -15,7 +15,7 @@ caller's role is registered with ``register_pull_time_update_exclusion``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,25 +23,29 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .. import __version__
-from ..errors import AuthError, ConfigError, DigestMismatch, NotFound, RegistryError
+from ..errors import AuthError, ConfigError, DigestMismatch, NotFound, RegistryError, Unsupported
 from . import mediatypes as mt
-from .client import Manifest, digest_of
+from .models import COSIGN_SUFFIXES, Manifest, Referrer, artifact_kind, digest_of
+from .protocol import CallRecorder, Deleted, ImageRecord, Reclaim, ReclaimHint
 
 if TYPE_CHECKING:
     from ..config import Config
+    from .factory import Options
 
 __all__ = [
     "BATCH_LIMIT",
+    "RECLAIM",
     "DeleteFailure",
     "DeleteOrderError",
     "DeleteReport",
-    "EcrImage",
     "EcrRegistry",
     "deletion_waves",
+    "open_registry",
 ]
 
 BATCH_LIMIT = 100  # ids per batch_get_image / batch_delete_image call (ECR's limit)
-RECLAIM = "immediate"  # ECR frees an image's storage when it is deleted
+RECLAIM = ReclaimHint(Reclaim.IMMEDIATE, "ECR frees a deleted image's storage at once: "
+                      "there is no garbage-collection step to run.")
 # Indexes first, as for a Distribution registry (mediatypes.MANIFEST_ACCEPT): a multi-platform
 # tag is read as the index it names, never as one platform's manifest.
 ACCEPTED_MEDIA_TYPES: tuple[str, ...] = mt.MANIFEST_ACCEPT
@@ -52,26 +56,6 @@ _AUTH = frozenset({"AccessDeniedException", "UnrecognizedClientException",
                    "AccessDenied", "InvalidClientTokenId"})
 _TEMPORARY = frozenset({"ThrottlingException", "ServerException", "ServiceUnavailable",
                         "RequestTimeout", "TooManyRequestsException", "LimitExceededException"})
-
-
-@dataclass(frozen=True)
-class EcrImage:
-    """One image as ``describe_images`` lists it. ``last_pull`` is ECR's
-    ``lastRecordedPullTime``: coarse (ECR updates it at most about once a day) and absent for an
-    image never pulled."""
-
-    repository: str
-    digest: str
-    tags: tuple[str, ...]
-    pushed_at: datetime | None
-    size: int | None
-    last_pull: datetime | None
-    media_type: str | None
-    artifact_media_type: str | None
-
-    @property
-    def is_index(self) -> bool:
-        return mt.is_index(self.media_type)
 
 
 @dataclass(frozen=True)
@@ -152,38 +136,49 @@ def _when(value: Any) -> datetime | None:
 
 
 class EcrRegistry:
-    """One ECR registry (an account in a region), through a boto3 ECR client.
+    """One ECR registry (an account in a region) through a boto3 ECR client: a
+    :class:`~.protocol.Registry`.
 
     ``client`` is a boto3 ``ecr`` client (injected: tests and callers choose the endpoint);
-    ``registry_id`` the account whose registry this is (None: the caller's own).
+    ``registry_id`` the account whose registry this is (None: the caller's own);
+    ``recorder`` receives every API call (the executor's audit).
     """
 
-    reclaim = RECLAIM
-
-    def __init__(self, client: Any, *, registry_id: str | None = None) -> None:
+    def __init__(self, client: Any, *, registry_id: str | None = None,
+                 recorder: CallRecorder | None = None) -> None:
         self.client = client
         self.registry_id = registry_id
-        endpoint = str(getattr(getattr(client, "meta", None), "endpoint_url", "") or "")
-        region = str(getattr(getattr(client, "meta", None), "region_name", "") or "")
-        self.base_url = f"ecr://{registry_id or 'self'}@{region}" + (
-            f" ({endpoint})" if endpoint else "")
-        self._endpoint = endpoint
+        self.recorder = recorder
+        meta = getattr(client, "meta", None)
+        self._endpoint = str(getattr(meta, "endpoint_url", "") or "")
+        self._region = str(getattr(meta, "region_name", "") or "")
+        mapping = getattr(meta, "method_to_api_mapping", None)  # batch_get_image -> BatchGetImage
+        self._actions: dict[str, str] = dict(mapping) if isinstance(mapping, dict) else {}
+
+    @property
+    def location(self) -> str:
+        where = f"ecr://{self.registry_id or 'caller'}@{self._region}"
+        return where if not self._endpoint else f"{where} via {self._endpoint}"
+
+    @property
+    def reclaim(self) -> ReclaimHint:
+        return RECLAIM
 
     @classmethod
-    def from_config(cls, config: Config, *, session: Any = None) -> EcrRegistry:
+    def from_config(cls, config: Config, *, session: Any = None,
+                    recorder: CallRecorder | None = None, endpoint_url: str | None = None,
+                    max_connections: int | None = None) -> EcrRegistry:
         """A registry from ``registry.region``, ``registry.registry_id`` and
-        ``registry.endpoint_url``, with boto3's default credential chain."""
-        try:
-            import boto3
-            from botocore.config import Config as BotoConfig
-        except ImportError as exc:  # pragma: no cover - boto3 is a dependency
-            raise ConfigError("registry.kind = \"ecr\" needs boto3 (pip install boto3)",
-                              setting="registry.kind") from exc
+        ``registry.endpoint_url`` (or ``endpoint_url``), with boto3's default credential
+        chain (environment, profile, web identity)."""
+        import boto3
+        from botocore.config import Config as BotoConfig
+
         timeout = config["registry.timeout"].total_seconds()
         boto_config = BotoConfig(
             user_agent_extra=f"tagwarden/{__version__}",
             connect_timeout=timeout, read_timeout=timeout,
-            max_pool_connections=config["registry.concurrency"],
+            max_pool_connections=max_connections or config["registry.concurrency"],
             retries={"mode": "standard", "max_attempts": 4},
         )
         session = session or boto3.session.Session()
@@ -194,43 +189,42 @@ class EcrRegistry:
                 "(set registry.region, AWS_REGION or a profile's region)",
                 setting="registry.region")
         client = session.client("ecr", region_name=region,
-                                endpoint_url=config["registry.endpoint_url"],
+                                endpoint_url=endpoint_url or config["registry.endpoint_url"],
                                 verify=config["registry.verify_tls"], config=boto_config)
-        return cls(client, registry_id=config["registry.registry_id"])
+        return cls(client, registry_id=config["registry.registry_id"], recorder=recorder)
 
     # -- calls -----------------------------------------------------------------------------------
 
-    def observe(self, record: Callable[[str, str, int | str], None]) -> None:
-        """Tell ``record(operation, where, status)`` of every API call (the executor's audit
-        trail of calls); ``status`` is the HTTP status or the exception's name."""
-        where = self.base_url
-
-        def after(http_response: Any = None, model: Any = None, **_: Any) -> None:
-            status = getattr(http_response, "status_code", None)
-            record(getattr(model, "name", "?"), where, status if status is not None else "?")
-
-        def failed(exception: Any = None, model: Any = None, **_: Any) -> None:
-            if exception is not None:
-                record(getattr(model, "name", "?"), where, type(exception).__name__)
-
-        self.client.meta.events.register("after-call.ecr", after)
-        self.client.meta.events.register("after-call-error.ecr", failed)
+    def _record(self, operation: str, repo: str | None, status: int | str) -> None:
+        if self.recorder is not None:
+            action = self._actions.get(operation, operation)
+            self.recorder.record(action, f"ecr:{repo}" if repo else "ecr:", status)
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         if self.registry_id:
             kwargs["registryId"] = self.registry_id
+        repo = kwargs.get("repositoryName")
         try:
-            return getattr(self.client, operation)(**kwargs)  # type: ignore[no-any-return]
+            answer: dict[str, Any] = getattr(self.client, operation)(**kwargs)
         except ClientError as exc:
-            raise self._translate(operation, kwargs, exc) from exc
+            error = self._translate(operation, kwargs, exc)
+            self._record(operation, repo, error.status or error.code or "error")
+            raise error from exc
         except NoCredentialsError as exc:
+            self._record(operation, repo, type(exc).__name__)
             raise AuthError(f"ECR {operation}: no AWS credentials found by the default chain",
                             url=self._endpoint or None) from exc
         except BotoCoreError as exc:
+            self._record(operation, repo, type(exc).__name__)
             raise RegistryError(f"ECR {operation}: {exc}", url=self._endpoint or None,
                                 temporary=True) from exc
+        failures = answer.get("failures") or []
+        status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode") or "ok"
+        self._record(operation, repo, failures[0].get("failureCode") or status
+                     if failures else status)
+        return answer
 
     def _translate(self, operation: str, kwargs: dict[str, Any], exc: Any) -> RegistryError:
         error = exc.response.get("Error") or {}
@@ -265,64 +259,50 @@ class EcrRegistry:
         return sorted(r["repositoryName"] for r in self._pages(
             "describe_repositories", "repositories", maxResults=1000))
 
-    def images(self, repository: str) -> list[EcrImage]:
-        """Every image of ``repository``: tags, push time, size, last recorded pull, types."""
-        return [self._image(repository, d) for d in self._pages(
-            "describe_images", "imageDetails", repositoryName=repository, maxResults=1000)]
+    def list_images(self, repo: str) -> list[ImageRecord]:
+        """Every image of ``repo`` (untagged index children too): tags, push time, size,
+        ``lastRecordedPullTime``, media types, from ``describe_images``."""
+        return [_record_of(d) for d in self._pages(
+            "describe_images", "imageDetails", repositoryName=repo, maxResults=1000)]
 
-    @staticmethod
-    def _image(repository: str, detail: dict[str, Any]) -> EcrImage:
-        size = detail.get("imageSizeInBytes")
-        return EcrImage(
-            repository=repository, digest=detail["imageDigest"],
-            tags=tuple(sorted(detail.get("imageTags") or ())),
-            pushed_at=_when(detail.get("imagePushedAt")),
-            size=int(size) if isinstance(size, int | float) else None,
-            last_pull=_when(detail.get("lastRecordedPullTime")),
-            media_type=detail.get("imageManifestMediaType"),
-            artifact_media_type=detail.get("artifactMediaType"),
-        )
+    def list_tags(self, repo: str) -> list[str]:
+        return sorted({t for image in self.list_images(repo) for t in image.tags})
 
-    def list_tags(self, repository: str) -> list[str]:
-        return sorted({t for image in self.images(repository) for t in image.tags})
-
-    def describe(self, repository: str, ref: str) -> EcrImage | None:
+    def describe(self, repo: str, ref: str) -> ImageRecord | None:
         """The image a tag or digest names now, without reading its manifest (so without
         moving its ``lastRecordedPullTime``); None when there is none."""
         image_id = {"imageDigest": ref} if ":" in ref else {"imageTag": ref}
         try:
-            page = self._call("describe_images", repositoryName=repository,
-                              imageIds=[image_id])
+            page = self._call("describe_images", repositoryName=repo, imageIds=[image_id])
         except NotFound:
             return None
         details = page.get("imageDetails") or []
-        return self._image(repository, details[0]) if details else None
+        return _record_of(details[0]) if details else None
 
-    def head_manifest(self, repository: str, ref: str) -> str | None:
-        """The digest ``ref`` (tag or digest) names now, or None when ECR has no such image."""
-        image = self.describe(repository, ref)
+    def head_manifest(self, repo: str, ref: str) -> str | None:
+        image = self.describe(repo, ref)
         return image.digest if image is not None else None
 
-    def resolve(self, repository: str, tag: str) -> str:
-        """The digest a tag names now; :class:`NotFound` when the tag does not exist."""
-        digest = self.head_manifest(repository, tag)
+    def resolve(self, repo: str, tag: str) -> str:
+        digest = self.head_manifest(repo, tag)
         if digest is None:
-            raise NotFound(f"ECR has no tag {repository}:{tag}", code="ImageNotFound",
-                           url=self._endpoint or None, repository=repository, tag=tag)
+            raise NotFound(f"ECR has no tag {repo}:{tag}", code="ImageNotFound",
+                           url=self._endpoint or None, repository=repo, tag=tag)
         return digest
 
-    def manifests(self, repository: str, refs: Iterable[str]) -> dict[str, Manifest]:
-        """The manifests ``refs`` (digests or tags) name, keyed by the ref asked for; refs ECR
-        does not have are left out. Each body is checked against its digest."""
+    def manifests(self, repo: str, refs: Iterable[str]) -> dict[str, Manifest]:
+        """The manifests ``refs`` (digests or tags) name, keyed by the ref asked for, at most
+        100 per ``batch_get_image``; refs ECR does not have are left out. Each body is checked
+        against its digest."""
         wanted = list(dict.fromkeys(refs))
         found: dict[str, Manifest] = {}
         for start in range(0, len(wanted), BATCH_LIMIT):
             chunk = wanted[start:start + BATCH_LIMIT]
             ids = [{"imageDigest": r} if ":" in r else {"imageTag": r} for r in chunk]
-            answer = self._call("batch_get_image", repositoryName=repository, imageIds=ids,
+            answer = self._call("batch_get_image", repositoryName=repo, imageIds=ids,
                                 acceptedMediaTypes=list(ACCEPTED_MEDIA_TYPES))
             for image in answer.get("images") or []:
-                manifest = self._manifest(repository, image)
+                manifest = self._manifest(repo, image)
                 image_id = image.get("imageId") or {}
                 for key in (image_id.get("imageDigest"), image_id.get("imageTag")):
                     if key in chunk:
@@ -332,74 +312,115 @@ class EcrRegistry:
                 if code not in ("ImageNotFound", "ImageTagDoesNotMatchDigest"):
                     image_id = failure.get("imageId") or {}
                     raise RegistryError(
-                        f"ECR batch_get_image of {repository}: {code}: "
-                        f"{failure.get('failureReason')}", code=code,
-                        url=self._endpoint or None, repository=repository,
+                        f"ECR batch_get_image of {repo}: {code}: {failure.get('failureReason')}",
+                        code=code, url=self._endpoint or None, repository=repo,
                         ref=image_id.get("imageDigest") or image_id.get("imageTag"),
                         temporary=code in _TEMPORARY)
         return found
 
-    def _manifest(self, repository: str, image: dict[str, Any]) -> Manifest:
+    def _manifest(self, repo: str, image: dict[str, Any]) -> Manifest:
         body = str(image.get("imageManifest") or "").encode()
         claimed = (image.get("imageId") or {}).get("imageDigest")
         actual = digest_of(body)
         if claimed and actual != claimed:
-            raise DigestMismatch(f"manifest of {repository}@{claimed} hashes to {actual}",
+            raise DigestMismatch(f"manifest of {repo}@{claimed} hashes to {actual}",
                                  url=self._endpoint or None, expected=claimed, actual=actual)
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise RegistryError(f"manifest of {repository}@{actual} is not JSON",
+            raise RegistryError(f"manifest of {repo}@{actual} is not JSON",
                                 url=self._endpoint or None) from exc
         if not isinstance(parsed, dict):
-            raise RegistryError(f"manifest of {repository}@{actual} is not a JSON object",
+            raise RegistryError(f"manifest of {repo}@{actual} is not a JSON object",
                                 url=self._endpoint or None)
         media_type = mt.normalize(image.get("imageManifestMediaType")) or str(
             parsed.get("mediaType") or mt.OCI_MANIFEST)
         return Manifest(digest=actual, media_type=media_type, body=body, parsed=parsed)
 
-    def get_manifest(self, repository: str, ref: str) -> Manifest:
-        """One manifest by tag or digest; :class:`NotFound` when ECR has no such image."""
-        found = self.manifests(repository, [ref]).get(ref)
+    def get_manifest(self, repo: str, ref: str) -> Manifest:
+        found = self.manifests(repo, [ref]).get(ref)
         if found is None:
-            raise NotFound(f"ECR has no image {repository}{'@' if ':' in ref else ':'}{ref}",
+            raise NotFound(f"ECR has no image {repo}{'@' if ':' in ref else ':'}{ref}",
                            code="ImageNotFound", url=self._endpoint or None,
-                           repository=repository, ref=ref)
+                           repository=repo, ref=ref)
+        return found
+
+    def get_blob(self, repo: str, digest: str) -> bytes:
+        # ECR's API hands a blob out only as a pre-signed download URL; a scan learns what a
+        # config would say (push time) from describe_images instead.
+        raise Unsupported(f"ECR's API does not serve blobs ({repo}@{digest})",
+                          code="UNSUPPORTED", url=self._endpoint or None, repository=repo,
+                          digest=digest)
+
+    def blob_size(self, repo: str, digest: str) -> int | None:
+        raise Unsupported(f"ECR's API does not report blob sizes ({repo}@{digest})",
+                          code="UNSUPPORTED", url=self._endpoint or None, repository=repo,
+                          digest=digest)
+
+    def referrers(self, repo: str, digest: str) -> list[Referrer]:
+        """Images whose ``subject`` is ``digest`` and cosign's ``sha256-<hex>.*`` tags: ECR's
+        API has no referrers call, so the untagged and cosign-tagged images are read."""
+        images = self.list_images(repo)
+        prefix = digest.replace(":", "-", 1)
+        cosign = {i.digest: t for i in images for t in i.tags if t.startswith(prefix + ".")}
+        candidates = [i.digest for i in images if (not i.tags or i.digest in cosign)
+                      and not mt.is_index(i.media_type)]
+        found: list[Referrer] = []
+        for candidate, manifest in self.manifests(repo, candidates).items():
+            if manifest.subject == digest:
+                found.append(Referrer(candidate, artifact_kind(manifest.artifact_type),
+                                      manifest.media_type, manifest.artifact_type))
+            elif candidate in cosign:
+                suffix = cosign[candidate][len(prefix):]
+                found.append(Referrer(candidate, COSIGN_SUFFIXES.get(suffix, "other"),
+                                      manifest.media_type, manifest.artifact_type,
+                                      cosign[candidate]))
         return found
 
     # -- deleting --------------------------------------------------------------------------------
 
-    def delete_manifest(self, repository: str, digest: str) -> None:
+    def delete_manifest(self, repo: str, digest: str) -> None:
         """Delete one image by digest (with all its tags). :class:`NotFound` when it is
         already gone, :class:`DeleteOrderError` when an index still lists it."""
-        report = self._delete_batch(repository, [digest], DeleteReport(repository))
+        report = self._delete_batch(repo, [digest], DeleteReport(repo))
         if report.already_gone:
-            raise NotFound(f"ECR has no image {repository}@{digest}", code="ImageNotFound",
-                           url=self._endpoint or None, repository=repository, digest=digest)
+            raise NotFound(f"ECR has no image {repo}@{digest}", code="ImageNotFound",
+                           url=self._endpoint or None, repository=repo, digest=digest)
         report.raise_for_failures()
 
-    def delete_many(self, repository: str, digests: Sequence[str], *,
-                    known: dict[str, Manifest] | None = None) -> DeleteReport:
-        """Delete images by digest, in the order ECR accepts (:func:`deletion_waves`: an index
-        before its children, a subject before its referrers), at most 100 per call.
+    def delete_many(self, repo: str, digests: Sequence[str]) -> list[Deleted]:
+        """Delete images by digest, one :class:`~.protocol.Deleted` per digest in the order
+        given. The calls go in waves (:func:`deletion_waves`), so an index already goes before
+        the children it lists even when the caller did not order them, at most 100 per call."""
+        report = self.delete_report(repo, digests)
+        failures = {f.digest: f for f in report.failures}
+        outcomes: list[Deleted] = []
+        for digest in dict.fromkeys(digests):
+            if digest in failures:
+                outcomes.append(Deleted(digest, "failed",
+                                        _delete_error(repo, failures[digest])))
+            elif digest in report.already_gone:
+                outcomes.append(Deleted(digest, "gone"))
+            else:
+                outcomes.append(Deleted(digest, "deleted"))
+        return outcomes
 
-        ``known``: manifests the caller already has (the store's); the others among
-        ``digests`` are read with ``batch_get_image`` to learn what lists what. Refused ids are
-        in the report's ``failures``, not raised; ids already gone are in ``already_gone``.
-        """
+    def delete_report(self, repo: str, digests: Sequence[str], *,
+                      known: dict[str, Manifest] | None = None) -> DeleteReport:
+        """:meth:`delete_many` with ECR's own words: a :class:`DeleteReport`. ``known``:
+        manifests the caller already has; the others are read to learn what lists what."""
         known = dict(known or {})
         missing = [d for d in dict.fromkeys(digests) if d not in known]
         if missing:
-            known.update(self.manifests(repository, missing))
-        report = DeleteReport(repository)
+            known.update(self.manifests(repo, missing))
+        report = DeleteReport(repo)
         for wave in deletion_waves(digests, known):
             for start in range(0, len(wave), BATCH_LIMIT):
-                self._delete_batch(repository, wave[start:start + BATCH_LIMIT], report)
+                self._delete_batch(repo, wave[start:start + BATCH_LIMIT], report)
         return report
 
-    def _delete_batch(self, repository: str, digests: list[str],
-                      report: DeleteReport) -> DeleteReport:
-        answer = self._call("batch_delete_image", repositoryName=repository,
+    def _delete_batch(self, repo: str, digests: list[str], report: DeleteReport) -> DeleteReport:
+        answer = self._call("batch_delete_image", repositoryName=repo,
                             imageIds=[{"imageDigest": d} for d in digests])
         report.calls += 1
         deleted = {i.get("imageDigest") for i in answer.get("imageIds") or []}
@@ -421,6 +442,25 @@ class EcrRegistry:
                     digest, "NotReported", "ECR's answer named neither a deletion nor a failure"))
         return report
 
+    def untag(self, repo: str, tag: str) -> None:
+        """Remove ``tag`` alone. ECR deletes an image with its last tag, so an image this is
+        the only tag of is refused (:class:`Unsupported`)."""
+        image = self.describe(repo, tag)
+        if image is None:
+            raise NotFound(f"ECR has no tag {repo}:{tag}", code="ImageNotFound",
+                           url=self._endpoint or None, repository=repo, tag=tag)
+        if set(image.tags) <= {tag}:
+            raise Unsupported(f"{repo}:{tag} is the last tag of {image.digest}: ECR would "
+                              "delete the image with it", code="UNSUPPORTED",
+                              url=self._endpoint or None, repository=repo, tag=tag)
+        answer = self._call("batch_delete_image", repositoryName=repo,
+                            imageIds=[{"imageTag": tag, "imageDigest": image.digest}])
+        for failure in answer.get("failures") or []:
+            code = str(failure.get("failureCode") or "")
+            kind = NotFound if code == "ImageNotFound" else RegistryError
+            raise kind(f"ECR refused to untag {repo}:{tag}: {code}", code=code,
+                       url=self._endpoint or None, repository=repo, tag=tag)
+
     def close(self) -> None:
         close = getattr(self.client, "close", None)
         if callable(close):
@@ -431,3 +471,26 @@ class EcrRegistry:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _record_of(detail: dict[str, Any]) -> ImageRecord:
+    size = detail.get("imageSizeInBytes")
+    return ImageRecord(
+        digest=detail["imageDigest"], tags=tuple(sorted(detail.get("imageTags") or ())),
+        media_type=detail.get("imageManifestMediaType"),
+        size=int(size) if isinstance(size, int | float) else None,
+        pushed_at=_when(detail.get("imagePushedAt")),
+        last_pulled_at=_when(detail.get("lastRecordedPullTime")),
+        artifact_media_type=detail.get("artifactMediaType"),
+    )
+
+
+def open_registry(config: Config, options: Options) -> EcrRegistry:
+    """The factory's entry (``registry.kind = "ecr"``): credentials from boto3's default chain;
+    ``options.url``, when given, is the API's endpoint URL."""
+    if options.credentials is not None and any(options.credentials):
+        raise ConfigError("registry.kind = \"ecr\" takes its credentials from the AWS SDK's "
+                          "default chain (environment, profile, web identity), not a user "
+                          "and password", setting="registry.username")
+    return EcrRegistry.from_config(config, recorder=options.recorder, endpoint_url=options.url,
+                                   max_connections=options.max_connections)

@@ -26,7 +26,7 @@ def test_listings_follow_every_page(ecr: EcrServer, backend: EcrRegistry) -> Non
     ecr.page_limit = 4
 
     assert backend.repositories() == [f"team/app{i}" for i in range(5)]
-    images = backend.images("team/app0")
+    images = backend.list_images("team/app0")
     assert {i.digest for i in images} == pushed
     assert len(images) == 23  # no page read twice
     assert backend.list_tags("team/app0") == sorted(f"v{i}" for i in range(23))
@@ -42,15 +42,15 @@ def test_images_carry_tags_sizes_types_and_recorded_pulls(ecr: EcrServer,
     pulled = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
     ecr.record_pull("team/app", index.digest, pulled)
 
-    by_digest = {i.digest: i for i in backend.images("team/app")}
+    by_digest = {i.digest: i for i in backend.list_images("team/app")}
 
     assert by_digest[index.digest].tags == ("1.0",)
-    assert by_digest[index.digest].is_index
-    assert by_digest[index.digest].last_pull == pulled
+    assert mt.is_index(by_digest[index.digest].media_type)
+    assert by_digest[index.digest].last_pulled_at == pulled
     assert by_digest[index.digest].size == 700  # ECR: the largest platform's
     assert by_digest[amd.digest].tags == ()
     assert by_digest[amd.digest].size == 500
-    assert by_digest[amd.digest].last_pull is None
+    assert by_digest[amd.digest].last_pulled_at is None
     assert by_digest[amd.digest].media_type == mt.OCI_MANIFEST
     assert by_digest[amd.digest].pushed_at is not None
 
@@ -85,7 +85,7 @@ def test_batches_of_a_hundred(ecr: EcrServer, backend: EcrRegistry) -> None:
 
     assert set(backend.manifests("team/app", pushed)) == set(pushed)
     assert ecr.calls.count("BatchGetImage") == 3
-    report = backend.delete_many("team/app", pushed[:205], known={})
+    report = backend.delete_report("team/app", pushed[:205])
 
     assert sorted(report.deleted) == sorted(pushed[:205])
     assert report.calls == 3
@@ -102,12 +102,14 @@ def test_an_index_goes_before_its_children_and_a_subject_before_its_referrers(
     kept = ecr.push_image("team/app", "2.0", seed="kept")
 
     # Asked children first: ECR would refuse them while the index lists them.
-    report = backend.delete_many("team/app", [amd.digest, signature.digest, arm.digest,
-                                              index.digest])
+    asked = [amd.digest, signature.digest, arm.digest, index.digest]
+    mark = len(ecr.calls)
+    outcomes = backend.delete_many("team/app", asked)
 
-    assert report.failures == []
-    assert report.deleted.index(index.digest) < report.deleted.index(amd.digest)
-    assert report.deleted.index(index.digest) < report.deleted.index(signature.digest)
+    assert [(d.digest, d.outcome) for d in outcomes] == [(d, "deleted") for d in asked]
+    # What lists what, then the index alone, then its children and its signature.
+    assert ecr.calls[mark:] == ["BatchGetImage", "BatchDeleteImage", "BatchDeleteImage"]
+
     assert ecr.digests("team/app") == {kept.digest}
 
 
@@ -135,8 +137,7 @@ def test_image_not_found_is_deletion_by_other_hands(ecr: EcrServer,
     ecr.moto_client().batch_delete_image(repositoryName="team/app",
                                          imageIds=[{"imageDigest": one.digest}])
 
-    report = backend.delete_many("team/app", [one.digest, two.digest],
-                                 known={})
+    report = backend.delete_report("team/app", [one.digest, two.digest])
 
     assert report.already_gone == [one.digest]
     assert report.deleted == [two.digest]
@@ -149,18 +150,29 @@ def test_image_not_found_is_deletion_by_other_hands(ecr: EcrServer,
 def test_calls_are_observed_for_the_audit(ecr: EcrServer, backend: EcrRegistry) -> None:
     ecr.create_repository("team/app")
     seen: list[tuple[str, str, int | str]] = []
-    backend.observe(lambda op, where, status: seen.append((op, where, status)))
+
+    class Recorder:
+        def record(self, operation: str, target: str, status: int | str,
+                   retry_after: float | None = None) -> None:
+            seen.append((operation, target, status))
+
+    backend.recorder = Recorder()
+    one = ecr.push_image("team/app", "1", seed="one")
 
     backend.head_manifest("team/app", "nope")
     backend.repositories()
+    gone = "sha256:" + "0" * 64
+    backend.delete_report("team/app", [one.digest, gone])
 
-    assert [(op, status) for op, _, status in seen] == [("DescribeImages", 400),
-                                                       ("DescribeRepositories", 200)]
+    assert seen == [("DescribeImages", "ecr:team/app", 400),
+                    ("DescribeRepositories", "ecr:", 200),
+                    ("BatchGetImage", "ecr:team/app", "ImageNotFound"),
+                    ("BatchDeleteImage", "ecr:team/app", "ImageNotFound")]
 
 
 def test_unknown_repository_is_not_found(backend: EcrRegistry) -> None:
     with pytest.raises(NotFound) as missing:
-        backend.images("team/none")
+        backend.list_images("team/none")
     assert missing.value.code == "RepositoryNotFoundException"
     assert missing.value.detail["repository"] == "team/none"
 
@@ -193,7 +205,7 @@ def test_from_config_without_a_region_names_the_setting(ecr: EcrServer, tmp_path
 
 def test_deletion_waves_level_by_level() -> None:
     # An index of indexes: each level waits for the one above it.
-    from recommender.registry.client import Manifest
+    from recommender.registry.models import Manifest
 
     def index(digest: str, children: list[str]) -> Manifest:
         parsed = {"mediaType": mt.OCI_INDEX, "manifests": [{"digest": c} for c in children]}
