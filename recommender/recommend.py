@@ -26,6 +26,7 @@ from .config import Config
 from .errors import ModelError
 from .features import NEVER, days, features_at, load_history
 from .inventory import reclaimable_bytes
+from .inventory.lastpull import COARSE_NOTE, coarse_only_repositories
 from .model import LoadedModel, current_model, rules_only_message
 from .policy import declared_units, denied_units, evaluate_history
 from .store import Store
@@ -172,12 +173,15 @@ def suggest(store: Store, config: Config, *, now: datetime, repository_glob: str
             scores = picked.astype(float)
         reclaim = _reclaimable(conn)
         members = _members(h, keys)
+        coarse = coarse_only_repositories(conn)
         out: list[Suggestion] = []
         for i, row in frame.iterrows():
             if not (include_all or picked[i]):
                 continue
             key = keys[int(i)]  # type: ignore[call-overload]
             reasons = reasons_for(row)
+            if key[0] in coarse:
+                reasons.append(COARSE_NOTE)
             if mode == "model":
                 reasons.insert(0, f"P(no use in {horizon:.0f} days) = {scores[i]:.4f}")
             else:

@@ -13,12 +13,14 @@ from typing import Any
 import orjson
 from sqlalchemy import select, update
 
+from ..collector.writer import EventWriter
 from ..errors import NotFound, RegistryError
-from ..registry import AsyncRegistry, Manifest, referrer_kind
+from ..registry import AsyncRegistry, ImageRecord, Manifest, referrer_kind
 from ..registry import mediatypes as mt
 from ..store import Store
 from ..store.tables import manifests, scans
 from ..timeutil import parse_time
+from .lastpull import last_pull_events
 from .report import RepoResult, ScanReport, Seen
 from .write import write_repo
 
@@ -170,21 +172,68 @@ class _Walk:
             prior = {row.digest: row for row in conn.execute(
                 select(m.digest, m.deleted_at, m.last_scanned, m.created_at, m.labels,
                        m.platform).where(m.repository == repo))}
+        pulls: list[tuple[str, datetime]] = []
         try:
-            tags = await self._call(self.client.list_tags, repo) if repo in self.listed else []
+            images = (await self._call(self.client.list_images, repo)
+                      if repo in self.listed else [])
+            tags = (await self._call(self.client.list_tags, repo)
+                    if images is None and repo in self.listed else [])
         except NotFound:
-            tags = []
+            images, tags = [], []
         except RegistryError as exc:
             self.report.errors.append({"repository": repo, **_error(exc)})
             return
-        pending = await self._tagged(result, prior, tags)
-        await self._children(result, prior, pending)
-        _annotate(result)
-        await self._untagged(result, prior)
+        if images is None:  # no bulk listing (Distribution): tag by tag
+            pending = await self._tagged(result, prior, tags)
+            await self._children(result, prior, pending)
+            _annotate(result)
+            await self._untagged(result, prior)
+        else:
+            await self._listed(result, prior, images)
+            pulls = [(i.digest, i.last_pulled_at) for i in images if i.last_pulled_at]
         async with self._write_lock:
-            await asyncio.to_thread(write_repo, self.store, result, self.now, self.report)
+            await asyncio.to_thread(self._write, result, pulls)
         if self.progress:
             self.progress("repository", 1)
+
+    def _write(self, result: RepoResult, pulls: list[tuple[str, datetime]]) -> None:
+        write_repo(self.store, result, self.now, self.report)
+        if pulls:
+            EventWriter(self.store).write(
+                last_pull_events(result.repository, pulls, self.client.location), now=self.now)
+
+    async def _listed(self, result: RepoResult, prior: dict[str, Any],
+                      images: list[ImageRecord]) -> None:
+        """A repository from a bulk listing (ECR): tags, sizes and presence come with it, so
+        only manifests the store has not seen are read (on ECR each read may count as a
+        pull); the others are content-addressed and already recorded."""
+        repo = result.repository
+        listed = {i.digest: i for i in images}
+        known = {d for d, row in prior.items() if row.deleted_at is None}
+        new = [d for d in listed if d not in known]
+        fetched = await asyncio.gather(*(self._fetch(repo, prior, d) for d in new),
+                                       return_exceptions=True)
+        pending: list[Manifest] = []
+        for digest, got in zip(new, fetched, strict=True):
+            if isinstance(got, NotFound):
+                listed.pop(digest)  # deleted between the listing and the read
+                continue
+            if isinstance(got, RegistryError):
+                self.report.errors.append({"repository": repo, "digest": digest, **_error(got)})
+                result.failed_tags.update(listed.pop(digest).tags)
+                continue
+            if isinstance(got, BaseException):
+                raise got
+            if got.created is None:
+                got.created = listed[digest].pushed_at  # the config is not read on ECR
+            result.seen[digest] = got
+            pending.append(got.manifest)
+        for image in listed.values():
+            result.tags.update((tag, image.digest) for tag in image.tags)
+        await self._children(result, prior, pending, skip=known & set(listed))
+        _annotate(result)
+        result.alive_untagged.update((known & set(listed)) - set(result.seen))
+        result.gone.update(known - set(listed))
 
     async def _tagged(self, result: RepoResult, prior: dict[str, Any],
                       tags: list[str]) -> list[Manifest]:
@@ -210,8 +259,10 @@ class _Walk:
         return pending
 
     async def _children(self, result: RepoResult, prior: dict[str, Any],
-                        pending: list[Manifest]) -> None:
-        """Index children, level by level (an index of indexes is legal)."""
+                        pending: list[Manifest], skip: set[str] | None = None) -> None:
+        """Index children, level by level (an index of indexes is legal); those in ``skip``
+        are linked but not read (already recorded)."""
+        skip = skip or set()
         repo = result.repository
         while pending:
             wanted_children: list[tuple[str, str, str | None]] = []
@@ -219,7 +270,7 @@ class _Walk:
                 for desc in manifest.children:
                     platform = _platform(desc.get("platform") or {}) or None
                     result.children.append((manifest.digest, desc["digest"], platform))
-                    if desc["digest"] not in result.seen:
+                    if desc["digest"] not in result.seen and desc["digest"] not in skip:
                         wanted_children.append((manifest.digest, desc["digest"], platform))
             pending = []
             unique = list(dict.fromkeys(c[1] for c in wanted_children))
