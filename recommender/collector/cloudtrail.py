@@ -320,7 +320,8 @@ def _policy_execution(r: _Record) -> list[Event]:
     for i, item in enumerate(actions):
         at = join(join(where, "lifecycleEventImageActions"), i)
         action = require_dict(item, at)
-        if action.get("rulePriority") in archiving:
+        priority = action.get("rulePriority")
+        if isinstance(priority, int) and priority in archiving:
             continue  # archived, not deleted: it can be restored
         image = get_dict(action, "lifecycleEventImage", at, required=True)
         assert image is not None
