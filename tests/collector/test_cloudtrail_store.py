@@ -24,6 +24,7 @@ from .test_cloudtrail import (
     IMAGE_PUSHED,
     POLICY_EXPIRY,
     PULL_BY_TAG,
+    TAGWARDEN_ROLE,
     A,
     B,
     pull,
@@ -176,3 +177,15 @@ def test_bad_input_is_400_and_stores_nothing(serve_lite: Any,  # noqa: F811 - th
     assert count(sqlite_store) == 0 and count(sqlite_store, tables.tag_history) == 0
     assert metric(client, "tagwarden_requests_rejected_total", source="cloudtrail",
                   reason="payload") == 1
+
+
+def test_tagwarden_s_own_role_is_self_by_setting(serve: Any, store: Store) -> None:  # noqa: F811
+    client = serve(**{"usage.self_actors": [r":assumed-role/tagwarden/"]})
+    mine = pull("g-5", "2026-03-01T10:00:00Z", arn=TAGWARDEN_ROLE, agent="Boto3/1.35.0")
+    theirs = pull("g-6", "2026-03-01T10:00:00Z", agent="Boto3/1.35.0")
+    r = client.post("/v1/events/cloudtrail", json={"Records": [mine, theirs]}, headers=AUTH)
+    assert r.json() == {"accepted": 2}
+    e = tables.events.c
+    with store.connect() as conn:
+        usage = dict(conn.execute(select(e.source_event_id, e.usage)).all())
+    assert usage == {"g-5#0": "self", "g-6#0": "use"}
