@@ -315,3 +315,24 @@ def test_a_time_after_latest_is_refused() -> None:
     with pytest.raises(PayloadError, match="eventTime"):
         parse_cloudtrail(PULL_BY_TAG, Classifier(),
                          latest=datetime(2026, 2, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("stamp", [
+    "2026-03-01T10:00:00Z", "2026-03-01 10:00:00Z", "2026-03-01t10:00:00Z",
+    "2026-02-30T10:00:00Z", "2026-03-01T10:00:60Z", "1999-03-01T10:00:00Z",
+    "2026-03-01T10:00:00.5Z", "2026-03-01T12:00:00+02:00", "2027-03-01T10:00:00Z",
+])
+def test_cloudtrail_s_time_form_reads_as_the_general_parser_does(stamp: str) -> None:
+    from recommender.collector.payload import get_time
+
+    latest = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def outcome(read: Any) -> Any:
+        try:
+            return read()
+        except PayloadError as exc:
+            return exc.as_dict()
+
+    doc = {**PULL_BY_TAG, "eventTime": stamp}
+    got = outcome(lambda: parse_cloudtrail(doc, Classifier(), latest=latest)[0].time)
+    assert got == outcome(lambda: get_time(doc, "eventTime", "", latest))
