@@ -99,7 +99,7 @@ def test_a_trail_s_gz_files_and_record_lines(store_url: str, tmp_path: Path,
     s3 = {"eventVersion": "1.09", "eventSource": "s3.amazonaws.com", "eventName": "PutObject",
           "eventTime": "2026-03-01T10:00:00Z", "eventID": "s3-1"}
     # A trail writes one JSON document per file, on one line, gzipped.
-    trail = tmp_path / f"{123456789012}_CloudTrail_eu-west-1_20260301T1000Z_a1b2.json.gz"
+    trail = tmp_path / "123456789012_CloudTrail_eu-west-1_20260301T1000Z_a1b2.json.gz"
     trail.write_bytes(gzip.compress(orjson.dumps({"Records": [s3, *STORY]})))
     lines = tmp_path / "records.jsonl"
     lines.write_bytes(b"\n".join([
