@@ -264,6 +264,9 @@ SETTINGS: tuple[Setting, ...] = (
       "Extra actor-name regular expressions of scanner accounts."),
     S("usage.replication_actors", (), "list",
       "Extra actor-name regular expressions of replication accounts."),
+    S("usage.self_actors", (), "list",
+      "Actor regular expressions of tagwarden's own accounts (its IAM role's ARN for ECR's "
+      "CloudTrail records): their requests are `self`, not use."),
     # model (recommender)
     S("model.horizon", "90d", "duration",
       "A manifest is dead when it is not used within this time (the prediction horizon).",

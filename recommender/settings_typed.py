@@ -130,6 +130,9 @@ class TypedSettings:
     def __getitem__(self, key: Literal["usage.replication_actors"]) -> tuple[str, ...]: ...
 
     @overload
+    def __getitem__(self, key: Literal["usage.self_actors"]) -> tuple[str, ...]: ...
+
+    @overload
     def __getitem__(self, key: Literal["model.horizon"]) -> timedelta: ...
 
     @overload

@@ -12,7 +12,8 @@ Order of the checks (first match wins):
 2. the target is a blob (layer/config media type, or a ``/blobs/`` URL) -> ``blob``;
 3. ``usage.use_agents`` from the configuration -> ``use`` (an escape hatch);
 4. tagwarden's own user agent -> ``self``;
-5. actor patterns (Harbor robot scanner accounts, configured actors) -> their class;
+5. actor patterns (tagwarden's own accounts or roles, ``usage.self_actors``; Harbor robot
+   scanner accounts, AWS service roles, configured actors) -> their class;
 6. configured agent patterns, then the built-in non-use agents (scanner, replication,
    janitor) -> their class. Built-in patterns are anchored on the product token at the
    start of the user agent, so a docker client whose user agent mentions another product
@@ -84,6 +85,7 @@ _SCANNER_AGENTS = (
     r"docker-scout",
     r"jfrog[- ]xray",
     r"neuvector", r"qualys", r"sysdig", r"stackrox", r"harbor-scanner",
+    r"inspector2?\.amazonaws\.com",  # Amazon Inspector scanning ECR (CloudTrail userAgent)
     # Deliberately specific: a too-broad pattern would call a real client's pull "not use".
 )
 _REPLICATION_AGENTS = (
@@ -102,8 +104,14 @@ _JANITOR_AGENTS = (
 _SCANNER_ACTORS = (
     # Harbor's scanner robots: robot$<project>+<scanner>-Trivy-<uuid> (and Clair, ...).
     r"robot\$.*(?:trivy|clair|scanner|anchore|grype|snyk|twistlock|prisma|neuvector|aqua)",
+    # Amazon Inspector's enhanced ECR scanning: its service-linked role, or the service
+    # itself in a CloudTrail record's userIdentity.invokedBy.
+    r"/AWSServiceRoleForAmazonInspector2?(?:/|$)", r"^inspector2?\.amazonaws\.com$",
 )
-_REPLICATION_ACTORS = (r"robot\$.*(?:replication|replicator|mirror|sync)",)
+_REPLICATION_ACTORS = (
+    r"robot\$.*(?:replication|replicator|mirror|sync)",
+    r"/AWSServiceRoleForECRReplication(?:/|$)",  # ECR's cross-region/-account replication
+)
 _JANITOR_ACTORS = (r"harbor-jobservice",)
 
 
@@ -146,10 +154,12 @@ class Classifier:
         janitor_agents: Iterable[str] = (),
         scanner_actors: Iterable[str] = (),
         replication_actors: Iterable[str] = (),
+        self_actors: Iterable[str] = (),
     ) -> None:
         self._use = _compile(use_agents, "usage.use_agents")
         self._self = _compile(_SELF_AGENTS, "built-in")
         self._actors = [
+            (SELF, _compile(self_actors, "usage.self_actors")),
             (SCANNER, _compile(scanner_actors, "usage.scanner_actors") + _compile(
                 _SCANNER_ACTORS, "built-in")),
             (REPLICATION, _compile(replication_actors, "usage.replication_actors")
@@ -178,6 +188,7 @@ class Classifier:
             janitor_agents=config["usage.janitor_agents"],
             scanner_actors=config["usage.scanner_actors"],
             replication_actors=config["usage.replication_actors"],
+            self_actors=config["usage.self_actors"],
         )
 
     def classify(

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..collector import deploy, distribution, harbor, k8s
+from ..collector import cloudtrail, deploy, distribution, harbor, k8s
 from ..collector.events import WriteResult
 from ..collector.files import JsonLines, decode_line
 from ..collector.payload import check_time
@@ -148,6 +148,15 @@ def ingest_harbor(ctx: typer.Context, files: Files, batch_size: BatchSize = BATC
     """Harbor webhook payloads (Default or CloudEvents), one per line."""
     _ingest_events(ctx, files, batch_size, "harbor",
                    decoded(partial(harbor.parse_webhook, latest=_latest(now))))
+
+
+@ingest_app.command("cloudtrail")
+def ingest_cloudtrail(ctx: typer.Context, files: Files, batch_size: BatchSize = BATCH,
+                      now: Now = None) -> None:
+    """Amazon ECR's CloudTrail records: a trail's log files ({"Records": [...]} on one line,
+    other services' records skipped), or JSON lines of records or EventBridge events."""
+    _ingest_events(ctx, files, batch_size, "cloudtrail",
+                   decoded(partial(cloudtrail.parse_cloudtrail, latest=_latest(now))))
 
 
 @ingest_app.command("deploys")

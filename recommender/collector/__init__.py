@@ -6,6 +6,7 @@ raise :class:`~recommender.errors.PayloadError` naming the offending field; the
 ``tagwarden ingest`` commands share both. Importing this package imports nothing heavy.
 """
 
+from .cloudtrail import parse_cloudtrail
 from .deploy import parse_deploys
 from .distribution import parse_envelope
 from .events import ACTIONS, USAGE_CLASSES, Event, PodSnapshot, RunningRef, WriteResult
@@ -21,6 +22,7 @@ __all__ = [
     "PodSnapshot",
     "RunningRef",
     "WriteResult",
+    "parse_cloudtrail",
     "parse_deploys",
     "parse_envelope",
     "parse_pod_list",

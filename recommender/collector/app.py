@@ -1,4 +1,5 @@
-"""The collector's HTTP endpoints (Starlette): registry notifications, deploys, pod lists.
+"""The collector's HTTP endpoints (Starlette): registry notifications, ECR's CloudTrail records,
+deploys, pod lists.
 
 Every POST goes through the same steps, in this order, so a refused request costs little and
 stores nothing:
@@ -38,7 +39,7 @@ from ..errors import PayloadError, PayloadTooLarge, ReferenceError_, StoreError,
 from ..store import Store
 from ..timeutil import FUTURE_SKEW, parse_time, utcnow
 from ..usage import Classifier
-from . import deploy, distribution, harbor, k8s
+from . import cloudtrail, deploy, distribution, harbor, k8s
 from .batcher import Batcher
 from .events import Event
 from .metrics import CollectorMetrics
@@ -133,6 +134,8 @@ class Collector:
                                                 self._events(self._distribution)),
             "/v1/events/harbor": Endpoint(self, "harbor", self._events(self._harbor)),
             "/v1/events/deploy": Endpoint(self, "deploy", self._events(self._deploy)),
+            "/v1/events/cloudtrail": Endpoint(self, "cloudtrail",
+                                              self._events(self._cloudtrail)),
             "/v1/k8s/pods": Endpoint(self, "k8s", self._pods),
         }
 
@@ -159,6 +162,10 @@ class Collector:
 
     def _deploy(self, body: bytes) -> list[Event]:
         return deploy.parse_deploys(_decode_json_or_lines(body), latest=self._latest())
+
+    def _cloudtrail(self, body: bytes) -> list[Event]:
+        return cloudtrail.parse_cloudtrail(_decode_json_or_lines(body), self.classifier,
+                                           latest=self._latest())
 
     def _events(self, parse: Callable[[bytes], list[Event]]) -> _Handler:
         async def handle(body: bytes, scope: Scope) -> tuple[int, Any]:

@@ -20,7 +20,7 @@ USAGE_CLASSES = ("use", "scanner", "replication", "janitor", "self", "blob", "fa
 @dataclass(slots=True)
 class Event:
     time: datetime
-    source: str  # distribution | harbor | deploy
+    source: str  # distribution | harbor | cloudtrail | deploy
     source_event_id: str  # the source's id, or a content hash when it has none
     action: str  # one of ACTIONS
     usage: str  # one of USAGE_CLASSES

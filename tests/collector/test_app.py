@@ -266,7 +266,8 @@ def test_pod_list_query_errors(
 
 
 @pytest.mark.parametrize("path", ["/v1/events/distribution", "/v1/events/harbor",
-                                  "/v1/events/deploy", "/v1/k8s/pods?source=eu-1"])
+                                  "/v1/events/deploy", "/v1/events/cloudtrail",
+                                  "/v1/k8s/pods?source=eu-1"])
 def test_auth_is_required_on_every_post(serve_lite: Any, sqlite_store: Store, path: str) -> None:
     client = serve_lite()
     body = json.dumps({"events": [pull_event(1)]})

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recommender.collector.bulk import sqlite_time
+from recommender.collector.cloudtrail import parse_cloudtrail
 from recommender.collector.deploy import parse_deploys
 from recommender.collector.distribution import parse_envelope, parse_envelope_line, parse_event
 from recommender.collector.harbor import parse_webhook
@@ -22,6 +23,7 @@ from recommender.collector.k8s import parse_pod_list
 from recommender.errors import PayloadError
 from recommender.usage import Classifier
 
+from .test_cloudtrail import IMAGE_PUSHED, POLICY_EXPIRY, PULL_BY_TAG, put, via_eventbridge
 from .test_distribution import BLOB_PUSH, DOCS_PULL, TAG_DELETE
 from .test_harbor import CLOUD_SCAN_PULL, DEFAULT_PULL
 from .test_k8s import POD_LIST
@@ -78,6 +80,10 @@ PARSERS = [
     (lambda d: parse_webhook(d, CLASSIFIER), CLOUD_SCAN_PULL),
     (parse_deploys, {"timestamp": "2026-03-01T12:00:00Z", "image": "r.io/a:1"}),
     (lambda d: parse_pod_list(d, source="s", taken_at=AT), POD_LIST),
+    (lambda d: parse_cloudtrail(d, CLASSIFIER),
+     {"Records": [PULL_BY_TAG, POLICY_EXPIRY,
+                  put("p-1", "2026-03-01T09:00:00Z", tag="v1", digest="sha256:" + "a" * 64)]}),
+    (lambda d: parse_cloudtrail(d, CLASSIFIER), [via_eventbridge(PULL_BY_TAG), IMAGE_PUSHED]),
 ]
 
 
