@@ -5,12 +5,14 @@ with ``put_image`` (single manifests, an index with two children, a signature wi
 index's children went after it (ECR refuses them while it lists them), the protected release
 and the image pulled since stayed; the audit chain verifies.
 
-Without CloudTrail records: the pull after the approval reaches tagwarden as ECR's
-``lastRecordedPullTime``, read by the next scan.
+Pulls after the approval reach tagwarden both ways: one as a CloudTrail ``BatchGetImage``
+record by tag, from a trail's gzipped file (``ingest cloudtrail``), resolved to its digest
+through the tag history; one only as ECR's ``lastRecordedPullTime``, read by the next scan.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -27,7 +29,7 @@ from recommender.server import build_app
 from recommender.store import open_store
 from recommender.store.tables import audit_log
 from recommender.timeutil import utcnow
-from tests.support.ecr import REGION, EcrServer
+from tests.support.ecr import ACCOUNT, REGION, EcrServer
 from tests.support.live_server import LiveServer
 
 from .helpers import Clock, click_payload, form, make_config, post_signed
@@ -62,6 +64,22 @@ def _iso(when: datetime) -> str:
     return when.isoformat().replace("+00:00", "Z")
 
 
+def _trail_pull(event_id: str, when: datetime, repository: str, tag: str) -> dict[str, object]:
+    """A CloudTrail record of a node pulling ``repository:tag``, as a trail writes it."""
+    role = f"arn:aws:sts::{ACCOUNT}:assumed-role/eks-node/i-0abc"
+    return {
+        "eventVersion": "1.08", "eventTime": _iso(when).split(".")[0] + "Z",
+        "userIdentity": {"type": "AssumedRole", "arn": role, "accountId": ACCOUNT},
+        "eventSource": "ecr.amazonaws.com", "eventName": "BatchGetImage", "awsRegion": REGION,
+        "sourceIPAddress": "10.0.12.34", "userAgent": "containerd/v1.7.11",
+        "requestParameters": {"repositoryName": repository, "registryId": ACCOUNT,
+                              "imageIds": [{"imageTag": tag}]},
+        "responseElements": None, "requestID": f"req-{event_id}", "eventID": event_id,
+        "readOnly": True, "eventType": "AwsApiCall", "managementEvent": True,
+        "recipientAccountId": ACCOUNT, "eventCategory": "Management",
+    }
+
+
 def test_first_week_on_ecr(ecr: EcrServer, slack: FakeSlack, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
@@ -80,6 +98,7 @@ def test_first_week_on_ecr(ecr: EcrServer, slack: FakeSlack, tmp_path: Path,
     builds = [ecr.push_image("payments/api", f"build-{i}", seed=f"b{i}",
                              layer_sizes=(2000 + i,)) for i in range(2)]
     pulled_later = ecr.push_image("payments/api", "build-9", seed="b9")
+    trailed_later = ecr.push_image("payments/api", "build-8", seed="b8")
     amd = ecr.push_image("payments/api", None, seed="amd")
     arm = ecr.push_image("payments/api", None, seed="arm")
     multi = ecr.push_index("payments/api", "build-multi", [(amd, "linux/amd64"),
@@ -92,7 +111,8 @@ def test_first_week_on_ecr(ecr: EcrServer, slack: FakeSlack, tmp_path: Path,
 
     listed = json.loads(cli("suggest", "--now", _iso(now), "--all", "--format", "json"))
     verdict = {i["digest"]: i for i in listed}
-    doomed = [b.digest for b in builds] + [pulled_later.digest, multi.digest]
+    doomed = [b.digest for b in builds] + [pulled_later.digest, trailed_later.digest,
+                                           multi.digest]
     assert all(verdict[d]["suggested"] for d in doomed)
     for kept in (release, latest):
         assert not verdict[kept.digest]["suggested"]
@@ -122,7 +142,14 @@ def test_first_week_on_ecr(ecr: EcrServer, slack: FakeSlack, tmp_path: Path,
         server.stop()
         store.dispose()
 
-    # Someone pulls build-9 after the approval; the next scan reads ECR's record of it.
+    # Nodes pull build-8 and build-9 after the approval: build-8 in the trail's file,
+    # build-9 only in ECR's lastRecordedPullTime, which the next scan reads.
+    trail = tmp_path / f"{ACCOUNT}_CloudTrail_{REGION}_20261206T0000Z_x.json.gz"
+    trail.write_bytes(gzip.compress(json.dumps({"Records": [_trail_pull(
+        "0c6f3c1e-0000-4000-8000-000000000001", clock() + timedelta(hours=1),
+        "payments/api", "build-8")]}).encode()))
+    assert "stored 1," in cli("ingest", "cloudtrail", "--now", _iso(clock() + timedelta(hours=3)),
+                             str(trail))
     ecr.record_pull("payments/api", pulled_later.digest, clock() + timedelta(hours=2))
     cli("scan")
 
@@ -135,7 +162,7 @@ def test_first_week_on_ecr(ecr: EcrServer, slack: FakeSlack, tmp_path: Path,
     for gone in [b.digest for b in builds] + [multi.digest, amd.digest, arm.digest,
                                               signature.digest]:
         assert gone not in remaining, done
-    assert remaining == {release.digest, pulled_later.digest}
+    assert remaining == {release.digest, pulled_later.digest, trailed_later.digest}
     assert ecr.digests("payments/web") == {latest.digest}
     assert "no garbage-collection step" in done  # the forecast: reclaimed at once
     assert "docker-registry garbage-collect" not in done
@@ -143,9 +170,10 @@ def test_first_week_on_ecr(ecr: EcrServer, slack: FakeSlack, tmp_path: Path,
     reader = open_store(url, migrate_schema=False)
     try:
         by_digest = {i.digest: i for b in decisions.list_batches(reader) for i in b.items}
-        assert by_digest[pulled_later.digest].state == "skipped"
-        assert "used since the suggestion" in (by_digest[pulled_later.digest].skipped_reason
-                                               or "")
+        for kept_item in (pulled_later, trailed_later):
+            assert by_digest[kept_item.digest].state == "skipped"
+            assert "used since the suggestion" in (by_digest[kept_item.digest].skipped_reason
+                                                   or "")
         with reader.connect() as conn:
             deleted = [json.loads(data)["digest"] for data in conn.execute(
                 select(audit_log.c.data).where(audit_log.c.kind == "item.deleted")
