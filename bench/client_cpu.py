@@ -6,13 +6,13 @@ CPU milliseconds per request of this process (``time.process_time``) and of dock
 (``/proc``), and wall milliseconds. Variants run in alternating rounds, so a change in the
 machine's load hits them all alike.
 
-- ``sync/stdlib``: ``RegistryClient`` as it is built now (``StdlibTransport``), sequential.
-- ``sync/httpx``: ``RegistryClient`` on httpx's own transport (httpcore + h11), sequential.
+- ``sync/httpx``: ``RegistryClient`` as it is built (httpx's own transport: httpcore + h11),
+  sequential.
 - ``bare/http.client``: one ``http.client.HTTPConnection``, no client at all: the floor.
-- ``async/aiohttp xK``: ``AsyncRegistryClient`` as the scan uses it (``AiohttpTransport``, no
-  threads), K requests in flight.
-- ``async/threads xK``: ``AsyncRegistryClient`` on a sync transport in K worker threads, the
-  scan's way before.
+- ``async/aiohttp xK``: ``AsyncRegistryClient`` as the scan uses it (``httpx.AsyncClient`` on
+  ``AiohttpTransport``), K requests in flight.
+- ``async/httpx xK``: ``AsyncRegistryClient`` on httpx's own asyncio transport (what a
+  registry behind a proxy gets), K requests in flight.
 - ``layers/in-memory``: ``AsyncRegistryClient`` over an in-memory transport that replays one
   real manifest response (status, headers, body) of the registry: what the client's own layers
   cost per request (request, auth flow, redirects check, response, digest, JSON), no socket.
@@ -77,7 +77,7 @@ def main() -> None:
             conn.getresponse().read()
         conn.close()
 
-    def concurrent(transport: httpx.BaseTransport | None) -> Callable[[], None]:
+    def concurrent(transport: httpx.AsyncBaseTransport | None) -> Callable[[], None]:
         async def go() -> None:
             async with AsyncRegistryClient(registry.url, transport=transport,
                                            max_connections=k) as client:
@@ -114,11 +114,10 @@ def main() -> None:
         asyncio.run(go())
 
     variants: dict[str, Callable[[], Callable[[], None]]] = {
-        "sync/stdlib": lambda: sync(None),
-        "sync/httpx": lambda: sync(httpx.HTTPTransport()),
+        "sync/httpx": lambda: sync(None),
         "bare/http.client": lambda: bare,
         f"async/aiohttp x{k}": lambda: concurrent(None),
-        f"async/threads x{k}": lambda: concurrent(httpx.HTTPTransport()),
+        f"async/httpx x{k}": lambda: concurrent(httpx.AsyncHTTPTransport()),
         "layers/in-memory": lambda: layers,
     }
     prefixes = tuple(p for p in args.only.split(",") if p)

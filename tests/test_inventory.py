@@ -41,29 +41,29 @@ def client(registry):
         yield c
 
 
-class Recording(httpx.HTTPTransport):
+class Recording(httpx.AsyncHTTPTransport):
     """The real transport, keeping the paths it sent."""
 
     def __init__(self) -> None:
         super().__init__()
         self.paths: list[str] = []
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.paths.append(request.url.path)
-        return super().handle_request(request)
+        return await super().handle_async_request(request)
 
 
-class FailingFor(httpx.HTTPTransport):
+class FailingFor(httpx.AsyncHTTPTransport):
     """The real transport, except that one path answers 503 (an overloaded registry)."""
 
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == self.path:
             return httpx.Response(503, json={"errors": [{"code": "UNAVAILABLE"}]})
-        return super().handle_request(request)
+        return await super().handle_async_request(request)
 
 
 def run_scan(store, registry, *, now, transport=None, **kwargs):
@@ -363,9 +363,9 @@ def test_each_config_is_read_once_per_scan_and_a_failed_one_costs_only_its_field
             super().__init__(failing)
             self.paths: list[str] = []
 
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             self.paths.append(request.url.path)
-            return super().handle_request(request)
+            return await super().handle_async_request(request)
 
     transport = Recorded()
     report = run_scan(store, registry, now=T0, transport=transport, concurrency=4)

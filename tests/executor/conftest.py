@@ -13,6 +13,7 @@ import pytest
 from recommender import decisions
 from recommender.config import Config
 from recommender.executor import CallLog, Executor
+from recommender.registry.distribution import reclaim_hint
 from recommender.registry.local import LocalRegistry
 from recommender.registry.push import PushedImage, push_image
 from recommender.registry.sync import RegistryClient
@@ -115,9 +116,9 @@ def client_for(registry: LocalRegistry, calls: CallLog, **kwargs: Any) -> Regist
 @pytest.fixture
 def world(store: Store, registry: LocalRegistry, tmp_path: Path) -> Iterator[World]:
     calls = CallLog()
-    client = client_for(registry, calls)
     extra = f'[registry]\nurl = "{registry.url}"\ngc_config = "{registry.config_path}"\n'
     cfg = make_config(tmp_path, cool_off="24h", extra=extra + POLICY)
+    client = client_for(registry, calls, reclaim=reclaim_hint(cfg))
     try:
         yield World(store, registry, client, calls, cfg, tmp_path)
     finally:

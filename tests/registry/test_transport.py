@@ -1,5 +1,5 @@
-"""The stdlib transport: against the real registry, and raw loopback sockets for what a healthy
-server never does (closing an idle keep-alive connection, answering nothing, refusing)."""
+"""The scan's aiohttp transport beneath httpx: raw loopback sockets for what a healthy server
+never does (closing an idle keep-alive connection, answering nothing, refusing)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,9 @@ import httpx
 import pytest
 
 from recommender.errors import RegistryError
+from recommender.registry.aio import AsyncRegistryClient
 from recommender.registry.local import free_port
-from recommender.registry.push import push_image
-from recommender.registry.sync import RegistryClient
-from recommender.registry.transport import (
-    AiohttpTransport,
-    StdlibTransport,
-    default_transport,
-)
+from recommender.registry.transport import AiohttpTransport
 
 pytestmark = pytest.mark.registry
 
@@ -124,23 +119,16 @@ class AsyncHttp:
         self._call(self.client.aclose())
 
 
-class SyncHttp(httpx.Client):
-    def __init__(self, **kwargs: object) -> None:
-        self.transport = StdlibTransport(**kwargs)  # type: ignore[arg-type]
-        super().__init__(transport=self.transport)
-
-
-@pytest.fixture(params=["sync", "async"])
-def http(request) -> Iterator[Callable[..., SyncHttp | AsyncHttp]]:
-    """``http(**transport_kwargs)``: an httpx client on StdlibTransport or on
-    AiohttpTransport; every test below runs against both."""
-    made: list[SyncHttp | AsyncHttp] = []
+@pytest.fixture
+def http() -> Iterator[Callable[..., AsyncHttp]]:
+    """``http(**transport_kwargs)``: an httpx client on AiohttpTransport."""
+    made: list[AsyncHttp] = []
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
 
-    def make(**kwargs: object) -> SyncHttp | AsyncHttp:
-        made.append(SyncHttp(**kwargs) if request.param == "sync" else AsyncHttp(loop, **kwargs))
+    def make(**kwargs: object) -> AsyncHttp:
+        made.append(AsyncHttp(loop, **kwargs))
         return made[-1]
 
     yield make
@@ -151,27 +139,14 @@ def http(request) -> Iterator[Callable[..., SyncHttp | AsyncHttp]]:
     loop.close()
 
 
-def test_the_client_uses_it_by_default_and_keeps_one_connection_alive(registry):
-    with RegistryClient(registry.url) as client:
-        push_image(client, "app/one", "v1", seed="one")
-        assert isinstance(client._http._transport, StdlibTransport)
-        before = client._http._transport.connections_opened
-        manifest = client.get_manifest("app/one", "v1")
-        assert client.head_manifest("app/one", "v1") == manifest.digest
-        assert client.get_blob("app/one", manifest.config["digest"])  # type: ignore[index]
-        assert client.list_tags("app/one") == ["v1"]
-        assert client.head_manifest("app/one", "nope") is None  # a 404 keeps the connection
-        assert client._http._transport.connections_opened == before
-
-
 def test_a_proxy_in_the_environment_leaves_httpx_its_own_transport(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    assert default_transport("https://registry.example", verify=True, max_connections=4) is None
+    assert AsyncRegistryClient("https://registry.example")._transport is None
     monkeypatch.setenv("NO_PROXY", "registry.example")
-    got = default_transport("https://registry.example", verify=True, max_connections=4)
-    assert isinstance(got, StdlibTransport)
+    client = AsyncRegistryClient("https://registry.example")
+    assert isinstance(client._transport, AiohttpTransport)
 
 
 def test_an_idle_connection_the_server_closed_is_replaced(raw_server, http):
@@ -215,9 +190,9 @@ def test_a_fresh_connection_closed_without_an_answer_is_a_protocol_error(raw_ser
     client = http()
     with pytest.raises(httpx.RemoteProtocolError):
         client.get(f"{server.url}/v2/")
-    # StdlibTransport resends only on a reused connection; aiohttp resends an idempotent
-    # request once whenever the connection breaks before an answer (RFC 9112 9.3.1).
-    assert server.connections == (2 if isinstance(client, AsyncHttp) else 1)
+    # aiohttp resends an idempotent request once whenever the connection breaks before an
+    # answer (RFC 9112 9.3.1).
+    assert server.connections == 2
 
 
 def test_a_body_cut_short_is_a_protocol_error_and_the_connection_dropped(raw_server, http):
