@@ -13,7 +13,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import inspect
 
 from recommender import config as config_mod
-from recommender.scheduler import JobSpec, RowLock, Scheduler, default_jobs, lifespan_hook
+from recommender.leadership import Lease
+from recommender.scheduler import JobSpec, Scheduler, default_jobs, lifespan_hook
 from recommender.server import build_app
 from recommender.store import Store
 from tests.support.live_server import LiveServer
@@ -70,9 +71,9 @@ def test_exactly_one_replica_runs_the_jobs_and_another_takes_over(store: Store) 
             replica.stop()
 
 
-def test_row_lock_has_one_owner_until_it_expires(store: Store) -> None:
-    a = RowLock(store, "a", timedelta(seconds=60))
-    b = RowLock(store, "b", timedelta(seconds=60))
+def test_the_lease_has_one_owner_until_it_expires(store: Store) -> None:
+    a = Lease(store, "a", timedelta(seconds=60))
+    b = Lease(store, "b", timedelta(seconds=60))
     assert a.acquire(T0)
     assert not b.acquire(T0 + timedelta(seconds=30))
     assert a.acquire(T0 + timedelta(seconds=50))  # renewed to T0 + 110 s
@@ -142,6 +143,5 @@ def test_the_server_runs_the_scheduler_in_its_lifespan(store: Store) -> None:
     stopped_at = len(runs.snapshot())
     time.sleep(0.5)
     assert len(runs.snapshot()) == stopped_at  # stopped with the server
-    other = RowLock(store, "next", timedelta(seconds=1))
-    if store.dialect == "sqlite":  # the lock row was released on shutdown
-        assert other.acquire(datetime.now(UTC))
+    # The lease was released on shutdown.
+    assert Lease(store, "next", timedelta(seconds=1)).acquire()
