@@ -33,7 +33,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Connection
+from sqlalchemy import URL, Connection
 
 from .config import Config
 from .errors import LeaseLost
@@ -93,6 +93,29 @@ class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         return super().get_due_jobs(now) if self._holds() else []
 
 
+class _Attempt:
+    """``func()`` on a daemon thread; ``done`` once it has returned or raised (``error``)."""
+
+    def __init__(self, func: Callable[[], Any]) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                func()
+            except BaseException as exc:  # noqa: BLE001 - handed to the elector
+                self.error = exc
+            finally:
+                self.done.set()
+
+        threading.Thread(target=run, daemon=True, name="scheduler-lease").start()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class Scheduler:
     """``Scheduler(config, store).start()`` in the server's lifespan; ``stop()`` on shutdown.
 
@@ -125,6 +148,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._state_lock = threading.Lock()
+        self._attempt: _Attempt | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -171,9 +195,12 @@ class Scheduler:
         """One round: take or renew the lease, start or stop the jobs accordingly."""
         reason = ""
         try:
-            self.lease.acquire()
+            self._renew()
+        except TimeoutError:
+            reason = "the store did not answer the renewal in time"
+            log.warning("%s: scheduler lease %s", self.owner, reason)
         except Exception as exc:  # noqa: BLE001 - the store is away: lead until the deadline
-            reason = f"renewal failed: {str(exc).strip().splitlines()[0] if str(exc) else exc!r}"
+            reason = f"renewal failed: {_first_line(exc)}"
             log.warning("%s: scheduler lease %s", self.owner, reason)
         leader = self.lease.holds()
         if leader and self._aps is None:
@@ -184,11 +211,24 @@ class Scheduler:
                                        else "lease not renewed in time"))
         return leader
 
+    def _renew(self) -> None:
+        """``lease.acquire()`` on a thread of its own, waited for ``interval`` at most: a store
+        cut off without its TCP connection closing must not keep the elector (and so the step
+        down) waiting for TCP to give up. One attempt at a time."""
+        attempt = self._attempt
+        if attempt is None or attempt.done.is_set():
+            attempt = self._attempt = _Attempt(self.lease.acquire)
+        if not attempt.done.wait(self.interval):
+            raise TimeoutError
+        if attempt.error is not None:
+            raise attempt.error
+
     def _take_over(self) -> None:
         with self._state_lock:
             # The job store gets its own engine on the same database: APScheduler disposes
             # its engine on shutdown, which must not pull the store's pool from under others.
-            own = Store.from_url(self.store.engine.url.render_as_string(hide_password=False))
+            own = Store.from_url(_bounded_idle(self.store.engine.url, self.lease.ttl)
+                                 .render_as_string(hide_password=False))
             aps = BackgroundScheduler(
                 jobstores={"default": _FencedJobStore(self.holds_lease, engine=own.engine,
                                                       tablename=JOBS_TABLE)},
@@ -232,6 +272,18 @@ class Scheduler:
         now = self.clock()
         log.info("job %s at %s", name, now.isoformat())
         return self.jobs[name].func(now)
+
+
+def _bounded_idle(url: URL, limit: timedelta) -> URL:
+    """On PostgreSQL, ``url`` with sessions ended after ``limit`` idle in a transaction: a
+    leader frozen inside a job-store transaction must not hold its rows from the next one."""
+    if url.get_backend_name() != "postgresql":
+        return url
+    option = f"-c idle_in_transaction_session_timeout={int(limit.total_seconds() * 1000)}"
+    options = url.query.get("options")
+    joined = " ".join([*(options if isinstance(options, tuple) else [options] if options
+                         else []), option])
+    return url.update_query_dict({"options": joined})
 
 
 def _seconds(ttl: timedelta) -> str:
