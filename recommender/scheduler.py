@@ -178,6 +178,8 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        if self._attempt is not None:  # a renewal in flight would re-take a released lease
+            self._attempt.done.wait(self.interval)
         if self._aps is not None:
             self._step_down("stopping")
         try:
@@ -194,6 +196,7 @@ class Scheduler:
     def elect(self) -> bool:
         """One round: take or renew the lease, start or stop the jobs accordingly."""
         reason = ""
+        before = self.lease.holder
         try:
             self._renew()
         except TimeoutError:
@@ -204,7 +207,8 @@ class Scheduler:
             log.warning("%s: scheduler lease %s", self.owner, reason)
         leader = self.lease.holds()
         if leader and self._aps is None:
-            self._take_over()
+            self._take_over("lease was free" if before in (None, self.owner)
+                            else f"lease of {before} lapsed")
         elif not leader and self._aps is not None:
             holder = self.lease.holder
             self._step_down(reason or (f"lease held by {holder}" if holder and holder != self.owner
@@ -223,7 +227,7 @@ class Scheduler:
         if attempt.error is not None:
             raise attempt.error
 
-    def _take_over(self) -> None:
+    def _take_over(self, reason: str) -> None:
         with self._state_lock:
             # The job store gets its own engine on the same database: APScheduler disposes
             # its engine on shutdown, which must not pull the store's pool from under others.
@@ -248,7 +252,7 @@ class Scheduler:
             self._aps = aps
             self._aps_store = own
         self.metrics.change(self.owner, gained=True)
-        log.info("%s gained the scheduler lead (lease of %s); runs %s", self.owner,
+        log.info("%s gained the scheduler lead (%s; lease of %s); runs %s", self.owner, reason,
                  _seconds(self.lease.ttl), ", ".join(sorted(known)) or "no jobs")
 
     def _step_down(self, reason: str) -> None:
