@@ -19,6 +19,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -40,7 +41,7 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.02)
 
 
-def trial(server: str, ttl: float, sig: signal.Signals) -> float:
+def trial(server: str, ttl: float, sig: signal.Signals, logs: Path) -> float:
     url = postgres.create_database(server, f"b_{uuid.uuid4().hex[:12]}")
     store = open_store(url)
     replica.prepare(store)
@@ -49,7 +50,7 @@ def trial(server: str, ttl: float, sig: signal.Signals) -> float:
     def spawn(owner: str) -> subprocess.Popen[bytes]:
         procs[owner] = subprocess.Popen(
             [sys.executable, "-m", "tests.support.replica", url, owner, str(ttl)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cwd=ROOT, stdout=(logs / f"{owner}.log").open("wb"), stderr=subprocess.STDOUT)
         return procs[owner]
 
     def owners() -> set[str]:
@@ -71,7 +72,13 @@ def trial(server: str, ttl: float, sig: signal.Signals) -> float:
             if p.poll() is None:
                 p.send_signal(signal.SIGCONT)
                 p.terminate()
-                p.wait(timeout=30)
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.send_signal(signal.SIGUSR1)
+                    time.sleep(1)
+                    p.kill()
+                    print(f"a replica did not stop within 30 s: {logs}", flush=True)
         store.dispose()
 
 
@@ -89,7 +96,8 @@ def main() -> None:
         print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
         for ttl in ttls:
             for sig in (signal.SIGSTOP, signal.SIGKILL):
-                times = [trial(server, ttl, sig) for _ in range(args.trials)]
+                times = [trial(server, ttl, sig, Path(tempfile.mkdtemp(prefix="takeover-")))
+                         for _ in range(args.trials)]
                 print(f"ttl {ttl:g} s, {sig.name}: takeover "
                       + ", ".join(f"{t:.1f}" for t in times)
                       + f" s (median {statistics.median(times):.1f}, max {max(times):.1f})",

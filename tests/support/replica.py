@@ -8,6 +8,7 @@ by the lease it runs under. It runs until SIGTERM or SIGINT.
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import sys
 import threading
@@ -62,6 +63,7 @@ def main(url: str, owner: str, ttl: str) -> None:
 
     scheduler = Scheduler(config, store, owner=owner,
                           jobs=[JobSpec("tick", IntervalTrigger(seconds=TICK), tick)])
+    faulthandler.register(signal.SIGUSR1)  # every thread's stack, when a run hangs
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
