@@ -69,7 +69,10 @@ def main(url: str, owner: str, ttl: str) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     scheduler.start()
     print("started", flush=True)
-    stop.wait()
+    # With a timeout: a signal taken by another thread does not wake a plain wait(), and the
+    # handler runs only once the main thread runs again.
+    while not stop.wait(0.2):
+        pass
     scheduler.stop()
     store.dispose()
 
