@@ -15,7 +15,8 @@ The tree::
     │   ├── DigestMismatch         a body does not hash to the digest the registry claimed
     │   └── Unsupported            the registry does not allow the operation (UNSUPPORTED, 405)
     ├── ModelError                 no usable model, or a model artifact that does not match
-    └── DecisionError              a decision that is not allowed in the item's current state
+    ├── DecisionError              a decision that is not allowed in the item's current state
+    └── LeaseLost                  this replica no longer holds the scheduler's lease (fencing)
 
 Foreign exceptions (httpx, SQLAlchemy, json) are translated once, at the edge where they
 occur, with ``raise ... from exc``. ``RegistryError.temporary`` says whether a retry may help.
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DecisionError",
     "DigestMismatch",
+    "LeaseLost",
     "ModelError",
     "NotFound",
     "PayloadError",
@@ -144,3 +146,9 @@ class ModelError(TagwardenError):
 
 class DecisionError(TagwardenError):
     """Raised when a decision is not allowed in an item's current state."""
+
+
+class LeaseLost(TagwardenError):
+    """Raised by a fence check when this replica does not hold the scheduler's lease (any
+    more): the job must not start, or must not write. ``owner`` is this replica, ``reason``
+    why (its local deadline passed, or the row names another holder)."""

@@ -1,12 +1,14 @@
 """Scheduled jobs, run by exactly one replica.
 
 Every replica of ``tagwarden serve`` serves HTTP; one of them runs the jobs. Leadership is a
-database lock: on PostgreSQL a session advisory lock (``pg_try_advisory_lock``) held by a
-dedicated connection, released by the server when that connection dies; on SQLite a lock row
-with an expiry that the leader renews. A small elector thread tries to take or keep the lock
-every ``interval`` seconds; the leader runs an APScheduler 3 ``BackgroundScheduler`` whose jobs
-live in the store's database (``SQLAlchemyJobStore``), a follower runs none. A leader that loses
-its lock stops its scheduler at once (running jobs finish).
+lease in the store that expires (:mod:`recommender.leadership`), the same on PostgreSQL and
+SQLite: a small elector thread takes or renews it every ``interval`` (a third of
+``scheduler.lock_ttl``); the leader runs an APScheduler 3 ``BackgroundScheduler`` whose jobs
+live in the store's database (``SQLAlchemyJobStore``), a follower runs none. A follower takes
+over once the leader's lease has lapsed; a leader that cannot renew in time stops starting jobs
+before its lease ends (its local deadline), and stops its scheduler at the next round (running
+jobs finish; they check the lease before their final writes with :meth:`Scheduler.fence`).
+Gaining and losing the lead is logged (owner and reason) and counted on ``/metrics``.
 
 Jobs take ``now`` from the scheduler's clock: scan (with a registry), execute (every minute,
 with a registry; then draw finished results in Slack), suggest and post (with a Slack token),
@@ -18,13 +20,12 @@ There is no Kubernetes poll job yet: pod lists arrive through the collector (POS
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import anyio.to_thread
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -32,128 +33,26 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Connection, delete, select, text, update
+from sqlalchemy import URL, Connection
 
 from .config import Config
+from .errors import LeaseLost
+from .leadership import LeadershipMetrics, Lease, replica_id
 from .notify import Notifier, load_notifier
-from .store import Store, dialect_insert
-from .store.tables import scheduler_lock
+from .store import Store
 from .timeutil import utcnow
 
 __all__ = [
-    "AdvisoryLock",
     "JobSpec",
-    "LeaderLock",
-    "RowLock",
+    "LeaseLost",
     "Scheduler",
     "default_jobs",
-    "leader_lock",
     "lifespan_hook",
 ]
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "tagwarden-scheduler"
-# pg_try_advisory_lock takes a bigint; a fixed key derived from the lock's name.
-ADVISORY_KEY = int.from_bytes(b"tagwardn", "big") & 0x7FFF_FFFF_FFFF_FFFF
 JOBS_TABLE = "apscheduler_jobs"
-
-
-# --- leadership --------------------------------------------------------------------------------
-
-
-class LeaderLock(Protocol):
-    def acquire(self, now: datetime) -> bool:
-        """Take or renew the lock; True while this replica holds it."""
-
-    def release(self) -> None: ...
-
-
-class AdvisoryLock:
-    """PostgreSQL: a session advisory lock on one dedicated connection."""
-
-    def __init__(self, store: Store, key: int = ADVISORY_KEY) -> None:
-        self.store = store
-        self.key = key
-        self._conn: Connection | None = None
-
-    def acquire(self, now: datetime) -> bool:
-        try:
-            if self._conn is not None:
-                # Held: make sure the session (and so the lock) is still alive.
-                self._conn.execute(text("SELECT 1"))
-                return True
-            conn = self.store.engine.connect()
-            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
-                                    {"k": self.key}).scalar())
-            conn.commit()
-            if got:
-                self._conn = conn
-            else:
-                conn.close()
-            return got
-        except Exception as exc:  # a dead connection means the lock is gone with it
-            log.warning("scheduler lock lost: %s", exc)
-            self._drop()
-            return False
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.invalidate()
-                self._conn.close()
-            except Exception:  # noqa: BLE001 - already broken; nothing left to release
-                pass
-        self._conn = None
-
-    def release(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
-                self._conn.commit()
-                self._conn.close()
-            except Exception as exc:  # noqa: BLE001 - closing the session releases it anyway
-                log.warning("scheduler lock release: %s", exc)
-                self._drop()
-        self._conn = None
-
-
-class RowLock:
-    """Any database: one row naming the owner until ``expires_at``; the owner renews it."""
-
-    def __init__(self, store: Store, owner: str, ttl: timedelta, name: str = LOCK_NAME) -> None:
-        self.store = store
-        self.owner = owner
-        self.ttl = ttl
-        self.name = name
-
-    def acquire(self, now: datetime) -> bool:
-        expires = now + self.ttl
-        with self.store.begin() as conn:
-            # Take it when free (no row), expired, or ours; then read who holds it (rowcount
-            # of INSERT ... ON CONFLICT DO NOTHING is not reliable across drivers).
-            insert: Any = dialect_insert(conn, scheduler_lock)
-            conn.execute(insert.values(name=self.name, owner=self.owner, expires_at=expires)
-                         .on_conflict_do_nothing())
-            conn.execute(update(scheduler_lock)
-                         .where(scheduler_lock.c.name == self.name)
-                         .where((scheduler_lock.c.owner == self.owner)
-                                | (scheduler_lock.c.expires_at < now))
-                         .values(owner=self.owner, expires_at=expires))
-            holder = conn.execute(select(scheduler_lock.c.owner)
-                                  .where(scheduler_lock.c.name == self.name)).scalar()
-            return holder == self.owner
-
-    def release(self) -> None:
-        with self.store.begin() as conn:
-            conn.execute(delete(scheduler_lock).where(scheduler_lock.c.name == self.name)
-                         .where(scheduler_lock.c.owner == self.owner))
-
-
-def leader_lock(store: Store, owner: str, ttl: timedelta) -> LeaderLock:
-    if store.dialect == "postgresql":
-        return AdvisoryLock(store)
-    return RowLock(store, owner, ttl)
 
 
 # --- jobs --------------------------------------------------------------------------------------
@@ -176,27 +75,72 @@ def _run(owner: str, name: str) -> None:
     if scheduler is None:
         log.warning("job %s fired for an inactive scheduler %s", name, owner)
         return
+    if not scheduler.holds_lease():  # e.g. a frozen leader that has just resumed
+        log.warning("job %s not started: %s does not hold the scheduler lease", name, owner)
+        return
     scheduler.run_job(name)
+
+
+class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+    """The shared job table, read only while this replica holds the lease: a leader resumed
+    after a freeze must not take the new leader's due jobs (and move their next run time)."""
+
+    def __init__(self, holds: Callable[[], bool], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._holds = holds
+
+    def get_due_jobs(self, now: datetime) -> list[Any]:
+        return super().get_due_jobs(now) if self._holds() else []
+
+
+class _Attempt:
+    """``func()`` on a daemon thread; ``done`` once it has returned or raised (``error``)."""
+
+    def __init__(self, func: Callable[[], Any]) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                func()
+            except BaseException as exc:  # noqa: BLE001 - handed to the elector
+                self.error = exc
+            finally:
+                self.done.set()
+
+        threading.Thread(target=run, daemon=True, name="scheduler-lease").start()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Scheduler:
     """``Scheduler(config, store).start()`` in the server's lifespan; ``stop()`` on shutdown.
 
-    ``jobs`` defaults to :func:`default_jobs`; ``interval`` is how often leadership is
-    checked (renewing a lock row lasts ``scheduler.lock_ttl``).
+    ``jobs`` defaults to :func:`default_jobs`; ``clock`` is the jobs' ``now``; ``owner`` names
+    this replica (default :func:`~recommender.leadership.replica_id`); ``lease`` defaults to
+    a :class:`~recommender.leadership.Lease` of ``scheduler.lock_ttl`` on the database's
+    clock; ``interval`` is how often it is taken or renewed (default a third of the ttl);
+    ``metrics`` gets the leadership gauge and changes.
+
+    Jobs check the lease they run under with :meth:`fence` (see :mod:`recommender.leadership`).
     """
 
     def __init__(self, config: Config, store: Store, *,
                  jobs: list[JobSpec] | None = None,
                  clock: Callable[[], datetime] = utcnow, owner: str | None = None,
-                 lock: LeaderLock | None = None, interval: float | None = None) -> None:
+                 lease: Lease | None = None, interval: float | None = None,
+                 metrics: LeadershipMetrics | None = None) -> None:
         self.config = config
         self.store = store
         self.clock = clock
-        self.owner = owner or f"replica-{secrets.token_hex(6)}"
-        ttl: timedelta = config["scheduler.lock_ttl"]
-        self.lock = lock or leader_lock(store, self.owner, ttl)
-        self.interval = interval if interval is not None else max(ttl.total_seconds() / 3, 0.05)
+        self.owner = owner or replica_id()
+        self.lease = lease or Lease(store, self.owner, config["scheduler.lock_ttl"])
+        self.interval = (interval if interval is not None
+                         else max(self.lease.ttl.total_seconds() / 3, 0.05))
+        self.metrics = metrics if metrics is not None else LeadershipMetrics()
         self.jobs: Mapping[str, JobSpec] = {j.name: j for j in (
             jobs if jobs is not None else default_jobs(config, store))}
         self._aps: BackgroundScheduler | None = None
@@ -204,14 +148,26 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._state_lock = threading.Lock()
+        self._attempt: _Attempt | None = None
 
     @property
     def is_leader(self) -> bool:
         return self._aps is not None
 
+    def holds_lease(self) -> bool:
+        """Whether this replica may run jobs now (its lease's local deadline has not passed)."""
+        return self.lease.holds()
+
+    def fence(self, conn: Connection | None = None) -> None:
+        """Raise :class:`LeaseLost` unless this replica holds the lease; with ``conn``, check
+        it in that write transaction too (:meth:`Lease.fence`). Jobs call it before they start
+        and before their final writes."""
+        self.lease.fence(conn)
+
     def start(self) -> Scheduler:
         _ACTIVE[self.owner] = self
         self._stop.clear()
+        self.metrics.set(self.owner, False)
         self._thread = threading.Thread(target=self._elect_loop, daemon=True,
                                         name=f"scheduler-{self.owner}")
         self._thread.start()
@@ -222,11 +178,14 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        self._step_down()
+        if self._attempt is not None:  # a renewal in flight would re-take a released lease
+            self._attempt.done.wait(self.interval)
+        if self._aps is not None:
+            self._step_down("stopping")
         try:
-            self.lock.release()
-        except Exception as exc:  # noqa: BLE001 - shutting down; the lock expires anyway
-            log.warning("scheduler lock release failed: %s", exc)
+            self.lease.release()
+        except Exception as exc:  # noqa: BLE001 - shutting down; the lease expires anyway
+            log.warning("scheduler lease release failed: %s", exc)
         _ACTIVE.pop(self.owner, None)
 
     def _elect_loop(self) -> None:
@@ -235,27 +194,48 @@ class Scheduler:
             self._stop.wait(self.interval)
 
     def elect(self) -> bool:
-        """One round: take or keep the lock, start or stop the jobs accordingly."""
+        """One round: take or renew the lease, start or stop the jobs accordingly."""
+        reason = ""
+        before = self.lease.holder
         try:
-            leader = self.lock.acquire(self.clock())
-        except Exception as exc:  # noqa: BLE001 - the database is away: not the leader
-            log.warning("scheduler election failed: %s", exc)
-            leader = False
+            self._renew()
+        except TimeoutError:
+            reason = "the store did not answer the renewal in time"
+            log.warning("%s: scheduler lease %s", self.owner, reason)
+        except Exception as exc:  # noqa: BLE001 - the store is away: lead until the deadline
+            reason = f"renewal failed: {_first_line(exc)}"
+            log.warning("%s: scheduler lease %s", self.owner, reason)
+        leader = self.lease.holds()
         if leader and self._aps is None:
-            self._take_over()
+            self._take_over("lease was free" if before in (None, self.owner)
+                            else f"lease of {before} lapsed")
         elif not leader and self._aps is not None:
-            log.warning("%s lost the scheduler lock; stopping jobs", self.owner)
-            self._step_down()
+            holder = self.lease.holder
+            self._step_down(reason or (f"lease held by {holder}" if holder and holder != self.owner
+                                       else "lease not renewed in time"))
         return leader
 
-    def _take_over(self) -> None:
+    def _renew(self) -> None:
+        """``lease.acquire()`` on a thread of its own, waited for ``interval`` at most: a store
+        cut off without its TCP connection closing must not keep the elector (and so the step
+        down) waiting for TCP to give up. One attempt at a time."""
+        attempt = self._attempt
+        if attempt is None or attempt.done.is_set():
+            attempt = self._attempt = _Attempt(self.lease.acquire)
+        if not attempt.done.wait(self.interval):
+            raise TimeoutError
+        if attempt.error is not None:
+            raise attempt.error
+
+    def _take_over(self, reason: str) -> None:
         with self._state_lock:
             # The job store gets its own engine on the same database: APScheduler disposes
             # its engine on shutdown, which must not pull the store's pool from under others.
-            own = Store.from_url(self.store.engine.url.render_as_string(hide_password=False))
+            own = Store.from_url(_bounded_idle(self.store.engine.url, self.lease.ttl)
+                                 .render_as_string(hide_password=False))
             aps = BackgroundScheduler(
-                jobstores={"default": SQLAlchemyJobStore(engine=own.engine,
-                                                         tablename=JOBS_TABLE)},
+                jobstores={"default": _FencedJobStore(self.holds_lease, engine=own.engine,
+                                                      tablename=JOBS_TABLE)},
                 job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
                 timezone="UTC",
             )
@@ -271,18 +251,23 @@ class Scheduler:
             aps.resume()
             self._aps = aps
             self._aps_store = own
-            log.info("%s runs the scheduled jobs: %s", self.owner, ", ".join(sorted(known)))
+        self.metrics.change(self.owner, gained=True)
+        log.info("%s gained the scheduler lead (%s; lease of %s); runs %s", self.owner, reason,
+                 _seconds(self.lease.ttl), ", ".join(sorted(known)) or "no jobs")
 
-    def _step_down(self) -> None:
+    def _step_down(self, reason: str) -> None:
         with self._state_lock:
-            if self._aps is not None:
-                self._aps.shutdown(wait=False)
-                self._aps = None
+            if self._aps is None:
+                return
+            self._aps.shutdown(wait=False)
+            self._aps = None
             if self._aps_store is not None:
                 # After the scheduler thread has ended: it may have reconnected after
                 # APScheduler's own dispose.
                 self._aps_store.dispose()
                 self._aps_store = None
+        self.metrics.change(self.owner, gained=False)
+        log.warning("%s lost the scheduler lead (%s); stopped its jobs", self.owner, reason)
 
     def run_job(self, name: str) -> Any:
         """Run one job now (APScheduler calls this; so can `tagwarden` commands and tests)."""
@@ -291,6 +276,22 @@ class Scheduler:
         now = self.clock()
         log.info("job %s at %s", name, now.isoformat())
         return self.jobs[name].func(now)
+
+
+def _bounded_idle(url: URL, limit: timedelta) -> URL:
+    """On PostgreSQL, ``url`` with sessions ended after ``limit`` idle in a transaction: a
+    leader frozen inside a job-store transaction must not hold its rows from the next one."""
+    if url.get_backend_name() != "postgresql":
+        return url
+    option = f"-c idle_in_transaction_session_timeout={int(limit.total_seconds() * 1000)}"
+    options = url.query.get("options")
+    joined = " ".join([*(options if isinstance(options, tuple) else [options] if options
+                         else []), option])
+    return url.update_query_dict({"options": joined})
+
+
+def _seconds(ttl: timedelta) -> str:
+    return f"{ttl.total_seconds():g}s"
 
 
 def default_jobs(config: Config, store: Store,
@@ -374,12 +375,16 @@ def lifespan_hook(config: Config, store: Store, *, notifier: Notifier | None = N
                   **kwargs: Any) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     """A `recommender.server.build_app` lifespan hook: the scheduler runs while the server
     does (started after the collector's writer, stopped before it). Without ``jobs``, the
-    :func:`default_jobs` with ``notifier``."""
+    :func:`default_jobs` with ``notifier``. The leadership series go to the app's ``/metrics``
+    (the collector's registry)."""
 
     @asynccontextmanager
-    async def hook(_app: Any) -> AsyncIterator[None]:
+    async def hook(app: Any) -> AsyncIterator[None]:
         options = kwargs if "jobs" in kwargs else {
             **kwargs, "jobs": default_jobs(config, store, notifier)}
+        collector = getattr(getattr(app, "state", None), "collector", None)
+        if "metrics" not in options and collector is not None:
+            options = {**options, "metrics": LeadershipMetrics(collector.metrics.registry)}
         scheduler = Scheduler(config, store, **options)
         await anyio.to_thread.run_sync(scheduler.start)
         try:

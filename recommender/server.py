@@ -34,6 +34,7 @@ from .collector.metrics import CONTENT_TYPE, CollectorMetrics
 from .collector.writer_process import ProcessWriter
 from .config import Config
 from .health import health_routes
+from .logs import configure_logging
 from .notify import Notifier, ServerParts, load_notifier
 from .refs.api import RefsApi
 from .store import Store
@@ -157,18 +158,6 @@ def serve_app(config: Config, store: Store, *, clock: Callable[[], datetime] = u
                      notifier=parts)
 
 
-def configure_logging(level: str) -> None:
-    """tagwarden's own loggers (``recommender``, ``bot``) to standard error at ``level``, so
-    ``serve`` says what it does (Slack off, unreachable, ready); uvicorn keeps its own."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    for name in ("recommender", "bot"):
-        logger = logging.getLogger(name)
-        logger.setLevel(level.upper())
-        if not logger.handlers:
-            logger.addHandler(handler)
-
-
 def app_from_env() -> Starlette:
     """uvicorn factory for ``tagwarden serve --workers N``: each worker process builds its app.
 
@@ -180,7 +169,8 @@ def app_from_env() -> Starlette:
     from .store import open_store
 
     config = load(os.environ.get("TAGWARDEN_CONFIG") or None)
-    configure_logging(os.environ.get(LOG_LEVEL_ENV) or "info")
+    configure_logging(os.environ.get(LOG_LEVEL_ENV) or config["log.level"],
+                      config["log.format"])
     store = open_store(config["store.url"], migrate_schema=False)
     store.check_schema()
     return serve_app(config, store, writer=os.environ.get(WRITER_ENV) or "thread")

@@ -135,7 +135,8 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 @dataclass(frozen=True)
 class Setting:
     """One setting: ``key`` is ``section.name``; ``env`` an environment override; ``min`` and
-    ``max`` (inclusive, in the converted type) the range a value must fall in, when it has one.
+    ``max`` (inclusive, in the converted type) the range a value must fall in, when it has one;
+    ``choices`` the values a string setting may take (compared without case), when limited.
     """
 
     key: str
@@ -145,12 +146,19 @@ class Setting:
     env: str | None = None
     min: Any = None
     max: Any = None
+    choices: tuple[str, ...] = ()
 
     def convert(self, value: Any) -> Any:
         try:
             converted = CONVERTERS[self.kind](value)
         except ValueError as exc:
             raise ConfigError(f"setting {self.key}: {exc}", setting=self.key) from None
+        if self.choices and isinstance(converted, str):
+            if converted.lower() not in self.choices:
+                raise ConfigError(f"setting {self.key}: {converted!r} is not one of "
+                                  f"{', '.join(self.choices)}", setting=self.key,
+                                  value=converted)
+            converted = converted.lower()
         if converted is not None and ((self.min is not None and converted < self.min)
                                       or (self.max is not None and converted > self.max)):
             raise ConfigError(f"setting {self.key}: {_fmt_value(converted)} is out of range "
@@ -159,7 +167,10 @@ class Setting:
         return converted
 
     def range_text(self) -> str:
-        """The range in words (``at least 1``, ``0 to 65535``); empty without one."""
+        """The range in words (``at least 1``, ``0 to 65535``, ``one of text, json``); empty
+        without one."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
         low = None if self.min is None else _fmt_value(self.min)
         high = None if self.max is None else _fmt_value(self.max)
         if low is not None and high is not None:
@@ -190,6 +201,13 @@ SETTINGS: tuple[Setting, ...] = (
     S("collector.batch_max_delay", "0.005s", "duration",
       "Longest time an event waits for others to share its write transaction.",
       min=timedelta(0)),
+    # log
+    S("log.level", "info", "str",
+      "Level of tagwarden's own log lines (serve and the CLI) on standard error.",
+      choices=("debug", "info", "warning", "error")),
+    S("log.format", "text", "str",
+      "Log line format: `text` (level, logger, message) or `json` (one JSON object a line).",
+      choices=("text", "json")),
     # server
     S("server.host", "127.0.0.1", "str", "Address `tagwarden serve` listens on."),
     S("server.port", 8080, "int", "Port `tagwarden serve` listens on (0: any free port).",
@@ -315,8 +333,9 @@ SETTINGS: tuple[Setting, ...] = (
       "Cron (UTC) of the daily pruning of raw events older than store.raw_retention."),
     S("scheduler.digest_cron", "0 10 * * 1", "str",
       "Cron of the weekly digest, in each team's time zone."),
-    S("scheduler.lock_ttl", "60s", "duration",
-      "How long a replica's scheduler lock lasts without renewal (SQLite lock row).",
+    S("scheduler.lock_ttl", "15s", "duration",
+      "How long the scheduler's lease lasts without renewal: the leader renews it every third "
+      "of this; another replica takes over once it has lapsed.",
       min=timedelta(seconds=1)),
 )
 del S

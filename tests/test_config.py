@@ -66,6 +66,8 @@ def test_secrets_do_not_show_themselves() -> None:
         ("[[team]]\nname = 'a'\nrepositories = ['a/*']\nmin_approvals = 0\n",
          "min_approvals must be at least 1"),
         ("[store\n", "config file"),
+        ("[log]\nformat = 'xml'\n", "setting log.format: 'xml' is not one of text, json"),
+        ("[log]\nlevel = 'loud'\n", "setting log.level: 'loud' is not one of debug, info"),
     ],
 )
 def test_bad_configuration_is_named(tmp_path: Path, text: str, message: str) -> None:

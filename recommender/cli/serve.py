@@ -50,10 +50,10 @@ def serve(
     config = st.config
     host = host or config["server.host"]
     port = config["server.port"] if port is None else port
-    # tagwarden's own lines (Slack off, unreachable, ready; the scheduler's jobs) at info,
-    # or debug when uvicorn is asked for it.
-    ours = "debug" if log_level.lower() in ("debug", "trace") else "info"
-    configure_logging(ours)
+    # tagwarden's own lines (Slack off, unreachable, ready; leadership, the scheduler's jobs)
+    # at log.level, or debug when uvicorn is asked for it.
+    ours = "debug" if log_level.lower() in ("debug", "trace") else config["log.level"]
+    configure_logging(ours, config["log.format"])
     # Opened (and migrated) here, once, before any worker starts, and before any notice: a
     # store that cannot be opened is the one line the user sees.
     store = st.store

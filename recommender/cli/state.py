@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import config as config_mod
+from ..logs import configure_logging
 from ..notify import Notifier, load_notifier
 from ..store import Store, open_store
 
@@ -36,6 +37,8 @@ class State:
             self._config = config_mod.load(
                 self.config_path, overrides={"store.url": self.db_url} if self.db_url else None
             )
+            # Every command that reads the configuration logs as it says (stderr).
+            configure_logging(self._config["log.level"], self._config["log.format"])
         return self._config
 
     @property

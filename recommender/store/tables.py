@@ -405,7 +405,7 @@ slack_updates = Table(
     Column("at", UTCDateTime(), nullable=False),
 )
 
-# The scheduler's leader lock where advisory locks do not exist (SQLite): the replica named in
+# The scheduler's lease, on every database (recommender/leadership.py): the replica named in
 # ``owner`` runs the jobs until ``expires_at``, renewing it while alive.
 scheduler_lock = Table(
     "scheduler_lock",

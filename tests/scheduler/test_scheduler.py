@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import inspect
 
 from recommender import config as config_mod
-from recommender.scheduler import JobSpec, RowLock, Scheduler, default_jobs, lifespan_hook
+from recommender.errors import LeaseLost
+from recommender.leadership import Lease
+from recommender.scheduler import JobSpec, Scheduler, default_jobs, lifespan_hook
 from recommender.server import build_app
 from recommender.store import Store
 from tests.support.live_server import LiveServer
@@ -70,9 +73,9 @@ def test_exactly_one_replica_runs_the_jobs_and_another_takes_over(store: Store) 
             replica.stop()
 
 
-def test_row_lock_has_one_owner_until_it_expires(store: Store) -> None:
-    a = RowLock(store, "a", timedelta(seconds=60))
-    b = RowLock(store, "b", timedelta(seconds=60))
+def test_the_lease_has_one_owner_until_it_expires(store: Store) -> None:
+    a = Lease(store, "a", timedelta(seconds=60))
+    b = Lease(store, "b", timedelta(seconds=60))
     assert a.acquire(T0)
     assert not b.acquire(T0 + timedelta(seconds=30))
     assert a.acquire(T0 + timedelta(seconds=50))  # renewed to T0 + 110 s
@@ -142,6 +145,49 @@ def test_the_server_runs_the_scheduler_in_its_lifespan(store: Store) -> None:
     stopped_at = len(runs.snapshot())
     time.sleep(0.5)
     assert len(runs.snapshot()) == stopped_at  # stopped with the server
-    other = RowLock(store, "next", timedelta(seconds=1))
-    if store.dialect == "sqlite":  # the lock row was released on shutdown
-        assert other.acquire(datetime.now(UTC))
+    # The lease was released on shutdown.
+    assert Lease(store, "next", timedelta(seconds=1)).acquire()
+
+
+def test_the_lease_fences_its_holder_before_it_expires(store: Store) -> None:
+    ticks = [100.0]
+    a = Lease(store, "a", timedelta(seconds=10), monotonic=lambda: ticks[0])
+    b = Lease(store, "b", timedelta(seconds=10))
+    assert a.acquire() and a.holds()
+    with store.begin() as conn:
+        a.fence(conn)
+    ticks[0] += 7.9  # the local deadline is ttl - margin (2 s) after the renewal was sent
+    assert a.holds()
+    ticks[0] += 0.2
+    assert not a.holds()
+    with pytest.raises(LeaseLost) as lost:
+        a.fence()
+    assert lost.value.detail == {"owner": "a", "reason": "not renewed in time"}
+    assert not b.acquire()  # the row itself is still a's for the database
+    assert a.acquire() and a.holds()  # renewed: a leads again
+
+    # The row says otherwise (a's lease lapsed in the store and b took it): the check in the
+    # write transaction refuses, whatever the local deadline says.
+    assert b.acquire(datetime.now(UTC) + timedelta(seconds=11))
+    with pytest.raises(LeaseLost, match="in the store"), store.begin() as conn:
+        a.fence(conn)
+
+
+def test_leadership_is_logged_and_on_metrics(store: Store,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    import httpx
+
+    config = config_mod.load(env={}, overrides={"scheduler.lock_ttl": "1s"})
+    runs = Runs()
+    app = build_app(config, store, lifespans=[
+        lifespan_hook(config, store, jobs=runs.jobs("server"), owner="server", interval=0.1)])
+    with caplog.at_level(logging.INFO, logger="recommender"), LiveServer(app) as server:
+        _wait(lambda: len(runs.snapshot()) >= 1)
+        text = httpx.get(f"{server.url}/metrics").text
+    assert 'tagwarden_scheduler_leader{replica="server"} 1.0' in text
+    assert ('tagwarden_scheduler_leadership_changes_total{change="gained",replica="server"} 1.0'
+            in text)
+    messages = [r.getMessage() for r in caplog.records if r.name == "recommender.scheduler"]
+    gained = "server gained the scheduler lead (lease was free; lease of 1s)"
+    assert any(m.startswith(gained) for m in messages)
+    assert "server lost the scheduler lead (stopping); stopped its jobs" in messages
