@@ -15,7 +15,8 @@ The tree::
     │   ├── DigestMismatch         a body does not hash to the digest the registry claimed
     │   └── Unsupported            the registry does not allow the operation (UNSUPPORTED, 405)
     ├── ModelError                 no usable model, or a model artifact that does not match
-    └── DecisionError              a decision that is not allowed in the item's current state
+    ├── DecisionError              a decision that is not allowed in the item's current state
+    └── JobBusy                    a job's run is claimed by another runner (replica, CLI)
 
 Foreign exceptions (httpx, SQLAlchemy, json) are translated once, at the edge where they
 occur, with ``raise ... from exc``. ``RegistryError.temporary`` says whether a retry may help.
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DecisionError",
     "DigestMismatch",
+    "JobBusy",
     "ModelError",
     "NotFound",
     "PayloadError",
@@ -144,3 +146,8 @@ class ModelError(TagwardenError):
 
 class DecisionError(TagwardenError):
     """Raised when a decision is not allowed in an item's current state."""
+
+
+class JobBusy(TagwardenError):
+    """Raised when a job cannot run because another runner holds its claim: ``job``,
+    ``held_by`` (the runner), ``since`` and ``until`` (the claim's start and expiry)."""
