@@ -15,7 +15,9 @@ time (or a later one) finished meanwhile, so each missed fire time runs once.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, func, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 
+from .errors import JobBusy
 from .store import Store
 from .store.tables import job_runs
 from .store.types import UTCDateTime
@@ -109,6 +112,37 @@ class JobRuns:
             return None
         return Claim(id=run_id, job=job, owner=owner, scheduled_for=scheduled_for,
                      trigger=trigger, claimed_at=now, expires_at=expires)
+
+    def claim_waiting(self, job: str, *, owner: str, wait: timedelta, poll: float = 1.0,
+                      on_wait: Callable[[Claim], None] = lambda _held: None,
+                      sleep: Callable[[float], None] = time.sleep) -> Claim:
+        """A manual run's claim: when another runner holds ``job``, tell ``on_wait`` once and
+        try again every ``poll`` seconds for up to ``wait``; then :class:`JobBusy`."""
+        tries = max(0, math.ceil(wait.total_seconds() / poll))
+        told = False
+        for attempt in range(tries + 1):
+            claim = self.claim(job, owner=owner, trigger="manual")
+            if claim is not None:
+                return claim
+            if attempt == tries:
+                break
+            held = None if told else self.holder(job)
+            if held is not None:
+                on_wait(held)
+                told = True
+            sleep(poll)
+        raise self.busy(job)
+
+    def busy(self, job: str) -> JobBusy:
+        """The error of a claim refused because another runner holds ``job``."""
+        held = self.holder(job)
+        if held is None:  # it finished between the refused claim and this look
+            return JobBusy(f"job {job} was busy; try again", job=job)
+        return JobBusy(f"job {job} is running on {held.owner} since "
+                       f"{held.claimed_at.isoformat()} (claim until "
+                       f"{held.expires_at.isoformat()}); not started", job=job,
+                       held_by=held.owner, since=held.claimed_at.isoformat(),
+                       until=held.expires_at.isoformat())
 
     def holder(self, job: str) -> Claim | None:
         """The unfinished run of ``job``, if any (its claim may have lapsed)."""

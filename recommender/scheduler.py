@@ -42,7 +42,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Connection, delete, select, text, update
 
 from .config import Config
-from .errors import JobBusy
 from .jobruns import Claim, JobRuns
 from .notify import Notifier, load_notifier
 from .store import Store, dialect_insert
@@ -336,7 +335,7 @@ class Scheduler:
             return None
         claim = self.runs.claim(name, owner=self.owner, trigger="manual")
         if claim is None:
-            raise _busy(self.runs, name)
+            raise self.runs.busy(name)
         return self._execute(claim)
 
     def fire(self, name: str, trigger: str = "schedule") -> Any:
@@ -400,15 +399,6 @@ class Scheduler:
                  claim.scheduled_for.isoformat(), now.isoformat())
         with self.runs.running(claim):
             return self.jobs[claim.job].func(now)
-
-
-def _busy(runs: JobRuns, name: str) -> JobBusy:
-    holder = runs.holder(name)
-    if holder is None:  # finished between the claim and this look
-        return JobBusy(f"job {name} was busy; try again", job=name)
-    return JobBusy(f"job {name} is running on {holder.owner} since "
-                   f"{holder.claimed_at.isoformat()}", job=name, held_by=holder.owner,
-                   since=holder.claimed_at.isoformat(), until=holder.expires_at.isoformat())
 
 
 def default_jobs(config: Config, store: Store,
