@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, func, select, type_coerce, update
+from sqlalchemy import case, func, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 
 from .errors import JobBusy
@@ -243,9 +243,9 @@ class JobRuns:
             newest = (select(func.max(job_runs.c.id))
                       .where(job_runs.c.outcome.in_(("success", "failed")))
                       .group_by(job_runs.c.job))
-            durations = dict(conn.execute(
+            durations = {row.job: row.duration_seconds for row in conn.execute(
                 select(job_runs.c.job, job_runs.c.duration_seconds)
-                .where(and_(job_runs.c.id.in_(newest)))).tuples().all())
+                .where(job_runs.c.id.in_(newest)))}
         return [JobStatus(job=name, last_success=last, last_duration=durations.get(name),
                           failures=int(failed or 0))
                 for name, last, failed in rows]
