@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import case, func, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 
@@ -32,7 +33,7 @@ from .store.tables import job_runs
 from .store.types import UTCDateTime
 from .timeutil import utcnow
 
-__all__ = ["COMPLETED", "Claim", "JobRuns", "JobStatus"]
+__all__ = ["COMPLETED", "Claim", "JobRuns", "JobRunsCollector", "JobStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -249,3 +250,43 @@ class JobRuns:
         return [JobStatus(job=name, last_success=last, last_duration=durations.get(name),
                           failures=int(failed or 0))
                 for name, last, failed in rows]
+
+
+class JobRunsCollector:
+    """Prometheus series of every job, read from the store at each scrape, so whichever
+    replica answers ``/metrics`` tells the same: ``tagwarden_job_last_success_timestamp_seconds``,
+    ``tagwarden_job_last_duration_seconds`` and ``tagwarden_job_failures_total``, by job. A
+    store that does not answer leaves them out of that scrape."""
+
+    def __init__(self, status: Callable[[], list[JobStatus]]) -> None:
+        self.status = status
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily]:
+        return (
+            GaugeMetricFamily("tagwarden_job_last_success_timestamp_seconds",
+                              "When the job's last successful run ended (Unix time).",
+                              labels=["job"]),
+            GaugeMetricFamily("tagwarden_job_last_duration_seconds",
+                              "How long the job's last finished run took.", labels=["job"]),
+            CounterMetricFamily("tagwarden_job_failures",
+                                "Runs of the job that failed (among the runs kept).",
+                                labels=["job"]),
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            found = self.status()
+        except Exception as exc:  # noqa: BLE001 - a scrape must answer while the store is away
+            log.debug("job series left out of this scrape: %s", exc)
+            return
+        success, duration, failures = self._families()
+        for s in found:
+            if s.last_success is not None:
+                success.add_metric([s.job], s.last_success.timestamp())
+            if s.last_duration is not None:
+                duration.add_metric([s.job], s.last_duration)
+            failures.add_metric([s.job], s.failures)
+        yield from (success, duration, failures)

@@ -3,8 +3,11 @@ over, catch-up of missed fire times once, the fence, and a manual run beside a b
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -14,8 +17,10 @@ from recommender import config as config_mod
 from recommender.errors import JobBusy
 from recommender.jobruns import JobRuns
 from recommender.scheduler import JobSpec, Scheduler, latest_fire_time
+from recommender.server import build_app
 from recommender.store import Store
 from recommender.store.tables import job_runs
+from tests.support.live_server import LiveServer
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 TTL = timedelta(minutes=2)
@@ -159,3 +164,37 @@ def test_run_job_by_hand_refuses_beside_a_running_run(store: Store) -> None:
     with pytest.raises(JobBusy, match="running on cli-someone"):
         scheduler.run_job("suggest")
     assert seen == []
+
+
+def _series(body: str) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, s.labels.get("job", "")): s.value
+            for family in text_string_to_metric_families(body) for s in family.samples
+            if s.name.startswith("tagwarden_job_")}
+
+
+def test_metrics_tell_each_jobs_last_success_duration_and_failures(store: Store,
+                                                                    tmp_path: Path) -> None:
+    clock = Clock()
+    runs = JobRuns(store, ttl=TTL, clock=clock)
+    for seconds, fails in ((30, False), (12, True)):
+        claim = runs.claim("scan", owner="a")
+        assert claim is not None
+        with contextlib.suppress(RuntimeError), runs.running(claim):
+            clock.now += timedelta(seconds=seconds)
+            if fails:
+                raise RuntimeError("registry away")
+    config = config_mod.load(env={})
+    with LiveServer(build_app(config, store)) as server:
+        body = httpx.get(f"{server.url}/metrics").text
+    assert _series(body) == {
+        ("tagwarden_job_last_success_timestamp_seconds", "scan"):
+            (T0 + timedelta(seconds=30)).timestamp(),
+        ("tagwarden_job_last_duration_seconds", "scan"): 12.0,
+        ("tagwarden_job_failures_total", "scan"): 1.0,
+    }
+    away = Store.from_url(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+    with LiveServer(build_app(config, away)) as server:
+        answer = httpx.get(f"{server.url}/metrics")
+    assert answer.status_code == 200 and _series(answer.text) == {}
