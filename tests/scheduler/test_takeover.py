@@ -26,6 +26,7 @@ from recommender import config as config_mod
 from recommender.scheduler import JobSpec, RowLock, Scheduler
 from recommender.store import Store, open_store
 from recommender.store.tables import job_runs, scheduler_lock
+from tests.conftest import missing
 from tests.support import postgres
 from tests.support.scheduler_process import LOCK_TTL, PERIOD
 
@@ -121,8 +122,8 @@ def test_leader_killed_one_second_before_a_fire_time(pg_url: str, tmp_path: Path
 @pytest.fixture
 def own_cluster() -> Iterator[postgres.Cluster]:
     """A PostgreSQL server of this test alone: it is stopped and started again."""
-    if not postgres.available() or not postgres.PG_BIN_DIRS:
-        pytest.skip("a PostgreSQL server that this test may stop (initdb/pg_ctl)")
+    if not postgres.PG_BIN_DIRS:
+        missing("a PostgreSQL server that this test may stop (initdb/pg_ctl)")
     cluster = postgres.Cluster().start()
     try:
         yield cluster
