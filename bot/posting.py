@@ -2,8 +2,11 @@
 
 :func:`post_suggestions` records new batches (through :func:`recommender.decisions
 .record_batches`, idempotent), then posts every pending batch that has no message yet to its
-team's channel, about one message per second per channel. A 429 waits ``Retry-After`` and
-retries; any other failure (a 500, a timeout) leaves the batch unposted for the next run.
+team's channel, about one message per second per channel. Each batch is claimed in the store
+before its post (:func:`recommender.batches.claim_posting`), so two runs at once (the scheduled
+job and ``suggest --post`` by hand) post it once: the other skips it. A 429 waits
+``Retry-After`` and retries; any other failure (a 500, a timeout) leaves the batch unposted
+(and unclaimed) for the next run.
 :func:`publish_results` draws the final message (deleted / skipped / failed) once per batch.
 """
 
@@ -21,9 +24,12 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import select
 
 from recommender import decisions
+from recommender.batches import claim_posting, release_posting
 from recommender.config import Config
 from recommender.store import Store, dialect_insert
 from recommender.store import tables as t
+from recommender.store.db import application_name
+from recommender.timeutil import utcnow
 
 from . import blocks
 from .batches import load_batch
@@ -95,9 +101,14 @@ def send(poster: Poster, channel: str, message: dict[str, Any]) -> str | None:
 
 def post_suggestions(store: Store, config: Config, suggestions: Iterable[Any], *,
                      client: WebClient, now: datetime,
-                     poster: Poster | None = None) -> PostReport:
-    """Record new batches from ``suggestions`` and post every unposted pending batch."""
+                     poster: Poster | None = None, owner: str | None = None,
+                     clock: Callable[[], datetime] = utcnow) -> PostReport:
+    """Record new batches from ``suggestions`` and post every unposted pending batch that no
+    other poster is posting. ``owner`` names this poster in the claims (default: this
+    process); ``clock`` dates them (the wall clock, whatever ``now`` the run acts as of)."""
     poster = poster or Poster(client, interval=config["slack.post_interval"].total_seconds())
+    owner = owner or application_name()
+    timeout = config["slack.post_claim_timeout"]
     report = PostReport()
     report.recorded = [b.id for b in decisions.record_batches(store, suggestions, now=now,
                                                                 config=config)]
@@ -105,6 +116,9 @@ def post_suggestions(store: Store, config: Config, suggestions: Iterable[Any], *
                                        unposted=True):
         if not batch.channel:
             report.skipped[batch.id] = f"team {batch.team} has no channel"
+            continue
+        if not claim_posting(store, batch.id, owner=owner, now=clock(), timeout=timeout):
+            report.skipped[batch.id] = "posted or being posted by another run"
             continue
         with store.connect() as conn:
             loaded = load_batch(conn, batch.id)
@@ -114,6 +128,7 @@ def post_suggestions(store: Store, config: Config, suggestions: Iterable[Any], *
             resp = poster.post(batch.channel, **message)
         except (SlackApiError, SlackClientError) as exc:
             # Left unposted: the next run (the daily job, `suggest --post`) tries again.
+            release_posting(store, batch.id, owner=owner)
             report.failed[batch.id] = str(exc).splitlines()[0]
             log.warning("posting batch %s failed: %s", batch.id, report.failed[batch.id])
             continue

@@ -29,7 +29,8 @@ from .inventory import current_tags
 from .store import Store
 from .store.tables import approvals, batch_items, batches
 
-__all__ = ["get_batch", "list_batches", "record_batches", "set_posted"]
+__all__ = ["claim_posting", "get_batch", "list_batches", "record_batches", "release_posting",
+           "set_posted"]
 
 # --- reading --------------------------------------------------------------------------------
 
@@ -194,11 +195,33 @@ def record_batches(store: Store, suggestions: Iterable[SuggestionLike], *, now: 
         return _batches(conn, batches.c.id.in_(created)) if created else []
 
 
+def claim_posting(store: Store, batch_id: str, *, owner: str, now: datetime,
+                  timeout: timedelta) -> bool:
+    """Take the right to post the batch's message: True for one poster only, while the batch
+    has no message and no other poster claimed it less than ``timeout`` ago."""
+    with store.begin() as conn:
+        done = conn.execute(update(batches)
+                            .where(batches.c.id == batch_id, batches.c.posted_ts.is_(None),
+                                   or_(batches.c.posting_by.is_(None),
+                                       batches.c.posting_at < now - timeout))
+                            .values(posting_by=owner, posting_at=now))
+        return done.rowcount == 1
+
+
+def release_posting(store: Store, batch_id: str, *, owner: str) -> None:
+    """Give the claim back (the post failed): the next run may post the batch."""
+    with store.begin() as conn:
+        conn.execute(update(batches)
+                     .where(batches.c.id == batch_id, batches.c.posting_by == owner)
+                     .values(posting_by=None, posting_at=None))
+
+
 def set_posted(store: Store, *, batch_id: str, channel: str, ts: str, now: datetime) -> None:
     """Remember where the batch's Slack message is, to update it in place later."""
     with store.begin() as conn:
         done = conn.execute(update(batches).where(batches.c.id == batch_id)
-                            .values(posted_channel=channel, posted_ts=ts, updated_at=now))
+                            .values(posted_channel=channel, posted_ts=ts, updated_at=now,
+                                    posting_by=None, posting_at=None))
         if done.rowcount == 0:
             raise DecisionError(f"no batch {batch_id!r}", batch_id=batch_id)
         AuditLog(store).append("batch.posted", "tagwarden",

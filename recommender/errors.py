@@ -16,7 +16,8 @@ The tree::
     │   └── Unsupported            the registry does not allow the operation (UNSUPPORTED, 405)
     ├── ModelError                 no usable model, or a model artifact that does not match
     ├── DecisionError              a decision that is not allowed in the item's current state
-    └── LeaseLost                  this replica no longer holds the scheduler's lease (fencing)
+    ├── LeaseLost                  this replica no longer holds the scheduler's lease (fencing)
+    └── JobBusy                    a job's run is claimed by another runner (replica, CLI)
 
 Foreign exceptions (httpx, SQLAlchemy, json) are translated once, at the edge where they
 occur, with ``raise ... from exc``. ``RegistryError.temporary`` says whether a retry may help.
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigError",
     "DecisionError",
     "DigestMismatch",
+    "JobBusy",
     "LeaseLost",
     "ModelError",
     "NotFound",
@@ -152,3 +154,8 @@ class LeaseLost(TagwardenError):
     """Raised by a fence check when this replica does not hold the scheduler's lease (any
     more): the job must not start, or must not write. ``owner`` is this replica, ``reason``
     why (its local deadline passed, or the row names another holder)."""
+
+
+class JobBusy(TagwardenError):
+    """Raised when a job cannot run because another runner holds its claim: ``job``,
+    ``held_by`` (the runner), ``since`` and ``until`` (the claim's start and expiry)."""

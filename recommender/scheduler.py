@@ -10,6 +10,12 @@ before its lease ends (its local deadline), and stops its scheduler at the next 
 jobs finish; they check the lease before their final writes with :meth:`Scheduler.fence`).
 Gaining and losing the lead is logged (owner and reason) and counted on ``/metrics``.
 
+Every run is claimed in the store before it starts (:mod:`.jobruns`): two replicas, or a
+replica and ``tagwarden suggest --post``, never run a job at once. A fired job runs for the
+newest of its fire times that passed since its last completed run, and the leader looks for such
+missed fire times when it takes over and every ``scheduler.catch_up_interval``: a run lost to a
+change of leader, a database outage or a busy claim happens once, late, not once per missed tick.
+
 Jobs take ``now`` from the scheduler's clock: scan (with a registry), execute (every minute,
 with a registry; then draw finished results in Slack), suggest and post (with a Slack token),
 retrain (weekly), and one digest per team with a channel, on a cron in the team's time zone.
@@ -28,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -37,6 +44,7 @@ from sqlalchemy import URL, Connection
 
 from .config import Config
 from .errors import LeaseLost
+from .jobruns import Claim, JobRuns
 from .leadership import LeadershipMetrics, Lease, replica_id
 from .notify import Notifier, load_notifier
 from .store import Store
@@ -47,6 +55,7 @@ __all__ = [
     "LeaseLost",
     "Scheduler",
     "default_jobs",
+    "latest_fire_time",
     "lifespan_hook",
 ]
 
@@ -68,6 +77,11 @@ class JobSpec:
 # Running schedulers by owner id. Jobs in the database are references to :func:`_run` with
 # (owner, name) as arguments (the job store pickles them), so they find their Scheduler here.
 _ACTIVE: dict[str, Scheduler] = {}
+# Catch-up runs and the sweep that finds them live in memory: they belong to one leadership.
+CATCH_UP_STORE = "catch-up"
+# More fire times than this since the last completed run (an interval job after a long outage)
+# are not walked one by one: the run stands for the last one reached.
+MAX_FIRE_TIMES = 100_000
 
 
 def _run(owner: str, name: str) -> None:
@@ -78,7 +92,21 @@ def _run(owner: str, name: str) -> None:
     if not scheduler.holds_lease():  # e.g. a frozen leader that has just resumed
         log.warning("job %s not started: %s does not hold the scheduler lease", name, owner)
         return
-    scheduler.run_job(name)
+    scheduler.fire(name)
+
+
+def latest_fire_time(trigger: BaseTrigger, after: datetime, now: datetime) -> datetime | None:
+    """The newest fire time of ``trigger`` in (``after``, ``now``]; None when none fell due."""
+    latest: datetime | None = None
+    fire = trigger.get_next_fire_time(after, now)
+    if fire is not None and fire <= after:  # a trigger that does not move past ``after``
+        return None
+    for _ in range(MAX_FIRE_TIMES):
+        if fire is None or fire > now:
+            break
+        latest = fire
+        fire = trigger.get_next_fire_time(fire, now)
+    return latest
 
 
 class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
@@ -126,13 +154,17 @@ class Scheduler:
     ``metrics`` gets the leadership gauge and changes.
 
     Jobs check the lease they run under with :meth:`fence` (see :mod:`recommender.leadership`).
+    ``fence`` (default: :meth:`fence`, the lease) is called after a scheduled run is claimed
+    and before it starts; an exception from it leaves the run undone, recorded as ``fenced``,
+    for the leader's catch-up. Runs by hand (:meth:`run_job`) need no lease.
     """
 
     def __init__(self, config: Config, store: Store, *,
                  jobs: list[JobSpec] | None = None,
                  clock: Callable[[], datetime] = utcnow, owner: str | None = None,
                  lease: Lease | None = None, interval: float | None = None,
-                 metrics: LeadershipMetrics | None = None) -> None:
+                 metrics: LeadershipMetrics | None = None,
+                 fence: Callable[[], None] | None = None) -> None:
         self.config = config
         self.store = store
         self.clock = clock
@@ -141,6 +173,9 @@ class Scheduler:
         self.interval = (interval if interval is not None
                          else max(self.lease.ttl.total_seconds() / 3, 0.05))
         self.metrics = metrics if metrics is not None else LeadershipMetrics()
+        self._fence_hook: Callable[[], None] = fence if fence is not None else self.fence
+        self.runs = JobRuns(store, ttl=config["scheduler.claim_ttl"], clock=clock)
+        self.catch_up_interval: timedelta = config["scheduler.catch_up_interval"]
         self.jobs: Mapping[str, JobSpec] = {j.name: j for j in (
             jobs if jobs is not None else default_jobs(config, store))}
         self._aps: BackgroundScheduler | None = None
@@ -235,7 +270,8 @@ class Scheduler:
                                  .render_as_string(hide_password=False))
             aps = BackgroundScheduler(
                 jobstores={"default": _FencedJobStore(self.holds_lease, engine=own.engine,
-                                                      tablename=JOBS_TABLE)},
+                                                      tablename=JOBS_TABLE),
+                           CATCH_UP_STORE: MemoryJobStore()},
                 job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
                 timezone="UTC",
             )
@@ -248,6 +284,11 @@ class Scheduler:
             for spec in self.jobs.values():
                 aps.add_job(_run, trigger=spec.trigger, args=(self.owner, spec.name),
                             id=spec.name, name=spec.name, replace_existing=True)
+            # At once, then every catch_up_interval: runs missed before this leadership, or
+            # while the store was away or the job was busy.
+            aps.add_job(self.catch_up, IntervalTrigger(
+                seconds=self.catch_up_interval.total_seconds()), id="catch-up",
+                jobstore=CATCH_UP_STORE, next_run_time=utcnow())
             aps.resume()
             self._aps = aps
             self._aps_store = own
@@ -270,12 +311,77 @@ class Scheduler:
         log.warning("%s lost the scheduler lead (%s); stopped its jobs", self.owner, reason)
 
     def run_job(self, name: str) -> Any:
-        """Run one job now (APScheduler calls this; so can `tagwarden` commands and tests)."""
+        """Run one job now, by hand (`tagwarden` commands, tests): claimed like a scheduled
+        run; :class:`JobBusy` while another runner holds the job."""
         if self._stop.is_set() and self._aps is None:
             return None
+        claim = self.runs.claim(name, owner=self.owner, trigger="manual")
+        if claim is None:
+            raise self.runs.busy(name)
+        return self._execute(claim, fenced=False)
+
+    def fire(self, name: str, trigger: str = "schedule") -> Any:
+        """Run ``name`` for the newest of its fire times since its last completed run, unless
+        none fell due or another runner holds it or has done it (APScheduler calls this)."""
+        spec = self.jobs.get(name)
+        if spec is None:
+            return None
         now = self.clock()
-        log.info("job %s at %s", name, now.isoformat())
-        return self.jobs[name].func(now)
+        last = self.runs.last_completed(name)
+        due = now if last is None else latest_fire_time(spec.trigger, last, now)
+        if due is None:
+            log.debug("job %s: no fire time due since %s", name, last)
+            return None
+        claim = self.runs.claim(name, owner=self.owner, scheduled_for=due, trigger=trigger,
+                                unless_done=True)
+        if claim is None:
+            log.info("job %s for %s: running elsewhere or done", name, due.isoformat())
+            return None
+        return self._execute(claim)
+
+    def catch_up(self) -> list[str]:
+        """Register jobs seen for the first time; queue one run of each job whose fire time
+        passed without a completed run. The names of the jobs queued."""
+        queued: list[str] = []
+        aps = self._aps
+        if aps is None:
+            return queued
+        now = self.clock()
+        for spec in self.jobs.values():
+            try:
+                if self.runs.register(spec.name, owner=self.owner):
+                    continue
+                last = self.runs.last_completed(spec.name)
+                holder = self.runs.holder(spec.name)
+            except Exception as exc:  # noqa: BLE001 - the store is away: the next sweep retries
+                log.warning("catch-up of job %s failed: %s", spec.name, exc)
+                continue
+            if last is None or (holder is not None and holder.expires_at >= now):
+                continue
+            due = latest_fire_time(spec.trigger, last, now)
+            if due is None:
+                continue
+            log.info("job %s missed its run of %s; running it once now", spec.name,
+                     due.isoformat())
+            aps.add_job(self.fire, "date", args=(spec.name, "catch-up"),
+                        id=f"catch-up:{spec.name}", jobstore=CATCH_UP_STORE,
+                        replace_existing=True, misfire_grace_time=None)
+            queued.append(spec.name)
+        return queued
+
+    def _execute(self, claim: Claim, *, fenced: bool = True) -> Any:
+        try:
+            if fenced:
+                self._fence_hook()
+        except Exception as exc:  # noqa: BLE001 - any refusal of the fence: do not start
+            log.warning("job %s not started: %s", claim.job, exc)
+            self.runs.finish(claim, outcome="fenced", error=str(exc)[:2000])
+            return None
+        now = self.clock()
+        log.info("job %s (%s of %s) at %s", claim.job, claim.trigger,
+                 claim.scheduled_for.isoformat(), now.isoformat())
+        with self.runs.running(claim):
+            return self.jobs[claim.job].func(now)
 
 
 def _bounded_idle(url: URL, limit: timedelta) -> URL:

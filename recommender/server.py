@@ -34,6 +34,7 @@ from .collector.metrics import CONTENT_TYPE, CollectorMetrics
 from .collector.writer_process import ProcessWriter
 from .config import Config
 from .health import health_routes
+from .jobruns import JobRuns, JobRunsCollector
 from .logs import configure_logging
 from .notify import Notifier, ServerParts, load_notifier
 from .refs.api import RefsApi
@@ -68,6 +69,8 @@ def build_app(
     collector = collector if collector is not None else Collector(
         config, store, metrics=metrics, clock=clock
     )
+    # Every replica tells each job's last success, duration and failures (from the store).
+    metrics.add_live(JobRunsCollector(JobRuns(store, ttl=config["scheduler.claim_ttl"]).status))
     notifier_ready = None
     if notifier is not None:
         routes = [*routes, *notifier.routes]

@@ -323,6 +323,9 @@ SETTINGS: tuple[Setting, ...] = (
       min=timedelta(0)),
     S("slack.digest_page_size", 15, "int", "Items per threaded page of the weekly digest.",
       min=1),
+    S("slack.post_claim_timeout", "10m", "duration",
+      "How long a poster's claim on a batch holds; a claim older than this (a poster that died "
+      "mid-post) is taken over and the batch posted again.", min=timedelta(seconds=1)),
     # scheduler
     S("scheduler.enabled", True, "bool", "Run scheduled jobs in `tagwarden serve`."),
     S("scheduler.suggest_cron", "0 9 * * 1-5", "str",
@@ -333,6 +336,14 @@ SETTINGS: tuple[Setting, ...] = (
       "Cron (UTC) of the daily pruning of raw events older than store.raw_retention."),
     S("scheduler.digest_cron", "0 10 * * 1", "str",
       "Cron of the weekly digest, in each team's time zone."),
+    S("scheduler.claim_ttl", "2m", "duration",
+      "How long a job run's claim lasts without renewal (the runner renews it while the job "
+      "runs); a runner that vanished leaves the job blocked this long.",
+      min=timedelta(seconds=1)),
+    S("scheduler.catch_up_interval", "30s", "duration",
+      "How often the leading replica looks for fire times that passed without a completed "
+      "run (besides when it takes over) and runs each such job once.",
+      min=timedelta(seconds=1)),
     S("scheduler.lock_ttl", "15s", "duration",
       "How long the scheduler's lease lasts without renewal: the leader renews it every third "
       "of this; another replica takes over once it has lapsed.",

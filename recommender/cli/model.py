@@ -150,12 +150,43 @@ def suggest_cmd(
         "--repository", help="Only repositories matching this glob.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, json or csv.")] = Format.table,
     post: Annotated[bool, typer.Option("--post", help="Post the batches to Slack.")] = False,
+    wait: Annotated[str, typer.Option(
+        "--wait", help="With --post: how long to wait while the suggest job runs elsewhere "
+        "(a replica's schedule, another --post); 0 refuses at once.")] = "2m",
 ) -> None:
-    """Scored, guardrailed deletion suggestions ranked by expected reclaimable bytes."""
-    from ..recommend import suggest
+    """Scored, guardrailed deletion suggestions ranked by expected reclaimable bytes.
 
+    With --post this is a run of the scheduled suggest job, claimed like it: it waits for (up
+    to --wait) or refuses beside a run already going, so a batch is never posted twice."""
     st = state(ctx)
     when = _time(now, "--now")
+    if not post:
+        _suggest(st, when, include_all, repository, fmt)
+        return
+    from ..jobruns import JobRuns
+    from ..store.db import application_name
+
+    try:
+        patience = parse_duration(wait)
+    except ValueError as exc:
+        raise PayloadError(f"--wait: {exc}", where="wait") from None
+    runs = JobRuns(st.store, ttl=st.config["scheduler.claim_ttl"])
+
+    def waiting(held: Any) -> None:
+        typer.echo(f"waiting up to {wait} for the suggest run on {held.owner} "
+                   f"(since {held.claimed_at.isoformat()})", err=True)
+
+    claim = runs.claim_waiting("suggest", owner=f"cli-{application_name()}", wait=patience,
+                               on_wait=waiting)
+    with runs.running(claim):
+        items = _suggest(st, when, include_all, repository, fmt)
+        _post(st, items, when)
+
+
+def _suggest(st: Any, when: datetime, include_all: bool, repository: str | None,
+             fmt: Format) -> list[Any]:
+    from ..recommend import suggest
+
     items = suggest(st.store, st.config, now=when, repository_glob=repository,
                     include_all=include_all)
     if fmt is Format.json:
@@ -179,8 +210,7 @@ def suggest_cmd(
             if note:
                 typer.echo(note)
         _table(items)
-    if post:
-        _post(st, items, when)
+    return items
 
 
 def _table(items: list[Any]) -> None:

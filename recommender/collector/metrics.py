@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from .events import Event
 
@@ -36,6 +37,7 @@ class CollectorMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._live: list[Collector] = []
         r = self.registry
         self.received = Counter(
             "tagwarden_events_received", "Events accepted for storage, by source and usage class.",
@@ -89,9 +91,17 @@ class CollectorMetrics:
     def reject(self, source: str, reason: str) -> None:
         self.rejected.labels(source, reason).inc()
 
+    def add_live(self, collector: Collector) -> None:
+        """A collector that reads its values at each scrape (the store's job runs): the same
+        in every worker, so it is asked directly, not summed over the workers' files."""
+        self.registry.register(collector)
+        self._live.append(collector)
+
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             merged = CollectorRegistry()
             MultiProcessCollector(merged)
+            for collector in self._live:
+                merged.register(collector)
             return generate_latest(merged)
         return generate_latest(self.registry)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from .types import BigId, UTCDateTime
@@ -36,6 +37,7 @@ __all__ = [
     "blobs",
     "declared_refs",
     "events",
+    "job_runs",
     "k8s_snapshots",
     "manifest_blobs",
     "manifest_children",
@@ -289,6 +291,10 @@ batches = Table(
     Column("cool_off_seconds", Integer, nullable=False),
     Column("posted_channel", String(64)),
     Column("posted_ts", String(32)),  # Slack message ts, to update the message in place
+    # Who is posting the message right now, since when: set from NULL before the post (one
+    # poster wins), cleared after; a claim older than ``slack.post_claim_timeout`` is retaken.
+    Column("posting_by", String(128)),
+    Column("posting_at", UTCDateTime()),
     Column("due_at", UTCDateTime()),
     Column("decided_by", String(64)),
     Column("decided_at", UTCDateTime()),
@@ -413,4 +419,31 @@ scheduler_lock = Table(
     Column("name", String(64), primary_key=True),
     Column("owner", String(128), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+# One run of a scheduled job (or of its manual twin: ``tagwarden suggest --post``), claimed
+# before it starts. ``finished_at`` NULL: running, under a claim by ``claimed_by`` until
+# ``expires_at`` (renewed while it runs); the partial unique index lets one run per job be
+# running at a time. ``outcome``: running | success | failed | expired (the runner vanished and
+# its claim lapsed) | fenced (the runner lost the lead before starting) | registered (the
+# scheduler first saw the job: where catch-up starts). ``scheduled_for`` is the fire time the
+# run stands for (a manual run: its start), so catch-up knows which fire times are done.
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job", String(128), nullable=False),
+    Column("scheduled_for", UTCDateTime(), nullable=False),
+    Column("trigger", String(16), nullable=False),  # schedule | catch-up | manual | baseline
+    Column("claimed_by", String(128), nullable=False),
+    Column("claimed_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("outcome", String(16), nullable=False),
+    Column("duration_seconds", Float),
+    Column("error", Text),
+    Index("ix_job_runs_job_scheduled_for", "job", "scheduled_for"),
+    Index("ux_job_runs_running", "job", unique=True,
+          sqlite_where=text("finished_at IS NULL"),
+          postgresql_where=text("finished_at IS NULL")),
 )

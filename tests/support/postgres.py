@@ -50,8 +50,18 @@ class Cluster:
         data = self.dir / "data"
         self._run(_bin("initdb") or "initdb", "-D", str(data), "-U", "postgres",
                   "--auth=trust", "-E", "UTF8", "--no-sync")
+        return self.resume()
+
+    def pause(self) -> None:
+        """Stop the server (``pg_ctl stop -m fast``), keeping its data for :meth:`resume`."""
+        self._run(_bin("pg_ctl") or "pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w",
+                  "stop")
+
+    def resume(self) -> Cluster:
+        """Start the server on its data directory and port; return once it answers."""
         self._run(
-            _bin("pg_ctl") or "pg_ctl", "-D", str(data), "-l", str(self.dir / "log"), "-w",
+            _bin("pg_ctl") or "pg_ctl", "-D", str(self.dir / "data"), "-l",
+            str(self.dir / "log"), "-w",
             "-o", f"-p {self.port} -h 127.0.0.1 -k {self.dir} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             "start",
