@@ -62,6 +62,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 JOBS_TABLE = "apscheduler_jobs"
+# How soon the scheduler looks at its job store again after the store did not answer.
+RETRY_STORE = timedelta(seconds=5)
 
 
 # --- jobs --------------------------------------------------------------------------------------
@@ -119,6 +121,15 @@ class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
 
     def get_due_jobs(self, now: datetime) -> list[Any]:
         return super().get_due_jobs(now) if self._holds() else []
+
+    def get_next_run_time(self) -> datetime | None:
+        # APScheduler 3 calls this outside its own error handling: a store that is away would
+        # end its thread, and with it every later run. Look again shortly instead.
+        try:
+            return super().get_next_run_time()  # type: ignore[no-any-return]
+        except Exception as exc:  # noqa: BLE001 - the store is away; the elector reports it
+            log.debug("job store unavailable: %s", exc)
+            return utcnow() + RETRY_STORE
 
 
 class _Attempt:
