@@ -26,7 +26,9 @@ from bot.posting import PostReport, post_suggestions
 from recommender import config as config_mod
 from recommender import decisions
 from recommender.cli import main
-from recommender.registry import LocalRegistry, RegistryClient, push_image
+from recommender.registry.local import LocalRegistry
+from recommender.registry.push import push_image
+from recommender.registry.sync import RegistryClient
 from recommender.store import Store, open_store
 from recommender.timeutil import utcnow
 from tests.support import postgres
