@@ -43,6 +43,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import URL, Connection
 
 from .config import Config
+from .crontab import cron_trigger
 from .errors import LeaseLost
 from .jobruns import Claim, JobRuns
 from .leadership import LeadershipMetrics, Lease, replica_id
@@ -419,7 +420,7 @@ def default_jobs(config: Config, store: Store,
     notifier = notifier if notifier is not None else load_notifier(config)
 
     def cron(key: str, timezone: str = "UTC") -> CronTrigger:
-        return CronTrigger.from_crontab(config.get(key), timezone=timezone)
+        return cron_trigger(config.get(key), timezone=timezone)
 
     def execute(now: datetime) -> Any:
         from . import registry
