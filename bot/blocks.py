@@ -263,8 +263,10 @@ def result_message(batch: BatchView, decision: DecisionView | None = None) -> di
         who = " Approved by " + ", ".join(f"<@{u}>" for u in decision.approvals) + "."
     blocks: list[dict[str, Any]] = [
         {"type": "header", "block_id": f"r-{bid}-head", "text": _plain(head, 150)},
-        _section(f"Done: {summary}; {human_bytes(freed)} now eligible for garbage collection."
-                 + who, f"r-{bid}-summary"),
+        # The registry says when space returns (at once on ECR, after garbage collection on
+        # Distribution); the message must be true for both.
+        _section(f"Done: {summary}; {human_bytes(freed)} to be freed as the registry "
+                 "reclaims space." + who, f"r-{bid}-summary"),
         {"type": "divider"},
     ]
     # Skipped and failed first: those are what a reader must look at.
