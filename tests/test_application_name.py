@@ -39,3 +39,18 @@ def test_a_name_in_the_url_wins(database: str) -> None:
         assert seen_name(store) == "tagwarden-batch"
     finally:
         store.dispose()
+
+
+def test_connections_give_up_on_a_silent_peer(database: str) -> None:
+    """libpq's keepalives and tcp_user_timeout are set, so a cut-off database fails calls in
+    seconds rather than after the kernel's default of about two hours; the URL may override."""
+    store = Store.from_url(f"{database}?keepalives_idle=20")
+    try:
+        with store.connect() as conn:
+            params = conn.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+        assert params["tcp_user_timeout"] == "30000"
+        assert params["keepalives"] == "1"
+        assert params["keepalives_count"] == "3"
+        assert params["keepalives_idle"] == "20"
+    finally:
+        store.dispose()

@@ -51,11 +51,22 @@ def application_name() -> str:
     return f"tagwarden-{socket.gethostname()}-{os.getpid()}"[:63]  # NAMEDATALEN - 1
 
 
+# libpq's keepalive and timeout options (seconds; tcp_user_timeout in milliseconds).
+TCP_OPTIONS: dict[str, int] = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+                               "keepalives_interval": 5, "keepalives_count": 3,
+                               "tcp_user_timeout": 30_000}
+
+
 def _name_connection(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
     # At connect time, so a forked worker names its own pid. An application_name in the URL
     # (``?application_name=...``) or in PGAPPNAME wins.
     if "PGAPPNAME" not in os.environ:
         cparams.setdefault("application_name", application_name())
+    # A database cut off without its TCP connection closing must fail a call within about
+    # half a minute, not after the kernel's hours: a replica waits on it (the scheduler's lease
+    # renewal, a job's writes) and can only recover once it fails. A value in the URL wins.
+    for option, value in TCP_OPTIONS.items():
+        cparams.setdefault(option, value)
 
 
 def _make_engine(url: str) -> Engine:
