@@ -88,6 +88,9 @@ DATASET_COLUMNS: tuple[str, ...] = (
     *FEATURES)
 
 
+_FLOAT32 = dict.fromkeys(FEATURES, np.float32)
+
+
 def build_dataset(h: History, config: Config, times: Iterable[float], horizon: float, *,
                   sample: Iterable[float] = (), rows_per_snapshot: int = 0,
                   seed: int = 0) -> pd.DataFrame:
@@ -100,7 +103,9 @@ def build_dataset(h: History, config: Config, times: Iterable[float], horizon: f
     sampled = set(sample)
     frames = []
     for t in times:
-        frame = label_snapshot(h, config, t, horizon)[list(DATASET_COLUMNS)]
+        # Single precision halves a year's dataset; the trees bin each feature into at most
+        # 255 bins, far coarser than float32's ~7 digits (a day to within seconds).
+        frame = label_snapshot(h, config, t, horizon)[list(DATASET_COLUMNS)].astype(_FLOAT32)
         if t in sampled and rows_per_snapshot > 0:
             frame = sample_unused(frame, rows_per_snapshot,
                                   np.random.default_rng([seed, int(t)]))
