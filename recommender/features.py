@@ -31,7 +31,7 @@ from .history import (
     load_history,
     to_datetime,
 )
-from .tagkind import classify, parse_semver, primary_kind
+from .tagkind import parse_semver, primary_kind
 from .units import (
     alive_units,
     current_tags,
@@ -65,8 +65,6 @@ FEATURES: tuple[str, ...] = (
     "days_since_untagged", "has_semver", "newer_versions", "newer_in_line", "is_latest_release",
     "newer_pushes", "repo_pushes_30", "repo_uses_30", "repo_alive", "is_index", "referrers",
     "log_bytes", "clients", "new_clients_30", "new_clients_90", *KIND_COLUMNS,
-    "days_since_newer", "uses_since_newer", "use_days_since_newer", "pull_decay",
-    "days_since_floating_moved",
 )
 NEVER = 10_000.0  # days: "never happened"
 
@@ -186,8 +184,6 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
 
     _tag_features(h, n, out)
     _repo_features(h, n, out, u)
-    _decay_features(n, out, use)
-    _floating_features(h, n, out)
     _client_features(h, n, out)
     out["referrers"] = out["members"].astype(float) - 0.0
     out["log_bytes"] = np.log1p(out["bytes"].astype(float))
@@ -201,8 +197,7 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
                 "days_since_untagged"):
         out[col] = out[col].fillna(NEVER)
     for col in ("gap_max_days", "gap_mean_days", "idle_over_gap", "prod_rank",
-                "newer_versions", "newer_in_line", "days_since_newer", "pull_decay",
-                "days_since_floating_moved"):
+                "newer_versions", "newer_in_line"):
         out[col] = out[col].fillna(-1.0)
     return out
 
@@ -276,15 +271,12 @@ def _repo_features(h: History, n: float, out: pd.DataFrame, u: pd.DataFrame) -> 
     repos = out.index.get_level_values(0)
     # Later pushes in the same repository: the main signal for CI builds replaced by newer ones.
     later = []
-    following = []
     pushes = {r: np.sort(g.to_numpy(dtype=float)) for r, g in m.groupby("repository")["first_seen"]}
     for repo, first in zip(repos, out["first_seen"].to_numpy(dtype=float), strict=True):
         arr = pushes.get(repo)
-        i = int(np.searchsorted(arr, first, side="right")) if arr is not None else 0
-        later.append(float(len(arr) - i) if arr is not None else 0.0)
-        following.append(float(arr[i]) if arr is not None and i < len(arr) else np.nan)
+        later.append(float(len(arr) - np.searchsorted(arr, first, side="right"))
+                     if arr is not None else 0.0)
     out["newer_pushes"] = later
-    out["next_push"] = following
     recent = m[m["first_seen"] > n - 30].groupby("repository").size()
     out["repo_pushes_30"] = recent.reindex(repos).fillna(0.0).to_numpy()
     use = u[u["is_use"] & (u["last_at"] > n - 30)]
@@ -292,47 +284,6 @@ def _repo_features(h: History, n: float, out: pd.DataFrame, u: pd.DataFrame) -> 
     out["repo_uses_30"] = ru.reindex(repos).fillna(0.0).to_numpy()
     out["repo_alive"] = pd.Series(repos).map(pd.Series(repos).value_counts()).to_numpy(
         dtype=float)
-
-
-def _decay_features(n: float, out: pd.DataFrame, use: pd.DataFrame) -> None:
-    """Pulls since the next image was pushed to the repository, against those in the 30 days
-    before: whoever is pinned to an old base image or release keeps pulling it, at a rate that
-    decays once the next one ships, and one still pulled at its old rate is not dying."""
-    nxt = out["next_push"].to_numpy(dtype=float)
-    out["days_since_newer"] = n - nxt
-    names = ("uses_since_newer", "use_days_since_newer", "pull_decay")
-    if use.empty:
-        for col in names:
-            out[col] = 0.0
-        out["pull_decay"] = np.nan
-        return
-    when = pd.Series(nxt, index=out.index, name="next_push")
-    rows = use[["repository", "unit", "day", "count", "last_at"]].join(
-        when, on=["repository", "unit"], how="inner")
-    rows = rows[rows["next_push"].notna()]
-    last, nx = rows["last_at"].to_numpy(dtype=float), rows["next_push"].to_numpy(dtype=float)
-    after = rows[last > nx]
-    before = rows[(last <= nx) & (last > nx - 30)]
-    g = after.groupby(["repository", "unit"])
-    out["uses_since_newer"] = g["count"].sum().reindex(out.index).fillna(0.0).to_numpy()
-    out["use_days_since_newer"] = g["day"].nunique().reindex(out.index).fillna(0.0).to_numpy()
-    prior = before.groupby(["repository", "unit"])["count"].sum().reindex(out.index)
-    # Daily rates; the "before" window is shorter for an image replaced within 30 days.
-    span_after = np.maximum(out["days_since_newer"].to_numpy(dtype=float), 1.0)
-    span_before = np.clip(nxt - out["first_seen"].to_numpy(dtype=float), 1.0, 30.0)
-    rate_before = prior.to_numpy(dtype=float) / span_before
-    rate_after = out["uses_since_newer"].to_numpy(dtype=float) / span_after
-    out["pull_decay"] = np.where(rate_before > 0, rate_after / rate_before, np.nan)
-
-
-def _floating_features(h: History, n: float, out: pd.DataFrame) -> None:
-    """Days since a floating tag (``latest``, ``1``, ``stable``) moved off the unit: what
-    consumers following that tag pulled until then, they pull elsewhere now."""
-    tg = h.tags[(h.tags["valid_from"] <= n) & (h.tags["valid_to"] <= n)]
-    floating = tg[[classify(x) == "floating" for x in tg["tag"]]] if len(tg) else tg
-    moved = floating.groupby(["repository", "digest"])["valid_to"].max()
-    moved.index.names = ["repository", "unit"]
-    out["days_since_floating_moved"] = n - moved.reindex(out.index).to_numpy(dtype=float)
 
 
 def _client_features(h: History, n: float, out: pd.DataFrame) -> None:

@@ -89,25 +89,3 @@ def test_index_children_count_as_use_of_the_index(store: Store) -> None:
     assert list(f["digest"]) == [idx]  # children are not units of their own
     row = _row(f, idx)
     assert row["days_since_use"] == 10 and row["bytes"] == 50_001_000
-
-
-def test_pulls_after_a_newer_push_and_a_floating_tag_that_moved(store: Store) -> None:
-    h = History(store)
-    a = h.push("base", "a", 0, "py3.12-1", "latest")
-    for day in range(20, 30):  # 10 pulls a day the ten days before the next one ships
-        h.pull("base", a, day + 0.5, n=10)
-    b = h.push("base", "b", 30, "py3.12-2")
-    h.tag("base", "latest", b, 30)
-    for day in (31, 35, 39):  # then a trickle: 2 pulls on three days
-        h.pull("base", a, day + 0.5, n=2)
-    with store.connect() as conn:
-        f = build_features(conn, now=at(40))
-    ra, rb = _row(f, a), _row(f, b)
-    assert ra["days_since_newer"] == 10 and ra["uses_since_newer"] == 6
-    assert ra["use_days_since_newer"] == 3
-    # 0.6 pulls a day since, against 100 / 30 a day in the 30 days before (a's age then).
-    assert ra["pull_decay"] == 0.6 / (100 / 30)
-    assert ra["days_since_floating_moved"] == 10
-    # Nothing newer, no floating tag moved off: "never" reads as -1.
-    assert rb["days_since_newer"] == -1 and rb["pull_decay"] == -1
-    assert rb["days_since_floating_moved"] == -1 and rb["uses_since_newer"] == 0
