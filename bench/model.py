@@ -25,8 +25,14 @@ snapshot) and reports what each threshold gives at the backtest instant.
 every week from the backtest instant to the fleet's end, each method deleting what it suggests;
 it reports the dead byte-days each leaves stored, what it deleted and its false positives.
 
-``train`` (target: under 2 minutes) generates a fleet with ``recommender.fleet`` (seed 1, the
-default mix), loads it with the collector's own ingest functions, then times
+``effect DIR... --drop F1,F2`` backtests with and without the named features on the same data
+and split, against the idle rule tuned inside the guardrails, and prints each feature's
+permutation importance. ``quality --max-train-rows N`` forces the training snapshots' sampling
+(``model.max_train_rows``) to compare a sampled fit with a whole one on the same fleet.
+
+``train`` (target: under 8 minutes and 6 GB for 500 repositories; #14) generates a fleet
+with ``recommender.fleet`` (seed 1, the default mix), loads it with the collector's own ingest
+functions, then times
 ``model.train`` as of the fleet's last day. ``--keep DIR`` reuses a loaded fleet.
 """
 
@@ -227,7 +233,8 @@ def quality(args: argparse.Namespace) -> None:
     """Backtests on loaded fleets: model against the idle rule tuned on the past."""
     from recommender.model import backtest
 
-    cfg = config_mod.load(env={})
+    overrides = {"model.max_train_rows": args.max_train_rows} if args.max_train_rows else {}
+    cfg = config_mod.load(env={}, overrides=overrides)
     print("| fleet | at | model: precision | recall | bytes recall | false pos. | suggested "
           "| idle rule inside guardrails (tuned on past): precision, bytes recall | model bytes "
           "÷ it | idle rule on its own: precision, bytes recall | model bytes ÷ it |")
@@ -512,6 +519,79 @@ def steady(args: argparse.Namespace) -> None:
                   f"{name} holds ÷ the model's: {held_ratio:.2f}x")
 
 
+def effect(args: argparse.Namespace) -> None:
+    """Backtest with and without ``--drop`` features, and every feature's permutation importance.
+
+    The same data and split train both models (``model.FEATURES`` is swapped for the second
+    fit, as ``bench/clients.py`` does); each is judged at the backtest instant against the idle
+    rule tuned inside the guardrails on the same past. Importance is the drop in ROC AUC when
+    one column of a sample of the eligible validation rows is shuffled (``sklearn.inspection``).
+    """
+    from sklearn.inspection import permutation_importance
+
+    from recommender import model as model_mod
+    from recommender.features import FEATURES, days
+    from recommender.training import label_snapshot, split_by_time, tune_idle_rule
+
+    cfg = config_mod.load(env={})
+    target = float(cfg["model.target_precision"])
+    drop = tuple(x for x in args.drop.split(",") if x)
+    unknown = [x for x in drop if x not in FEATURES]
+    if unknown:
+        raise SystemExit(f"unknown features: {', '.join(unknown)}")
+    for directory in args.fleets:
+        root = Path(directory)
+        fleet, end, at = _fleet_window(root)
+        store = open_store(f"sqlite:///{root / 'store.db'}")
+        began, cpu = time.perf_counter(), time.process_time()
+        h, times, data = model_mod._prepare(store, cfg, at, 90.0, end)
+        test = label_snapshot(h, cfg, days(at), 90.0)
+        store.dispose()
+        split = split_by_time(times)
+        rule = tune_idle_rule(data[data["eligible"]], target)
+        from recommender.training import metrics
+
+        rm = metrics(test, rule.suggest(test))
+        rule_bytes = rm.bytes_recall * rm.dead_bytes
+        print(f"\n## {root} (seed {fleet['spec']['seed']}, reuse "
+              f"{fleet['spec'].get('reuse', 'medium')}), backtest at {at:%Y-%m-%d}; idle rule "
+              f"inside guardrails: D = {int(rule.parameter)} d, precision {rm.precision:.4f}, "
+              f"bytes recall {rm.bytes_recall:.3f}")
+        fitted_all = None
+        for label, features in (("all features", FEATURES),
+                                (f"without {', '.join(drop)}",
+                                 tuple(f for f in FEATURES if f not in drop))):
+            if label.startswith("without") and not drop:
+                continue
+            model_mod.FEATURES = features  # what make_pipeline, fit and score read
+            try:
+                fitted = model_mod.fit(data, split, cfg, extra=data.attrs.get("feedback"))
+                m = metrics(test, fitted.suggest(test))
+            finally:
+                model_mod.FEATURES = FEATURES
+            got = m.bytes_recall * m.dead_bytes
+            print(f"{label}: precision {m.precision:.4f}, bytes recall {m.bytes_recall:.3f}, "
+                  f"false pos. {m.false_positives} / {m.suggested}, model ÷ rule "
+                  f"{got / rule_bytes if rule_bytes else float('inf'):.2f}x, threshold "
+                  f"{fitted.threshold:.4f}", flush=True)
+            if fitted_all is None:
+                fitted_all = fitted
+        assert fitted_all is not None
+        val = data[data["at"].isin(split.validate) & data["eligible"]]
+        sample = val.sample(n=min(args.sample, len(val)), random_state=7)
+        imp = permutation_importance(
+            fitted_all.estimator, sample[list(FEATURES)], sample["dead"].to_numpy(),
+            scoring="roc_auc", n_repeats=3, random_state=7)
+        order = np.argsort(-imp.importances_mean)
+        print("importance (ROC AUC drop, " f"{len(sample)} validation rows): " + ", ".join(
+            f"{FEATURES[i]} {imp.importances_mean[i]:.4f}" for i in order[:12]))
+        for name in drop:
+            i = FEATURES.index(name)
+            rank = int(np.flatnonzero(order == i)[0]) + 1
+            print(f"  {name}: {imp.importances_mean[i]:.5f} (rank {rank} of {len(FEATURES)})")
+        print(f"{time.perf_counter() - began:.0f} s wall, {time.process_time() - cpu:.0f} CPU-s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -525,6 +605,8 @@ def main() -> None:
     q = sub.add_parser("quality")
     q.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
     q.add_argument("--at", help="Backtest instant (default: 90 days before the fleet's end).")
+    q.add_argument("--max-train-rows", type=int, default=0,
+                   help="model.max_train_rows for this run (default: the setting's).")
     b = sub.add_parser("breakdown")
     b.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
     th = sub.add_parser("threshold")
@@ -534,10 +616,16 @@ def main() -> None:
     st.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
     st.add_argument("--weeks", type=int, default=12,
                     help="Runs at t, t+7d, ..., t+7*WEEKS (never past the fleet's end).")
+    ef = sub.add_parser("effect")
+    ef.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
+    ef.add_argument("--drop", default="", help="Comma-separated features to fit without.")
+    ef.add_argument("--sample", type=int, default=20000,
+                    help="Validation rows the permutation importance shuffles.")
     args = parser.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}")
     {"scale": scale, "train": train_bench, "quality": quality,
-     "breakdown": breakdown, "threshold": threshold, "steady": steady}[args.what](args)
+     "breakdown": breakdown, "threshold": threshold, "steady": steady,
+     "effect": effect}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -33,12 +33,11 @@ from .history import (
 )
 from .tagkind import parse_semver, primary_kind
 from .units import (
-    _map_units,
-    _unit_map,
     alive_units,
     current_tags,
     running_at,
     used_in_window,
+    with_unit_columns,
 )
 
 __all__ = [
@@ -123,7 +122,7 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     n = now if isinstance(now, float) else days(now)
     if n > h.until + 1e-9:
         raise ValueError("features_at: the history was loaded up to an earlier instant")
-    units = _unit_map(h)
+    with_unit_columns(h)
     base = alive_units(h, n)
     idx = pd.MultiIndex.from_arrays([base["repository"], base["digest"]],
                                     names=["repository", "unit"])
@@ -138,7 +137,7 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     u = h.usage
     u = _clip_usage(u[u["first_at"] <= n], n)
     use = u[u["is_use"]]
-    stats = _group_stats(use, _map_units(use, units), n) if len(use) else pd.DataFrame()
+    stats = _group_stats(use, use["unit"], n) if len(use) else pd.DataFrame()
     out = out.join(stats) if len(stats) else out.assign(last_use=np.nan)
     for col in ("uses_7", "uses_30", "uses_90", "uses_365", "use_days_90", "use_days_365"):
         out[col] = out[col].fillna(0.0) if col in out else 0.0
@@ -150,8 +149,7 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
 
     scan = u[u["is_scan"] & (u["last_at"] > n - 30)]
     if len(scan):
-        sc = scan.assign(unit=_map_units(scan, units).to_numpy()).groupby(
-            ["repository", "unit"])["count"].sum()
+        sc = scan.groupby(["repository", "unit"])["count"].sum()
         out["scanner_30"] = sc.reindex(out.index).fillna(0.0).to_numpy()
     else:
         out["scanner_30"] = 0.0
@@ -159,7 +157,6 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
 
     dep = h.deploys[(h.deploys["time"] <= n) & h.deploys["digest"].notna()]
     if len(dep):
-        dep = dep.assign(unit=_map_units(dep, units).to_numpy())
         g = dep.groupby(["repository", "unit"])
         out["deploys"] = g.size().reindex(out.index).fillna(0.0).to_numpy()
         last_dep = g["time"].max().reindex(out.index).to_numpy(dtype=float)
@@ -187,7 +184,7 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
 
     _tag_features(h, n, out)
     _repo_features(h, n, out, u)
-    _client_features(h, n, out, units)
+    _client_features(h, n, out)
     out["referrers"] = out["members"].astype(float) - 0.0
     out["log_bytes"] = np.log1p(out["bytes"].astype(float))
     out = out.reset_index().rename(columns={"unit": "digest"})
@@ -289,8 +286,7 @@ def _repo_features(h: History, n: float, out: pd.DataFrame, u: pd.DataFrame) -> 
         dtype=float)
 
 
-def _client_features(h: History, n: float, out: pd.DataFrame,
-                     units: dict[tuple[str, str], tuple[str, str]]) -> None:
+def _client_features(h: History, n: float, out: pd.DataFrame) -> None:
     """Distinct real clients of each unit as of ``n``: ever, and first seen in the last 30 and
     90 days (a client's first pull is at or before ``n`` exactly when it had pulled by then,
     so the table's earliest time is all "as of" needs). A client of an index's platform
@@ -301,7 +297,6 @@ def _client_features(h: History, n: float, out: pd.DataFrame,
         for col in ("clients", "new_clients_30", "new_clients_90"):
             out[col] = 0.0
         return
-    c = c.assign(unit=_map_units(c, units).to_numpy())
     first = c.groupby(["repository", "unit", "client"])["first_seen"].min().reset_index()
     age = n - first["first_seen"].to_numpy(dtype=float)
     first["new_30"] = (age <= 30).astype(float)

@@ -128,24 +128,6 @@ class Fitted:
         return (self.score(frame) >= self.threshold) & frame["eligible"].to_numpy(dtype=bool)
 
 
-MAX_TRAIN_ROWS = 250_000
-
-
-def _downsample(train: pd.DataFrame, random_state: int) -> pd.DataFrame:
-    """Keep every "used" row and a random share of the (far more numerous) "dead" ones,
-    re-weighted so the trees see the same balance; calibration, on unsampled later data,
-    corrects what remains. Bounds training time on large fleets."""
-    if len(train) <= MAX_TRAIN_ROWS:
-        return train
-    used = train[train["dead"] == 0]
-    dead = train[train["dead"] == 1]
-    room = max(MAX_TRAIN_ROWS - len(used), MAX_TRAIN_ROWS // 2)
-    if len(dead) <= room:
-        return train
-    rate = room / len(dead)
-    kept = dead.sample(n=room, random_state=random_state)
-    kept = kept.assign(weight=kept["weight"] / rate)
-    return pd.concat([used, kept]).sort_index()
 
 
 def fit(data: pd.DataFrame, split: Split, config: Config, *,
@@ -159,7 +141,6 @@ def fit(data: pd.DataFrame, split: Split, config: Config, *,
     if extra is not None and not extra.empty:
         train = pd.concat([train, extra[train.columns.intersection(extra.columns)]],
                           ignore_index=True)
-    train = _downsample(train, int(config["model.random_state"]))
     if train["dead"].nunique() < 2:
         raise ModelError("training data has a single label: every unit was "
                          + ("unused" if train["dead"].iloc[0] else "used"), rows=len(train))
@@ -265,7 +246,13 @@ def thin_data_message(data: pd.DataFrame, split: Split,
 def _prepare(store: Store, config: Config, now: datetime, horizon_days: float,
              until: datetime) -> tuple[Any, list[float], pd.DataFrame]:
     from .features import days, load_history
-    from .training import build_dataset, feedback_rows, read_feedback, snapshot_times
+    from .training import (
+        build_dataset,
+        feedback_rows,
+        read_feedback,
+        snapshot_times,
+        split_by_time,
+    )
 
     with store.connect() as conn:
         h = load_history(conn, until=until,
@@ -275,7 +262,15 @@ def _prepare(store: Store, config: Config, now: datetime, horizon_days: float,
     times = snapshot_times(h, now=days(now), horizon=horizon_days, every=every)
     extra = feedback_rows(h, feedback, weight=float(config["model.feedback_weight"]),
                           until=days(now))
-    data = build_dataset(h, config, times, horizon_days) if len(times) >= 3 else pd.DataFrame()
+    data = pd.DataFrame()
+    if len(times) >= 3:
+        # The training snapshots are sampled as they are built (the calibration and validation
+        # ones stay whole): memory bounded by the rows the trees take, not by a year of units.
+        train_times = split_by_time(times).train
+        data = build_dataset(h, config, times, horizon_days, sample=train_times,
+                             rows_per_snapshot=int(config["model.max_train_rows"])
+                             // len(train_times),
+                             seed=int(config["model.random_state"]))
     return h, times, _pack(data, extra)
 
 

@@ -303,6 +303,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("model.production_environments", DEFAULT_PRODUCTION_ENVS, "list",
       "Deploy environment globs that count as production."),
     S("model.random_state", 0, "int", "Seed of the model's randomness."),
+    S("model.max_train_rows", 250_000, "int",
+      "Rows the trees train on at most: each training snapshot keeps every used unit and a "
+      "re-weighted random share of the unused ones, so time and memory stop growing with the "
+      "fleet.", min=1000),
     # slack
     S("slack.api_url", "https://slack.com/api/", "str",
       "Base URL of the Slack Web API (tests and proxies override it)."),

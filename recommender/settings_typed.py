@@ -160,6 +160,9 @@ class TypedSettings:
     def __getitem__(self, key: Literal["model.random_state"]) -> int: ...
 
     @overload
+    def __getitem__(self, key: Literal["model.max_train_rows"]) -> int: ...
+
+    @overload
     def __getitem__(self, key: Literal["slack.api_url"]) -> str: ...
 
     @overload

@@ -26,19 +26,21 @@ import pandas as pd
 from sqlalchemy import Connection, inspect, select
 
 from .config import Config
-from .features import History, days, features_at, to_datetime, used_in_window
+from .features import FEATURES, History, days, features_at, to_datetime, used_in_window
 from .policy import evaluate_history
 
 __all__ = [
     "Feedback",
     "Metrics",
     "RuleBaseline",
+    "DATASET_COLUMNS",
     "build_dataset",
     "feedback_rows",
     "metrics",
     "newly_eligible",
     "previous_rows",
     "read_feedback",
+    "sample_unused",
     "snapshot_times",
     "split_by_time",
     "tune_idle_rule",
@@ -78,10 +80,59 @@ def label_snapshot(h: History, config: Config, t: float, horizon: float) -> pd.D
     return frame
 
 
-def build_dataset(h: History, config: Config, times: Iterable[float], horizon: float,
-                  ) -> pd.DataFrame:
-    frames = [label_snapshot(h, config, t, horizon) for t in times]
+# What a dataset row keeps of its snapshot: the features and what the labels, weights, split,
+# metrics and rule baselines read. The tag lists and guardrail reasons are Python objects per
+# row, most of a year's dataset in memory, and no training step reads them.
+DATASET_COLUMNS: tuple[str, ...] = (
+    "repository", "digest", "bytes", "size_known", "eligible", "dead", "at", "weight",
+    *FEATURES)
+
+
+_FLOAT32 = dict.fromkeys(FEATURES, np.float32)
+
+
+def build_dataset(h: History, config: Config, times: Iterable[float], horizon: float, *,
+                  sample: Iterable[float] = (), rows_per_snapshot: int = 0,
+                  seed: int = 0) -> pd.DataFrame:
+    """The labelled snapshots at ``times``, one row per alive unit and cut-off.
+
+    The snapshots in ``sample`` (the training ones) keep every used unit and at most about
+    ``rows_per_snapshot`` rows in all, the unused ones drawn at random and re-weighted
+    (:func:`sample_unused`): built one snapshot at a time, the dataset never holds a year of
+    every alive unit at every cut-off."""
+    sampled = set(sample)
+    frames = []
+    for t in times:
+        # Single precision halves a year's dataset; the trees bin each feature into at most
+        # 255 bins, far coarser than float32's ~7 digits (a day to within seconds).
+        frame = label_snapshot(h, config, t, horizon)[list(DATASET_COLUMNS)].astype(_FLOAT32)
+        if t in sampled and rows_per_snapshot > 0:
+            frame = sample_unused(frame, rows_per_snapshot,
+                                  np.random.default_rng([seed, int(t)]))
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def sample_unused(frame: pd.DataFrame, rows: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Every used row (``dead`` 0, the rare class the threshold hinges on) and a uniform draw of
+    the unused ones, at least half of ``rows``, each kept one weighing what it stands for: the
+    weights of the unused rows sum to what they summed to before the draw."""
+    dead = frame["dead"].to_numpy() == 1
+    n_dead = int(dead.sum())
+    room = max(rows - int((~dead).sum()), rows // 2)
+    if n_dead <= room:
+        return frame
+    where = np.flatnonzero(dead)
+    kept = np.sort(rng.choice(where, size=room, replace=False))
+    keep = ~dead
+    keep[kept] = True
+    out = frame[keep].copy()
+    unused = out["dead"].to_numpy() == 1
+    total = float(frame["weight"].to_numpy(dtype=float)[dead].sum())
+    w = out["weight"].to_numpy(dtype=float).copy()
+    w[unused] *= total / w[unused].sum()
+    out["weight"] = w
+    return out
 
 
 @dataclass(frozen=True)
@@ -234,23 +285,27 @@ def metrics(frame: pd.DataFrame, suggested: np.ndarray, *, scope: str = "eligibl
                 else np.ones(len(frame), dtype=bool))
     dead = frame["dead"].to_numpy(dtype=bool) & eligible
     pick = suggested.astype(bool) & eligible
-    size = frame["bytes"].to_numpy(dtype=float)
     known = (frame["size_known"].to_numpy(dtype=bool) if "size_known" in frame
              else np.ones(len(frame), dtype=bool))
-    n = int(pick.sum())
-    fp = int((pick & ~dead).sum())
+    # A sampled training snapshot's row stands for ``weight`` rows (build_dataset): counted
+    # so, the rule baselines are tuned on the same past they would see unsampled.
+    w = (frame["weight"].to_numpy(dtype=float) if "weight" in frame
+         else np.ones(len(frame)))
+    size = frame["bytes"].to_numpy(dtype=float) * w
+    n = float(w[pick].sum())
+    fp = float(w[pick & ~dead].sum())
     dead_bytes = float(size[dead & known].sum())
     got = float(size[pick & dead & known].sum())
     return Metrics(
-        suggested=n,
-        false_positives=fp,
+        suggested=round(n),
+        false_positives=round(fp),
         precision=(n - fp) / n if n else 1.0,
-        recall=float((pick & dead).sum()) / float(dead.sum()) if dead.any() else 0.0,
+        recall=float(w[pick & dead].sum()) / float(w[dead].sum()) if dead.any() else 0.0,
         bytes_recall=got / dead_bytes if dead_bytes else 0.0,
         suggested_bytes=float(size[pick & known].sum()),
         dead_bytes=dead_bytes,
-        dead_sized=int((dead & known).sum()),
-        dead_unsized=int((dead & ~known).sum()),
+        dead_sized=round(float(w[dead & known].sum())),
+        dead_unsized=round(float(w[dead & ~known].sum())),
     )
 
 

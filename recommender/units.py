@@ -12,7 +12,7 @@ import pandas as pd
 
 from .history import History
 
-__all__ = ["alive_units", "current_tags", "running_at", "used_in_window"]
+__all__ = ["alive_units", "current_tags", "running_at", "used_in_window", "with_unit_columns"]
 
 # --- units ------------------------------------------------------------------------------------
 
@@ -59,6 +59,18 @@ def _map_units(frame: pd.DataFrame, units: dict[tuple[str, str], tuple[str, str]
                                                    on=["repository", "digest"])
     unit = merged["unit"].where(merged["unit"].notna(), merged["digest"])
     return pd.Series(unit.to_numpy(dtype=object), index=frame.index, dtype=object)
+
+
+def with_unit_columns(h: History) -> History:
+    """Adds the ``unit`` each row of the usage, deploys and clients follows, once per history:
+    mapping them at every replayed instant re-joined every row with the unit map."""
+    units = _unit_map(h)
+    for name in ("usage", "deploys", "clients"):
+        frame = getattr(h, name)
+        if "unit" not in frame:
+            frame["unit"] = (_map_units(frame, units).to_numpy(dtype=object) if len(frame)
+                             else pd.Series([], dtype=object))
+    return h
 
 
 def alive_units(h: History, now: float) -> pd.DataFrame:
