@@ -12,6 +12,8 @@ import pytest
 from rich.console import Console
 
 from bot.demo import QUICK, DemoResult, run_demo
+from bot.demo.__main__ import main as demo_main
+from bot.demo.services import DemoError
 from recommender.registry.local import registry_binary
 
 from .conftest import missing
@@ -131,3 +133,14 @@ def test_ecr_demo_deletes_the_approved_images_and_keeps_the_protected(ecr_demo: 
     for url in r.endpoints.values():
         with pytest.raises(httpx.ConnectError):
             httpx.get(url, timeout=2)
+
+
+def test_an_unknown_registry_is_refused_before_anything_starts(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]
+                                                               ) -> None:
+    with pytest.raises(DemoError, match="unknown registry 'harbor'"):
+        run_demo(tmp_path / "out", size=QUICK, env={}, registry="harbor")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exited:
+        demo_main(["--registry", "harbor", "--out", str(tmp_path / "out")])
+    assert exited.value.code == 2 and "invalid choice: 'harbor'" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from recommender.fleet import images
 from recommender.fleet.cloudtrail import trail_records
 
 from .replay import Poster, PushResult, ReplayResult, fleet_records, replay_usage
+from .services import DemoError
 from .storage import StorageFigures
 
 __all__ = ["ACCOUNT", "REGION", "MotoEcr", "listed_images", "measure_ecr", "push_fleet_ecr",
@@ -42,7 +43,11 @@ class MotoEcr:
     _server: Any = None
 
     def start(self) -> MotoEcr:
-        from moto.server import ThreadedMotoServer  # moto is only needed by this demo path
+        try:  # a dev dependency (make setup installs it); only this demo path needs it
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:
+            raise DemoError("the ECR demo needs moto's server: run `make setup` (or pip "
+                            "install 'moto[server]')", step="ecr") from exc
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

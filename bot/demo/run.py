@@ -6,6 +6,11 @@ platform team runs, as subprocesses. Only Slack is faked (a Web API on loopback)
 ``SLACK_BOT_TOKEN`` is set. The clock is injected: the fleet's history ends today, so "now" is
 the real time for everything that Slack signs, and ``--now`` moves the executor past the
 cooling-off.
+
+With ``registry="ecr"`` the same story runs on moto's ECR server (:mod:`.ecr`): the images go
+up with ``put_image``, the history arrives as CloudTrail records (ECR sends no notifications),
+and the last step reads ``describe_images`` instead of collecting garbage: ECR frees the space
+at once.
 """
 
 from __future__ import annotations
