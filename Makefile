@@ -4,7 +4,7 @@
 VENV := .venv/bin
 
 demo: setup
-	$(VENV)/python -m bot.demo
+	$(VENV)/python -m bot.demo --registry $(or $(REGISTRY),distribution)
 
 test: setup lint typecheck pytest
 

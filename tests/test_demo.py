@@ -12,6 +12,8 @@ import pytest
 from rich.console import Console
 
 from bot.demo import QUICK, DemoResult, run_demo
+from bot.demo.__main__ import main as demo_main
+from bot.demo.services import DemoError
 from recommender.registry.local import registry_binary
 
 from .conftest import missing
@@ -93,3 +95,52 @@ def test_everything_it_started_is_stopped(demo: Demo) -> None:
         with pytest.raises(httpx.ConnectError):
             httpx.get(url, timeout=2)
         assert name
+
+
+@pytest.fixture(scope="module")
+def ecr_demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    out = tmp_path_factory.mktemp("demo-ecr")
+    console = Console(file=io.StringIO(), width=120)
+    result = run_demo(out, size=QUICK, console=console, env={}, registry="ecr")
+    assert isinstance(console.file, io.StringIO)
+    return result, out, console.file.getvalue()
+
+
+def test_ecr_demo_deletes_the_approved_images_and_keeps_the_protected(ecr_demo: Demo) -> None:
+    r, out, text = ecr_demo
+    assert r.registry_kind == "ecr" and len(r.steps) == STEPS
+    assert "no garbage-collection step" in text
+    # the history reached the collector as CloudTrail records, nothing live from ECR
+    assert r.replay["accepted"] > 0 and r.replay["snapshots"] > 0 and r.live_events == 0
+    approved = next(b for b in r.batches if b["id"] == r.approved_batch)
+    deleted = [i["digest"] for i in approved["items"] if i["state"] == "deleted"]
+    assert deleted and r.execution["counts"].get("deleted", 0) == len(deleted)
+    listed = set(r.images_after)
+    for digest in deleted:  # gone from describe_images, at once
+        assert f"{approved['repository']}@{digest}" not in listed
+    protected = [s for s in r.suggestions
+                 if any("protected tag" in b for b in s["blocked_by"])]
+    assert protected
+    for kept in protected:
+        assert f"{kept['repository']}@{kept['digest']}" in listed
+    before, after = r.storage_before, r.storage_after
+    assert before is not None and after is not None
+    assert after.manifests == len(listed) and before.manifests - after.manifests == len(deleted)
+    others = [b for b in r.batches if b["id"] != r.approved_batch]
+    assert all(b["state"] == "pending" for b in others)
+    assert "describe_images" in (out / "report.html").read_text(encoding="utf-8")
+    assert not Path(r.workdir).exists()
+    for url in r.endpoints.values():
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url, timeout=2)
+
+
+def test_an_unknown_registry_is_refused_before_anything_starts(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]
+                                                               ) -> None:
+    with pytest.raises(DemoError, match="unknown registry 'harbor'"):
+        run_demo(tmp_path / "out", size=QUICK, env={}, registry="harbor")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exited:
+        demo_main(["--registry", "harbor", "--out", str(tmp_path / "out")])
+    assert exited.value.code == 2 and "invalid choice: 'harbor'" in capsys.readouterr().err

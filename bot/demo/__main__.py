@@ -12,7 +12,7 @@ from rich.console import Console
 
 from recommender.errors import TagwardenError
 
-from .run import FULL, QUICK, run_demo
+from .run import FULL, QUICK, REGISTRY_KINDS, run_demo
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -27,11 +27,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="A smaller fleet (the CI test); every step still runs.")
     parser.add_argument("--out", type=Path, default=Path("data/demo"),
                         help="Where report.html, summary.json and the Slack mock-up go.")
+    parser.add_argument("--registry", choices=REGISTRY_KINDS, default="distribution",
+                        help="distribution: Debian's docker-registry, its notifications; "
+                             "ecr: moto's ECR server, CloudTrail records replayed instead.")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     console = Console()
     try:
-        run_demo(args.out, size=QUICK if args.quick else FULL, console=console)
+        run_demo(args.out, size=QUICK if args.quick else FULL, console=console,
+                 registry=args.registry)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]: everything the demo started is stopped")
         return 130

@@ -31,7 +31,8 @@ from recommender.registry.sync import RegistryClient
 
 from .services import DemoError
 
-__all__ = ["PushResult", "ReplayResult", "push_fleet", "replay_history"]
+__all__ = ["Poster", "PushResult", "ReplayResult", "fleet_records", "push_fleet",
+           "replay_history", "replay_usage"]
 
 _KIND_ORDER = {"image": 0, "index": 1, "signature": 2}  # children before parents
 
@@ -54,7 +55,7 @@ class ReplayResult:
     requests: int = 0
 
 
-def _records(inventory: Path) -> list[dict[str, Any]]:
+def fleet_records(inventory: Path) -> list[dict[str, Any]]:
     with inventory.open("rb") as fh:
         alive = [r for r in map(orjson.loads, fh) if not r.get("deleted_at")]
     return sorted(alive, key=lambda r: (_KIND_ORDER.get(r.get("kind", "image"), 2),
@@ -65,7 +66,7 @@ def push_fleet(client: RegistryClient, fleet_dir: Path, *, byte_scale: float,
                workers: int = 8, progress: Callable[[int, int], None] | None = None,
                ) -> PushResult:
     """Push every alive manifest of the fleet (blobs, manifest by digest, then its tags)."""
-    records = _records(fleet_dir / "inventory.jsonl")
+    records = fleet_records(fleet_dir / "inventory.jsonl")
     result = PushResult()
 
     def push(record: dict[str, Any]) -> tuple[int, int, int]:
@@ -105,7 +106,7 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-class _Poster:
+class Poster:
     def __init__(self, http: httpx.Client, base_url: str, token: str) -> None:
         self.http = http
         self.base_url = base_url
@@ -135,23 +136,39 @@ def replay_history(base_url: str, token: str, fleet_dir: Path, *, events_per_pos
                    ) -> ReplayResult:
     """POST the fleet's history to the collector; return what was sent and accepted."""
     result = ReplayResult()
+
+    def envelopes() -> Iterator[dict[str, Any]]:
+        with gzip.open(fleet_dir / "distribution.jsonl.gz", "rb") as fh:
+            for line in fh:
+                doc = orjson.loads(line)
+                result.envelopes += 1
+                yield from doc["events"]
+
+    def send_events(poster: Poster, chunk: list[dict[str, Any]]) -> int:
+        answer = poster.post("/v1/events/distribution", orjson.dumps({"events": chunk}),
+                             "application/vnd.docker.distribution.events.v1+json")
+        return int(answer.get("accepted", 0))
+
+    return replay_usage(base_url, token, fleet_dir, envelopes(), send_events,
+                        per_post=events_per_post, workers=workers, progress=progress,
+                        result=result)
+
+
+def replay_usage(base_url: str, token: str, fleet_dir: Path, events: Iterable[dict[str, Any]],
+                 send: Callable[[Poster, list[dict[str, Any]]], int], *, per_post: int = 400,
+                 workers: int = 4, progress: Callable[[str], None] | None = None,
+                 result: ReplayResult | None = None, in_order: bool = False) -> ReplayResult:
+    """POST ``events`` (by ``send``, ``per_post`` at a time), then the fleet's deploys and pod
+    lists; the registry's own telemetry is the caller's, the cluster's is the same for all.
+    ``in_order`` sends ``events`` one POST after another (no reordering between them)."""
+    result = result or ReplayResult()
     say = progress or (lambda _msg: None)
+    events_per_post = per_post
     with httpx.Client(timeout=60) as http, ThreadPoolExecutor(max_workers=workers) as pool:
-        poster = _Poster(http, base_url, token)
-
-        def envelopes() -> Iterator[dict[str, Any]]:
-            with gzip.open(fleet_dir / "distribution.jsonl.gz", "rb") as fh:
-                for line in fh:
-                    doc = orjson.loads(line)
-                    result.envelopes += 1
-                    yield from doc["events"]
-
-        def send_events(chunk: list[dict[str, Any]]) -> int:
-            answer = poster.post("/v1/events/distribution", orjson.dumps({"events": chunk}),
-                                 "application/vnd.docker.distribution.events.v1+json")
-            return int(answer.get("accepted", 0))
-
-        for accepted in pool.map(send_events, _chunks(envelopes(), events_per_post)):
+        poster = Poster(http, base_url, token)
+        chunks = _chunks(events, events_per_post)
+        sent = (map if in_order else pool.map)(lambda chunk: send(poster, chunk), chunks)
+        for accepted in sent:
             result.accepted += accepted
             result.requests += 1
         result.events = result.accepted

@@ -66,12 +66,21 @@ def summary_rows(r: DemoResult) -> list[tuple[str, str, str]]:
     """(what, before, after) rows: the same figures on the terminal and in the report."""
     b, a = r.storage_before, r.storage_after
     rows = []
-    if b and a:
+    if b and a and r.registry_kind == "ecr":  # ECR's API shows images, never blobs
+        rows += [("manifests in the registry", f"{b.manifests:,}", f"{a.manifests:,}"),
+                 ("tags", f"{b.tags:,}", f"{a.tags:,}"),
+                 ("bytes (imageSizeInBytes)", _mb(b.bytes), _mb(a.bytes))]
+    elif b and a:
         rows += [("manifests in the registry", f"{b.manifests:,}", f"{a.manifests:,}"),
                  ("tags", f"{b.tags:,}", f"{a.tags:,}"),
                  ("blob files", f"{b.blobs:,}", f"{a.blobs:,}"),
                  ("bytes on disk", _mb(b.bytes), _mb(a.bytes))]
     return rows
+
+
+def storage_title(r: DemoResult) -> str:
+    return ("Registry storage, as ECR's describe_images lists it" if r.registry_kind == "ecr"
+            else "Registry storage, measured on disk")
 
 
 def _models(r: DemoResult) -> list[dict[str, Any]]:
@@ -80,7 +89,7 @@ def _models(r: DemoResult) -> list[dict[str, Any]]:
 
 def print_summary(r: DemoResult, console: Console, report_path: Path) -> None:
     console.rule("[bold]tagwarden demo: summary")
-    table = Table(title="Registry storage, measured on disk", title_justify="left")
+    table = Table(title=storage_title(r), title_justify="left")
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
@@ -200,7 +209,7 @@ details{{margin:.3rem 0}} img{{max-width:100%}}</style></head><body>
 <h1>tagwarden demo</h1>
 <p class="dim">Run at {r.now:%Y-%m-%d %H:%M} UTC in {r.total_seconds:.0f} s; fleet seed
 {r.size.seed}, {r.size.repositories} repositories, {r.size.days} days; Slack: {r.slack_mode}.</p>
-<h2>Registry storage (measured on disk)</h2>
+<h2>{_esc(storage_title(r))}</h2>
 <table><tr><th></th><th>before</th><th>after</th></tr>"""]
     parts += [f"<tr><td>{_esc(a)}</td><td>{_esc(b)}</td><td>{_esc(c)}</td></tr>"
               for a, b, c in summary_rows(r)]

@@ -52,6 +52,8 @@ class DemoResult:
     execution: dict[str, Any] = field(default_factory=dict)
     slack_messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     slack_mode: str = "fake"
+    registry_kind: str = "distribution"  # or "ecr": moto's server, CloudTrail replayed
+    images_after: list[str] = field(default_factory=list)  # ecr: repo@digest still listed
     endpoints: dict[str, str] = field(default_factory=dict)  # what was started (all stopped)
     workdir: str = ""  # the temporary directory (removed at the end)
     total_seconds: float = 0.0

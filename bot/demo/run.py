@@ -6,6 +6,11 @@ platform team runs, as subprocesses. Only Slack is faked (a Web API on loopback)
 ``SLACK_BOT_TOKEN`` is set. The clock is injected: the fleet's history ends today, so "now" is
 the real time for everything that Slack signs, and ``--now`` moves the executor past the
 cooling-off.
+
+With ``registry="ecr"`` the same story runs on moto's ECR server (:mod:`.ecr`): the images go
+up with ``put_image``, the history arrives as CloudTrail records (ECR sends no notifications),
+and the last step reads ``describe_images`` instead of collecting garbage: ECR frees the space
+at once.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from recommender.store import open_store
 from recommender.timeutil import utcnow
 
 from .approval import PostedBatch, approve_payload, blocks_by_batch, send_signed
+from .ecr import CREDENTIALS as ECR_CREDENTIALS
+from .ecr import REGION as ECR_REGION
+from .ecr import listed_images, measure_ecr, push_fleet_ecr, replay_trail
 from .replay import push_fleet, replay_history
 from .report import print_summary, write_report
 from .result import FULL, QUICK, DemoResult, DemoSize
@@ -45,6 +53,7 @@ __all__ = ["FULL", "QUICK", "DemoResult", "DemoSize", "run_demo"]
 APPROVER = "U0DEMOAPPROVER"
 WORKSPACE = "T0DEMO"
 HORIZON_DAYS = 30
+REGISTRY_KINDS = ("distribution", "ecr")
 
 
 class _Steps:
@@ -69,7 +78,20 @@ class _Steps:
                            + (f"  {detail}" if detail else ""))
 
 
-def _config_text(work: Path, registry_url: str, gc_config: Path, slack_api: str,
+def _registry_block(registry_url: str, gc_config: Path) -> str:
+    return f'''[registry]
+url = "{registry_url}"
+gc_config = "{gc_config}"'''
+
+
+def _ecr_block(endpoint_url: str) -> str:
+    return f'''[registry]
+kind = "ecr"
+region = "{ECR_REGION}"
+endpoint_url = "{endpoint_url}"   # moto's ECR server on loopback'''
+
+
+def _config_text(work: Path, registry_block: str, slack_api: str,
                  teams: dict[str, str], public_url: str, approver: str, team_id: str) -> str:
     team_blocks = "".join(f"""
 [[team]]
@@ -84,9 +106,7 @@ min_approvals = 1
 [store]
 url = "sqlite:///{work / 'tagwarden.db'}"
 
-[registry]
-url = "{registry_url}"
-gc_config = "{gc_config}"
+{registry_block}
 
 [model]
 dir = "{work / 'models'}"
@@ -132,14 +152,18 @@ def _metric_by_usage(metrics_text: str, name: str) -> dict[str, float]:
 
 
 def run_demo(out_dir: Path, *, size: DemoSize = FULL, console: Console | None = None,
-             env: dict[str, str] | None = None) -> DemoResult:
+             env: dict[str, str] | None = None, registry: str = "distribution") -> DemoResult:
     """Run every step; write ``out_dir/report.html``; stop everything it started."""
     console = console or Console()
     environ = dict(os.environ if env is None else env)
     real_slack = bool(environ.get("SLACK_BOT_TOKEN"))
     began = time.perf_counter()
     now = utcnow()
-    result = DemoResult(size=size, now=now, slack_mode="real" if real_slack else "fake")
+    if registry not in REGISTRY_KINDS:
+        raise DemoError(f"unknown registry {registry!r}: choose one of "
+                        f"{', '.join(REGISTRY_KINDS)}", step="registry", registry=registry)
+    result = DemoResult(size=size, now=now, slack_mode="real" if real_slack else "fake",
+                        registry_kind=registry)
     steps = _Steps(console, result, total=11)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="tagwarden-demo-"))
@@ -202,8 +226,17 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
     with (fleet_dir / "inventory.jsonl").open(encoding="utf-8") as fh:
         teams = sorted({json.loads(line)["repository"].split("/")[0] for line in fh})
 
-    with steps.step("Start docker-registry, the Slack API and tagwarden serve") as note:
-        registry = services.start_registry()
+    ecr = result.registry_kind == "ecr"
+    start_title = ("Start moto's ECR server, the Slack API and tagwarden serve" if ecr
+                   else "Start docker-registry, the Slack API and tagwarden serve")
+    with steps.step(start_title) as note:
+        if ecr:
+            moto = services.start_ecr()
+            registry_url, block = moto.url, _ecr_block(moto.url)
+        else:
+            registry = services.start_registry()
+            registry_url = registry.url
+            block = _registry_block(registry.url, registry.config_path)
         if real_slack:
             slack_api = environ.get("SLACK_API_URL", "https://slack.com/api/")
             channel = environ.get("TAGWARDEN_DEMO_CHANNEL", "")
@@ -224,17 +257,68 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
         signing = environ.get("SLACK_SIGNING_SECRET") if real_slack else secrets.token_hex(16)
         assert signing is not None
         config_path = work / "tagwarden.toml"
-        config_path.write_text(_config_text(work, registry.url, registry.config_path, slack_api,
+        config_path.write_text(_config_text(work, block, slack_api,
                                             channels, "http://127.0.0.1", approver, team_id),
                                encoding="utf-8")
         env = {**environ, "TAGWARDEN_COLLECTOR_TOKEN": token, "SLACK_SIGNING_SECRET": signing,
                "SLACK_BOT_TOKEN": environ.get("SLACK_BOT_TOKEN") or "xoxb-demo-fake",
-               "TAGWARDEN_CONFIG": str(config_path)}
+               "TAGWARDEN_CONFIG": str(config_path), **(ECR_CREDENTIALS if ecr else {})}
         env.pop("TAGWARDEN_DB", None)
         server = services.start_server(config_path, env)
-        result.endpoints = {"registry": registry.url, "tagwarden": server.url,
+        result.endpoints = {"registry": registry_url, "tagwarden": server.url,
                             "slack": slack_api}
-        note(f"registry {registry.url}, tagwarden {server.url}, Slack {slack_api}")
+        note(f"registry {registry_url}, tagwarden {server.url}, Slack {slack_api}")
+
+    if ecr:
+        _ecr_usage_steps(services, steps, result, fleet_dir, server.url, token)
+    else:
+        _distribution_usage_steps(services, steps, result, fleet_dir, server.url, token)
+
+    cli = ["--config", str(config_path)]
+    with steps.step("Scan the registry (tagwarden scan)") as note:
+        before_live = _collector_events(server.url)  # the replay's, to subtract
+        out = _run("scan", env, *cli, "scan")
+        note(out.strip().splitlines()[-1] if out.strip() else "scanned")
+
+    _decide_steps(services, steps, result, work, env, cli, server.url, approver, team_id,
+                  signing)
+
+    if ecr:
+        with steps.step("Storage: ECR reclaims it at once (no garbage-collection step)") \
+                as note:
+            assert services.ecr is not None
+            after = listed_images(services.ecr.client())
+            result.images_after = sorted(after)
+            result.storage_after_execute = measure_ecr(after)
+            result.storage_after = result.storage_after_execute
+            before = result.storage_before.manifests if result.storage_before else 0
+            note(f"{before - result.storage_after.manifests} images gone from "
+                 "describe_images; ECR sends no notifications, so none arrived live")
+        return
+
+    with steps.step("Garbage-collect the registry (stopped)") as note:
+        assert services.registry is not None
+        registry = services.registry
+        time.sleep(1.0)  # let the registry deliver its delete notifications
+        after_live = _collector_events(server.url)
+        result.live_by_usage = {k: int(v - before_live.get(k, 0.0))
+                                for k, v in sorted(after_live.items())
+                                if v - before_live.get(k, 0.0) > 0}
+        result.live_events = sum(result.live_by_usage.values())
+        result.storage_after_execute = measure(registry.storage)
+        registry.stop()
+        registry.garbage_collect()
+        result.storage_after = measure(registry.storage)
+        freed = result.storage_before.bytes - result.storage_after.bytes \
+            if result.storage_before else 0
+        note(f"{_mb(freed)} freed on disk; {result.live_events} live notifications received")
+
+
+def _distribution_usage_steps(services: Services, steps: _Steps, result: DemoResult,
+                              fleet_dir: Path, server_url: str, token: str) -> None:
+    registry = services.registry
+    assert registry is not None
+    size = result.size
 
     with steps.step("Push the fleet's images (real, small)") as note:
         with RegistryClient(registry.url) as client:
@@ -245,23 +329,46 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
              f"{result.storage_before.blobs} blobs, {_mb(result.storage_before.bytes)} on disk")
 
     with steps.step("Point the registry's notifications at tagwarden") as note:
-        registry.notify_url = f"{server.url}/v1/events/distribution"
+        registry.notify_url = f"{server_url}/v1/events/distribution"
         registry.notify_token = token
         registry.restart()
         note("pushes were replayed from history instead (no double count)")
 
     with steps.step("Replay months of history through the collector (HTTP)") as note:
-        replayed = replay_history(server.url, token, fleet_dir)
+        replayed = replay_history(server_url, token, fleet_dir)
         result.replay = replayed.__dict__
         note(f"{replayed.accepted} registry events, {replayed.deploys} deploys, "
              f"{replayed.snapshots} pod lists in {replayed.requests} requests")
 
-    cli = ["--config", str(config_path)]
-    with steps.step("Scan the registry (tagwarden scan)") as note:
-        before_live = _collector_events(server.url)  # the replay's, to subtract
-        out = _run("scan", env, *cli, "scan")
-        note(out.strip().splitlines()[-1] if out.strip() else "scanned")
 
+def _ecr_usage_steps(services: Services, steps: _Steps, result: DemoResult,
+                     fleet_dir: Path, server_url: str, token: str) -> None:
+    moto = services.ecr
+    assert moto is not None
+    client = moto.client()
+    with steps.step("Push the fleet's images to ECR (put_image)") as note:
+        pushed = push_fleet_ecr(client, fleet_dir, byte_scale=result.size.byte_scale)
+        result.pushed = pushed.__dict__
+        result.storage_before = measure_ecr(listed_images(client))
+        note(f"{pushed.manifests} manifests, {pushed.tags} tags; "
+             f"{result.storage_before.manifests} images in describe_images")
+
+    with steps.step("ECR sends no notifications: CloudTrail records stand in") as note:
+        note("the history's pulls, pushes and deletes become BatchGetImage, PutImage and "
+             "BatchDeleteImage records")
+
+    with steps.step("Replay months of history through the collector (CloudTrail, HTTP)") \
+            as note:
+        replayed = replay_trail(server_url, token, fleet_dir)
+        result.replay = replayed.__dict__
+        note(f"{replayed.accepted} trail events, {replayed.deploys} deploys, "
+             f"{replayed.snapshots} pod lists in {replayed.requests} requests")
+
+
+def _decide_steps(services: Services, steps: _Steps, result: DemoResult, work: Path,
+                  env: dict[str, str], cli: list[str], server_url: str, approver: str,
+                  team_id: str, signing: str) -> None:
+    now = result.now
     with steps.step("Train and backtest the model") as note:
         result.train_output = _run("train", env, *cli, "train", "--now", now.isoformat())
         at = now - timedelta(days=HORIZON_DAYS)
@@ -297,7 +404,7 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
             target = PostedBatch(chosen.id, chosen.posted_channel or "", chosen.posted_ts or "",
                                  f"{chosen.repository} ({chosen.kind})",
                                  result.slack_messages.get(chosen.id, []))
-            send_signed(f"{server.url}/slack/events",
+            send_signed(f"{server_url}/slack/events",
                         approve_payload(target, user=approver, team=team_id,
                                         response_url=response_url), signing)
             approved = _wait_for_state(store, chosen.id, decisions.BatchState.APPROVED)
@@ -317,21 +424,6 @@ def _run_steps(services: Services, steps: _Steps, result: DemoResult, work: Path
             result.batches = [_batch_dict(b) for b in decisions.list_batches(store)]
     finally:
         store.engine.dispose()
-
-    with steps.step("Garbage-collect the registry (stopped)") as note:
-        time.sleep(1.0)  # let the registry deliver its delete notifications
-        after_live = _collector_events(server.url)
-        result.live_by_usage = {k: int(v - before_live.get(k, 0.0))
-                                for k, v in sorted(after_live.items())
-                                if v - before_live.get(k, 0.0) > 0}
-        result.live_events = sum(result.live_by_usage.values())
-        result.storage_after_execute = measure(registry.storage)
-        registry.stop()
-        registry.garbage_collect()
-        result.storage_after = measure(registry.storage)
-        freed = result.storage_before.bytes - result.storage_after.bytes \
-            if result.storage_before else 0
-        note(f"{_mb(freed)} freed on disk; {result.live_events} live notifications received")
 
 
 def _collector_events(base_url: str) -> dict[str, float]:

@@ -15,12 +15,16 @@ import time
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from bot.fakeslack import FakeSlack
 from recommender.errors import TagwardenError
 from recommender.registry.local import LocalRegistry, free_port
+
+if TYPE_CHECKING:
+    from .ecr import MotoEcr
 
 __all__ = ["DemoError", "Server", "Services", "tagwarden_command"]
 
@@ -100,6 +104,7 @@ class Services:
         self.slack: FakeSlack | None = None
         self.registry: LocalRegistry | None = None
         self.server: Server | None = None
+        self.ecr: MotoEcr | None = None
 
     def start_fake_slack(self) -> FakeSlack:
         self.slack = FakeSlack(team_id="T0DEMO").start()
@@ -111,6 +116,14 @@ class Services:
         self._stack.callback(self.registry.stop)
         self.registry.start()
         return self.registry
+
+    def start_ecr(self) -> MotoEcr:
+        from .ecr import MotoEcr
+
+        self.ecr = MotoEcr()
+        self._stack.callback(self.ecr.stop)
+        self.ecr.start()
+        return self.ecr
 
     def start_server(self, config_path: Path, env: Mapping[str, str]) -> Server:
         self.server = Server(config_path, {**os.environ, **env}, self.workdir / "serve.log")
