@@ -90,9 +90,11 @@ def _logical_lines(lines: list[str], escape: str, start: int) -> list[tuple[int,
             parts.append(text)
             i += 1
             break
-        line = " ".join(p.strip() for p in parts)
+        line = " ".join(p.strip() for p in parts).strip()
+        if not line:  # continuations of nothing: no instruction
+            continue
         out.append((number, line))
-        keyword = line.split(None, 1)[0].upper() if line else ""
+        keyword = line.split(None, 1)[0].upper()
         if keyword in {"RUN", "COPY", "ADD"}:
             for match in _HEREDOC.finditer(line):
                 strip_tabs, word = match.group(1) == "-", match.group(3)

@@ -6,7 +6,7 @@ reference it reports must be one the strict grammar accepts.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from recommender.errors import ReferenceError_
@@ -39,6 +39,7 @@ def _all_valid(found) -> bool:  # type: ignore[no-untyped-def]
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_WORDS, max_size=40).map(" ".join) | st.text(max_size=300))
+@example("\\ \n \\")  # continuations of nothing: once an IndexError
 def test_dockerfile_reader_never_crashes(text: str) -> None:
     found = parse_dockerfile(text, path="Dockerfile")
     assert _all_valid(found)
