@@ -93,19 +93,23 @@ _FLOAT32 = dict.fromkeys(FEATURES, np.float32)
 
 def build_dataset(h: History, config: Config, times: Iterable[float], horizon: float, *,
                   sample: Iterable[float] = (), rows_per_snapshot: int = 0,
-                  seed: int = 0) -> pd.DataFrame:
+                  seed: int = 0,
+                  columns: Iterable[str] | None = DATASET_COLUMNS) -> pd.DataFrame:
     """The labelled snapshots at ``times``, one row per alive unit and cut-off.
 
     The snapshots in ``sample`` (the training ones) keep every used unit and at most about
     ``rows_per_snapshot`` rows in all, the unused ones drawn at random and re-weighted
     (:func:`sample_unused`): built one snapshot at a time, the dataset never holds a year of
-    every alive unit at every cut-off."""
+    every alive unit at every cut-off. ``columns`` are those kept (None: every column of the
+    snapshot, tags and reasons included, for reviewing a small fleet by hand)."""
     sampled = set(sample)
+    keep = list(columns) if columns is not None else None
     frames = []
     for t in times:
         # Single precision halves a year's dataset; the trees bin each feature into at most
         # 255 bins, far coarser than float32's ~7 digits (a day to within seconds).
-        frame = label_snapshot(h, config, t, horizon)[list(DATASET_COLUMNS)].astype(_FLOAT32)
+        frame = label_snapshot(h, config, t, horizon)
+        frame = (frame if keep is None else frame[keep]).astype(_FLOAT32)
         if t in sampled and rows_per_snapshot > 0:
             frame = sample_unused(frame, rows_per_snapshot,
                                   np.random.default_rng([seed, int(t)]))
