@@ -131,7 +131,7 @@ def test_result_message_lists_skips_first_with_their_reason() -> None:
                       detail="registry answered 500"))
     message = blocks.result_message(BatchView("B1", "p/a", "semver", items, 600))
     sections = [b["text"]["text"] for b in message["blocks"] if b["type"] == "section"]
-    assert "1 deleted, 1 failed, 1 skipped; 100 B now eligible" in sections[0]
+    assert "1 deleted, 1 failed, 1 skipped; 100 B to be freed" in sections[0]
     assert "failed" in sections[1] and "registry answered 500" in sections[1]
     assert "tag v2 moved" in sections[2]
 
