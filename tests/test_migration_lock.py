@@ -6,8 +6,6 @@ SQLite)."""
 from __future__ import annotations
 
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -15,45 +13,17 @@ import pytest
 
 from recommender.store import open_store
 from tests.support import postgres
+from tests.support.at_once import cli_twice_at_once
 
 # Without the lock most PostgreSQL trials fail but not every SQLite one: SQLite gets more
 # trials, so that a missing lock cannot pass by luck.
 TRIALS = {"postgresql": 5, "sqlite": 10}
 
-# The real CLI, imported before a shared start signal so both processes reach the migration in
-# the same instant (Python's start-up time alone would mostly keep them apart).
-_RUN_AFTER_SIGNAL = """
-import os, sys, time
-import alembic.command, sqlalchemy.dialects.postgresql, sqlalchemy.dialects.sqlite
-from recommender.cli import main
-ready, go = sys.argv[1:3]
-open(ready, "w").close()
-while not os.path.exists(go):
-    time.sleep(0.005)
-sys.exit(main(sys.argv[3:]))
-"""
-
-
 def migrate_twice_at_once(url: str, tmp_path: Path) -> list[subprocess.CompletedProcess[str]]:
     signals = tmp_path / uuid.uuid4().hex
     signals.mkdir()
-    ready, go = [signals / f"ready-{n}" for n in range(2)], signals / "go"
-    env = {"PATH": "/usr/bin:/bin"}
-    procs = [subprocess.Popen([sys.executable, "-c", _RUN_AFTER_SIGNAL, str(ready[n]), str(go),
-                               "--db", url, "migrate"],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-             for n in range(2)]
-    deadline = time.monotonic() + 60
-    while not all(r.exists() for r in ready):  # both have imported the CLI
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
-        time.sleep(0.01)
-    go.touch()
-    done = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return done
+    return cli_twice_at_once(["--db", url, "migrate"], signals, preload=(
+        "alembic.command", "sqlalchemy.dialects.postgresql", "sqlalchemy.dialects.sqlite"))
 
 
 @pytest.mark.timeout(600)

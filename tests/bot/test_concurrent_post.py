@@ -10,9 +10,7 @@ claim the job) on both stores: each batch is claimed before its post.
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -32,6 +30,7 @@ from recommender.registry.sync import RegistryClient
 from recommender.store import Store, open_store
 from recommender.timeutil import utcnow
 from tests.support import postgres
+from tests.support.at_once import cli_twice_at_once
 
 from .helpers import T0, TOKEN, Suggestion, digest
 
@@ -64,20 +63,6 @@ channel = "C0PAYMENTS"
 approvers = ["U0ALICE"]
 """
 
-# The real CLI, imported before a shared start signal so both processes post in the same
-# instant (Python's start-up time alone would mostly keep them apart).
-_RUN_AFTER_SIGNAL = """
-import os, sys, time
-import bot.notify, recommender.recommend, recommender.jobruns
-from recommender.cli import main
-ready, go = sys.argv[1:3]
-open(ready, "w").close()
-while not os.path.exists(go):
-    time.sleep(0.005)
-sys.exit(main(sys.argv[3:]))
-"""
-
-
 @pytest.fixture
 def slack() -> Iterator[FakeSlack]:
     with FakeSlack() as fake:
@@ -85,21 +70,8 @@ def slack() -> Iterator[FakeSlack]:
 
 
 def _at_once(args: list[str], tmp_path: Path) -> list[subprocess.CompletedProcess[str]]:
-    ready, go = [tmp_path / f"ready-{n}" for n in range(2)], tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", _RUN_AFTER_SIGNAL, str(ready[n]), str(go),
-                               *args], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for n in range(2)]
-    deadline = time.monotonic() + 60
-    while not all(r.exists() for r in ready):
-        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
-        time.sleep(0.01)
-    go.touch()
-    done = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=240)
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return done
+    return cli_twice_at_once(args, tmp_path, timeout=240, preload=(
+        "bot.notify", "recommender.recommend", "recommender.jobruns"))
 
 
 @pytest.mark.timeout(300)
