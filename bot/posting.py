@@ -23,9 +23,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import select
 
-from recommender import decisions
+from recommender import decisions, fencing
 from recommender.batches import claim_posting, release_posting
 from recommender.config import Config
+from recommender.errors import LeaseLost
 from recommender.store import Store, dialect_insert
 from recommender.store import tables as t
 from recommender.store.db import application_name
@@ -73,8 +74,10 @@ class Poster:
                 self.sleep(wait)
 
     def post(self, channel: str, **message: Any) -> dict[str, Any]:
-        """``chat.postMessage``; raises SlackApiError/SlackClientError when it finally fails."""
+        """``chat.postMessage``; raises SlackApiError/SlackClientError when it finally fails,
+        :class:`~recommender.errors.LeaseLost` when a scheduled run lost its lease before."""
         for attempt in range(MAX_RATE_LIMIT_RETRIES + 1):
+            fencing.check()
             self._pace(channel)
             try:
                 resp = self.client.chat_postMessage(channel=channel, **message)
@@ -128,13 +131,19 @@ def post_suggestions(store: Store, config: Config, suggestions: Iterable[Any], *
             resp = poster.post(batch.channel, **message)
         except (SlackApiError, SlackClientError) as exc:
             # Left unposted: the next run (the daily job, `suggest --post`) tries again.
-            release_posting(store, batch.id, owner=owner)
+            with fencing.unfenced():
+                release_posting(store, batch.id, owner=owner)
             report.failed[batch.id] = str(exc).splitlines()[0]
             log.warning("posting batch %s failed: %s", batch.id, report.failed[batch.id])
             continue
-        decisions.set_posted(store, batch_id=batch.id, channel=str(resp.get("channel")
-                                                                    or batch.channel),
-                             ts=str(resp["ts"]), now=now)
+        except LeaseLost:
+            with fencing.unfenced():  # not posted: the new leader's run posts it
+                release_posting(store, batch.id, owner=owner)
+            raise
+        with fencing.unfenced():  # the message is out: where it is must be kept
+            decisions.set_posted(store, batch_id=batch.id, channel=str(resp.get("channel")
+                                                                        or batch.channel),
+                                 ts=str(resp["ts"]), now=now)
         report.posted.append(batch.id)
     return report
 
@@ -156,12 +165,13 @@ def publish_results(store: Store, *, client: WebClient, now: datetime) -> list[s
             loaded = load_batch(conn, batch_id)
         if loaded is None or not loaded.finished or not loaded.channel or not loaded.ts:
             continue
+        fencing.check()
         try:
             client.chat_update(channel=loaded.channel, ts=loaded.ts, **message_for(loaded))
         except (SlackApiError, SlackClientError) as exc:
             log.warning("result of batch %s not drawn: %s", batch_id, exc)
             continue
-        with store.begin() as conn:
+        with fencing.unfenced(), store.begin() as conn:
             insert: Any = dialect_insert(conn, t.slack_updates)
             conn.execute(insert.values(batch_id=batch_id, stage="result", at=now)
                          .on_conflict_do_update(index_elements=["batch_id"],

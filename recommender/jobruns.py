@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy import case, func, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 
-from .errors import JobBusy
+from .errors import JobBusy, LeaseLost
 from .store import Store
 from .store.tables import job_runs
 from .store.types import UTCDateTime
@@ -156,6 +156,20 @@ class JobRuns:
                      scheduled_for=row.scheduled_for, trigger=row.trigger,
                      claimed_at=row.claimed_at, expires_at=row.expires_at)
 
+    def expire_runs_of(self, owner: str, *, reason: str) -> list[str]:
+        """End every unfinished run claimed by ``owner`` as ``expired`` (with ``reason``): a
+        leader that took over from ``owner`` need not wait for those claims to lapse. The
+        names of the jobs freed."""
+        now = self.clock()
+        with self.store.begin() as conn:
+            freed = conn.execute(update(job_runs)
+                                 .where(job_runs.c.claimed_by == owner,
+                                        job_runs.c.finished_at.is_(None))
+                                 .values(finished_at=now, outcome="expired",
+                                         error=reason[:2000])
+                                 .returning(job_runs.c.job)).scalars().all()
+        return sorted(freed)
+
     def renew(self, claim: Claim) -> bool:
         """Extend the claim by ``ttl``; False when it is no longer this runner's."""
         with self.store.begin() as conn:
@@ -184,7 +198,8 @@ class JobRuns:
     @contextmanager
     def running(self, claim: Claim) -> Iterator[None]:
         """Renew ``claim`` every third of ``ttl`` while the body runs; then record ``success``,
-        or ``failed`` with the exception's first line (and re-raise it)."""
+        or ``failed`` with the exception's first line (and re-raise it), or ``fenced`` when
+        the exception is :class:`LeaseLost` (the run did not complete: catch-up redoes it)."""
         stop = threading.Event()
 
         def renew() -> None:
@@ -204,7 +219,7 @@ class JobRuns:
             stop.set()
             renewer.join()
             lines = str(exc).strip().splitlines()
-            self.finish(claim, outcome="failed",
+            self.finish(claim, outcome="fenced" if isinstance(exc, LeaseLost) else "failed",
                         error=f"{type(exc).__name__}: {lines[0] if lines else ''}"[:2000])
             raise
         stop.set()

@@ -6,8 +6,9 @@ SQLite: a small elector thread takes or renews it every ``interval`` (a third of
 ``scheduler.lock_ttl``); the leader runs an APScheduler 3 ``BackgroundScheduler`` whose jobs
 live in the store's database (``SQLAlchemyJobStore``), a follower runs none. A follower takes
 over once the leader's lease has lapsed; a leader that cannot renew in time stops starting jobs
-before its lease ends (its local deadline), and stops its scheduler at the next round (running
-jobs finish; they check the lease before their final writes with :meth:`Scheduler.fence`).
+before its lease ends (its local deadline), and stops its scheduler at the next round. A job
+still running then commits nothing more: each of its writes checks the lease just before it
+commits (:mod:`.fencing`).
 Gaining and losing the lead is logged (owner and reason) and counted on ``/metrics``.
 
 Every run is claimed in the store before it starts (:mod:`.jobruns`): two replicas, or a
@@ -42,9 +43,11 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import URL, Connection
 
+from . import fencing
 from .config import Config
 from .crontab import cron_trigger
 from .errors import LeaseLost
+from .fencing import Fence
 from .jobruns import Claim, JobRuns
 from .leadership import LeadershipMetrics, Lease, replica_id
 from .notify import Notifier, load_notifier
@@ -165,10 +168,12 @@ class Scheduler:
     clock; ``interval`` is how often it is taken or renewed (default a third of the ttl);
     ``metrics`` gets the leadership gauge and changes.
 
-    Jobs check the lease they run under with :meth:`fence` (see :mod:`recommender.leadership`).
-    ``fence`` (default: :meth:`fence`, the lease) is called after a scheduled run is claimed
-    and before it starts; an exception from it leaves the run undone, recorded as ``fenced``,
-    for the leader's catch-up. Runs by hand (:meth:`run_job`) need no lease.
+    Scheduled runs are fenced by the lease they run under (see :mod:`recommender.leadership`):
+    ``fence`` (default: :meth:`fence`, the lease) is called after a run is claimed and before it
+    starts, then with the connection before every commit of the job's writes
+    (:mod:`recommender.fencing`). A refusal before the start leaves the run undone; one during
+    the run rolls that write back and ends the run. Either way the run is recorded as
+    ``fenced``, for the leader's catch-up. Runs by hand (:meth:`run_job`) need no lease.
     """
 
     def __init__(self, config: Config, store: Store, *,
@@ -176,7 +181,7 @@ class Scheduler:
                  clock: Callable[[], datetime] = utcnow, owner: str | None = None,
                  lease: Lease | None = None, interval: float | None = None,
                  metrics: LeadershipMetrics | None = None,
-                 fence: Callable[[], None] | None = None) -> None:
+                 fence: Fence | None = None) -> None:
         self.config = config
         self.store = store
         self.clock = clock
@@ -185,7 +190,7 @@ class Scheduler:
         self.interval = (interval if interval is not None
                          else max(self.lease.ttl.total_seconds() / 3, 0.05))
         self.metrics = metrics if metrics is not None else LeadershipMetrics()
-        self._fence_hook: Callable[[], None] = fence if fence is not None else self.fence
+        self._fence_hook: Fence = fence if fence is not None else self.fence
         self.runs = JobRuns(store, ttl=config["scheduler.claim_ttl"], clock=clock)
         self.catch_up_interval: timedelta = config["scheduler.catch_up_interval"]
         self.jobs: Mapping[str, JobSpec] = {j.name: j for j in (
@@ -207,8 +212,8 @@ class Scheduler:
 
     def fence(self, conn: Connection | None = None) -> None:
         """Raise :class:`LeaseLost` unless this replica holds the lease; with ``conn``, check
-        it in that write transaction too (:meth:`Lease.fence`). Jobs call it before they start
-        and before their final writes."""
+        it in that write transaction too (:meth:`Lease.fence`). Scheduled runs call it before
+        they start and before each commit of their writes."""
         self.lease.fence(conn)
 
     def start(self) -> Scheduler:
@@ -254,13 +259,30 @@ class Scheduler:
             log.warning("%s: scheduler lease %s", self.owner, reason)
         leader = self.lease.holds()
         if leader and self._aps is None:
-            self._take_over("lease was free" if before in (None, self.owner)
-                            else f"lease of {before} lapsed")
+            if before in (None, self.owner):
+                self._take_over("lease was free")
+            else:
+                self._free_runs_of(before)
+                self._take_over(f"lease of {before} lapsed")
         elif not leader and self._aps is not None:
             holder = self.lease.holder
             self._step_down(reason or (f"lease held by {holder}" if holder and holder != self.owner
                                        else "lease not renewed in time"))
         return leader
+
+    def _free_runs_of(self, previous: str) -> None:
+        """The previous leader's lease lapsed, so its unfinished runs can commit nothing more
+        (fencing): end their claims now rather than after ``scheduler.claim_ttl``, and catch-up
+        runs them again. Its external acts stay single by their own claims (the executor's item
+        leases, the batches' posting claims)."""
+        try:
+            freed = self.runs.expire_runs_of(
+                previous, reason=f"{previous} lost the scheduler lease to {self.owner}")
+        except Exception as exc:  # noqa: BLE001 - the claims then lapse on their own
+            log.warning("runs of %s not freed: %s", previous, _first_line(exc))
+            return
+        if freed:
+            log.info("freed the runs %s lost with its lease: %s", previous, ", ".join(freed))
 
     def _renew(self) -> None:
         """``lease.acquire()`` on a thread of its own, waited for ``interval`` at most: a store
@@ -384,7 +406,7 @@ class Scheduler:
     def _execute(self, claim: Claim, *, fenced: bool = True) -> Any:
         try:
             if fenced:
-                self._fence_hook()
+                self._fence_hook(None)
         except Exception as exc:  # noqa: BLE001 - any refusal of the fence: do not start
             log.warning("job %s not started: %s", claim.job, exc)
             self.runs.finish(claim, outcome="fenced", error=str(exc)[:2000])
@@ -393,7 +415,23 @@ class Scheduler:
         log.info("job %s (%s of %s) at %s", claim.job, claim.trigger,
                  claim.scheduled_for.isoformat(), now.isoformat())
         with self.runs.running(claim):
-            return self.jobs[claim.job].func(now)
+            if not fenced:
+                return self.jobs[claim.job].func(now)
+            refused: list[BaseException] = []
+
+            def fence(conn: Connection | None) -> None:
+                try:
+                    self._fence_hook(conn)
+                except Exception as exc:
+                    refused.append(exc)
+                    raise
+
+            with fencing.fenced(fence):
+                result = self.jobs[claim.job].func(now)
+            if refused:
+                # The job caught the refusal and went on; some of its writes did not commit.
+                raise refused[0]
+            return result
 
 
 def _bounded_idle(url: URL, limit: timedelta) -> URL:

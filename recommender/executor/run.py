@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from .. import registry
+from .. import fencing, registry
 from ..audit import AuditLog
 from ..config import Config
 from ..decisions import ACTIVE_ITEM_STATES, BatchState, ItemState
@@ -95,6 +95,7 @@ class Executor:
         self._gone = set()
         self._rechecks = Recheck(self.store, self.client, self._gone)
         started = self._monotonic()
+        one = fencing.carry(self._one)  # the scheduled job's fence, in the pool's threads
         # Referrers and platform children after everything else: a signature goes only once
         # its subject is gone, a child only once its index is gone, so a kept subject keeps
         # its signatures (deploy-time verification) and a kept index keeps its platforms.
@@ -110,14 +111,14 @@ class Executor:
                         elapsed = timedelta(seconds=self._monotonic() - started)
                         chunk = self.leases.take(chunk, now, elapsed)
                     outcomes.extend(pool.map(
-                        lambda item: self._one(item, now,
-                                               kept.get((item.repository, item.digest), [])),
+                        lambda item: one(item, now, kept.get((item.repository, item.digest), [])),
                         chunk,
                     ))
                 report.outcomes.extend(outcomes)
                 self._gone.update((o.repository, o.digest) for o in outcomes
                                   if o.outcome in ("deleted", "would_delete"))
-        self._finish(report, now)
+        with fencing.unfenced():  # closes what was recorded; a lapsed lease must not stop it
+            self._finish(report, now)
         return report
 
 
@@ -181,6 +182,9 @@ class Executor:
                 # No backup, no delete: a full disk must not turn into an unrecoverable loss.
                 return self._failure(item, now, f"backup: {exc}", True)
         try:
+            # A run that outlived its scheduler lease stops here; the item stays leased and
+            # is retried once its lease expires.
+            fencing.check()
             self.client.delete_manifest(item.repository, item.digest)
             reason = "deleted by digest"
         except NotFound:
@@ -212,6 +216,13 @@ class Executor:
         result = self._outcome(item, outcome, reason)
         if self.dry_run:
             return result
+        # What happened is recorded even when the scheduler's lease lapsed meanwhile (a DELETE
+        # done must be audited); the item's own lease decides whose record it is.
+        with fencing.unfenced():
+            return self._store_record(item, now, outcome, reason, result)
+
+    def _store_record(self, item: DueItem, now: datetime, outcome: str, reason: str,
+                      result: ItemOutcome) -> ItemOutcome:
         values: dict[str, Any] = {"lease_owner": None, "lease_expires": None}
         if outcome == "retry":
             base: timedelta = self.config["executor.retry_backoff"]

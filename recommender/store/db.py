@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.dml import Insert
 
+from .. import fencing
 from ..errors import StoreError
 from .failures import classify, first_line
 from .migration_lock import migration_lock
@@ -159,8 +160,11 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
+        """A write transaction, committed at the end of the block. Under a scheduled job's
+        fence (:mod:`recommender.fencing`) it commits only if the job's lease still holds."""
         with self.engine.begin() as conn:
             yield conn
+            fencing.check(conn)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

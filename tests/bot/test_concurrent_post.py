@@ -15,15 +15,18 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from slack_sdk import WebClient
 
 from bot.fakeslack import FakeSlack
-from bot.posting import PostReport, post_suggestions
+from bot.posting import Poster, PostReport, post_suggestions
 from recommender import config as config_mod
-from recommender import decisions
+from recommender import decisions, fencing
 from recommender.cli import main
+from recommender.errors import LeaseLost
+from recommender.leadership import Lease
 from recommender.registry.local import LocalRegistry
 from recommender.registry.push import push_image
 from recommender.registry.sync import RegistryClient
@@ -138,3 +141,35 @@ def test_two_posting_runs_at_once_claim_each_batch(store: Store, slack: FakeSlac
     assert len(slack.calls("chat.postMessage")) == len(REPOSITORIES)
     # Each run skipped what the other posted.
     assert set(reports["a"].skipped) | set(reports["b"].skipped) <= set(posted)
+
+
+def test_a_posting_run_that_loses_its_lease_posts_no_more_and_keeps_what_it_posted(
+        store: Store, slack: FakeSlack, tmp_path: Path) -> None:
+    cfg = tmp_path / "tagwarden.toml"
+    cfg.write_text(CONFIG.format(api_url=slack.api_url, token=TOKEN, interval="0s",
+                                 registry=""), encoding="utf-8")
+    config = config_mod.load(cfg, env={})
+    suggestions = [Suggestion(repo, digest(n), tags=["build-1"])
+                   for n, repo in enumerate(REPOSITORIES)]
+    decisions.record_batches(store, suggestions, now=T0, config=config)
+    mono = [1000.0]
+    lease = Lease(store, "leader-a", timedelta(seconds=15), monotonic=lambda: mono[0])
+    assert lease.acquire()
+    client = WebClient(token=TOKEN, base_url=slack.api_url)
+
+    class FreezingPoster(Poster):
+        def post(self, channel: str, **message: Any) -> dict[str, Any]:
+            answer = super().post(channel, **message)
+            mono[0] += 15.0  # the leader froze for a whole lease after its first post
+            return answer
+
+    with fencing.fenced(lease.fence), pytest.raises(LeaseLost):
+        post_suggestions(store, config, [], client=client, now=T0,
+                         poster=FreezingPoster(client, interval=0.0), owner="leader-a")
+    first = [b for b in decisions.list_batches(store) if b.posted_ts]
+    assert len(first) == 1 and len(slack.calls("chat.postMessage")) == 1  # kept where it is
+    # The next leader posts the rest, each once: the lapsed run left no claim behind.
+    report = post_suggestions(store, config, [], client=client, now=T0, owner="leader-b")
+    assert len(report.posted) == len(REPOSITORIES) - 1 and not report.skipped
+    assert len(slack.calls("chat.postMessage")) == len(REPOSITORIES)
+    assert all(b.posted_ts for b in decisions.list_batches(store))

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from recommender import decisions
+from recommender import decisions, fencing
 from recommender.audit import AuditLog
-from recommender.errors import NotFound
+from recommender.errors import LeaseLost, NotFound
 from recommender.executor import CallLog, DueItem, Executor
+from recommender.leadership import Lease
 from recommender.registry.push import layer_tar, push_signature
 from recommender.registry.sync import RegistryClient
 from recommender.store.tables import (
@@ -231,6 +232,65 @@ def test_crash_between_delete_and_record_deletes_once(world: World) -> None:
     assert audit.verify().ok
     assert len(list(audit.entries(kind="item.deleted"))) == 1
     assert world.item(item_id).state == "deleted"
+
+
+class _Monotonic:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _lease(world: World) -> tuple[Lease, _Monotonic]:
+    mono = _Monotonic()
+    lease = Lease(world.store, "leader-a", timedelta(seconds=15), monotonic=mono)
+    assert lease.acquire()
+    return lease, mono
+
+
+def test_a_scheduled_run_that_loses_its_lease_before_the_delete_deletes_nothing(
+        world: World) -> None:
+    old = world.push("payments/api", ["v1"])
+    item_id = world.approve(old, ["v1"])
+    lease, mono = _lease(world)
+
+    class Frozen(Executor):
+        def _recheck(self, item: DueItem, now: Any, kept: list[str]) -> str:
+            checks = super()._recheck(item, now, kept)
+            mono.now += 15.0  # the leader froze for a whole lease after its re-check
+            return checks
+
+    with fencing.fenced(lease.fence), pytest.raises(LeaseLost):
+        Frozen(world.store, world.client, world.config, calls=world.calls,
+               worker_id="w1").run_due(later(26))
+    assert world.client.head_manifest("payments/api", old.digest) == old.digest  # no DELETE
+    assert world.item(item_id).state == "executing"  # leased to w1 until its lease expires
+    assert list(AuditLog(world.store).entries(kind="item.checked")) == []  # rolled back
+    # The next leader's run, once w1's item lease has expired, deletes it once.
+    (outcome,) = world.executor(worker_id="w2").run_due(later(26) + timedelta(minutes=6)).outcomes
+    assert (outcome.item_id, outcome.outcome) == (item_id, "deleted")
+    assert world.client.head_manifest("payments/api", old.digest) is None
+    assert [e.data["item_id"] for e in AuditLog(world.store).entries(kind="item.deleted")] == [
+        item_id]
+
+
+def test_a_delete_done_is_recorded_even_if_the_lease_lapses_right_after(world: World) -> None:
+    old = world.push("payments/api", ["v1"])
+    item_id = world.approve(old, ["v1"])
+    lease, mono = _lease(world)
+
+    class FrozenAfter(Executor):
+        def after_delete(self, item: DueItem) -> None:
+            mono.now += 15.0
+
+    with fencing.fenced(lease.fence):
+        report = FrozenAfter(world.store, world.client, world.config, calls=world.calls,
+                             worker_id="w1").run_due(later(26))
+    assert not lease.holds()
+    assert [(o.item_id, o.outcome) for o in report.outcomes] == [(item_id, "deleted")]
+    assert world.item(item_id).state == "deleted"
+    assert len(list(AuditLog(world.store).entries(kind="item.deleted"))) == 1
+    assert AuditLog(world.store).verify().ok
 
 
 def test_dry_run_reports_and_changes_nothing(world: World) -> None:

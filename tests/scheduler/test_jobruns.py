@@ -147,7 +147,7 @@ def test_a_fenced_run_does_not_start_and_stays_due(store: Store) -> None:
     clock = Clock(T0 - timedelta(minutes=5))
     seen: list[datetime] = []
 
-    def fence() -> None:
+    def fence(conn: object = None) -> None:
         raise RuntimeError("lease lost")
 
     scheduler = _scheduler(store, clock, seen, fence=fence)
@@ -201,3 +201,4 @@ def test_metrics_tell_each_jobs_last_success_duration_and_failures(store: Store,
     with LiveServer(build_app(config, away)) as server:
         answer = httpx.get(f"{server.url}/metrics")
     assert answer.status_code == 200 and _series(answer.text) == {}
+
