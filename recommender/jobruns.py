@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from sqlalchemy import case, func, select, type_coerce, update
+from sqlalchemy import case, delete, func, or_, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
 
 from .errors import JobBusy, LeaseLost
@@ -245,6 +245,23 @@ class JobRuns:
                 job=job, scheduled_for=now, trigger="baseline", claimed_by=owner, claimed_at=now,
                 expires_at=now, finished_at=now, outcome="registered", duration_seconds=0.0))
         return True
+
+    def prune(self, before: datetime) -> int:
+        """Delete runs that finished before ``before``, except each job's newest completed run
+        (catch-up counts from it). Returns how many."""
+        with self.store.begin() as conn:
+            newest = dict(conn.execute(
+                select(job_runs.c.job, func.max(job_runs.c.scheduled_for))
+                .where(job_runs.c.outcome.in_(COMPLETED)).group_by(job_runs.c.job)).all())
+            old = job_runs.c.finished_at < before
+            deleted = conn.execute(delete(job_runs).where(
+                old, job_runs.c.job.not_in(list(newest)) if newest else old)).rowcount or 0
+            for job, last in newest.items():
+                deleted += conn.execute(delete(job_runs).where(
+                    old, job_runs.c.job == job,
+                    or_(job_runs.c.scheduled_for < last,
+                        job_runs.c.outcome.not_in(COMPLETED)))).rowcount or 0
+        return int(deleted)
 
     def status(self) -> list[JobStatus]:
         """Every job's last success, last duration and failures, by job name."""

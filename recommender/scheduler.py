@@ -503,7 +503,10 @@ def default_jobs(config: Config, store: Store,
     def prune(now: datetime) -> Any:
         from .collector.writer import EventWriter
 
-        return EventWriter.from_config(store, config).prune(now)
+        events = EventWriter.from_config(store, config).prune(now)
+        runs = JobRuns(store, ttl=config["scheduler.claim_ttl"]).prune(
+            now - config["scheduler.job_runs_retention"])
+        return {"events": events, "job_runs": runs}
 
     jobs = [JobSpec("retrain", cron("scheduler.retrain_cron"), retrain),
             JobSpec("prune", cron("scheduler.prune_cron"), prune)]

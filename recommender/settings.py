@@ -337,13 +337,18 @@ SETTINGS: tuple[Setting, ...] = (
     S("scheduler.scan_cron", "0 */6 * * *", "str", "Cron (UTC) of the registry scan job."),
     S("scheduler.retrain_cron", "0 3 * * 0", "str", "Cron (UTC) of the weekly retraining."),
     S("scheduler.prune_cron", "30 4 * * *", "str",
-      "Cron (UTC) of the daily pruning of raw events older than store.raw_retention."),
+      "Cron (UTC) of the daily pruning of raw events older than store.raw_retention and of "
+      "job runs older than scheduler.job_runs_retention."),
     S("scheduler.digest_cron", "0 10 * * 1", "str",
       "Cron of the weekly digest, in each team's time zone."),
     S("scheduler.claim_ttl", "2m", "duration",
       "How long a job run's claim lasts without renewal (the runner renews it while the job "
       "runs); a runner that vanished leaves the job blocked this long.",
       min=timedelta(seconds=1)),
+    S("scheduler.job_runs_retention", "30d", "duration",
+      "How long the record of each job run is kept (the prune job deletes older ones); each "
+      "job's newest completed run is always kept, since catch-up counts from it.",
+      min=timedelta(days=1)),
     S("scheduler.catch_up_interval", "30s", "duration",
       "How often the leading replica looks for fire times that passed without a completed "
       "run (besides when it takes over) and runs each such job once.",

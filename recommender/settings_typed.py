@@ -214,6 +214,9 @@ class TypedSettings:
     def __getitem__(self, key: Literal["scheduler.claim_ttl"]) -> timedelta: ...
 
     @overload
+    def __getitem__(self, key: Literal["scheduler.job_runs_retention"]) -> timedelta: ...
+
+    @overload
     def __getitem__(self, key: Literal["scheduler.catch_up_interval"]) -> timedelta: ...
 
     @overload

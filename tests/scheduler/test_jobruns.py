@@ -202,3 +202,40 @@ def test_metrics_tell_each_jobs_last_success_duration_and_failures(store: Store,
         answer = httpx.get(f"{server.url}/metrics")
     assert answer.status_code == 200 and _series(answer.text) == {}
 
+
+def test_prune_keeps_recent_runs_and_each_jobs_newest_completed_run(store: Store) -> None:
+    clock = Clock(T0)
+    runs = JobRuns(store, ttl=TTL, clock=clock)
+    for day in range(40):  # a daily job, each run done the same day
+        clock.now = T0 + timedelta(days=day)
+        claim = runs.claim("suggest", owner="a", scheduled_for=clock.now)
+        assert claim is not None
+        runs.finish(claim, outcome="success" if day < 39 else "fenced")
+    clock.now = T0
+    weekly = runs.claim("retrain", owner="a", scheduled_for=T0)  # one run, long ago
+    assert weekly is not None and runs.finish(weekly, outcome="failed")
+    clock.now = T0 + timedelta(days=40)
+    running = runs.claim("scan", owner="a")  # unfinished: never pruned
+    assert running is not None
+
+    deleted = runs.prune(T0 + timedelta(days=30))
+
+    assert deleted == 30  # suggest's runs of days 0-29; retrain's only run stays
+    kept = [(job, when.date(), outcome) for job, when, outcome in _all(store)]
+    assert ("retrain", T0.date(), "failed") in kept
+    assert [d for job, d, _ in kept if job == "suggest"] == [
+        (T0 + timedelta(days=n)).date() for n in range(30, 40)]
+    assert any(job == "scan" for job, _, _ in kept)
+    assert runs.last_completed("suggest") == T0 + timedelta(days=38)  # the fenced one is not
+    assert runs.last_completed("retrain") == T0
+    # Past every run but the newest completed of each job: those stay.
+    runs.finish(running, outcome="success")
+    runs.prune(T0 + timedelta(days=400))
+    assert sorted((job, outcome) for job, _, outcome in _all(store)) == [
+        ("retrain", "failed"), ("scan", "success"), ("suggest", "success")]
+
+
+def _all(store: Store) -> list[tuple[str, datetime, str]]:
+    with store.connect() as conn:
+        return [(r.job, r.scheduled_for, r.outcome) for r in conn.execute(
+            select(job_runs).order_by(job_runs.c.id))]
