@@ -71,13 +71,17 @@ class _AlreadyDone(Exception):
 
 
 class JobRuns:
-    """``job_runs`` of one store. ``ttl`` is how long a claim lasts without renewal."""
+    """``job_runs`` of one store. ``ttl`` is how long a claim lasts without renewal;
+    ``idle`` how long one of these writes may sit idle in its transaction on PostgreSQL (a
+    runner frozen inside one would keep the job's row, and every other runner waiting)."""
 
     def __init__(self, store: Store, *, ttl: timedelta,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 idle: timedelta = timedelta(seconds=15)) -> None:
         self.store = store
         self.ttl = ttl
         self.clock = clock
+        self.idle = idle
 
     def claim(self, job: str, *, owner: str, scheduled_for: datetime | None = None,
               trigger: str = "manual", unless_done: bool = False) -> Claim | None:
@@ -88,7 +92,7 @@ class JobRuns:
         scheduled_for = scheduled_for or now
         expires = now + self.ttl
         try:
-            with self.store.begin() as conn:
+            with self.store.begin(idle=self.idle) as conn:
                 conn.execute(update(job_runs)
                              .where(job_runs.c.job == job, job_runs.c.finished_at.is_(None),
                                     job_runs.c.expires_at < now)
@@ -161,7 +165,7 @@ class JobRuns:
         leader that took over from ``owner`` need not wait for those claims to lapse. The
         names of the jobs freed."""
         now = self.clock()
-        with self.store.begin() as conn:
+        with self.store.begin(idle=self.idle) as conn:
             freed = conn.execute(update(job_runs)
                                  .where(job_runs.c.claimed_by == owner,
                                         job_runs.c.finished_at.is_(None))
@@ -172,7 +176,7 @@ class JobRuns:
 
     def renew(self, claim: Claim) -> bool:
         """Extend the claim by ``ttl``; False when it is no longer this runner's."""
-        with self.store.begin() as conn:
+        with self.store.begin(idle=self.idle) as conn:
             done = conn.execute(update(job_runs)
                                 .where(job_runs.c.id == claim.id,
                                        job_runs.c.finished_at.is_(None))
@@ -183,7 +187,7 @@ class JobRuns:
         """Record how the run ended; False when its claim had lapsed and another runner
         marked it expired (the outcome is then lost, and logged)."""
         now = self.clock()
-        with self.store.begin() as conn:
+        with self.store.begin(idle=self.idle) as conn:
             done = conn.execute(update(job_runs)
                                 .where(job_runs.c.id == claim.id,
                                        job_runs.c.finished_at.is_(None))
@@ -240,7 +244,7 @@ class JobRuns:
         if self.last_completed(job) is not None:
             return False
         now = self.clock()
-        with self.store.begin() as conn:
+        with self.store.begin(idle=self.idle) as conn:
             conn.execute(job_runs.insert().values(
                 job=job, scheduled_for=now, trigger="baseline", claimed_by=owner, claimed_at=now,
                 expires_at=now, finished_at=now, outcome="registered", duration_seconds=0.0))
@@ -249,7 +253,7 @@ class JobRuns:
     def prune(self, before: datetime) -> int:
         """Delete runs that finished before ``before``, except each job's newest completed run
         (catch-up counts from it). Returns how many."""
-        with self.store.begin() as conn:
+        with self.store.begin(idle=self.idle) as conn:
             newest = dict(conn.execute(
                 select(job_runs.c.job, func.max(job_runs.c.scheduled_for))
                 .where(job_runs.c.outcome.in_(COMPLETED)).group_by(job_runs.c.job)).all())

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import ColumnElement, Connection, DateTime, Interval, delete, func, literal, select
 
 from .errors import LeaseLost
-from .store import Store, dialect_insert
+from .store import Store, bound_idle, dialect_insert
 from .store.tables import scheduler_lock
 from .store.types import UTCDateTime
 from .timeutil import utcnow
@@ -98,7 +98,8 @@ class Lease:
         sent = self.monotonic()
         now, expires = self._times(at)
         with self.store.begin() as conn:
-            self._bound_idle(conn, self.ttl / 3)
+            # A holder frozen inside this transaction must not keep the row from takeovers.
+            bound_idle(conn, self.ttl / 3)
             insert: Any = dialect_insert(conn, scheduler_lock)
             # One statement, atomic on both databases: a contender waits on the row and then
             # sees the winner's expiry.
@@ -140,20 +141,11 @@ class Lease:
                  .where(scheduler_lock.c.owner == self.owner)
                  .where(scheduler_lock.c.expires_at > self._times(None)[0]))
         if conn.dialect.name == "postgresql":
-            self._bound_idle(conn, self.ttl)
+            bound_idle(conn, self.ttl)
             query = query.with_for_update(read=True)
         if conn.execute(query).first() is None:
             raise LeaseLost(f"{self.owner} does not hold the scheduler lease in the store",
                             owner=self.owner, reason="expired or taken over")
-
-    @staticmethod
-    def _bound_idle(conn: Connection, limit: timedelta) -> None:
-        """A holder frozen or cut off inside this transaction would keep its row lock, and so
-        every takeover waiting, for ever: PostgreSQL ends the session after ``limit`` idle."""
-        if conn.dialect.name == "postgresql":
-            conn.execute(select(func.set_config("idle_in_transaction_session_timeout",
-                                                f"{max(int(limit.total_seconds() * 1000), 1)}",
-                                                True)))
 
     def release(self) -> None:
         """Give the lease up (shutdown), so a follower takes over at its next round."""

@@ -191,7 +191,8 @@ class Scheduler:
                          else max(self.lease.ttl.total_seconds() / 3, 0.05))
         self.metrics = metrics if metrics is not None else LeadershipMetrics()
         self._fence_hook: Fence = fence if fence is not None else self.fence
-        self.runs = JobRuns(store, ttl=config["scheduler.claim_ttl"], clock=clock)
+        self.runs = JobRuns(store, ttl=config["scheduler.claim_ttl"], clock=clock,
+                            idle=self.lease.ttl)
         self.catch_up_interval: timedelta = config["scheduler.catch_up_interval"]
         self.jobs: Mapping[str, JobSpec] = {j.name: j for j in (
             jobs if jobs is not None else default_jobs(config, store))}
@@ -426,7 +427,7 @@ class Scheduler:
                     refused.append(exc)
                     raise
 
-            with fencing.fenced(fence):
+            with fencing.fenced(fence, idle=self.lease.ttl):
                 result = self.jobs[claim.job].func(now)
             if refused:
                 # The job caught the refusal and went on; some of its writes did not commit.

@@ -1,6 +1,6 @@
 """The store: schema, engine, migrations. SQLite by default, PostgreSQL for several replicas."""
 
 from . import tables
-from .db import Store, dialect_insert, migrate, open_store
+from .db import Store, bound_idle, dialect_insert, migrate, open_store
 
-__all__ = ["Store", "dialect_insert", "migrate", "open_store", "tables"]
+__all__ = ["Store", "bound_idle", "dialect_insert", "migrate", "open_store", "tables"]

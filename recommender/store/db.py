@@ -6,10 +6,11 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.sql.dml import Insert
@@ -19,7 +20,7 @@ from ..errors import StoreError
 from .failures import classify, first_line
 from .migration_lock import migration_lock
 
-__all__ = ["Store", "dialect_insert", "migrate", "open_store"]
+__all__ = ["Store", "bound_idle", "dialect_insert", "migrate", "open_store"]
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -84,6 +85,16 @@ def _make_engine(url: str) -> Engine:
         return engine
     except (ArgumentError, ImportError, ValueError) as exc:
         raise StoreError(f"cannot open store {url!r}: {exc}", url=url) from exc
+
+
+def bound_idle(conn: Connection, limit: timedelta) -> None:
+    """On PostgreSQL, end this session should the current transaction sit idle ``limit``: a
+    process frozen or cut off inside it would otherwise keep its row locks, and everyone
+    waiting on them, until TCP gives up."""
+    if conn.dialect.name == "postgresql":
+        milliseconds = max(int(limit.total_seconds() * 1000), 1)
+        conn.execute(select(func.set_config("idle_in_transaction_session_timeout",
+                                            str(milliseconds), True)))
 
 
 def _alembic_config(engine: Engine) -> Any:
@@ -159,10 +170,15 @@ class Store:
         return sorted(inspect(self.engine).get_table_names())
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """A write transaction, committed at the end of the block. Under a scheduled job's
-        fence (:mod:`recommender.fencing`) it commits only if the job's lease still holds."""
+    def begin(self, *, idle: timedelta | None = None) -> Iterator[Connection]:
+        """A write transaction, committed at the end of the block. ``idle`` (by default the
+        bound of a scheduled job's fence, else none) ends the session on PostgreSQL when the
+        transaction sits idle that long. Under a job's fence (:mod:`recommender.fencing`) it
+        commits only if the job's lease still holds."""
         with self.engine.begin() as conn:
+            limit = idle if idle is not None else fencing.idle_limit()
+            if limit is not None:
+                bound_idle(conn, limit)
             yield conn
             fencing.check(conn)
 

@@ -9,6 +9,8 @@ leader runs it once. A run by hand needs no lease.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +20,7 @@ from sqlalchemy import insert, select
 
 from recommender import config as config_mod
 from recommender.errors import LeaseLost
-from recommender.jobruns import COMPLETED
+from recommender.jobruns import COMPLETED, JobRuns
 from recommender.leadership import Lease
 from recommender.scheduler import JobSpec, Scheduler
 from recommender.store import Store
@@ -182,3 +184,36 @@ def test_a_new_leader_frees_the_runs_of_the_leader_it_replaced(prepared: Store) 
         assert not a.runs.finish(frozen, outcome="success")  # a, resumed: its claim is gone
     finally:
         b.stop()
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_runner_frozen_inside_a_claim_does_not_hold_the_job(store: Store) -> None:
+    # a froze after inserting its run and before committing: the unfinished row would make
+    # every other claim of the job wait on it until TCP gives up. The session ends after
+    # ``idle`` instead, its claim rolled back, and b claims the job.
+    idle = timedelta(seconds=1)
+    b = JobRuns(store, ttl=timedelta(minutes=2), idle=idle)
+    inside, woke, outcome = threading.Event(), threading.Event(), []
+
+    def frozen_claim() -> None:
+        try:
+            with store.begin(idle=idle) as conn:
+                conn.execute(job_runs.insert().values(
+                    job="nightly", scheduled_for=T0, trigger="schedule", claimed_by="a",
+                    claimed_at=T0, expires_at=T0 + timedelta(days=1), outcome="running"))
+                inside.set()
+                time.sleep(8)  # frozen, far longer than idle
+        except Exception as exc:  # noqa: BLE001 - what the frozen runner finds on waking
+            outcome.append(str(exc))
+        woke.set()
+
+    thread = threading.Thread(target=frozen_claim, daemon=True)
+    thread.start()
+    assert inside.wait(30)
+    claim = b.claim("nightly", owner="b")
+    assert not woke.is_set()  # b did not wait for a to wake up
+    assert claim is not None and claim.owner == "b"
+    thread.join(60)
+    # a's session was ended; nothing of it committed.
+    assert len(outcome) == 1 and "idle-in-transaction timeout" in outcome[0]
+    assert [(o, out) for o, out in _outcomes(store)] == [("b", "running")]

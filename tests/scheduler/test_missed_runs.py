@@ -160,7 +160,10 @@ def test_postgresql_stopped_across_a_fire_time(own_cluster: postgres.Cluster) ->
         with lock:
             window = [at for at in ran if fire <= at < fire + timedelta(seconds=PERIOD)]
         assert len(window) == 1 and window[0] > fire + timedelta(seconds=2)
-        assert _runs_of(store, fire) == [("a", "catch-up", "success")]
+        # Once, whichever comes first after the outage: APScheduler's late fire (within its
+        # misfire grace) or the catch-up sweep; the other then finds the fire time done.
+        (run,) = _runs_of(store, fire)
+        assert run in {("a", "catch-up", "success"), ("a", "schedule", "success")}
     finally:
         scheduler.stop()
         store.dispose()
