@@ -1,8 +1,10 @@
-"""Scheduler takeover time on PostgreSQL: a leader frozen (SIGSTOP) or killed (SIGKILL).
+"""Scheduler takeover time on PostgreSQL: a leader frozen, killed or cut off from the database.
 
 Two replicas run in two processes (``tests/support/replica.py``: a scheduler whose job records
-each run it makes). Once ``a`` leads and ``b`` follows, ``a`` is frozen or killed; the takeover
-time is from that signal to ``b``'s first recorded run (so it includes ``b`` starting its
+each run it makes). Once ``a`` leads and ``b`` follows, ``a`` is frozen (SIGSTOP), killed
+(SIGKILL) or cut off (``a`` reaches PostgreSQL through ``tests/support/blackhole.py``, a relay
+that then drops everything and closes nothing); the takeover time is from that moment to
+``b``'s first recorded run (so it includes ``b`` starting its
 scheduler and the first tick, at most 0.2 s). The time until the lease lapses is part of it by
 design: up to one ttl after the leader's last renewal.
 
@@ -31,6 +33,9 @@ sys.path.insert(0, str(ROOT))
 from recommender.store import open_store  # noqa: E402
 from recommender.timeutil import utcnow  # noqa: E402
 from tests.support import postgres, replica  # noqa: E402
+from tests.support.blackhole import Blackhole  # noqa: E402
+
+CUT = "network cut"
 
 
 def _wait(predicate: Callable[[], bool], timeout: float) -> None:
@@ -41,15 +46,19 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.02)
 
 
-def trial(server: str, ttl: float, sig: signal.Signals, logs: Path) -> float:
+def trial(server: str, ttl: float, how: signal.Signals | str, logs: Path) -> float:
     url = postgres.create_database(server, f"b_{uuid.uuid4().hex[:12]}")
     store = open_store(url)
     replica.prepare(store)
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    where = store.engine.url
+    assert where.host is not None and where.port is not None
+    relay = Blackhole(where.host, where.port).__enter__()
+    via = where.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
 
-    def spawn(owner: str) -> subprocess.Popen[bytes]:
+    def spawn(owner: str, target: str) -> subprocess.Popen[bytes]:
         procs[owner] = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.replica", url, owner, str(ttl)],
+            [sys.executable, "-m", "tests.support.replica", target, owner, str(ttl)],
             cwd=ROOT, stdout=(logs / f"{owner}.log").open("wb"), stderr=subprocess.STDOUT)
         return procs[owner]
 
@@ -57,13 +66,16 @@ def trial(server: str, ttl: float, sig: signal.Signals, logs: Path) -> float:
         return {owner for owner, _ in replica.runs(store)}
 
     try:
-        a = spawn("a")
+        a = spawn("a", via if how == CUT else url)
         _wait(lambda: "a" in owners(), 60)
-        spawn("b")
+        spawn("b", url)
         time.sleep(ttl + 3)  # b started and follows for at least a lease
         assert replica.holder(store) == "a"
         signalled = utcnow()
-        a.send_signal(sig)
+        if isinstance(how, signal.Signals):
+            a.send_signal(how)
+        else:
+            relay.cut()
         _wait(lambda: "b" in owners(), 4 * ttl + 30)
         first = min(at for owner, at in replica.runs(store) if owner == "b")
         return (first - signalled).total_seconds()
@@ -79,6 +91,7 @@ def trial(server: str, ttl: float, sig: signal.Signals, logs: Path) -> float:
                     time.sleep(1)
                     p.kill()
                     print(f"a replica did not stop within 30 s: {logs}", flush=True)
+        relay.close()
         store.dispose()
 
 
@@ -95,10 +108,11 @@ def main() -> None:
     try:
         print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
         for ttl in ttls:
-            for sig in (signal.SIGSTOP, signal.SIGKILL):
-                times = [trial(server, ttl, sig, Path(tempfile.mkdtemp(prefix="takeover-")))
+            for how in (signal.SIGSTOP, signal.SIGKILL, CUT):
+                times = [trial(server, ttl, how, Path(tempfile.mkdtemp(prefix="takeover-")))
                          for _ in range(args.trials)]
-                print(f"ttl {ttl:g} s, {sig.name}: takeover "
+                name = how.name if isinstance(how, signal.Signals) else how
+                print(f"ttl {ttl:g} s, {name}: takeover "
                       + ", ".join(f"{t:.1f}" for t in times)
                       + f" s (median {statistics.median(times):.1f}, max {max(times):.1f})",
                       flush=True)

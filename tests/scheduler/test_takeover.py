@@ -22,6 +22,7 @@ import pytest
 
 from recommender.store import Store
 from tests.support import replica
+from tests.support.blackhole import Blackhole
 
 TTL = 3.0  # seconds (the default is 15)
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,13 +56,13 @@ class Replica:
 
 
 @pytest.fixture
-def spawn(store: Store, tmp_path: Path) -> Iterator[Callable[[str], Replica]]:
+def spawn(store: Store, tmp_path: Path) -> Iterator[Callable[..., Replica]]:
     replica.prepare(store)
     url = store.engine.url.render_as_string(hide_password=False)
     started: list[Replica] = []
 
-    def start(owner: str) -> Replica:
-        started.append(Replica(url, owner, tmp_path / f"{owner}.log"))
+    def start(owner: str, via: str | None = None) -> Replica:
+        started.append(Replica(via or url, owner, tmp_path / f"{owner}.log"))
         return started[-1]
 
     yield start
@@ -81,9 +82,9 @@ def _owners(store: Store) -> list[str]:
     return [owner for owner, _ in replica.runs(store)]
 
 
-def _start_leader_and_follower(store: Store, spawn: Callable[[str], Replica]
-                               ) -> tuple[Replica, Replica]:
-    a = spawn("a")
+def _start_leader_and_follower(store: Store, spawn: Callable[..., Replica],
+                               via: str | None = None) -> tuple[Replica, Replica]:
+    a = spawn("a", via)
     # Starting a process on a loaded machine is not what is measured: a wide bound.
     _wait(lambda: "a" in _owners(store), 60, "a leads")
     b = spawn("b")
@@ -97,7 +98,7 @@ def _start_leader_and_follower(store: Store, spawn: Callable[[str], Replica]
 # file's write lock, and every other writer waits until it resumes. SQLite is for one replica.
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 def test_a_frozen_leader_is_replaced_and_runs_nothing_when_it_resumes(
-        store: Store, spawn: Callable[[str], Replica]) -> None:
+        store: Store, spawn: Callable[..., Replica]) -> None:
     a, _b = _start_leader_and_follower(store, spawn)
     assert "b" not in _owners(store)
 
@@ -117,9 +118,36 @@ def test_a_frozen_leader_is_replaced_and_runs_nothing_when_it_resumes(
     assert replica.holder(store) == "b"
 
 
-def test_a_killed_leader_is_replaced(store: Store, spawn: Callable[[str], Replica]) -> None:
+def test_a_killed_leader_is_replaced(store: Store, spawn: Callable[..., Replica]) -> None:
     a, _b = _start_leader_and_follower(store, spawn)
     a.signal(signal.SIGKILL)
     a.proc.wait()
     _wait(lambda: "b" in _owners(store), 2 * TTL, "b takes over from a killed leader")
     assert replica.holder(store) == "b"
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_leader_cut_off_from_the_database_is_replaced_and_runs_nothing_after(
+        store: Store, spawn: Callable[..., Replica]) -> None:
+    # a reaches PostgreSQL through a relay that then drops everything without closing a
+    # connection: no reset, no FIN, and a's kernel sees its packets acknowledged (by the
+    # relay's), so TCP keepalives and tcp_user_timeout never fire. Only the lease helps.
+    url = store.engine.url
+    assert url.host is not None and url.port is not None
+    with Blackhole(url.host, url.port) as relay:
+        via = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+        a, _b = _start_leader_and_follower(store, spawn, via)
+        relay.cut()
+        cut_at = time.monotonic()
+        _wait(lambda: "b" in _owners(store), 2 * TTL, "b takes over from a cut-off leader")
+        time.sleep(max(0.0, cut_at + 2 * TTL - time.monotonic()))
+        relay.restore()  # the network comes back: a's held-back calls arrive late
+
+        seen = len(replica.runs(store))
+        _wait(lambda: _owners(store)[seen:].count("b") >= int(2 * TTL / replica.TICK) // 2,
+              10 * TTL, "b keeps running")
+        runs = replica.runs(store)
+        taken_over = min(at for owner, at in runs if owner == "b")
+        assert [at for owner, at in runs if owner == "a" and at >= taken_over] == []
+        assert replica.holder(store) == "b"
+        assert a.proc.poll() is None  # a lives on, as a follower
