@@ -235,10 +235,12 @@ class Scheduler:
             self._attempt.done.wait(self.interval)
         if self._aps is not None:
             self._step_down("stopping")
-        try:
-            self.lease.release()
-        except Exception as exc:  # noqa: BLE001 - shutting down; the lease expires anyway
-            log.warning("scheduler lease release failed: %s", exc)
+        # Bounded like a renewal: a replica cut off from the store must still stop in time.
+        release = _Attempt(self.lease.release)
+        if not release.done.wait(self.interval):
+            log.warning("scheduler lease release got no answer in time; it expires on its own")
+        elif release.error is not None:
+            log.warning("scheduler lease release failed: %s", _first_line(release.error))
         _ACTIVE.pop(self.owner, None)
 
     def _elect_loop(self) -> None:

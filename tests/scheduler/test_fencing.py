@@ -182,6 +182,11 @@ def test_a_new_leader_frees_the_runs_of_the_leader_it_replaced(prepared: Store) 
         assert (row.outcome, row.error) == ("expired", "a lost the scheduler lease to b")
         assert b.runs.claim("nightly", owner="b", trigger="catch-up") is not None
         assert not a.runs.finish(frozen, outcome="success")  # a, resumed: its claim is gone
+        # b's catch-up sweep (started with its lead) registers the job: let it finish with
+        # the store before the test closes it.
+        deadline = time.monotonic() + 60
+        while ("b", "registered") not in _outcomes(store) and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         b.stop()
 

@@ -151,3 +151,6 @@ def test_a_leader_cut_off_from_the_database_is_replaced_and_runs_nothing_after(
         assert [at for owner, at in runs if owner == "a" and at >= taken_over] == []
         assert replica.holder(store) == "b"
         assert a.proc.poll() is None  # a lives on, as a follower
+        relay.cut()
+        a.signal(signal.SIGTERM)
+        assert a.proc.wait(timeout=30) == 0  # and stops when told, even cut off again
