@@ -11,7 +11,7 @@ A write that records an effect already made (a manifest deleted, a message poste
 lost to the fence, or the audit would miss it: it runs inside :func:`unfenced`. Those writes
 are guarded by their own claims (the executor's item lease, the batch's posting claim).
 
-A job's write transactions are also bounded in time on PostgreSQL (``idle``, the lease's ttl):
+A job's write transactions are also bounded in time on PostgreSQL (``idle``):
 a leader frozen or cut off inside one would otherwise keep its row locks, and so the next
 leader's jobs waiting, until TCP gives up. The bound holds inside :func:`unfenced` too.
 

@@ -68,6 +68,10 @@ log = logging.getLogger(__name__)
 JOBS_TABLE = "apscheduler_jobs"
 # How soon the scheduler looks at its job store again after the store did not answer.
 RETRY_STORE = timedelta(seconds=5)
+# How long a job's write transaction may sit idle on PostgreSQL (at least the lease's ttl): a
+# frozen leader's row locks go by then, while a job that computes between two statements of
+# one transaction (batching thousands of suggestions) is not cut short.
+JOB_IDLE = timedelta(minutes=1)
 
 
 # --- jobs --------------------------------------------------------------------------------------
@@ -429,7 +433,7 @@ class Scheduler:
                     refused.append(exc)
                     raise
 
-            with fencing.fenced(fence, idle=self.lease.ttl):
+            with fencing.fenced(fence, idle=max(self.lease.ttl, JOB_IDLE)):
                 result = self.jobs[claim.job].func(now)
             if refused:
                 # The job caught the refusal and went on; some of its writes did not commit.
