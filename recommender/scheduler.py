@@ -339,15 +339,24 @@ class Scheduler:
 
     def _step_down(self, reason: str) -> None:
         with self._state_lock:
-            if self._aps is None:
+            aps, own = self._aps, self._aps_store
+            if aps is None:
                 return
-            self._aps.shutdown(wait=False)
-            self._aps = None
-            if self._aps_store is not None:
+            self._aps = self._aps_store = None
+
+        def shutdown() -> None:
+            aps.shutdown(wait=False)  # stops it at once, then joins its thread
+            if own is not None:
                 # After the scheduler thread has ended: it may have reconnected after
                 # APScheduler's own dispose.
-                self._aps_store.dispose()
-                self._aps_store = None
+                own.dispose()
+
+        # The join waits for a call to the job store in flight, which hangs while the store is
+        # cut off: bounded like a renewal, and finished in the background. The stopped
+        # scheduler starts nothing meanwhile.
+        if not _Attempt(shutdown).done.wait(self.interval):
+            log.warning("%s: its job scheduler waits on the store to finish stopping",
+                        self.owner)
         self.metrics.change(self.owner, gained=False)
         log.warning("%s lost the scheduler lead (%s); stopped its jobs", self.owner, reason)
 

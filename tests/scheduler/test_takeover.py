@@ -154,3 +154,20 @@ def test_a_leader_cut_off_from_the_database_is_replaced_and_runs_nothing_after(
         relay.cut()
         a.signal(signal.SIGTERM)
         assert a.proc.wait(timeout=30) == 0  # and stops when told, even cut off again
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_leader_cut_off_from_the_database_stops_when_told(
+        store: Store, spawn: Callable[..., Replica]) -> None:
+    # Its job scheduler's thread hangs in a call to the cut-off store; stepping down and
+    # stopping must not wait for it.
+    url = store.engine.url
+    assert url.host is not None and url.port is not None
+    with Blackhole(url.host, url.port) as relay:
+        via = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+        a, _b = _start_leader_and_follower(store, spawn, via)
+        relay.cut()
+        _wait(lambda: "b" in _owners(store), 2 * TTL, "b takes over from a cut-off leader")
+        a.signal(signal.SIGTERM)
+        assert a.proc.wait(timeout=30) == 0, a.output()
+        assert "lost the scheduler lead" in a.output()
