@@ -30,6 +30,13 @@ and split, against the idle rule tuned inside the guardrails, and prints each fe
 permutation importance. ``quality --max-train-rows N`` forces the training snapshots' sampling
 (``model.max_train_rows``) to compare a sampled fit with a whole one on the same fleet.
 
+``table DIR...`` prints #14's table, one row per fleet from one backtest (one training):
+mix, reuse, seed, backtest precision, the weekly runs' precision after the first (pooled, and
+the worst week), bytes recall of the eligible dead bytes, model ÷ the idle rule tuned inside
+the guardrails (and its D), threshold efficiency, and which targets the row misses.
+``make-fleet DIR --mix M --reuse R --seed S --repositories N [--days 365]`` generates and loads
+one fleet for it.
+
 ``train`` (target: under 8 minutes and 6 GB for 500 repositories; #14) generates a fleet
 with ``recommender.fleet`` (seed 1, the default mix), loads it with the collector's own ingest
 functions, then times
@@ -41,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import resource
 import sys
 import tempfile
@@ -519,6 +527,100 @@ def steady(args: argparse.Namespace) -> None:
                   f"{name} holds ÷ the model's: {held_ratio:.2f}x")
 
 
+def _mix_name(mix: dict[str, float]) -> str:
+    from recommender.fleet import MIXES
+
+    return next((name for name, weights in MIXES.items() if weights == mix), "custom mix")
+
+
+def make_fleet(args: argparse.Namespace) -> None:
+    """Generate a fleet and load it into DIR/store.db, as ``table`` and the others read it."""
+    from recommender.fleet import FleetSpec, generate, parse_mix
+
+    root = Path(args.dir)
+    if (root / "loaded").exists():
+        raise SystemExit(f"{root} already holds a loaded fleet")
+    began = time.perf_counter()
+    spec = FleetSpec(seed=args.seed, repositories=args.repositories, days=args.days,
+                     mix=parse_mix(args.mix), reuse=args.reuse,
+                     prehistory_days=args.prehistory_days)
+    files = generate(spec, root / "fleet")
+    generated = time.perf_counter() - began
+    (root / "fleet.json").symlink_to(Path("fleet") / "fleet.json")
+    load_fleet(open_store(f"sqlite:///{root / 'store.db'}"), files)
+    (root / "loaded").write_text("ok\n")
+    print(f"{root}: {args.mix}, reuse {args.reuse}, seed {args.seed}, {args.repositories} "
+          f"repositories, {args.days} days: generated in {generated:.0f} s, loaded in "
+          f"{time.perf_counter() - began - generated:.0f} s")
+
+
+TARGETS = "precision >= 0.999 (backtest and pooled weekly), efficiency >= 0.9, ratio >= 1.0 " \
+    "(>= 1.5 where D >= 60 d)"
+
+
+def table(args: argparse.Namespace) -> None:
+    """One markdown row per fleet: the backtest (one training) with its weekly runs.
+
+    ``model.backtest`` at 90 days before each fleet's end trains once, tunes the idle rule
+    inside the guardrails on the same past, and runs both every week to the end
+    (``recommender.evaluation``: a weekly suggestion is false when the unit is used before the
+    fleet's end, a window that shortens run by run). The targets are those of #14.
+    """
+    from recommender.model import backtest
+
+    cfg = config_mod.load(env={})
+    target = float(cfg["model.target_precision"])
+    print(f"| mix | reuse | seed | repos | backtest precision | weekly precision, later runs "
+          f"(worst week) | bytes recall, eligible dead bytes | model ÷ idle rule inside "
+          f"guardrails (D) | threshold efficiency | targets ({TARGETS}) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for directory in args.fleets:
+        root = Path(directory)
+        fleet, end, at = _fleet_window(root)
+        meta = fleet["spec"]
+        store = open_store(f"sqlite:///{root / 'store.db'}")
+        began, cpu = time.perf_counter(), time.process_time()
+        report = backtest(store, cfg, at=at, now=end)
+        store.dispose()
+        head = (f"| {_mix_name(meta['mix'])} | {meta.get('reuse', 'medium')} | {meta['seed']} "
+                f"| {meta['repositories']} |")
+        model, rule = report.row("model"), report.row("idle rule")
+        if model is None or rule is None:
+            print(f"{head} {report.message} | | | | | no model |")
+            continue
+        weekly = report.weekly["model"]
+        worst = weekly.worst
+        ratio = report.ratio() or 0.0
+        d = int(re.search(r"(\d+) days", rule["rule"]).group(1))  # type: ignore[union-attr]
+        eff = report.efficiency
+        missed = []
+        if model["precision"] < target:
+            missed.append("precision")
+        if weekly.precision < target:
+            missed.append("weekly precision")
+        if eff is not None and eff.value is not None and eff.value < 0.9:
+            missed.append("efficiency")
+        if ratio < (1.5 if d >= 60 else 1.0):
+            missed.append(f"ratio < {1.5 if d >= 60 else 1.0}")
+        later_fp = sum(r.false_positives for r in weekly.later)
+        later_n = sum(r.suggested for r in weekly.later)
+        cells = [
+            f"{model['precision']:.5f} ({model['false_positives']}/{model['suggested']})",
+            f"{weekly.precision:.5f} ({later_fp}/{later_n})"
+            + (f" ({worst.precision:.4f})" if worst else ""),
+            f"{model['bytes_recall']:.3f}",
+            f"{ratio:.2f}x ({d} d)",
+            f"{eff.value:.3f}" if eff is not None and eff.value is not None else
+            f"n/a ({eff.reason if eff else 'no model'})",
+            "met" if not missed else "missed: " + ", ".join(missed),
+        ]
+        print(head + " " + " | ".join(cells) + " |", flush=True)
+        print(f"<!-- {root}: generator {fleet.get('generator', 'unrecorded')}, backtest at "
+              f"{at:%Y-%m-%d}, threshold {report.threshold}, {time.perf_counter() - began:.0f} s "
+              f"wall, {time.process_time() - cpu:.0f} CPU-s, peak {peak_mb():.0f} MB -->",
+              flush=True)
+
+
 def effect(args: argparse.Namespace) -> None:
     """Backtest with and without ``--drop`` features, and every feature's permutation importance.
 
@@ -621,11 +723,21 @@ def main() -> None:
     ef.add_argument("--drop", default="", help="Comma-separated features to fit without.")
     ef.add_argument("--sample", type=int, default=20000,
                     help="Validation rows the permutation importance shuffles.")
+    tb = sub.add_parser("table")
+    tb.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
+    mk = sub.add_parser("make-fleet")
+    mk.add_argument("dir", help="Directory to generate the fleet in and load DIR/store.db.")
+    mk.add_argument("--mix", default="default")
+    mk.add_argument("--reuse", default="medium", choices=("low", "medium", "high"))
+    mk.add_argument("--seed", type=int, default=1)
+    mk.add_argument("--repositories", type=int, default=20)
+    mk.add_argument("--days", type=int, default=365)
+    mk.add_argument("--prehistory-days", type=int, default=0)
     args = parser.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}")
     {"scale": scale, "train": train_bench, "quality": quality,
      "breakdown": breakdown, "threshold": threshold, "steady": steady,
-     "effect": effect}[args.what](args)
+     "effect": effect, "table": table, "make-fleet": make_fleet}[args.what](args)
 
 
 if __name__ == "__main__":

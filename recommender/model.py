@@ -62,6 +62,7 @@ from .artifacts import (
 )
 from .config import Config
 from .errors import ModelError
+from .evaluation import Efficiency, Weekly, threshold_efficiency, weekly_runs
 from .features import FEATURES
 from .store import Store
 from .thresholds import choose_steady_threshold, choose_threshold, error_bound
@@ -332,11 +333,29 @@ class BacktestReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     threshold: float | None = None
     training: dict[str, str] = field(default_factory=dict)
+    # The model's threshold against the best chosen in hindsight (evaluation.Efficiency).
+    efficiency: Efficiency | None = None
+    # Weekly runs from ``at`` to the window's end, per method (evaluation.weekly_runs).
+    weekly: dict[str, Weekly] = field(default_factory=dict)
+
+    def row(self, name: str) -> dict[str, Any] | None:
+        return next((r for r in self.rows if r["name"] == name), None)
+
+    def ratio(self, name: str = "idle rule") -> float | None:
+        """Unused bytes the model reclaims over those the named baseline reclaims."""
+        model, other = self.row("model"), self.row(name)
+        if model is None or other is None:
+            return None
+        theirs = _dead_bytes(other)
+        return _dead_bytes(model) / theirs if theirs else float("inf")
 
     def as_dict(self) -> dict[str, Any]:
         return {"at": self.at.isoformat(), "horizon_days": self.horizon_days, "mode": self.mode,
                 "message": self.message, "threshold": self.threshold,
-                "training": self.training, "results": self.rows}
+                "training": self.training, "results": self.rows,
+                "ratio_inside_guardrails": self.ratio(),
+                "threshold_efficiency": self.efficiency.as_dict() if self.efficiency else None,
+                "weekly": {name: w.as_dict() for name, w in self.weekly.items()}}
 
 
 def _dead_bytes(row: dict[str, Any]) -> float:
@@ -345,8 +364,12 @@ def _dead_bytes(row: dict[str, Any]) -> float:
 
 
 def backtest(store: Store, config: Config, *, at: datetime, now: datetime,
-             horizon_days: float | None = None) -> BacktestReport:
-    """Train on what was known at ``at``; evaluate on what happened in ``(at, at + H]``."""
+             horizon_days: float | None = None, weekly: bool = True) -> BacktestReport:
+    """Train on what was known at ``at``; evaluate on what happened in ``(at, at + H]``.
+
+    Beside each method's figures at ``at``: the model's threshold efficiency there, and with
+    ``weekly`` the model and the idle rule inside the guardrails run every week until
+    ``at + H`` (:mod:`.evaluation`)."""
     from datetime import timedelta
 
     from .features import days
@@ -370,6 +393,7 @@ def backtest(store: Store, config: Config, *, at: datetime, now: datetime,
     split = split_by_time(times) if len(times) >= 3 else None
     thin = (rules_only_message(days(at) - (h.start or days(at)), horizon) if split is None
             else thin_data_message(data, split, data.attrs.get("feedback")))
+    fitted = None
     if thin or split is None:
         report.mode = "rules-only"
         report.message = str(thin)
@@ -380,16 +404,29 @@ def backtest(store: Store, config: Config, *, at: datetime, now: datetime,
         m = metrics(test, fitted.suggest(test))
         report.rows.append({"name": "model", "rule": f"P(dead) >= {fitted.threshold:.4f}",
                             **m.as_dict()})
+        eligible = test[test["eligible"].to_numpy(dtype=bool)]
+        sizes = eligible["bytes"].to_numpy(dtype=float)
+        if "size_known" in eligible:
+            sizes = np.where(eligible["size_known"].to_numpy(dtype=bool), sizes, 0.0)
+        report.efficiency = threshold_efficiency(
+            fitted.score(eligible), eligible["dead"].to_numpy(), sizes, fitted.threshold,
+            target)
     # Baselines tuned on the same past snapshots the model trained on: inside the guardrails
     # (the strict comparison), and the idle rule on its own, as registries offer it.
     past = data if len(data) else test.iloc[:0]
+    inside = None
     if not past.empty:
+        inside = tune_idle_rule(past[past["eligible"]], target)
         for name, rule, scope in (
-                ("idle rule", tune_idle_rule(past[past["eligible"]], target), "eligible"),
+                ("idle rule", inside, "eligible"),
                 ("keep rule", tune_keep_rule(past[past["eligible"]], target), "eligible"),
                 ("idle alone", tune_idle_rule(past, target, "all"), "all")):
             m = metrics(test, rule.suggest(test), scope=scope)
             report.rows.append({"name": name, "rule": rule.describe(), **m.as_dict()})
+    if weekly and fitted is not None and inside is not None:
+        report.weekly = weekly_runs(h, config, {"model": fitted.suggest,
+                                                "idle rule": inside.suggest},
+                                    start=days(at), end=days(end))
     if report.mode == "model" and len(report.rows) == 4:
         model_dead = _dead_bytes(report.rows[0])
         ratios = [f"{model_dead / _dead_bytes(r):.2f}x the {r['name']}"

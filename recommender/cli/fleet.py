@@ -58,7 +58,8 @@ def generate_cmd(
     days: Annotated[int, typer.Option(help="Days of history.")] = 120,
     start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD, UTC).")] = "2025-01-06",
     mix: Annotated[str | None, typer.Option(
-        help="A named mix (default, ci-heavy, release-heavy, infra-heavy) and/or "
+        help="A named mix (default, ci-heavy, release-heavy, infra-heavy, service-heavy, "
+             "platform-heavy) and/or "
              "archetype=weight overrides, comma-separated.")] = None,
     byte_scale: Annotated[float | None, typer.Option(
         help="Make layers real bytes at this fraction of their size (pushable fleets).")] = None,

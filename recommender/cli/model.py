@@ -139,6 +139,40 @@ def backtest(
     note = _size_note(report.rows)
     if note:
         typer.echo(note)
+    for line in _backtest_notes(report):
+        typer.echo(line)
+
+
+def _backtest_notes(report: Any) -> list[str]:
+    """The model beside the idle rule on the same eligible set: ratio, threshold, weekly runs."""
+    from ..features import to_datetime
+
+    lines = []
+    ratio = report.ratio()
+    if ratio is not None:
+        lines.append(f"inside the guardrails the model reclaims {ratio:.2f}x the unused bytes "
+                     f"of the idle rule tuned on the past ({report.row('idle rule')['rule']})")
+    eff = report.efficiency
+    if eff is not None and eff.value is not None:
+        lines.append(f"threshold efficiency {eff.value:.3f}: {human_bytes(eff.operating_bytes)} "
+                     f"of the {human_bytes(eff.best_bytes)} unused the same scores reach at "
+                     f"{_pct(eff.target)} precision with the threshold chosen knowing the "
+                     f"future (P(dead) >= {eff.best_threshold:.4f})")
+    elif eff is not None:
+        lines.append(f"threshold efficiency: none ({eff.reason})")
+    for name, weekly in report.weekly.items():
+        worst = weekly.worst
+        later = weekly.later
+        lines.append(
+            f"weekly runs, {name}: {_pct(weekly.precision)} precision on the {len(later)} runs "
+            f"after the first ({sum(r.false_positives for r in later)} used again of "
+            f"{sum(r.suggested for r in later)} suggested)"
+            + (f", worst week {_pct(worst.precision)} ({to_datetime(worst.at):%Y-%m-%d})"
+               if worst else ""))
+    if report.weekly:
+        lines.append("(a weekly suggestion counts as used again when used before the end of "
+                     "the horizon after --at)")
+    return lines
 
 
 @app.command("suggest")

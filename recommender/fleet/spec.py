@@ -30,6 +30,12 @@ MIXES: dict[str, dict[str, float]] = {
                       "experiment": 0.08, "mirror": 0.07, "daemon": 0.1},
     "infra-heavy": {"ci": 0.1, "release": 0.1, "cron": 0.2, "base": 0.15,
                     "experiment": 0.05, "mirror": 0.2, "daemon": 0.2},
+    # Long-running services and daemons with their releases (rollbacks, pins, drills).
+    "service-heavy": {"ci": 0.1, "release": 0.4, "cron": 0.05, "base": 0.05,
+                      "experiment": 0.05, "mirror": 0.05, "daemon": 0.3},
+    # What a platform team runs: base images pulled by builds, upstream mirrors, scheduled jobs.
+    "platform-heavy": {"ci": 0.1, "release": 0.05, "cron": 0.2, "base": 0.3,
+                       "experiment": 0.05, "mirror": 0.25, "daemon": 0.05},
 }
 
 # How often images come back after a long gap (``fleet/reuse.py``, data/README.md). ``medium``

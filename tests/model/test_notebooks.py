@@ -49,5 +49,7 @@ def test_notebook_runs(name: str, fleet_store: tuple[Path, datetime], tmp_path: 
     assert "Traceback" not in text
     if name.startswith("01"):
         assert "weekly snapshots" in text and "threshold" in text
+        assert "model ÷ idle rule inside the guardrails" in text
+        assert "threshold efficiency" in text and "weekly steady-state precision" in text
     else:
         assert "denied items: mean P(dead)" in text
