@@ -72,14 +72,17 @@ NEVER = 10_000.0  # days: "never happened"
 # --- features ---------------------------------------------------------------------------------
 
 
-def _group_stats(frame: pd.DataFrame, key: pd.Series, now: float) -> pd.DataFrame:
+def _group_stats(frame: pd.DataFrame, units: pd.MultiIndex, now: float) -> pd.DataFrame:
     """Per unit: last use, counts in windows, distinct use days and the gaps between them.
 
-    Grouping by two string columns re-hashes the strings for every aggregate; the unit is
-    factorised once into integer codes and every aggregate groups by those."""
-    codes, uniques = pd.factorize(pd.MultiIndex.from_arrays(
-        [frame["repository"].to_numpy(dtype=object), key.to_numpy(dtype=object)]))
-    n = len(uniques)
+    ``frame["unit_id"]`` numbers the units of ``units`` (:func:`with_unit_columns`, once per
+    history): grouping by the two string columns at every instant re-hashed every row."""
+    ids = frame["unit_id"].to_numpy()
+    seen = np.zeros(len(units), dtype=bool)
+    seen[ids] = True
+    present = np.flatnonzero(seen)
+    codes = (np.cumsum(seen) - 1)[ids]  # numbered 0..n-1 in the order of ``units``
+    n = len(present)
     last_at = frame["last_at"].to_numpy(dtype=float)
     count = frame["count"].to_numpy(dtype=float)
     day = frame["day"].to_numpy(dtype=float)
@@ -90,9 +93,12 @@ def _group_stats(frame: pd.DataFrame, key: pd.Series, now: float) -> pd.DataFram
     for window in (7, 30, 90, 365):
         cols[f"uses_{window}"] = np.bincount(codes, weights=np.where(age <= window, count, 0.0),
                                              minlength=n)
-    # Distinct use days per unit, in order, and the gaps between consecutive ones.
-    pairs = np.unique(np.stack([codes.astype(float), day]), axis=1)
-    pc, pd_ = pairs[0].astype(np.int64), pairs[1]
+    # Distinct use days per unit, in order, and the gaps between consecutive ones. Days are
+    # whole numbers: one integer key per (unit, day) sorts as the pairs would.
+    first_day = day.min() if len(day) else 0.0
+    span = int(day.max() - first_day) + 1 if len(day) else 1
+    pairs = np.unique(codes.astype(np.int64) * span + (day - first_day).astype(np.int64))
+    pc, pd_ = pairs // span, (pairs % span).astype(float) + first_day
     cols["use_days_90"] = np.bincount(pc, weights=(pd_ > now - 90).astype(float), minlength=n)
     recent = pd_ > now - 365
     rc, rd = pc[recent], pd_[recent]
@@ -111,7 +117,7 @@ def _group_stats(frame: pd.DataFrame, key: pd.Series, now: float) -> pd.DataFram
     gap_n = np.bincount(rc[has_gap], minlength=n)
     cols["gap_max_days"] = np.where(gap_n > 0, gap_max, np.nan)
     cols["gap_mean_days"] = np.where(gap_n > 0, gap_sum / np.maximum(gap_n, 1), np.nan)
-    out = pd.DataFrame(cols, index=uniques)
+    out = pd.DataFrame(cols, index=units[present])
     out.index.names = ["repository", "unit"]
     return out
 
@@ -137,7 +143,8 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     u = h.usage
     u = _clip_usage(u[u["first_at"] <= n], n)
     use = u[u["is_use"]]
-    stats = _group_stats(use, use["unit"], n) if len(use) else pd.DataFrame()
+    assert h.usage_units is not None  # with_unit_columns
+    stats = _group_stats(use, h.usage_units, n) if len(use) else pd.DataFrame()
     out = out.join(stats) if len(stats) else out.assign(last_use=np.nan)
     for col in ("uses_7", "uses_30", "uses_90", "uses_365", "use_days_90", "use_days_365"):
         out[col] = out[col].fillna(0.0) if col in out else 0.0

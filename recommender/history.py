@@ -112,6 +112,8 @@ class History:
     clients: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
         {"repository": [], "digest": [], "client": [], "first_seen": []}))
     units: dict[tuple[str, str], tuple[str, str]] | None = field(default=None, repr=False)
+    # (repository, unit) of usage's ``unit_id`` column: rows factorised once per history.
+    usage_units: pd.MultiIndex | None = field(default=None, repr=False)
     # Features and guardrails of one instant share the alive units (a few, not every instant).
     alive_cache: dict[float, pd.DataFrame] = field(default_factory=dict, repr=False)
 

@@ -70,6 +70,12 @@ def with_unit_columns(h: History) -> History:
         if "unit" not in frame:
             frame["unit"] = (_map_units(frame, units).to_numpy(dtype=object) if len(frame)
                              else pd.Series([], dtype=object))
+    if h.usage_units is None:
+        # Every instant groups usage by unit: the string pairs are hashed here, once.
+        codes, h.usage_units = pd.factorize(pd.MultiIndex.from_arrays(
+            [h.usage["repository"].to_numpy(dtype=object),
+             h.usage["unit"].to_numpy(dtype=object)]))
+        h.usage["unit_id"] = codes
     return h
 
 
