@@ -156,7 +156,11 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
 
     scan = u[u["is_scan"] & (u["last_at"] > n - 30)]
     if len(scan):
-        sc = scan.groupby(["repository", "unit"])["count"].sum()
+        ids = scan["unit_id"].to_numpy()
+        seen = np.bincount(ids, minlength=len(h.usage_units)) > 0
+        sums = np.bincount(ids, weights=scan["count"].to_numpy(dtype=float),
+                           minlength=len(h.usage_units))
+        sc = pd.Series(sums[seen], index=h.usage_units[seen])
         out["scanner_30"] = sc.reindex(out.index).fillna(0.0).to_numpy()
     else:
         out["scanner_30"] = 0.0
@@ -213,7 +217,7 @@ def _tag_features(h: History, n: float, out: pd.DataFrame) -> None:
     now_tags = current_tags(h, n)
     tg = h.tags[h.tags["valid_from"] <= n]
     keys = list(out.index)
-    tag_lists = [now_tags.get(k, []) for k in keys]
+    tag_lists = [list(now_tags.get(k, ())) for k in keys]  # a frame's lists are its own
     out["tags"] = tag_lists
     out["n_tags"] = [float(len(v)) for v in tag_lists]
     kinds = [primary_kind(v) for v in tag_lists]

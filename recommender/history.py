@@ -116,6 +116,9 @@ class History:
     usage_units: pd.MultiIndex | None = field(default=None, repr=False)
     # Features and guardrails of one instant share the alive units (a few, not every instant).
     alive_cache: dict[float, pd.DataFrame] = field(default_factory=dict, repr=False)
+    # Likewise the tags of one instant (read by the features and by the guardrails).
+    tags_cache: dict[float, dict[tuple[str, str], list[str]]] = field(default_factory=dict,
+                                                                      repr=False)
 
     @property
     def start(self) -> float | None:

@@ -150,6 +150,17 @@ def running_at(h: History, now: float) -> set[tuple[str, str]]:
 
 
 def current_tags(h: History, now: float) -> dict[tuple[str, str], list[str]]:
+    """The tags on each manifest at ``now``, sorted. Shared by the callers at one instant:
+    read, never changed."""
+    cached = h.tags_cache.get(now)
+    if cached is None:
+        if len(h.tags_cache) >= 2:
+            h.tags_cache.pop(next(iter(h.tags_cache)))
+        cached = h.tags_cache[now] = _current_tags(h, now)
+    return cached
+
+
+def _current_tags(h: History, now: float) -> dict[tuple[str, str], list[str]]:
     tg = h.tags
     live = tg[(tg["valid_from"] <= now) & (tg["valid_to"].isna() | (tg["valid_to"] > now))]
     out: dict[tuple[str, str], list[str]] = {}
