@@ -133,6 +133,9 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     idx = pd.MultiIndex.from_arrays([base["repository"], base["digest"]],
                                     names=["repository", "unit"])
     out = pd.DataFrame(index=idx)
+    # The units as tuples, made once: iterating the MultiIndex builds them again each time.
+    keys = list(zip(base["repository"].to_numpy(dtype=object),
+                    base["digest"].to_numpy(dtype=object), strict=True))
     out["first_seen"] = base["first_seen"].to_numpy()
     out["bytes"] = base["bytes"].to_numpy()
     out["size_known"] = base["size_known"].to_numpy(dtype=bool)
@@ -189,11 +192,11 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
             out[col] = np.nan
 
     running = running_at(h, n)
-    out["running"] = [float(k in running) for k in out.index]
+    out["running"] = [float(k in running) for k in keys]
     out["idle_days"] = n - last
     out["idle_over_gap"] = out["idle_days"] / out["gap_max_days"].clip(lower=1.0)
 
-    _tag_features(h, n, out)
+    _tag_features(h, n, out, keys)
     _repo_features(h, n, out, u)
     _client_features(h, n, out)
     out["referrers"] = out["members"].astype(float) - 0.0
@@ -213,10 +216,10 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     return out
 
 
-def _tag_features(h: History, n: float, out: pd.DataFrame) -> None:
+def _tag_features(h: History, n: float, out: pd.DataFrame,
+                  keys: list[tuple[str, str]]) -> None:
     now_tags = current_tags(h, n)
     tg = h.tags[h.tags["valid_from"] <= n]
-    keys = list(out.index)
     tag_lists = [list(now_tags.get(k, ())) for k in keys]  # a frame's lists are its own
     out["tags"] = tag_lists
     out["n_tags"] = [float(len(v)) for v in tag_lists]
