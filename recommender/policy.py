@@ -29,7 +29,7 @@ import numpy as np
 from sqlalchemy import Connection, select
 
 from .config import Config, PolicyRule
-from .history import History, days, load_history
+from .history import History, days, load_history, rows
 from .refs.store import declared_references
 from .store import tables as t
 from .tagkind import classify, parse_semver
@@ -98,13 +98,13 @@ def evaluate_history(h: History, config: Config, now: datetime | float, *,
     m = h.manifests
     alive = m[(m["first_seen"] <= n) & (m["deleted_at"].isna() | (m["deleted_at"] > n))]
     members: dict[Key, list[Key]] = {}
-    for key in zip(alive["repository"], alive["digest"], strict=True):
+    for key in rows(alive, "repository", "digest"):
         top = unit_of.get(key, key)
         if top != key:
             members.setdefault(top, []).append(key)
 
     blocked: dict[Key, list[str]] = {}
-    keys = list(zip(units["repository"], units["digest"], strict=True))
+    keys = list(rows(units, "repository", "digest"))
     first_seen = dict(zip(keys, units["first_seen"].to_numpy(dtype=float), strict=True))
     rules: dict[str, PolicyRule] = {}
 
@@ -123,7 +123,7 @@ def evaluate_history(h: History, config: Config, now: datetime | float, *,
     dep = h.deploys[(h.deploys["time"] <= n) & h.deploys["digest"].notna()
                     & h.deploys["production"]]
     last_prod: dict[Key, float] = {}
-    for repo, digest, when in dep[["repository", "digest", "time"]].itertuples(index=False):
+    for repo, digest, when in rows(dep, "repository", "digest", "time"):
         key = unit_of.get((repo, digest), (repo, digest))
         last_prod[key] = max(last_prod.get(key, -np.inf), float(when))
 

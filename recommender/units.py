@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from .history import History
+from .history import History, rows
 
 __all__ = ["alive_units", "current_tags", "running_at", "used_in_window", "with_unit_columns"]
 
@@ -28,15 +28,14 @@ def _unit_map(h: History) -> dict[tuple[str, str], tuple[str, str]]:
 
 def _build_unit_map(h: History) -> dict[tuple[str, str], tuple[str, str]]:
     out: dict[tuple[str, str], tuple[str, str]] = {}
-    for repo, parent, child in h.children.itertuples(index=False):
+    for repo, parent, child in rows(h.children, "repository", "parent", "child"):
         out[(repo, child)] = (repo, parent)
     sig = re.compile(r"^sha256-([0-9a-f]{64})\.")
-    for row in h.tags.itertuples(index=False):
-        match = sig.match(row.tag)
+    for repo, tag, digest in rows(h.tags, "repository", "tag", "digest"):
+        match = sig.match(tag)
         if match:
-            out[(row.repository, row.digest)] = (row.repository, "sha256:" + match.group(1))
-    for repo, digest, subject in h.manifests[["repository", "digest", "subject"]].itertuples(
-            index=False):
+            out[(repo, digest)] = (repo, "sha256:" + match.group(1))
+    for repo, digest, subject in rows(h.manifests, "repository", "digest", "subject"):
         if isinstance(subject, str) and subject:
             out[(repo, digest)] = (repo, subject)
     # Follow chains (a signature of an index's child is the index's) to the top.
@@ -93,22 +92,21 @@ def _alive_units(h: History, now: float) -> pd.DataFrame:
     m = h.manifests
     alive = m[(m["first_seen"] <= now) & (m["deleted_at"].isna() | (m["deleted_at"] > now))]
     units = _unit_map(h)
-    alive_keys = set(zip(alive["repository"], alive["digest"], strict=True))
+    alive_keys = set(rows(alive, "repository", "digest"))
     follows = [units.get(k) in alive_keys and units.get(k) != k
-               for k in zip(alive["repository"], alive["digest"], strict=True)]
+               for k in rows(alive, "repository", "digest")]
     own = alive[~np.asarray(follows, dtype=bool)].copy() if len(alive) else alive.copy()
     # A unit's bytes include what moves with it (platform manifests, signatures).
     members = alive[np.asarray(follows, dtype=bool)] if len(alive) else alive
     extra: dict[tuple[str, str], float] = {}
     count: dict[tuple[str, str], int] = {}
-    for repo, digest, size in members[["repository", "digest", "total_bytes"]].itertuples(
-            index=False):
+    for repo, digest, size in rows(members, "repository", "digest", "total_bytes"):
         top = units[(repo, digest)]
         extra[top] = extra.get(top, 0.0) + (0.0 if pd.isna(size) else float(size))
         count[top] = count.get(top, 0) + 1
     # A stable order whatever the database returned (PostgreSQL reorders updated rows).
     own = own.sort_values(["repository", "digest"], kind="stable")
-    keys = list(zip(own["repository"], own["digest"], strict=True))
+    keys = list(rows(own, "repository", "digest"))
     own["bytes"] = own["total_bytes"].astype(float).fillna(0.0).to_numpy() + np.array(
         [extra.get(k, 0.0) for k in keys], dtype=float)
     own["members"] = [count.get(k, 0) for k in keys]
@@ -132,7 +130,7 @@ def used_in_window(h: History, start: float, end: float) -> set[tuple[str, str]]
         if frame.empty:
             continue
         pairs = frame[["repository", "digest"]].drop_duplicates()
-        for key in zip(pairs["repository"], pairs["digest"], strict=True):
+        for key in rows(pairs, "repository", "digest"):
             used.add(units.get(key, key))
     # The tags of the window's last running snapshot per source also run after it.
     return used
@@ -146,7 +144,7 @@ def running_at(h: History, now: float) -> set[tuple[str, str]]:
     latest = snaps.groupby("source")["taken_at"].max().reset_index()
     refs = h.running.merge(latest, on=["source", "taken_at"])
     units = _unit_map(h)
-    return {units.get(k, k) for k in zip(refs["repository"], refs["digest"], strict=True)}
+    return {units.get(k, k) for k in rows(refs, "repository", "digest")}
 
 
 def current_tags(h: History, now: float) -> dict[tuple[str, str], list[str]]:
@@ -164,7 +162,7 @@ def _current_tags(h: History, now: float) -> dict[tuple[str, str], list[str]]:
     tg = h.tags
     live = tg[(tg["valid_from"] <= now) & (tg["valid_to"].isna() | (tg["valid_to"] > now))]
     out: dict[tuple[str, str], list[str]] = {}
-    for repo, tag, digest in live[["repository", "tag", "digest"]].itertuples(index=False):
+    for repo, tag, digest in rows(live, "repository", "tag", "digest"):
         out.setdefault((repo, digest), []).append(tag)
     for v in out.values():
         v.sort()
