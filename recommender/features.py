@@ -36,6 +36,7 @@ from .units import (
     alive_units,
     current_tags,
     running_at,
+    tag_spans,
     used_in_window,
     with_unit_columns,
 )
@@ -219,7 +220,6 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
 def _tag_features(h: History, n: float, out: pd.DataFrame,
                   keys: list[tuple[str, str]]) -> None:
     now_tags = current_tags(h, n)
-    tg = h.tags[h.tags["valid_from"] <= n]
     tag_lists = [list(now_tags.get(k, ())) for k in keys]  # a frame's lists are its own
     out["tags"] = tag_lists
     out["n_tags"] = [float(len(v)) for v in tag_lists]
@@ -228,17 +228,11 @@ def _tag_features(h: History, n: float, out: pd.DataFrame,
     for col in KIND_COLUMNS:
         out[col] = [float(f"kind_{k}" == col) for k in kinds]
     out.loc[out["kind"] == "signature", "kind_other"] = 1.0
-    ever = tg.groupby(["repository", "digest"]).agg(first=("valid_from", "min"),
-                                                    gone=("valid_to", "max"))
-    ever.index.names = ["repository", "unit"]
-    ever = ever.reindex(out.index)
+    spans, _ = tag_spans(h, n)
+    ever = spans.reindex(out.index)
     out["tagged_ever"] = ever["first"].notna().astype(float).to_numpy()
     # Promotion re-tags an old digest: the newest pointing of a current tag resets its age.
-    live = tg[tg["valid_to"].isna() | (tg["valid_to"] > n)]
-    newest = live.groupby(["repository", "digest"])["valid_from"].max()
-    newest.index.names = ["repository", "unit"]
-    out["tag_age_days"] = n - newest.reindex(out.index).fillna(
-        out["first_seen"]).to_numpy(dtype=float)
+    out["tag_age_days"] = n - ever["newest"].fillna(out["first_seen"]).to_numpy(dtype=float)
     untagged = np.asarray([len(v) == 0 for v in tag_lists], dtype=bool)  # bool when empty too
     gone = ever["gone"].to_numpy(dtype=float)
     out["days_since_untagged"] = np.where(untagged & ~np.isnan(gone), n - gone, np.nan)

@@ -121,6 +121,9 @@ class History:
     units: dict[tuple[str, str], tuple[str, str]] | None = field(default=None, repr=False)
     # (repository, unit) of usage's ``unit_id`` column: rows factorised once per history.
     usage_units: pd.MultiIndex | None = field(default=None, repr=False)
+    # The tags' rows numbered by (repository, digest), the pairs as an index and as tuples.
+    tag_keys: tuple[np.ndarray, pd.MultiIndex, list[tuple[str, str]]] | None = field(
+        default=None, repr=False)
     # Features and guardrails of one instant share the alive units (a few, not every instant).
     alive_cache: dict[float, pd.DataFrame] = field(default_factory=dict, repr=False)
     # Likewise the tags of one instant (read by the features and by the guardrails).

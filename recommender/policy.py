@@ -33,7 +33,7 @@ from .history import History, days, load_history, rows
 from .refs.store import declared_references
 from .store import tables as t
 from .tagkind import classify, parse_semver
-from .units import _unit_map, alive_units, current_tags, running_at
+from .units import _unit_map, alive_units, current_tags, running_at, tag_spans
 
 __all__ = ["declared_units", "denied_units", "evaluate", "evaluate_history"]
 
@@ -127,9 +127,7 @@ def evaluate_history(h: History, config: Config, now: datetime | float, *,
         key = unit_of.get((repo, digest), (repo, digest))
         last_prod[key] = max(last_prod.get(key, -np.inf), float(when))
 
-    tg = h.tags[(h.tags["valid_from"] <= n) & (h.tags["valid_to"].isna()
-                                               | (h.tags["valid_to"] > n))]
-    newest_tagging = tg.groupby(["repository", "digest"])["valid_from"].max().to_dict()
+    _, newest_tagging = tag_spans(h, n)
 
     for key in keys:
         repo, digest = key

@@ -12,7 +12,8 @@ import pandas as pd
 
 from .history import History, rows
 
-__all__ = ["alive_units", "current_tags", "running_at", "used_in_window", "with_unit_columns"]
+__all__ = ["alive_units", "current_tags", "running_at", "tag_spans", "used_in_window",
+           "with_unit_columns"]
 
 # --- units ------------------------------------------------------------------------------------
 
@@ -145,6 +146,46 @@ def running_at(h: History, now: float) -> set[tuple[str, str]]:
     refs = h.running.merge(latest, on=["source", "taken_at"])
     units = _unit_map(h)
     return {units.get(k, k) for k in rows(refs, "repository", "digest")}
+
+
+def _tag_keys(h: History) -> tuple[np.ndarray, pd.MultiIndex, list[tuple[str, str]]]:
+    if h.tag_keys is None:
+        repos = h.tags["repository"].to_numpy(dtype=object)
+        digests = h.tags["digest"].to_numpy(dtype=object)
+        ids, index = pd.factorize(pd.MultiIndex.from_arrays([repos, digests]))
+        h.tag_keys = (ids, index, list(zip(index.get_level_values(0).to_numpy(dtype=object),
+                                           index.get_level_values(1).to_numpy(dtype=object),
+                                           strict=True)))
+    return h.tag_keys
+
+
+def tag_spans(h: History, now: float) -> tuple[pd.DataFrame, dict[tuple[str, str], float]]:
+    """Per manifest tagged at or before ``now`` (index: repository, digest): ``first`` tagging,
+    ``gone``, the latest end of one of its taggings (NaN while every one is open) and
+    ``newest``, the latest start of a tagging still on it (NaN when none is); and ``newest``
+    as a dict of the manifests tagged at ``now``. Grouped by the pairs numbered once per
+    history rather than by the two string columns at every instant."""
+    ids, index, pairs = _tag_keys(h)
+    vf = h.tags["valid_from"].to_numpy(dtype=float)
+    vt = h.tags["valid_to"].to_numpy(dtype=float)
+    ever = (vf <= now) & (ids >= 0)
+    live = ever & (np.isnan(vt) | (vt > now))
+    k = len(index)
+    first = np.full(k, np.inf)
+    np.minimum.at(first, ids[ever], vf[ever])
+    gone = np.full(k, np.nan)
+    np.fmax.at(gone, ids[ever], vt[ever])  # fmax: an open tagging (NaN) ends nothing
+    newest = np.full(k, -np.inf)
+    np.maximum.at(newest, ids[live], vf[live])
+    seen = np.bincount(ids[ever], minlength=k) > 0
+    tagged = np.bincount(ids[live], minlength=k) > 0
+    spans = pd.DataFrame({"first": first[seen], "gone": gone[seen],
+                          "newest": np.where(tagged, newest, np.nan)[seen]},
+                         index=index[seen])
+    spans.index.names = ["repository", "unit"]
+    now_tagged = np.flatnonzero(tagged)
+    return spans, dict(zip([pairs[i] for i in now_tagged], newest[now_tagged].tolist(),
+                           strict=True))
 
 
 def current_tags(h: History, now: float) -> dict[tuple[str, str], list[str]]:
