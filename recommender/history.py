@@ -64,8 +64,11 @@ def read_frame(conn: Connection, stmt: Any, columns: list[str],
     (then ``times`` as float), built chunk by chunk. Each distinct string is kept once across
     chunks (the driver makes a new one per value), and other columns take their dtype from
     pandas' inference over the whole column, as ``from_records`` would."""
-    result = conn.execute(stmt.execution_options(stream_results=True,
-                                                 max_row_buffer=chunk_rows))
+    if conn.dialect.name != "sqlite":
+        # A server-side cursor: PostgreSQL would otherwise send every row at once. SQLite's
+        # cursor already steps row by row, and the buffered fetch costs a deque pop per row.
+        stmt = stmt.execution_options(stream_results=True, max_row_buffer=chunk_rows)
+    result = conn.execute(stmt)
     timed = [col in times for col in columns]
     parts: list[list[np.ndarray]] = [[] for _ in columns]
     strings: dict[str, str] = {}
