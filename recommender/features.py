@@ -144,10 +144,10 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     out["is_index"] = base["is_index"].fillna(False).astype(float).to_numpy()
     out["age_days"] = n - out["first_seen"]
 
-    u = h.usage
+    assert h.usage_ids is not None and h.usage_units is not None  # with_unit_columns
+    u = h.usage_ids
     u = _clip_usage(u[u["first_at"] <= n], n)
     use = u[u["is_use"]]
-    assert h.usage_units is not None  # with_unit_columns
     stats = _group_stats(use, h.usage_units, n) if len(use) else pd.DataFrame()
     out = out.join(stats) if len(stats) else out.assign(last_use=np.nan)
     for col in ("uses_7", "uses_30", "uses_90", "uses_365", "use_days_90", "use_days_365"):
@@ -288,7 +288,12 @@ def _repo_features(h: History, n: float, out: pd.DataFrame, u: pd.DataFrame) -> 
     recent = m[m["first_seen"] > n - 30].groupby("repository").size()
     out["repo_pushes_30"] = recent.reindex(repos).fillna(0.0).to_numpy()
     use = u[u["is_use"] & (u["last_at"] > n - 30)]
-    ru = use.groupby("repository")["count"].sum()
+    assert h.usage_repos is not None  # with_unit_columns
+    ids = use["repo_id"].to_numpy()
+    seen = np.bincount(ids, minlength=len(h.usage_repos)) > 0
+    sums = np.bincount(ids, weights=use["count"].to_numpy(dtype=float),
+                       minlength=len(h.usage_repos))
+    ru = pd.Series(sums[seen], index=h.usage_repos[seen])
     out["repo_uses_30"] = ru.reindex(repos).fillna(0.0).to_numpy()
     out["repo_alive"] = pd.Series(repos).map(pd.Series(repos).value_counts()).to_numpy(
         dtype=float)
@@ -299,22 +304,37 @@ def _client_features(h: History, n: float, out: pd.DataFrame) -> None:
     90 days (a client's first pull is at or before ``n`` exactly when it had pulled by then,
     so the table's earliest time is all "as of" needs). A client of an index's platform
     manifest is a client of the index, counted once however many members it pulled."""
-    c = h.clients
-    c = c[c["first_seen"] <= n]
-    if c.empty:
+    ids, firsts, units = _client_firsts(h)
+    known = firsts <= n
+    if not known.any():
         for col in ("clients", "new_clients_30", "new_clients_90"):
             out[col] = 0.0
         return
-    first = c.groupby(["repository", "unit", "client"])["first_seen"].min().reset_index()
-    age = n - first["first_seen"].to_numpy(dtype=float)
-    first["new_30"] = (age <= 30).astype(float)
-    first["new_90"] = (age <= 90).astype(float)
-    per_unit = first.groupby(["repository", "unit"]).agg(
-        clients=("client", "size"), new_30=("new_30", "sum"), new_90=("new_90", "sum"))
-    per_unit = per_unit.reindex(out.index)
+    ids, age = ids[known], n - firsts[known]
+    k = len(units)
+    count = np.bincount(ids, minlength=k)
+    seen = count > 0
+    per_unit = pd.DataFrame({
+        "clients": count[seen],
+        "new_30": np.bincount(ids, weights=(age <= 30).astype(float), minlength=k)[seen],
+        "new_90": np.bincount(ids, weights=(age <= 90).astype(float), minlength=k)[seen]},
+        index=units[seen]).reindex(out.index)
     out["clients"] = per_unit["clients"].fillna(0.0).to_numpy(dtype=float)
     out["new_clients_30"] = per_unit["new_30"].fillna(0.0).to_numpy(dtype=float)
     out["new_clients_90"] = per_unit["new_90"].fillna(0.0).to_numpy(dtype=float)
+
+
+def _client_firsts(h: History) -> tuple[np.ndarray, np.ndarray, pd.MultiIndex]:
+    """Each (repository, unit, client)'s first pull, once per history: its first pull up to an
+    instant is this one whenever this one is at or before the instant (later ones are not
+    first). As (unit ids, times, the (repository, unit) pairs the ids number)."""
+    if h.client_firsts is None:
+        c = h.clients
+        first = c.groupby(["repository", "unit", "client"])["first_seen"].min().reset_index()
+        ids, units = pd.factorize(pd.MultiIndex.from_arrays(
+            [first["repository"].to_numpy(dtype=object), first["unit"].to_numpy(dtype=object)]))
+        h.client_firsts = (ids, first["first_seen"].to_numpy(dtype=float), units)
+    return h.client_firsts
 
 
 def build_features(conn: Connection, *, now: datetime,

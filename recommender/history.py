@@ -122,8 +122,15 @@ class History:
     clients: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
         {"repository": [], "digest": [], "client": [], "first_seen": []}))
     units: dict[tuple[str, str], tuple[str, str]] | None = field(default=None, repr=False)
-    # (repository, unit) of usage's ``unit_id`` column: rows factorised once per history.
+    # Usage as numbers for the features at every instant (:func:`units.with_unit_columns`):
+    # ``unit_id`` numbers (repository, unit) pairs of ``usage_units``, ``repo_id`` the
+    # repositories of ``usage_repos``; count, times and the use and scan flags as in usage.
+    usage_ids: pd.DataFrame | None = field(default=None, repr=False)
     usage_units: pd.MultiIndex | None = field(default=None, repr=False)
+    usage_repos: pd.Index | None = field(default=None, repr=False)
+    # Each (repository, unit, client)'s first pull: unit ids, times, the units they number.
+    client_firsts: tuple[np.ndarray, np.ndarray, pd.MultiIndex] | None = field(
+        default=None, repr=False)
     # The tags' rows numbered by (repository, digest), the pairs as an index and as tuples.
     tag_keys: tuple[np.ndarray, pd.MultiIndex, list[tuple[str, str]]] | None = field(
         default=None, repr=False)

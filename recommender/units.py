@@ -70,12 +70,17 @@ def with_unit_columns(h: History) -> History:
         if "unit" not in frame:
             frame["unit"] = (_map_units(frame, units).to_numpy(dtype=object) if len(frame)
                              else pd.Series([], dtype=object))
-    if h.usage_units is None:
-        # Every instant groups usage by unit: the string pairs are hashed here, once.
-        codes, h.usage_units = pd.factorize(pd.MultiIndex.from_arrays(
-            [h.usage["repository"].to_numpy(dtype=object),
-             h.usage["unit"].to_numpy(dtype=object)]))
-        h.usage["unit_id"] = codes
+    if h.usage_ids is None:
+        # Every instant filters and groups usage by unit and by repository: the strings are
+        # hashed here, once, and the instants work on numbers only.
+        u = h.usage
+        unit_ids, h.usage_units = pd.factorize(pd.MultiIndex.from_arrays(
+            [u["repository"].to_numpy(dtype=object), u["unit"].to_numpy(dtype=object)]))
+        repo_ids, h.usage_repos = pd.factorize(u["repository"])
+        h.usage_ids = pd.DataFrame({
+            "unit_id": unit_ids, "repo_id": repo_ids,
+            **{col: u[col].to_numpy() for col in (
+                "count", "first_at", "last_at", "day", "is_use", "is_scan")}})
     return h
 
 
