@@ -128,6 +128,8 @@ class History:
     usage_ids: pd.DataFrame | None = field(default=None, repr=False)
     usage_units: pd.MultiIndex | None = field(default=None, repr=False)
     usage_repos: pd.Index | None = field(default=None, repr=False)
+    # Manifests in (repository, digest) order, and the row each follows (-1: none).
+    manifest_tops: tuple[pd.DataFrame, np.ndarray] | None = field(default=None, repr=False)
     # Each (repository, unit, client)'s first pull: unit ids, times, the units they number.
     client_firsts: tuple[np.ndarray, np.ndarray, pd.MultiIndex] | None = field(
         default=None, repr=False)

@@ -94,28 +94,36 @@ def alive_units(h: History, now: float) -> pd.DataFrame:
     return cached.copy()
 
 
+def _manifest_tops(h: History) -> tuple[pd.DataFrame, np.ndarray]:
+    """The manifests in a stable (repository, digest) order, whatever the database returned
+    (PostgreSQL reorders updated rows), and for each the row of the unit it follows (-1 when
+    it follows none): structural, so found once per history."""
+    if h.manifest_tops is None:
+        m = h.manifests.sort_values(["repository", "digest"], kind="stable")
+        units = _unit_map(h)
+        keys = list(rows(m, "repository", "digest"))
+        where = {key: i for i, key in enumerate(keys)}
+        tops = np.array([-1 if (top := units.get(key)) is None or top == key
+                         else where.get(top, -1) for key in keys], dtype=np.int64)
+        h.manifest_tops = (m, tops)
+    return h.manifest_tops
+
+
 def _alive_units(h: History, now: float) -> pd.DataFrame:
-    m = h.manifests
-    alive = m[(m["first_seen"] <= now) & (m["deleted_at"].isna() | (m["deleted_at"] > now))]
-    units = _unit_map(h)
-    alive_keys = set(rows(alive, "repository", "digest"))
-    follows = [units.get(k) in alive_keys and units.get(k) != k
-               for k in rows(alive, "repository", "digest")]
-    own = alive[~np.asarray(follows, dtype=bool)].copy() if len(alive) else alive.copy()
+    m, tops = _manifest_tops(h)
+    deleted = m["deleted_at"].to_numpy(dtype=float)
+    alive = (m["first_seen"].to_numpy(dtype=float) <= now) & (
+        np.isnan(deleted) | (deleted > now))
+    # A member follows its unit while the unit is alive; otherwise it is decided on its own.
+    follows = alive & (tops >= 0) & alive[np.maximum(tops, 0)]
+    own_rows = alive & ~follows
+    own = m[own_rows].copy()
     # A unit's bytes include what moves with it (platform manifests, signatures).
-    members = alive[np.asarray(follows, dtype=bool)] if len(alive) else alive
-    extra: dict[tuple[str, str], float] = {}
-    count: dict[tuple[str, str], int] = {}
-    for repo, digest, size in rows(members, "repository", "digest", "total_bytes"):
-        top = units[(repo, digest)]
-        extra[top] = extra.get(top, 0.0) + (0.0 if pd.isna(size) else float(size))
-        count[top] = count.get(top, 0) + 1
-    # A stable order whatever the database returned (PostgreSQL reorders updated rows).
-    own = own.sort_values(["repository", "digest"], kind="stable")
-    keys = list(rows(own, "repository", "digest"))
-    own["bytes"] = own["total_bytes"].astype(float).fillna(0.0).to_numpy() + np.array(
-        [extra.get(k, 0.0) for k in keys], dtype=float)
-    own["members"] = [count.get(k, 0) for k in keys]
+    size = np.nan_to_num(m["total_bytes"].to_numpy(dtype=float, na_value=np.nan), nan=0.0)
+    extra = np.bincount(tops[follows], weights=size[follows], minlength=len(m))
+    count = np.bincount(tops[follows], minlength=len(m))
+    own["bytes"] = own["total_bytes"].astype(float).fillna(0.0).to_numpy() + extra[own_rows]
+    own["members"] = count[own_rows]
     # Registry events carry no layer sizes: until a scan reads them the size is unknown, and
     # "bytes" (0 then) must not be shown or counted as a real zero.
     own["size_known"] = own["total_bytes"].notna().to_numpy(dtype=bool)
