@@ -130,6 +130,9 @@ class History:
     usage_repos: pd.Index | None = field(default=None, repr=False)
     # Manifests in (repository, digest) order, and the row each follows (-1: none).
     manifest_tops: tuple[pd.DataFrame, np.ndarray] | None = field(default=None, repr=False)
+    # Manifests that follow another (row, key, the key it follows), in the manifests' order.
+    followers: list[tuple[int, tuple[str, str], tuple[str, str]]] | None = field(
+        default=None, repr=False)
     # Each (repository, unit, client)'s first pull: unit ids, times, the units they number.
     client_firsts: tuple[np.ndarray, np.ndarray, pd.MultiIndex] | None = field(
         default=None, repr=False)
