@@ -275,17 +275,28 @@ def _best_version(tags: list[str]):  # type: ignore[no-untyped-def]
 
 
 def _repo_features(h: History, n: float, out: pd.DataFrame, u: pd.DataFrame) -> None:
-    m = h.manifests[h.manifests["first_seen"] <= n]
+    m = h.manifests
     repos = out.index.get_level_values(0)
     # Later pushes in the same repository: the main signal for CI builds replaced by newer ones.
-    later = []
-    pushes = {r: np.sort(g.to_numpy(dtype=float)) for r, g in m.groupby("repository")["first_seen"]}
-    for repo, first in zip(repos, out["first_seen"].to_numpy(dtype=float), strict=True):
-        arr = pushes.get(repo)
-        later.append(float(len(arr) - np.searchsorted(arr, first, side="right"))
-                     if arr is not None else 0.0)
+    # Pushes after a unit's own (at or before n, as it is alive) and at or before n, counted
+    # in each repository's push times sorted once per history.
+    if h.push_times is None:
+        h.push_times = {r: np.sort(g.to_numpy(dtype=float))
+                        for r, g in m.groupby("repository")["first_seen"]}
+    firsts = out["first_seen"].to_numpy(dtype=float)
+    later = np.zeros(len(firsts))
+    codes, names = pd.factorize(repos)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    for j, repo in enumerate(names):
+        arr = h.push_times.get(repo)
+        if arr is not None:
+            rows_of = order[bounds[j]:bounds[j + 1]]
+            later[rows_of] = (np.searchsorted(arr, n, side="right")
+                              - np.searchsorted(arr, firsts[rows_of], side="right"))
     out["newer_pushes"] = later
-    recent = m[m["first_seen"] > n - 30].groupby("repository").size()
+    pushed = m["first_seen"]
+    recent = m[(pushed <= n) & (pushed > n - 30)].groupby("repository").size()
     out["repo_pushes_30"] = recent.reindex(repos).fillna(0.0).to_numpy()
     use = u[u["is_use"] & (u["last_at"] > n - 30)]
     assert h.usage_repos is not None  # with_unit_columns

@@ -133,6 +133,8 @@ class History:
     # Manifests that follow another (row, key, the key it follows), in the manifests' order.
     followers: list[tuple[int, tuple[str, str], tuple[str, str]]] | None = field(
         default=None, repr=False)
+    # Each repository's push times (manifests' first_seen), sorted.
+    push_times: dict[str, np.ndarray] | None = field(default=None, repr=False)
     # Each (repository, unit, client)'s first pull: unit ids, times, the units they number.
     client_firsts: tuple[np.ndarray, np.ndarray, pd.MultiIndex] | None = field(
         default=None, repr=False)
