@@ -26,7 +26,6 @@ from sqlalchemy import Connection
 from .history import (
     DEFAULT_PRODUCTION,
     History,
-    _clip_usage,
     days,
     load_history,
     to_datetime,
@@ -35,6 +34,7 @@ from .tagkind import parse_semver, primary_kind
 from .units import (
     alive_units,
     current_tags,
+    factorize_pairs,
     running_at,
     tag_spans,
     used_in_window,
@@ -145,8 +145,7 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     out["age_days"] = n - out["first_seen"]
 
     assert h.usage_ids is not None and h.usage_units is not None  # with_unit_columns
-    u = h.usage_ids
-    u = _clip_usage(u[u["first_at"] <= n], n)
+    u = _usage_known(h.usage_ids, n)
     use = u[u["is_use"]]
     stats = _group_stats(use, h.usage_units, n) if len(use) else pd.DataFrame()
     out = out.join(stats) if len(stats) else out.assign(last_use=np.nan)
@@ -215,6 +214,19 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
                 "newer_versions", "newer_in_line"):
         out[col] = out[col].fillna(-1.0)
     return out
+
+
+def _usage_known(usage: pd.DataFrame, n: float) -> pd.DataFrame:
+    """The rows of ``usage`` (ordered by ``first_at``) as known at ``n``, as
+    :func:`history._clip_usage` gives them but in place: a day still in progress counts
+    only its first event."""
+    usage = usage.iloc[:int(np.searchsorted(usage["first_at"].to_numpy(), n, side="right"))]
+    last_at = usage["last_at"].to_numpy()
+    whole = last_at <= n
+    if whole.all():
+        return usage
+    return usage.assign(count=np.where(whole, usage["count"].to_numpy(), 1),
+                        last_at=np.where(whole, last_at, usage["first_at"].to_numpy()))
 
 
 def _tag_features(h: History, n: float, out: pd.DataFrame,
@@ -342,8 +354,8 @@ def _client_firsts(h: History) -> tuple[np.ndarray, np.ndarray, pd.MultiIndex]:
     if h.client_firsts is None:
         c = h.clients
         first = c.groupby(["repository", "unit", "client"])["first_seen"].min().reset_index()
-        ids, units = pd.factorize(pd.MultiIndex.from_arrays(
-            [first["repository"].to_numpy(dtype=object), first["unit"].to_numpy(dtype=object)]))
+        ids, units = factorize_pairs(first["repository"].to_numpy(dtype=object),
+                                     first["unit"].to_numpy(dtype=object))
         h.client_firsts = (ids, first["first_seen"].to_numpy(dtype=float), units)
     return h.client_firsts
 

@@ -12,8 +12,8 @@ import pandas as pd
 
 from .history import History, rows
 
-__all__ = ["alive_units", "current_tags", "running_at", "tag_spans", "used_in_window",
-           "with_unit_columns"]
+__all__ = ["alive_units", "current_tags", "factorize_pairs", "running_at", "tag_spans",
+           "used_in_window", "with_unit_columns"]
 
 # --- units ------------------------------------------------------------------------------------
 
@@ -61,6 +61,22 @@ def _map_units(frame: pd.DataFrame, units: dict[tuple[str, str], tuple[str, str]
     return pd.Series(unit.to_numpy(dtype=object), index=frame.index, dtype=object)
 
 
+def factorize_pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, pd.MultiIndex]:
+    """``pd.factorize(pd.MultiIndex.from_arrays([first, second]))``: ids numbering the pairs in
+    order of first appearance, and the pairs. Each column is factorised on its own and the
+    pairs of codes as integers: factorising the MultiIndex builds a tuple per row."""
+    a, a_values = pd.factorize(first)
+    b, b_values = pd.factorize(second)
+    if (a < 0).any() or (b < 0).any():  # a missing value: let pandas decide what it means
+        ids, index = pd.factorize(pd.MultiIndex.from_arrays([first, second]))
+        return ids, index
+    width = max(len(b_values), 1)
+    ids, pairs = pd.factorize(a.astype(np.int64) * width + b)
+    index = pd.MultiIndex.from_arrays([np.asarray(a_values, dtype=object)[pairs // width],
+                                       np.asarray(b_values, dtype=object)[pairs % width]])
+    return ids, index
+
+
 def with_unit_columns(h: History) -> History:
     """Adds the ``unit`` each row of the usage, deploys and clients follows, once per history:
     mapping them at every replayed instant re-joined every row with the unit map."""
@@ -74,12 +90,15 @@ def with_unit_columns(h: History) -> History:
         # Every instant filters and groups usage by unit and by repository: the strings are
         # hashed here, once, and the instants work on numbers only.
         u = h.usage
-        unit_ids, h.usage_units = pd.factorize(pd.MultiIndex.from_arrays(
-            [u["repository"].to_numpy(dtype=object), u["unit"].to_numpy(dtype=object)]))
+        unit_ids, h.usage_units = factorize_pairs(u["repository"].to_numpy(dtype=object),
+                                                  u["unit"].to_numpy(dtype=object))
         repo_ids, h.usage_repos = pd.factorize(u["repository"])
+        # In order of first event, so that an instant's rows are a prefix (every statistic
+        # of them is a count, a sum of whole counts or an extreme: the order changes none).
+        order = np.argsort(u["first_at"].to_numpy(dtype=float), kind="stable")
         h.usage_ids = pd.DataFrame({
-            "unit_id": unit_ids, "repo_id": repo_ids,
-            **{col: u[col].to_numpy() for col in (
+            "unit_id": unit_ids[order], "repo_id": repo_ids[order],
+            **{col: u[col].to_numpy()[order] for col in (
                 "count", "first_at", "last_at", "day", "is_use", "is_scan")}})
     return h
 
@@ -165,7 +184,7 @@ def _tag_keys(h: History) -> tuple[np.ndarray, pd.MultiIndex, list[tuple[str, st
     if h.tag_keys is None:
         repos = h.tags["repository"].to_numpy(dtype=object)
         digests = h.tags["digest"].to_numpy(dtype=object)
-        ids, index = pd.factorize(pd.MultiIndex.from_arrays([repos, digests]))
+        ids, index = factorize_pairs(repos, digests)
         h.tag_keys = (ids, index, list(zip(index.get_level_values(0).to_numpy(dtype=object),
                                            index.get_level_values(1).to_numpy(dtype=object),
                                            strict=True)))
