@@ -153,13 +153,19 @@ def used_in_window(h: History, start: float, end: float) -> set[tuple[str, str]]
     """Units used in (start, end]: a use-class pull, a deploy, or a pod running it."""
     units = _unit_map(h)
     used: set[tuple[str, str]] = set()
-    u = h.usage
-    w = u[u["is_use"] & (u["last_at"] > start)
-          & (u["first_at"] <= end)]
+    # Pulls through the numeric usage: its unit ids already name (repository, unit).
+    with_unit_columns(h)
+    assert h.usage_ids is not None and h.usage_units is not None
+    u = h.usage_ids
+    w = (u["is_use"].to_numpy(dtype=bool) & (u["last_at"].to_numpy() > start)
+         & (u["first_at"].to_numpy() <= end))
+    pulled = h.usage_units[np.unique(u["unit_id"].to_numpy()[w])]
+    used.update(zip(pulled.get_level_values(0).to_numpy(dtype=object),
+                    pulled.get_level_values(1).to_numpy(dtype=object), strict=True))
     d = h.deploys[(h.deploys["time"] > start) & (h.deploys["time"] <= end)]
     d = d[d["digest"].notna()]
     r = h.running[(h.running["taken_at"] > start) & (h.running["taken_at"] <= end)]
-    for frame in (w, d, r):
+    for frame in (d, r):
         if frame.empty:
             continue
         pairs = frame[["repository", "digest"]].drop_duplicates()
