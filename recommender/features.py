@@ -237,8 +237,9 @@ def _tag_features(h: History, n: float, out: pd.DataFrame,
     out["n_tags"] = [float(len(v)) for v in tag_lists]
     kinds = [primary_kind(v) for v in tag_lists]
     out["kind"] = kinds
+    kind_of = np.asarray(kinds, dtype=object)
     for col in KIND_COLUMNS:
-        out[col] = [float(f"kind_{k}" == col) for k in kinds]
+        out[col] = (kind_of == col.removeprefix("kind_")).astype(float)
     out.loc[out["kind"] == "signature", "kind_other"] = 1.0
     spans, _ = tag_spans(h, n)
     ever = spans.reindex(out.index)
