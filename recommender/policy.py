@@ -152,15 +152,22 @@ def evaluate_history(h: History, config: Config, now: datetime | float, *,
         p = rule(repo)
         min_age, window, answers = rule_limits(repo, p)
         reasons: list[str] = []
-        all_tags = unit_tags(key)
+        # Most units have no members: their own tags and times, without building lists.
+        group = members.get(key)
+        all_tags = unit_tags(key) if group else tags.get(key, ())
         protected = sorted({t for t in all_tags if is_protected(p, answers, t)})
         if protected:
             reasons.append(f"protected tag: {', '.join(protected)}")
-        involved = [key, *members.get(key, [])]
-        if any(k in running for k in involved) or key in running:
+        involved = [key, *group] if group else [key]
+        if group:
+            runs = any(k in running for k in involved) or key in running
+            newest = max((newest_tagging.get(k, -np.inf) for k in involved), default=-np.inf)
+        else:
+            runs = key in running
+            newest = newest_tagging.get(key, -np.inf)
+        if runs:
             reasons.append("running in a cluster now")
-        born = max(first_seen[key], max((newest_tagging.get(k, -np.inf) for k in involved),
-                                        default=-np.inf))
+        born = max(first_seen[key], newest)
         if n - born < min_age:
             reasons.append(f"min age: {_fmt_days(n - born)} since pushed or re-tagged "
                            f"(< {_fmt_days(min_age)})")
