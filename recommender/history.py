@@ -98,7 +98,7 @@ def _canonical(values: np.ndarray, strings: dict[str, str]) -> np.ndarray:
     repeated keys then costs a pointer per row. Left as is when anything in it is not a
     string (``factorize`` would take 1, 1.0 and True for one value)."""
     codes, uniques = pd.factorize(values)
-    if not len(uniques) or not all(type(u) is str for u in uniques):
+    if not len(uniques) or pd.api.types.infer_dtype(uniques, skipna=False) != "string":
         return values
     kept = np.empty(len(uniques) + 1, dtype=object)  # the last one stands for None (code -1)
     kept[:-1] = [strings.setdefault(u, u) for u in uniques]
