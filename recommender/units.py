@@ -239,10 +239,17 @@ def current_tags(h: History, now: float) -> dict[tuple[str, str], list[str]]:
 
 def _current_tags(h: History, now: float) -> dict[tuple[str, str], list[str]]:
     tg = h.tags
-    live = tg[(tg["valid_from"] <= now) & (tg["valid_to"].isna() | (tg["valid_to"] > now))]
+    live = ((tg["valid_from"] <= now) & (tg["valid_to"].isna() | (tg["valid_to"] > now))
+            ).to_numpy(dtype=bool)
     out: dict[tuple[str, str], list[str]] = {}
-    for repo, tag, digest in rows(live, "repository", "tag", "digest"):
-        out.setdefault((repo, digest), []).append(tag)
+    ids, _, pairs = _tag_keys(h)
+    if (ids >= 0).all():  # the (repository, digest) tuples made once per history
+        for i, tag in zip(ids[live].tolist(), tg["tag"].to_numpy(dtype=object)[live],
+                          strict=True):
+            out.setdefault(pairs[i], []).append(tag)
+    else:
+        for repo, tag, digest in rows(tg[live], "repository", "tag", "digest"):
+            out.setdefault((repo, digest), []).append(tag)
     for v in out.values():
         v.sort()
     return out
