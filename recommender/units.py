@@ -53,6 +53,15 @@ def _build_unit_map(h: History) -> dict[tuple[str, str], tuple[str, str]]:
 def _map_units(frame: pd.DataFrame, units: dict[tuple[str, str], tuple[str, str]]) -> pd.Series:
     if frame.empty or not units:
         return frame["digest"]
+    repos = frame["repository"].to_numpy(dtype=object)
+    digests = frame["digest"].to_numpy(dtype=object)
+    if not (pd.isna(repos).any() or pd.isna(digests).any()):
+        # Each distinct (repository, digest) looked up once, not merged row by row.
+        ids, pairs = factorize_pairs(repos, digests)
+        named = np.asarray([units.get(key, key)[1] for key in zip(
+            pairs.get_level_values(0).to_numpy(dtype=object),
+            pairs.get_level_values(1).to_numpy(dtype=object), strict=True)], dtype=object)
+        return pd.Series(named[ids], index=frame.index, dtype=object)
     table = pd.DataFrame([(r, d, top[1]) for (r, d), top in units.items()],
                          columns=["repository", "digest", "unit"])
     merged = frame[["repository", "digest"]].merge(table, how="left",
