@@ -26,7 +26,6 @@ from sqlalchemy import Connection
 from .history import (
     DEFAULT_PRODUCTION,
     History,
-    _clip_usage,
     days,
     load_history,
     to_datetime,
@@ -35,7 +34,9 @@ from .tagkind import parse_semver, primary_kind
 from .units import (
     alive_units,
     current_tags,
+    factorize_pairs,
     running_at,
+    tag_spans,
     used_in_window,
     with_unit_columns,
 )
@@ -72,14 +73,17 @@ NEVER = 10_000.0  # days: "never happened"
 # --- features ---------------------------------------------------------------------------------
 
 
-def _group_stats(frame: pd.DataFrame, key: pd.Series, now: float) -> pd.DataFrame:
+def _group_stats(frame: pd.DataFrame, units: pd.MultiIndex, now: float) -> pd.DataFrame:
     """Per unit: last use, counts in windows, distinct use days and the gaps between them.
 
-    Grouping by two string columns re-hashes the strings for every aggregate; the unit is
-    factorised once into integer codes and every aggregate groups by those."""
-    codes, uniques = pd.factorize(pd.MultiIndex.from_arrays(
-        [frame["repository"].to_numpy(dtype=object), key.to_numpy(dtype=object)]))
-    n = len(uniques)
+    ``frame["unit_id"]`` numbers the units of ``units`` (:func:`with_unit_columns`, once per
+    history): grouping by the two string columns at every instant re-hashed every row."""
+    ids = frame["unit_id"].to_numpy()
+    seen = np.zeros(len(units), dtype=bool)
+    seen[ids] = True
+    present = np.flatnonzero(seen)
+    codes = (np.cumsum(seen) - 1)[ids]  # numbered 0..n-1 in the order of ``units``
+    n = len(present)
     last_at = frame["last_at"].to_numpy(dtype=float)
     count = frame["count"].to_numpy(dtype=float)
     day = frame["day"].to_numpy(dtype=float)
@@ -90,9 +94,12 @@ def _group_stats(frame: pd.DataFrame, key: pd.Series, now: float) -> pd.DataFram
     for window in (7, 30, 90, 365):
         cols[f"uses_{window}"] = np.bincount(codes, weights=np.where(age <= window, count, 0.0),
                                              minlength=n)
-    # Distinct use days per unit, in order, and the gaps between consecutive ones.
-    pairs = np.unique(np.stack([codes.astype(float), day]), axis=1)
-    pc, pd_ = pairs[0].astype(np.int64), pairs[1]
+    # Distinct use days per unit, in order, and the gaps between consecutive ones. Days are
+    # whole numbers: one integer key per (unit, day) sorts as the pairs would.
+    first_day = day.min() if len(day) else 0.0
+    span = int(day.max() - first_day) + 1 if len(day) else 1
+    pairs = np.unique(codes.astype(np.int64) * span + (day - first_day).astype(np.int64))
+    pc, pd_ = pairs // span, (pairs % span).astype(float) + first_day
     cols["use_days_90"] = np.bincount(pc, weights=(pd_ > now - 90).astype(float), minlength=n)
     recent = pd_ > now - 365
     rc, rd = pc[recent], pd_[recent]
@@ -111,7 +118,7 @@ def _group_stats(frame: pd.DataFrame, key: pd.Series, now: float) -> pd.DataFram
     gap_n = np.bincount(rc[has_gap], minlength=n)
     cols["gap_max_days"] = np.where(gap_n > 0, gap_max, np.nan)
     cols["gap_mean_days"] = np.where(gap_n > 0, gap_sum / np.maximum(gap_n, 1), np.nan)
-    out = pd.DataFrame(cols, index=uniques)
+    out = pd.DataFrame(cols, index=units[present])
     out.index.names = ["repository", "unit"]
     return out
 
@@ -127,6 +134,9 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     idx = pd.MultiIndex.from_arrays([base["repository"], base["digest"]],
                                     names=["repository", "unit"])
     out = pd.DataFrame(index=idx)
+    # The units as tuples, made once: iterating the MultiIndex builds them again each time.
+    keys = list(zip(base["repository"].to_numpy(dtype=object),
+                    base["digest"].to_numpy(dtype=object), strict=True))
     out["first_seen"] = base["first_seen"].to_numpy()
     out["bytes"] = base["bytes"].to_numpy()
     out["size_known"] = base["size_known"].to_numpy(dtype=bool)
@@ -134,10 +144,10 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     out["is_index"] = base["is_index"].fillna(False).astype(float).to_numpy()
     out["age_days"] = n - out["first_seen"]
 
-    u = h.usage
-    u = _clip_usage(u[u["first_at"] <= n], n)
+    assert h.usage_ids is not None and h.usage_units is not None  # with_unit_columns
+    u = _usage_known(h.usage_ids, n)
     use = u[u["is_use"]]
-    stats = _group_stats(use, use["unit"], n) if len(use) else pd.DataFrame()
+    stats = _group_stats(use, h.usage_units, n) if len(use) else pd.DataFrame()
     out = out.join(stats) if len(stats) else out.assign(last_use=np.nan)
     for col in ("uses_7", "uses_30", "uses_90", "uses_365", "use_days_90", "use_days_365"):
         out[col] = out[col].fillna(0.0) if col in out else 0.0
@@ -149,7 +159,11 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
 
     scan = u[u["is_scan"] & (u["last_at"] > n - 30)]
     if len(scan):
-        sc = scan.groupby(["repository", "unit"])["count"].sum()
+        ids = scan["unit_id"].to_numpy()
+        seen = np.bincount(ids, minlength=len(h.usage_units)) > 0
+        sums = np.bincount(ids, weights=scan["count"].to_numpy(dtype=float),
+                           minlength=len(h.usage_units))
+        sc = pd.Series(sums[seen], index=h.usage_units[seen])
         out["scanner_30"] = sc.reindex(out.index).fillna(0.0).to_numpy()
     else:
         out["scanner_30"] = 0.0
@@ -178,11 +192,11 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
             out[col] = np.nan
 
     running = running_at(h, n)
-    out["running"] = [float(k in running) for k in out.index]
+    out["running"] = [float(k in running) for k in keys]
     out["idle_days"] = n - last
     out["idle_over_gap"] = out["idle_days"] / out["gap_max_days"].clip(lower=1.0)
 
-    _tag_features(h, n, out)
+    _tag_features(h, n, out, keys)
     _repo_features(h, n, out, u)
     _client_features(h, n, out)
     out["referrers"] = out["members"].astype(float) - 0.0
@@ -202,29 +216,36 @@ def features_at(h: History, now: datetime | float) -> pd.DataFrame:
     return out
 
 
-def _tag_features(h: History, n: float, out: pd.DataFrame) -> None:
+def _usage_known(usage: pd.DataFrame, n: float) -> pd.DataFrame:
+    """The rows of ``usage`` (ordered by ``first_at``) as known at ``n``, as
+    :func:`history._clip_usage` gives them but in place: a day still in progress counts
+    only its first event."""
+    usage = usage.iloc[:int(np.searchsorted(usage["first_at"].to_numpy(), n, side="right"))]
+    last_at = usage["last_at"].to_numpy()
+    whole = last_at <= n
+    if whole.all():
+        return usage
+    return usage.assign(count=np.where(whole, usage["count"].to_numpy(), 1),
+                        last_at=np.where(whole, last_at, usage["first_at"].to_numpy()))
+
+
+def _tag_features(h: History, n: float, out: pd.DataFrame,
+                  keys: list[tuple[str, str]]) -> None:
     now_tags = current_tags(h, n)
-    tg = h.tags[h.tags["valid_from"] <= n]
-    keys = list(out.index)
-    tag_lists = [now_tags.get(k, []) for k in keys]
+    tag_lists = [list(now_tags.get(k, ())) for k in keys]  # a frame's lists are its own
     out["tags"] = tag_lists
     out["n_tags"] = [float(len(v)) for v in tag_lists]
     kinds = [primary_kind(v) for v in tag_lists]
     out["kind"] = kinds
+    kind_of = np.asarray(kinds, dtype=object)
     for col in KIND_COLUMNS:
-        out[col] = [float(f"kind_{k}" == col) for k in kinds]
+        out[col] = (kind_of == col.removeprefix("kind_")).astype(float)
     out.loc[out["kind"] == "signature", "kind_other"] = 1.0
-    ever = tg.groupby(["repository", "digest"]).agg(first=("valid_from", "min"),
-                                                    gone=("valid_to", "max"))
-    ever.index.names = ["repository", "unit"]
-    ever = ever.reindex(out.index)
+    spans, _ = tag_spans(h, n)
+    ever = spans.reindex(out.index)
     out["tagged_ever"] = ever["first"].notna().astype(float).to_numpy()
     # Promotion re-tags an old digest: the newest pointing of a current tag resets its age.
-    live = tg[tg["valid_to"].isna() | (tg["valid_to"] > n)]
-    newest = live.groupby(["repository", "digest"])["valid_from"].max()
-    newest.index.names = ["repository", "unit"]
-    out["tag_age_days"] = n - newest.reindex(out.index).fillna(
-        out["first_seen"]).to_numpy(dtype=float)
+    out["tag_age_days"] = n - ever["newest"].fillna(out["first_seen"]).to_numpy(dtype=float)
     untagged = np.asarray([len(v) == 0 for v in tag_lists], dtype=bool)  # bool when empty too
     gone = ever["gone"].to_numpy(dtype=float)
     out["days_since_untagged"] = np.where(untagged & ~np.isnan(gone), n - gone, np.nan)
@@ -267,20 +288,36 @@ def _best_version(tags: list[str]):  # type: ignore[no-untyped-def]
 
 
 def _repo_features(h: History, n: float, out: pd.DataFrame, u: pd.DataFrame) -> None:
-    m = h.manifests[h.manifests["first_seen"] <= n]
+    m = h.manifests
     repos = out.index.get_level_values(0)
     # Later pushes in the same repository: the main signal for CI builds replaced by newer ones.
-    later = []
-    pushes = {r: np.sort(g.to_numpy(dtype=float)) for r, g in m.groupby("repository")["first_seen"]}
-    for repo, first in zip(repos, out["first_seen"].to_numpy(dtype=float), strict=True):
-        arr = pushes.get(repo)
-        later.append(float(len(arr) - np.searchsorted(arr, first, side="right"))
-                     if arr is not None else 0.0)
+    # Pushes after a unit's own (at or before n, as it is alive) and at or before n, counted
+    # in each repository's push times sorted once per history.
+    if h.push_times is None:
+        h.push_times = {r: np.sort(g.to_numpy(dtype=float))
+                        for r, g in m.groupby("repository")["first_seen"]}
+    firsts = out["first_seen"].to_numpy(dtype=float)
+    later = np.zeros(len(firsts))
+    codes, names = pd.factorize(repos)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    for j, repo in enumerate(names):
+        arr = h.push_times.get(repo)
+        if arr is not None:
+            rows_of = order[bounds[j]:bounds[j + 1]]
+            later[rows_of] = (np.searchsorted(arr, n, side="right")
+                              - np.searchsorted(arr, firsts[rows_of], side="right"))
     out["newer_pushes"] = later
-    recent = m[m["first_seen"] > n - 30].groupby("repository").size()
+    pushed = m["first_seen"]
+    recent = m[(pushed <= n) & (pushed > n - 30)].groupby("repository").size()
     out["repo_pushes_30"] = recent.reindex(repos).fillna(0.0).to_numpy()
     use = u[u["is_use"] & (u["last_at"] > n - 30)]
-    ru = use.groupby("repository")["count"].sum()
+    assert h.usage_repos is not None  # with_unit_columns
+    ids = use["repo_id"].to_numpy()
+    seen = np.bincount(ids, minlength=len(h.usage_repos)) > 0
+    sums = np.bincount(ids, weights=use["count"].to_numpy(dtype=float),
+                       minlength=len(h.usage_repos))
+    ru = pd.Series(sums[seen], index=h.usage_repos[seen])
     out["repo_uses_30"] = ru.reindex(repos).fillna(0.0).to_numpy()
     out["repo_alive"] = pd.Series(repos).map(pd.Series(repos).value_counts()).to_numpy(
         dtype=float)
@@ -291,22 +328,37 @@ def _client_features(h: History, n: float, out: pd.DataFrame) -> None:
     90 days (a client's first pull is at or before ``n`` exactly when it had pulled by then,
     so the table's earliest time is all "as of" needs). A client of an index's platform
     manifest is a client of the index, counted once however many members it pulled."""
-    c = h.clients
-    c = c[c["first_seen"] <= n]
-    if c.empty:
+    ids, firsts, units = _client_firsts(h)
+    known = firsts <= n
+    if not known.any():
         for col in ("clients", "new_clients_30", "new_clients_90"):
             out[col] = 0.0
         return
-    first = c.groupby(["repository", "unit", "client"])["first_seen"].min().reset_index()
-    age = n - first["first_seen"].to_numpy(dtype=float)
-    first["new_30"] = (age <= 30).astype(float)
-    first["new_90"] = (age <= 90).astype(float)
-    per_unit = first.groupby(["repository", "unit"]).agg(
-        clients=("client", "size"), new_30=("new_30", "sum"), new_90=("new_90", "sum"))
-    per_unit = per_unit.reindex(out.index)
+    ids, age = ids[known], n - firsts[known]
+    k = len(units)
+    count = np.bincount(ids, minlength=k)
+    seen = count > 0
+    per_unit = pd.DataFrame({
+        "clients": count[seen],
+        "new_30": np.bincount(ids, weights=(age <= 30).astype(float), minlength=k)[seen],
+        "new_90": np.bincount(ids, weights=(age <= 90).astype(float), minlength=k)[seen]},
+        index=units[seen]).reindex(out.index)
     out["clients"] = per_unit["clients"].fillna(0.0).to_numpy(dtype=float)
     out["new_clients_30"] = per_unit["new_30"].fillna(0.0).to_numpy(dtype=float)
     out["new_clients_90"] = per_unit["new_90"].fillna(0.0).to_numpy(dtype=float)
+
+
+def _client_firsts(h: History) -> tuple[np.ndarray, np.ndarray, pd.MultiIndex]:
+    """Each (repository, unit, client)'s first pull, once per history: its first pull up to an
+    instant is this one whenever this one is at or before the instant (later ones are not
+    first). As (unit ids, times, the (repository, unit) pairs the ids number)."""
+    if h.client_firsts is None:
+        c = h.clients
+        first = c.groupby(["repository", "unit", "client"])["first_seen"].min().reset_index()
+        ids, units = factorize_pairs(first["repository"].to_numpy(dtype=object),
+                                     first["unit"].to_numpy(dtype=object))
+        h.client_firsts = (ids, first["first_seen"].to_numpy(dtype=float), units)
+    return h.client_firsts
 
 
 def build_features(conn: Connection, *, now: datetime,

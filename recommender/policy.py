@@ -29,11 +29,11 @@ import numpy as np
 from sqlalchemy import Connection, select
 
 from .config import Config, PolicyRule
-from .history import History, days, load_history
+from .history import History, days, load_history, rows
 from .refs.store import declared_references
 from .store import tables as t
 from .tagkind import classify, parse_semver
-from .units import _unit_map, alive_units, current_tags, running_at
+from .units import _unit_map, alive_units, current_tags, running_at, tag_spans
 
 __all__ = ["declared_units", "denied_units", "evaluate", "evaluate_history"]
 
@@ -96,22 +96,40 @@ def evaluate_history(h: History, config: Config, now: datetime | float, *,
     unit_of = _unit_map(h)
     tags = current_tags(h, n)
     m = h.manifests
-    alive = m[(m["first_seen"] <= n) & (m["deleted_at"].isna() | (m["deleted_at"] > n))]
+    alive = ((m["first_seen"] <= n) & (m["deleted_at"].isna() | (m["deleted_at"] > n))
+             ).to_numpy(dtype=bool)
     members: dict[Key, list[Key]] = {}
-    for key in zip(alive["repository"], alive["digest"], strict=True):
-        top = unit_of.get(key, key)
-        if top != key:
+    for row, key, top in _followers(h):
+        if alive[row]:
             members.setdefault(top, []).append(key)
 
     blocked: dict[Key, list[str]] = {}
-    keys = list(zip(units["repository"], units["digest"], strict=True))
+    keys = list(rows(units, "repository", "digest"))
     first_seen = dict(zip(keys, units["first_seen"].to_numpy(dtype=float), strict=True))
     rules: dict[str, PolicyRule] = {}
+    # Per repository: its rule's minimum age and deploy window in days, and which tags its
+    # globs protect (each tag's answer kept, per set of globs: the same tags come back at
+    # every unit of a repository).
+    limits: dict[str, tuple[float, float, dict[str, bool]]] = {}
+    answers_by_globs: dict[tuple[str, ...], dict[str, bool]] = {}
 
     def rule(repo: str) -> PolicyRule:
         if repo not in rules:
             rules[repo] = config.policy_for(repo)
         return rules[repo]
+
+    def rule_limits(repo: str, p: PolicyRule) -> tuple[float, float, dict[str, bool]]:
+        if repo not in limits:
+            limits[repo] = (p.min_age.total_seconds() / 86400,
+                            p.keep_deployed_within.total_seconds() / 86400,
+                            answers_by_globs.setdefault(tuple(p.protected_tags), {}))
+        return limits[repo]
+
+    def is_protected(p: PolicyRule, answers: dict[str, bool], tag: str) -> bool:
+        answer = answers.get(tag)
+        if answer is None:
+            answer = answers[tag] = any(fnmatch.fnmatchcase(tag, g) for g in p.protected_tags)
+        return answer
 
     def unit_tags(key: Key) -> list[str]:
         own = list(tags.get(key, []))
@@ -123,42 +141,47 @@ def evaluate_history(h: History, config: Config, now: datetime | float, *,
     dep = h.deploys[(h.deploys["time"] <= n) & h.deploys["digest"].notna()
                     & h.deploys["production"]]
     last_prod: dict[Key, float] = {}
-    for repo, digest, when in dep[["repository", "digest", "time"]].itertuples(index=False):
+    for repo, digest, when in rows(dep, "repository", "digest", "time"):
         key = unit_of.get((repo, digest), (repo, digest))
         last_prod[key] = max(last_prod.get(key, -np.inf), float(when))
 
-    tg = h.tags[(h.tags["valid_from"] <= n) & (h.tags["valid_to"].isna()
-                                               | (h.tags["valid_to"] > n))]
-    newest_tagging = tg.groupby(["repository", "digest"])["valid_from"].max().to_dict()
+    _, newest_tagging = tag_spans(h, n)
 
     for key in keys:
         repo, digest = key
         p = rule(repo)
+        min_age, window, answers = rule_limits(repo, p)
         reasons: list[str] = []
-        all_tags = unit_tags(key)
-        protected = sorted({t for t in all_tags
-                            if any(fnmatch.fnmatchcase(t, g) for g in p.protected_tags)})
+        # Most units have no members: their own tags and times, without building lists.
+        group = members.get(key)
+        all_tags = unit_tags(key) if group else tags.get(key, ())
+        protected = sorted({t for t in all_tags if is_protected(p, answers, t)})
         if protected:
             reasons.append(f"protected tag: {', '.join(protected)}")
-        involved = [key, *members.get(key, [])]
-        if any(k in running for k in involved) or key in running:
+        involved = [key, *group] if group else [key]
+        if group:
+            runs = any(k in running for k in involved) or key in running
+            newest = max((newest_tagging.get(k, -np.inf) for k in involved), default=-np.inf)
+        else:
+            runs = key in running
+            newest = newest_tagging.get(key, -np.inf)
+        if runs:
             reasons.append("running in a cluster now")
-        born = max(first_seen[key], max((newest_tagging.get(k, -np.inf) for k in involved),
-                                        default=-np.inf))
-        min_age = p.min_age.total_seconds() / 86400
+        born = max(first_seen[key], newest)
         if n - born < min_age:
             reasons.append(f"min age: {_fmt_days(n - born)} since pushed or re-tagged "
                            f"(< {_fmt_days(min_age)})")
-        window = p.keep_deployed_within.total_seconds() / 86400
         if key in last_prod and n - last_prod[key] <= window:
             reasons.append(f"deployed to production {_fmt_days(n - last_prod[key])} ago "
                            f"(within {_fmt_days(window)})")
-        for k in involved:
-            for where in (declared or {}).get(k, []):
-                reasons.append(f"referenced: {where}")
+        if declared:
+            for k in involved:
+                for where in declared.get(k, []):
+                    reasons.append(f"referenced: {where}")
         # A denied batch holds the unit and its members: one reason, not one per item.
-        for k in involved:
-            reasons.extend(r for r in (denied or {}).get(k, []) if r not in reasons)
+        if denied:
+            for k in involved:
+                reasons.extend(r for r in denied.get(k, []) if r not in reasons)
         if reasons:
             blocked[key] = reasons
 
@@ -167,12 +190,23 @@ def evaluate_history(h: History, config: Config, now: datetime | float, *,
     out: dict[Key, list[str]] = {key: blocked.get(key, []) for key in keys}
     # Members are decided with their unit: kept whole or proposed whole.
     for top, group in members.items():
+        prefix = f"decided with {_short(top[1])}: "
         for member in group:
             if top in out:
-                out[member] = ([f"decided with {_short(top[1])}: {r}" for r in out[top]])
+                out[member] = [prefix + r for r in out[top]]
             else:
                 out[member] = ["its index or subject is not alive"]
     return out
+
+
+def _followers(h: History) -> list[tuple[int, Key, Key]]:
+    """The manifests that follow another (children, referrers), found once per history."""
+    if h.followers is None:
+        unit_of = _unit_map(h)
+        h.followers = [(row, key, top) for row, key in enumerate(
+            rows(h.manifests, "repository", "digest"))
+            if (top := unit_of.get(key, key)) != key]
+    return h.followers
 
 
 def _short(digest: str) -> str:

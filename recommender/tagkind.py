@@ -98,7 +98,13 @@ class SemVer:
         return text + (f"+{self.build}" if self.build else "")
 
 
-@lru_cache(maxsize=1 << 16)
+# Training asks about every tag of every alive manifest at every replayed instant: the caches
+# hold a large fleet's distinct tags (a year of 500 repositories has a few hundred thousand),
+# where a smaller one would evict each tag before the next instant asks again.
+_TAGS_CACHED = 1 << 19
+
+
+@lru_cache(maxsize=_TAGS_CACHED)
 def parse_semver(tag: str) -> SemVer | None:
     """The semantic version a tag names, or ``None`` (``1234`` alone is a build number)."""
     m = _SEMVER.match(tag)
@@ -118,7 +124,7 @@ def parse_semver(tag: str) -> SemVer | None:
     )
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=_TAGS_CACHED)
 def classify(tag: str | None) -> str:
     """The kind of one tag name (one of :data:`KINDS`); ``None`` or '' is ``other``."""
     if not tag:

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, inspect, select
 
 from .config import Config
 from .features import FEATURES, History, days, features_at, to_datetime, used_in_window
+from .history import rows
 from .policy import evaluate_history
 
 __all__ = [
@@ -71,7 +72,7 @@ def label_snapshot(h: History, config: Config, t: float, horizon: float) -> pd.D
     frame = features_at(h, t)
     blocked = evaluate_history(h, config, t)
     used = used_in_window(h, t, t + horizon)
-    keys = list(zip(frame["repository"], frame["digest"], strict=True))
+    keys = list(rows(frame, "repository", "digest"))
     frame["blocked_by"] = [blocked.get(k, []) for k in keys]
     frame["eligible"] = [not blocked.get(k) for k in keys]
     frame["dead"] = [0 if k in used else 1 for k in keys]
@@ -237,13 +238,13 @@ def feedback_rows(h: History, feedback: list[Feedback], *, weight: float,
     for day, items in sorted(by_day.items()):
         frame = features_at(h, day)
         verdict = {(fb.repository, fb.digest): fb.verdict for fb in items}
-        keys = list(zip(frame["repository"], frame["digest"], strict=True))
+        keys = list(rows(frame, "repository", "digest"))
         mask = np.array([k in verdict for k in keys], dtype=bool)
         frame = frame[mask].copy()
         if frame.empty:
             continue
         frame["dead"] = [0 if verdict[k] == "denied" else 1
-                         for k in zip(frame["repository"], frame["digest"], strict=True)]
+                         for k in rows(frame, "repository", "digest")]
         frame["weight"] = np.where(frame["dead"] == 0, weight, 1.0)
         frame["eligible"] = True
         frame["blocked_by"] = [[] for _ in range(len(frame))]
