@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -206,6 +206,8 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._state_lock = threading.Lock()
         self._attempt: _Attempt | None = None
+        self._running = 0  # fire() and catch_up() calls in progress
+        self._settled = threading.Condition()
 
     @property
     def is_leader(self) -> bool:
@@ -239,6 +241,10 @@ class Scheduler:
             self._attempt.done.wait(self.interval)
         if self._aps is not None:
             self._step_down("stopping")
+        # Runs and sweeps in progress get a moment to finish their bookkeeping (a long job
+        # goes on; its writes are fenced once the lease is released).
+        with self._settled:
+            self._settled.wait_for(lambda: self._running == 0, timeout=self.interval)
         # Bounded like a renewal: a replica cut off from the store must still stop in time.
         release = _Attempt(self.lease.release)
         if not release.done.wait(self.interval):
@@ -370,9 +376,24 @@ class Scheduler:
             raise self.runs.busy(name)
         return self._execute(claim, fenced=False)
 
+    @contextmanager
+    def _in_progress(self) -> Iterator[None]:
+        with self._settled:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._settled:
+                self._running -= 1
+                self._settled.notify_all()
+
     def fire(self, name: str, trigger: str = "schedule") -> Any:
         """Run ``name`` for the newest of its fire times since its last completed run, unless
         none fell due or another runner holds it or has done it (APScheduler calls this)."""
+        with self._in_progress():
+            return self._fire(name, trigger)
+
+    def _fire(self, name: str, trigger: str) -> Any:
         spec = self.jobs.get(name)
         if spec is None:
             return None
@@ -392,6 +413,10 @@ class Scheduler:
     def catch_up(self) -> list[str]:
         """Register jobs seen for the first time; queue one run of each job whose fire time
         passed without a completed run. The names of the jobs queued."""
+        with self._in_progress():
+            return self._catch_up()
+
+    def _catch_up(self) -> list[str]:
         queued: list[str] = []
         aps = self._aps
         if aps is None:

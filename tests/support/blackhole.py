@@ -44,13 +44,24 @@ class Blackhole:
         self._open.set()
 
     def close(self) -> None:
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
+            sockets, self._sockets = self._sockets, []
         self._open.set()
         self._listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                sock.close()
+        for sock in sockets:
+            sock.close()
         self._thread.join(timeout=5)
+
+    def _adopt(self, *sockets: socket.socket) -> bool:
+        """Keep ``sockets`` for close(); close them at once if the relay is closing."""
+        with self._lock:
+            if not self._stop.is_set():
+                self._sockets += sockets
+                return True
+        for sock in sockets:
+            sock.close()
+        return False
 
     def _accept(self) -> None:
         self._listener.settimeout(0.1)
@@ -61,6 +72,8 @@ class Blackhole:
                 continue
             except OSError:
                 return
+            if not self._adopt(client):
+                return
             # A connection attempt during a cut gets no answer either.
             while not self._open.wait(0.1):
                 if self._stop.is_set():
@@ -70,8 +83,8 @@ class Blackhole:
             except OSError:
                 client.close()
                 continue
-            with self._lock:
-                self._sockets += [client, upstream]
+            if not self._adopt(upstream):
+                return
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True,
                              name="blackhole-pump").start()
 
