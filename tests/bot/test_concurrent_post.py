@@ -113,15 +113,23 @@ def test_two_suggest_post_at_once_post_every_batch_once(
     assert sorted(r.stdout.count("posted 5 batches") for r in results) == [0, 1]
 
 
-def test_two_posting_runs_at_once_claim_each_batch(store: Store, slack: FakeSlack,
-                                                   tmp_path: Path) -> None:
+def _pending_batches(store: Store, slack: FakeSlack, tmp_path: Path, *,
+                     interval: str) -> config_mod.Config:
+    """A config posting to the fake Slack every ``interval``, and one pending batch per
+    repository recorded in ``store``."""
     cfg = tmp_path / "tagwarden.toml"
-    cfg.write_text(CONFIG.format(api_url=slack.api_url, token=TOKEN, interval="0.3s",
+    cfg.write_text(CONFIG.format(api_url=slack.api_url, token=TOKEN, interval=interval,
                                  registry=""), encoding="utf-8")
     config = config_mod.load(cfg, env={})
     suggestions = [Suggestion(repo, digest(n), tags=["build-1"])
                    for n, repo in enumerate(REPOSITORIES)]
     decisions.record_batches(store, suggestions, now=T0, config=config)
+    return config
+
+
+def test_two_posting_runs_at_once_claim_each_batch(store: Store, slack: FakeSlack,
+                                                   tmp_path: Path) -> None:
+    config = _pending_batches(store, slack, tmp_path, interval="0.3s")
     start = threading.Barrier(2)
     reports: dict[str, PostReport] = {}
 
@@ -145,13 +153,7 @@ def test_two_posting_runs_at_once_claim_each_batch(store: Store, slack: FakeSlac
 
 def test_a_posting_run_that_loses_its_lease_posts_no_more_and_keeps_what_it_posted(
         store: Store, slack: FakeSlack, tmp_path: Path) -> None:
-    cfg = tmp_path / "tagwarden.toml"
-    cfg.write_text(CONFIG.format(api_url=slack.api_url, token=TOKEN, interval="0s",
-                                 registry=""), encoding="utf-8")
-    config = config_mod.load(cfg, env={})
-    suggestions = [Suggestion(repo, digest(n), tags=["build-1"])
-                   for n, repo in enumerate(REPOSITORIES)]
-    decisions.record_batches(store, suggestions, now=T0, config=config)
+    config = _pending_batches(store, slack, tmp_path, interval="0s")
     mono = [1000.0]
     lease = Lease(store, "leader-a", timedelta(seconds=15), monotonic=lambda: mono[0])
     assert lease.acquire()

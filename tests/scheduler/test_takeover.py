@@ -10,6 +10,7 @@ the other must have taken over by then.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -126,12 +127,11 @@ def test_a_killed_leader_is_replaced(store: Store, spawn: Callable[..., Replica]
     assert replica.holder(store) == "b"
 
 
-@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
-def test_a_leader_cut_off_from_the_database_is_replaced_and_runs_nothing_after(
-        store: Store, spawn: Callable[..., Replica]) -> None:
-    # a reaches PostgreSQL through a relay that then drops everything without closing a
-    # connection: no reset, no FIN, and a's kernel sees its packets acknowledged (by the
-    # relay's), so TCP keepalives and tcp_user_timeout never fire. Only the lease helps.
+@contextlib.contextmanager
+def _leader_cut_off(store: Store, spawn: Callable[..., Replica]
+                    ) -> Iterator[tuple[Replica, Blackhole, float]]:
+    """``a`` leads through a relay, ``b`` follows; the relay is cut and ``b`` has taken over.
+    Yields ``a``, the relay and the monotonic time of the cut."""
     url = store.engine.url
     assert url.host is not None and url.port is not None
     with Blackhole(url.host, url.port) as relay:
@@ -140,6 +140,16 @@ def test_a_leader_cut_off_from_the_database_is_replaced_and_runs_nothing_after(
         relay.cut()
         cut_at = time.monotonic()
         _wait(lambda: "b" in _owners(store), 2 * TTL, "b takes over from a cut-off leader")
+        yield a, relay, cut_at
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_leader_cut_off_from_the_database_is_replaced_and_runs_nothing_after(
+        store: Store, spawn: Callable[..., Replica]) -> None:
+    # a reaches PostgreSQL through a relay that then drops everything without closing a
+    # connection: no reset, no FIN, and a's kernel sees its packets acknowledged (by the
+    # relay's), so TCP keepalives and tcp_user_timeout never fire. Only the lease helps.
+    with _leader_cut_off(store, spawn) as (a, relay, cut_at):
         time.sleep(max(0.0, cut_at + 2 * TTL - time.monotonic()))
         relay.restore()  # the network comes back: a's held-back calls arrive late
 
@@ -161,13 +171,7 @@ def test_a_leader_cut_off_from_the_database_stops_when_told(
         store: Store, spawn: Callable[..., Replica]) -> None:
     # Its job scheduler's thread hangs in a call to the cut-off store; stepping down and
     # stopping must not wait for it.
-    url = store.engine.url
-    assert url.host is not None and url.port is not None
-    with Blackhole(url.host, url.port) as relay:
-        via = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
-        a, _b = _start_leader_and_follower(store, spawn, via)
-        relay.cut()
-        _wait(lambda: "b" in _owners(store), 2 * TTL, "b takes over from a cut-off leader")
+    with _leader_cut_off(store, spawn) as (a, _relay, _cut_at):
         a.signal(signal.SIGTERM)
         assert a.proc.wait(timeout=30) == 0, a.output()
         assert "lost the scheduler lead" in a.output()
