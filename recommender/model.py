@@ -4,11 +4,12 @@
 ``Pipeline`` (feature selection, gradient-boosted trees) fitted on the oldest snapshots, then
 calibrated with ``CalibratedClassifierCV(FrozenEstimator(pipeline))`` on the next ones, which
 the pipeline never saw. The operating threshold is the lowest score at which the newest
-(validation) snapshots reach ``model.target_precision`` on two populations at once:
+snapshots the trees never saw (calibration, but its first, and validation) reach
+``model.target_precision`` on two populations at once:
 
-- every unit no guardrail keeps at the validation cut-offs (the first run on a registry, with
-  its backlog of long-dead units), and
-- the *steady-state subset*: what a run at a validation cut-off would still judge if the
+- every unit no guardrail keeps at those cut-offs (the first run on a registry, with its
+  backlog of long-dead units), and
+- the *steady-state subset*: what a run at one of those cut-offs would still judge if the
   registry had been cleaned at the previous weekly cut-off with the same threshold ``c``: the
   eligible units that were not eligible then (new, or kept by a guardrail: mostly CI builds
   just past the minimum age), plus those eligible then but scored below ``c`` (kept by the
@@ -18,8 +19,7 @@ the pipeline never saw. The operating threshold is the lowest score at which the
   threshold chosen on whole snapshots alone is too low for them. The subset depends on ``c``
   and its precision is not monotone in it: :func:`choose_steady_threshold` tries every score.
 
-The subset is pooled over all validation snapshots (on a 40-repository fleet about 1,400-1,700
-units when the threshold takes everything): 0.999 is a point estimate resting on a handful of
+The subset is pooled over those snapshots: 0.999 is a point estimate resting on a handful of
 used units, and below 1,000 units it means "no used unit above the threshold". A one-sided
 bound at the 0.95 level would be stricter, but even with no error it reaches 0.999 only from 2,995
 suggestions (:func:`error_bound`), so requiring it would suggest nothing on such fleets; it is
@@ -165,21 +165,31 @@ def fit(data: pd.DataFrame, split: Split, config: Config, *,
                    {"train": window_text(split.train), "calibrate": window_text(split.calibrate),
                     "validate": window_text(split.validate)},
                    {"train": len(train), "calibrate": len(cal)}, calibrated)
-    val_mask = data["at"].isin(split.validate).to_numpy() & data["eligible"].to_numpy(bool)
-    val = data[val_mask]
-    model.rows["validate"] = len(val)
-    scores = model.score(val)
-    # Each validation unit's score at the previous cut-off when it was eligible there: a
-    # weekly run at that cut-off would have deleted it when that score reached the threshold.
-    prev = previous_rows(data, split.validate)[val_mask]
-    previous = np.full(len(val), -np.inf)
+    # The threshold is chosen on every whole snapshot the trees never saw, calibration and
+    # validation alike, but the first calibration one (its previous cut-off is a sampled
+    # training snapshot, where the units' previous rows may be missing): the returns it hangs
+    # on are rare, a handful in five weeks of a small fleet, and twice the weeks halve the luck.
+    # The sigmoid fitted on the calibration snapshots has two parameters; it cannot learn them.
+    chosen = [*split.calibrate[1:], *split.validate]
+    mask = data["at"].isin(chosen).to_numpy() & data["eligible"].to_numpy(bool)
+    rows = data[mask]
+    scores = model.score(rows)
+    # Each unit's score at the previous cut-off when it was eligible there: a weekly run at
+    # that cut-off would have deleted it when that score reached the threshold.
+    prev = previous_rows(data, chosen)[mask]
+    previous = np.full(len(rows), -np.inf)
     known = prev >= 0
     if known.any():
         need = np.unique(prev[known])
         previous[known] = model.score(data.iloc[need])[np.searchsorted(need, prev[known])]
-    dead = val["dead"].to_numpy()
+    dead = rows["dead"].to_numpy()
     model.threshold, whole, on_steady = choose_steady_threshold(scores, dead, previous, target)
     model.thresholds = {"whole": whole, "steady": on_steady}
+    model.rows["threshold"] = len(rows)
+    # Reported on the validation snapshots alone, as before and as promotion compares.
+    is_val = rows["at"].isin(split.validate).to_numpy()
+    val, scores, previous = rows[is_val], scores[is_val], previous[is_val]
+    model.rows["validate"] = len(val)
     model.validation = metrics(val, scores >= model.threshold)
     seen = previous < model.threshold
     model.rows["validate_steady"] = int(seen.sum())

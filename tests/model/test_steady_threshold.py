@@ -68,6 +68,9 @@ def test_threshold_reaches_the_target_on_the_steady_state_subset() -> None:
     # At the chosen threshold the subset is the fresh builds (the backlog scored above it at
     # the previous cut-off: deleted then) plus any backlog unit kept last time.
     assert model.rows["validate_steady"] >= fresh.sum()
+    # The threshold was chosen on every whole snapshot the trees never saw but the first.
+    chosen = split.calibrate[1:] + split.validate
+    assert model.rows["threshold"] == int(data["at"].isin(chosen).sum()) > len(latest)
     assert model.threshold >= model.thresholds["steady"] > whole
     assert model.steady is not None
     assert model.steady.suggested > 0
