@@ -36,14 +36,18 @@ __all__ = [
     "RuleBaseline",
     "DATASET_COLUMNS",
     "build_dataset",
+    "eligible_at",
+    "eligible_keys",
     "feedback_rows",
     "metrics",
     "newly_eligible",
     "previous_rows",
     "read_feedback",
+    "run_every",
     "sample_unused",
     "snapshot_times",
     "split_by_time",
+    "steady_rows",
     "tune_idle_rule",
     "tune_keep_rule",
 ]
@@ -67,14 +71,27 @@ def snapshot_times(h: History, *, now: float, horizon: float, every: float) -> l
     return sorted(out)
 
 
-def label_snapshot(h: History, config: Config, t: float, horizon: float) -> pd.DataFrame:
-    """Features at ``t``, guardrail verdicts at ``t`` and the label from ``(t, t + H]``."""
+def run_every(config: Config) -> float:
+    """Days between two runs of the suggestions, as training assumes them: the spacing of its
+    snapshots (``model.snapshot_every``)."""
+    return config["model.snapshot_every"].total_seconds() / 86400
+
+
+def label_snapshot(h: History, config: Config, t: float, horizon: float, *,
+                   before: set[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """Features at ``t``, guardrail verdicts at ``t``, whether each unit was eligible at the
+    previous run too (``settled``: in ``before``, else in :func:`eligible_at` one run earlier;
+    what the idle rule's weekly standard asks, :func:`steady_rows`) and the label from
+    ``(t, t + H]``."""
     frame = features_at(h, t)
     blocked = evaluate_history(h, config, t)
     used = used_in_window(h, t, t + horizon)
     keys = list(rows(frame, "repository", "digest"))
     frame["blocked_by"] = [blocked.get(k, []) for k in keys]
     frame["eligible"] = [not blocked.get(k) for k in keys]
+    if before is None:
+        before = eligible_at(h, config, t - run_every(config))
+    frame["settled"] = np.fromiter((k in before for k in keys), dtype=bool, count=len(keys))
     frame["dead"] = [0 if k in used else 1 for k in keys]
     frame["at"] = t
     frame["weight"] = 1.0
@@ -85,8 +102,8 @@ def label_snapshot(h: History, config: Config, t: float, horizon: float) -> pd.D
 # metrics and rule baselines read. The tag lists and guardrail reasons are Python objects per
 # row, most of a year's dataset in memory, and no training step reads them.
 DATASET_COLUMNS: tuple[str, ...] = (
-    "repository", "digest", "bytes", "size_known", "eligible", "dead", "at", "weight",
-    *FEATURES)
+    "repository", "digest", "bytes", "size_known", "eligible", "settled", "dead", "at",
+    "weight", *FEATURES)
 
 
 _FLOAT32 = dict.fromkeys(FEATURES, np.float32)
@@ -106,10 +123,16 @@ def build_dataset(h: History, config: Config, times: Iterable[float], horizon: f
     sampled = set(sample)
     keep = list(columns) if columns is not None else None
     frames = []
+    every = run_every(config)
+    before: set[tuple[str, str]] | None = None
+    last = -np.inf
     for t in times:
+        # Snapshots one run apart: the previous one's eligible units are ``settled`` here.
+        frame = label_snapshot(h, config, t, horizon,
+                               before=before if abs(t - every - last) < 1e-9 else None)
+        before, last = eligible_keys(frame), t
         # Single precision halves a year's dataset; the trees bin each feature into at most
         # 255 bins, far coarser than float32's ~7 digits (a day to within seconds).
-        frame = label_snapshot(h, config, t, horizon)
         frame = (frame if keep is None else frame[keep]).astype(_FLOAT32)
         if t in sampled and rows_per_snapshot > 0:
             frame = sample_unused(frame, rows_per_snapshot,
@@ -180,6 +203,19 @@ def previous_rows(data: pd.DataFrame, times: Iterable[float]) -> np.ndarray:
         rows = np.flatnonzero(at == t)
         out[rows] = [where.get(k, -1) for k in key[rows].tolist()]
     return out
+
+
+def eligible_at(h: History, config: Config, t: float) -> set[tuple[str, str]]:
+    """The units no guardrail keeps at ``t`` (the recorded history's guardrails, as training
+    evaluates them): those a run at ``t`` could have judged."""
+    return {key for key, why in evaluate_history(h, config, t).items() if not why}
+
+
+def eligible_keys(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    """The units of a labelled snapshot that no guardrail keeps."""
+    ok = frame["eligible"].to_numpy(dtype=bool)
+    return set(zip(frame["repository"].to_numpy()[ok], frame["digest"].to_numpy()[ok],
+                   strict=True))
 
 
 def newly_eligible(data: pd.DataFrame, times: Iterable[float]) -> np.ndarray:
@@ -338,20 +374,45 @@ _KEEP_GRID = (1, 2, 3, 5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
 
 
 def _tune(name: str, grid: Iterable[int], past: pd.DataFrame, target: float,
-          scope: str = "eligible") -> RuleBaseline:
-    """The most permissive setting that reaches ``target`` precision on past snapshots."""
+          scope: str = "eligible", every: float | None = None) -> RuleBaseline:
+    """The most permissive setting that reaches ``target`` precision on past snapshots (and,
+    with ``every``, on what a registry cleaned every ``every`` days would judge again:
+    :func:`steady_rows`)."""
     best = RuleBaseline(name, float(max(grid)), scope)
     best_bytes = -1.0
     for value in grid:
         rule = RuleBaseline(name, float(value), scope)
-        m = metrics(past, rule.suggest(past), scope=scope)
-        if m.suggested and m.precision >= target and m.suggested_bytes > best_bytes:
-            best, best_bytes = rule, m.suggested_bytes
+        picked = rule.suggest(past)
+        m = metrics(past, picked, scope=scope)
+        if not (m.suggested and m.precision >= target and m.suggested_bytes > best_bytes):
+            continue
+        if every is not None:
+            again = steady_rows(past, rule, every)
+            if metrics(past[again], picked[again], scope=scope).precision < target:
+                continue
+        best, best_bytes = rule, m.suggested_bytes
     return best
 
 
-def tune_idle_rule(past: pd.DataFrame, target: float, scope: str = "eligible") -> RuleBaseline:
-    return _tune("idle", _IDLE_GRID, past, target, scope)
+def steady_rows(past: pd.DataFrame, rule: RuleBaseline, every: float) -> np.ndarray:
+    """Rows an idle rule judges again when the registry was cleaned with it one run earlier
+    (``every`` days): the units it did not take then. For a unit it takes now (idle more than
+    D days, so unused since the previous run when D >= ``every``) that is one idle at most D
+    days then, or -- inside the guardrails -- one a guardrail still kept then (``settled``
+    false): CI builds just past the minimum age, releases just superseded. Only suggested
+    rows count for precision, so the others' membership does not matter."""
+    idle = past["idle_days"].to_numpy(dtype=float)
+    again = idle - every <= rule.parameter
+    if rule.scope == "eligible" and "settled" in past:
+        again |= ~past["settled"].to_numpy(dtype=bool)
+    return again
+
+
+def tune_idle_rule(past: pd.DataFrame, target: float, scope: str = "eligible", *,
+                   every: float | None = None) -> RuleBaseline:
+    """The idle rule tuned on ``past``; with ``every``, to the same precision in weekly
+    operation as on whole snapshots, as the model's threshold is (#14, decision 1)."""
+    return _tune("idle", _IDLE_GRID, past, target, scope, every)
 
 
 def tune_keep_rule(past: pd.DataFrame, target: float) -> RuleBaseline:

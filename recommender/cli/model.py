@@ -128,11 +128,12 @@ def backtest(
                f"({report.mode})")
     if report.message:
         typer.echo(report.message)
-    typer.echo(f"{'':<10}{'precision':>10}{'recall':>9}{'bytes recall':>13}{'suggested':>10}"
+    width = max([10, *(len(row["name"]) for row in report.rows)])
+    typer.echo(f"{'':<{width}}{'precision':>10}{'recall':>9}{'bytes recall':>13}{'suggested':>10}"
                f"{'false pos.':>11}{'bytes':>12}  rule")
     for row in report.rows:
         size = human_bytes(row["suggested_bytes"]) if _known(row) else "–"
-        typer.echo(f"{row['name']:<10}{_pct(row['precision']):>10}{_pct(row['recall']):>9}"
+        typer.echo(f"{row['name']:<{width}}{_pct(row['precision']):>10}{_pct(row['recall']):>9}"
                    f"{_bytes_recall(row):>13}{row['suggested']:>10}"
                    f"{row['false_positives']:>11}{size:>12}  "
                    f"{row['rule']}")

@@ -75,13 +75,13 @@ def test_backtest_json(capsys: pytest.CaptureFixture[str], db: tuple[str, Path])
     code, out, _ = run(capsys, db, "backtest", "--at", "2026-06-01", "--format", "json")
     report = json.loads(out)
     assert code == 0 and [r["name"] for r in report["results"]] == [
-        "model", "idle rule", "keep rule", "idle alone"]
+        "model", "idle rule", "idle (whole)", "keep rule", "idle alone"]
     code, out, _ = run(capsys, db, "backtest", "--at", "2026-06-01")
     assert code == 0 and "model reclaims" in out and "idle alone" in out
     assert "inside the guardrails the model reclaims" in out
     assert "threshold efficiency" in out and "weekly runs, model:" in out
     assert report["threshold_efficiency"]["target"] == 0.999
-    assert set(report["weekly"]) == {"model", "idle rule"}
+    assert set(report["weekly"]) == {"model", "idle rule", "idle (whole)"}
 
 
 @pytest.mark.parametrize(("args", "message"), [

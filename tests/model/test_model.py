@@ -116,7 +116,7 @@ def test_backtest_reports_model_and_tuned_rules(fleet: Store, tmp_path: Path) ->
     cfg = _config(tmp_path)
     report = backtest(fleet, cfg, at=at(150), now=at(240))
     names = [r["name"] for r in report.rows]
-    assert names == ["model", "idle rule", "keep rule", "idle alone"]
+    assert names == ["model", "idle rule", "idle (whole)", "keep rule", "idle alone"]
     for row in report.rows:
         assert 0 <= row["precision"] <= 1 and row["dead_bytes"] > 0
         assert row["suggested"] >= row["false_positives"]
