@@ -340,7 +340,10 @@ def test_backtest_says_bytes_recall_is_unknown_without_sizes(
     code = main(["--db", url, "backtest", "--at", _iso(at(120))])
     out = capsys.readouterr().out
     assert code == 0 and "bytes recall: unknown, no size known" in out
-    table = [line[10:].split() for line in out.splitlines() if line.startswith(("idle", "keep"))]
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("precision"))
+    width = len(header) - len(header.lstrip())  # the names' column
+    table = [line[width:].split() for line in out.splitlines()
+             if line.startswith(("idle", "keep"))]
     # precision, recall, bytes recall, suggested, false positives, bytes
     assert table and all(row[2] == "–" and row[5] == "–" for row in table)
 
