@@ -168,8 +168,9 @@ def fit(data: pd.DataFrame, split: Split, config: Config, *,
     # The threshold is chosen on every whole snapshot the trees never saw, calibration and
     # validation alike, but the first calibration one (its previous cut-off is a sampled
     # training snapshot, where the units' previous rows may be missing): the returns it hangs
-    # on are rare, a handful in five weeks of a small fleet, and twice the weeks halve the luck.
-    # The sigmoid fitted on the calibration snapshots has two parameters; it cannot learn them.
+    # on are rare, a handful in five weeks of a small fleet, and twice the weeks leave less to
+    # luck. The sigmoid fitted on the calibration snapshots has two parameters; it cannot have
+    # learnt which units came back.
     chosen = [*split.calibrate[1:], *split.validate]
     mask = data["at"].isin(chosen).to_numpy() & data["eligible"].to_numpy(bool)
     rows = data[mask]
