@@ -152,7 +152,8 @@ def _backtest_notes(report: Any) -> list[str]:
     ratio = report.ratio()
     if ratio is not None:
         lines.append(f"inside the guardrails the model reclaims {ratio:.2f}x the unused bytes "
-                     f"of the idle rule tuned on the past ({report.row('idle rule')['rule']})")
+                     f"of the idle rule tuned on the past to the same precision, on whole "
+                     f"snapshots and in weekly runs ({report.row('idle rule')['rule']})")
     eff = report.efficiency
     if eff is not None and eff.value is not None:
         lines.append(f"threshold efficiency {eff.value:.3f}: {human_bytes(eff.operating_bytes)} "
