@@ -27,7 +27,7 @@ import pandas as pd
 
 from .config import Config
 from .features import History, to_datetime
-from .training import eligible_keys, label_snapshot, run_every
+from .training import label_snapshot
 
 __all__ = ["Efficiency", "Weekly", "WeeklyRun", "threshold_efficiency", "weekly_runs"]
 
@@ -147,10 +147,8 @@ def weekly_runs(h: History, config: Config, methods: dict[str, Suggester], *, st
     gone: dict[str, set[tuple[str, str]]] = {name: set() for name in methods}
     out = {name: Weekly() for name in methods}
     s = start
-    before = None  # eligible at the previous run: computed for the first, then carried
     while s < end - 1e-9:
-        frame = label_snapshot(h, config, s, end - s, before=before)
-        before = eligible_keys(frame) if every == run_every(config) else None
+        frame = label_snapshot(h, config, s, end - s)
         keys = list(zip(frame["repository"], frame["digest"], strict=True))
         eligible = frame["eligible"].to_numpy(dtype=bool)
         used = frame["dead"].to_numpy() == 0

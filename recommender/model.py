@@ -262,6 +262,7 @@ def _prepare(store: Store, config: Config, now: datetime, horizon_days: float,
         build_dataset,
         feedback_rows,
         read_feedback,
+        run_every,
         snapshot_times,
         split_by_time,
     )
@@ -270,7 +271,7 @@ def _prepare(store: Store, config: Config, now: datetime, horizon_days: float,
         h = load_history(conn, until=until,
                          production=config["model.production_environments"])
         feedback = read_feedback(conn, until=now)
-    every = config["model.snapshot_every"].total_seconds() / 86400
+    every = run_every(config)
     times = snapshot_times(h, now=days(now), horizon=horizon_days, every=every)
     extra = feedback_rows(h, feedback, weight=float(config["model.feedback_weight"]),
                           until=days(now))

@@ -77,21 +77,14 @@ def run_every(config: Config) -> float:
     return config["model.snapshot_every"].total_seconds() / 86400
 
 
-def label_snapshot(h: History, config: Config, t: float, horizon: float, *,
-                   before: set[tuple[str, str]] | None = None) -> pd.DataFrame:
-    """Features at ``t``, guardrail verdicts at ``t``, whether each unit was eligible at the
-    previous run too (``settled``: in ``before``, else in :func:`eligible_at` one run earlier;
-    what the idle rule's weekly standard asks, :func:`steady_rows`) and the label from
-    ``(t, t + H]``."""
+def label_snapshot(h: History, config: Config, t: float, horizon: float) -> pd.DataFrame:
+    """Features at ``t``, guardrail verdicts at ``t`` and the label from ``(t, t + H]``."""
     frame = features_at(h, t)
     blocked = evaluate_history(h, config, t)
     used = used_in_window(h, t, t + horizon)
     keys = list(rows(frame, "repository", "digest"))
     frame["blocked_by"] = [blocked.get(k, []) for k in keys]
     frame["eligible"] = [not blocked.get(k) for k in keys]
-    if before is None:
-        before = eligible_at(h, config, t - run_every(config))
-    frame["settled"] = np.fromiter((k in before for k in keys), dtype=bool, count=len(keys))
     frame["dead"] = [0 if k in used else 1 for k in keys]
     frame["at"] = t
     frame["weight"] = 1.0
@@ -113,7 +106,8 @@ def build_dataset(h: History, config: Config, times: Iterable[float], horizon: f
                   sample: Iterable[float] = (), rows_per_snapshot: int = 0,
                   seed: int = 0,
                   columns: Iterable[str] | None = DATASET_COLUMNS) -> pd.DataFrame:
-    """The labelled snapshots at ``times``, one row per alive unit and cut-off.
+    """The labelled snapshots at ``times``, one row per alive unit and cut-off, each with
+    ``settled``: the unit was eligible one run earlier too.
 
     The snapshots in ``sample`` (the training ones) keep every used unit and at most about
     ``rows_per_snapshot`` rows in all, the unused ones drawn at random and re-weighted
@@ -124,12 +118,18 @@ def build_dataset(h: History, config: Config, times: Iterable[float], horizon: f
     keep = list(columns) if columns is not None else None
     frames = []
     every = run_every(config)
-    before: set[tuple[str, str]] | None = None
+    before: set[tuple[str, str]] = set()
     last = -np.inf
     for t in times:
-        # Snapshots one run apart: the previous one's eligible units are ``settled`` here.
-        frame = label_snapshot(h, config, t, horizon,
-                               before=before if abs(t - every - last) < 1e-9 else None)
+        frame = label_snapshot(h, config, t, horizon)
+        # Whether each unit was eligible at the previous run too (what the idle rule's weekly
+        # standard asks, :func:`steady_rows`): the previous snapshot's answer when it is one
+        # run earlier, else looked up.
+        if abs(t - every - last) > 1e-9:
+            before = eligible_at(h, config, t - every)
+        keys = zip(frame["repository"], frame["digest"], strict=True)
+        frame["settled"] = np.fromiter((k in before for k in keys), dtype=bool,
+                                       count=len(frame))
         before, last = eligible_keys(frame), t
         # Single precision halves a year's dataset; the trees bin each feature into at most
         # 255 bins, far coarser than float32's ~7 digits (a day to within seconds).

@@ -16,7 +16,6 @@ from recommender.store import Store
 from recommender.training import (
     RuleBaseline,
     build_dataset,
-    label_snapshot,
     run_every,
     steady_rows,
     tune_idle_rule,
@@ -39,9 +38,10 @@ def test_settled_means_eligible_one_run_earlier(store: Store) -> None:
     names = _builds(store)
     with store.connect() as conn:
         h = load_history(conn, until=at(40))
-    frame = label_snapshot(h, CONFIG, days(at(30)), 10.0).set_index("digest")
+    frame = build_dataset(h, CONFIG, [days(at(30))], 10.0).set_index("digest")
     eligible = {n for n, d in names.items() if frame.loc[d, "eligible"]}
     settled = {n for n, d in names.items() if frame.loc[d, "settled"]}
+    assert frame["settled"].dtype == bool
     # b0..b4 were already out of the last ten and old enough at day 23; b5 left it on day 25.
     assert eligible == {f"b{i}" for i in range(6)}
     assert settled == {f"b{i}" for i in range(5)}
@@ -58,11 +58,11 @@ def test_snapshots_carry_the_previous_eligibility_as_a_fresh_look_would(store: S
                   [days(at(d)) for d in (12, 30, 31)]):  # not: looked up again each time
         data = build_dataset(h, CONFIG, times, 10.0)
         for t in times:
-            fresh = label_snapshot(h, CONFIG, t, 10.0)
+            fresh = build_dataset(h, CONFIG, [t], 10.0)  # looked up, nothing carried
             got = data[data["at"] == t]
             assert got["digest"].tolist() == fresh["digest"].tolist()
-            assert got["settled"].astype(bool).tolist() == fresh["settled"].tolist()
-        assert data["settled"].astype(bool).any() and not data["settled"].astype(bool).all()
+            assert got["settled"].tolist() == fresh["settled"].tolist()
+        assert data["settled"].any() and not data["settled"].all()
     assert every == 7.0
 
 
