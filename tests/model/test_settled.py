@@ -107,7 +107,12 @@ def test_idle_rule_held_to_the_weekly_standard_waits_longer() -> None:
 
 def test_the_rule_alone_has_no_guardrails_to_release_units() -> None:
     past = _past(new_used=2)
+    fresh = ~past["settled"].to_numpy(dtype=bool)
+    past.loc[fresh, "idle_days"] = 30.0  # released by a guardrail, long unused
     alone = RuleBaseline("idle", 7.0, scope="all")
     # Without guardrails nothing is "released": only crossing D this week counts again.
     again = steady_rows(past, alone, 7.0)
     assert (again == (past["idle_days"].to_numpy() - 7.0 <= 7.0)).all()
+    assert not again[fresh].any()
+    # Inside the guardrails the same rows are judged again: a guardrail kept them last run.
+    assert steady_rows(past, RuleBaseline("idle", 7.0), 7.0)[fresh].all()
