@@ -30,6 +30,11 @@ and split, against the idle rule tuned inside the guardrails, and prints each fe
 permutation importance. ``quality --max-train-rows N`` forces the training snapshots' sampling
 (``model.max_train_rows``) to compare a sampled fit with a whole one on the same fleet.
 
+``released DIR...`` says why weekly precision misses: the units a guardrail let through since
+the previous weekly cut-off, in the weeks the threshold was chosen on and in those after the
+instant: how many the threshold takes, how many of those came back, how many the model itself
+expected to.
+
 ``table DIR...`` prints #14's table, one row per fleet from one backtest (one training):
 mix, reuse, seed, backtest precision, the weekly runs' precision after the first (pooled, and
 the worst week), bytes recall of the eligible dead bytes, model ÷ the idle rule tuned inside
@@ -210,8 +215,8 @@ def train_bench(args: argparse.Namespace) -> None:
     if report.new:
         print(f"validation: precision {report.new.precision:.4f}, bytes recall "
               f"{report.new.bytes_recall:.3f}")
-    print(f"training took {took:.1f} s, CPU {cpu:.1f} s (target < 120 s); "
-          f"peak memory {peak_mb():.0f} MB")
+    print(f"training took {took:.1f} s, CPU {cpu:.1f} s; peak memory {peak_mb():.0f} MB "
+          "(#14: under 8 minutes and 6 GB at 500 repositories)")
 
 
 def load_fleet(store: Store, files: object) -> None:
@@ -341,6 +346,70 @@ def breakdown(args: argparse.Namespace) -> None:
         chosen = tune_idle_rule(past, float(cfg["model.target_precision"]), "all")
         print(f"\ntuned on the past (0.999): {chosen.describe()}; dead bytes {total / 1e9:.1f} GB, "
               f"of which no guardrail keeps {eligible_total / 1e9:.1f} GB")
+
+
+def released(args: argparse.Namespace) -> None:
+    """Units a guardrail let through since the previous weekly cut-off: what the threshold's
+    weeks held of them, against the weeks after the backtest instant.
+
+    The model's threshold is chosen on the calibration (but its first) and validation
+    snapshots (``model.fit``); once a registry is clean, a weekly run judges mostly units just
+    released, and these come back most. For both stretches of weeks: released units, those at
+    or above the threshold, how many of those were used again (within the horizon before the
+    instant; before the fleet's end after it, as the table's weekly runs count), how many the
+    model itself expected (the sum of 1 - P(dead)), and how many of all released ones were
+    used again, by archetype (read from fleet.json for the report only, never a feature).
+    """
+    from collections import Counter
+
+    import pandas as pd
+
+    from recommender.features import days
+    from recommender.model import _prepare, fit
+    from recommender.training import label_snapshot, previous_rows, split_by_time
+
+    cfg = config_mod.load(env={})
+    horizon = cfg["model.horizon"].total_seconds() / 86400
+    print("| fleet | weeks | threshold | released | at or above it | used of those | expected "
+          "by the model | used of all released (by archetype) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for directory in args.fleets:
+        root = Path(directory)
+        fleet, end, at = _fleet_window(root)
+        archetype = {r["name"]: r["archetype"] for r in fleet["repositories"]}
+        store = open_store(f"sqlite:///{root / 'store.db'}")
+        h, times, past = _prepare(store, cfg, at, horizon, end)
+        store.dispose()
+        if len(times) < 3:
+            print(f"| {root.name} | fewer than 3 past snapshots | | | | | | |")
+            continue
+        split = split_by_time(times)
+        fitted = fit(past, split, cfg, extra=past.attrs.get("feedback"))
+        chosen = [*split.calibrate[1:], *split.validate]
+        fresh = (past["at"].isin(chosen).to_numpy() & past["eligible"].to_numpy(dtype=bool)
+                 & (previous_rows(past, chosen) < 0))
+        frames = [("threshold's", past[fresh])]
+        later, before = [], None
+        cut = days(at)
+        while cut < days(end) - 1e-9:
+            frame = label_snapshot(h, cfg, cut, days(end) - cut)
+            eligible = frame[frame["eligible"].to_numpy(dtype=bool)]
+            keys = list(zip(eligible["repository"], eligible["digest"], strict=True))
+            if before is not None:
+                later.append(eligible[[k not in before for k in keys]])
+            before = set(keys)
+            cut += 7.0
+        frames.append(("after the instant", pd.concat(later, ignore_index=True)))
+        for name, rows in frames:
+            weeks = len(chosen) if name == "threshold's" else len(later)
+            score = fitted.score(rows)
+            taken = score >= fitted.threshold
+            used = rows["dead"].to_numpy() == 0
+            kinds = Counter(rows["repository"][used].map(archetype))
+            print(f"| {root.name} | {name} ({weeks}) | {fitted.threshold:.5f} | {len(rows)} | "
+                  f"{int(taken.sum())} | {int((taken & used).sum())} | "
+                  f"{float((1.0 - score[taken]).sum()):.2f} | {int(used.sum())} "
+                  f"{dict(sorted(kinds.items()))} |", flush=True)
 
 
 def threshold(args: argparse.Namespace) -> None:
@@ -741,6 +810,8 @@ def main() -> None:
     ef.add_argument("--drop", default="", help="Comma-separated features to fit without.")
     ef.add_argument("--sample", type=int, default=20000,
                     help="Validation rows the permutation importance shuffles.")
+    rl = sub.add_parser("released")
+    rl.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
     tb = sub.add_parser("table")
     tb.add_argument("fleets", nargs="+", help="Fleet directories loaded into DIR/store.db.")
     mk = sub.add_parser("make-fleet")
@@ -755,7 +826,8 @@ def main() -> None:
     print(f"python {platform.python_version()} on {platform.machine()}")
     {"scale": scale, "train": train_bench, "quality": quality,
      "breakdown": breakdown, "threshold": threshold, "steady": steady,
-     "effect": effect, "table": table, "make-fleet": make_fleet}[args.what](args)
+     "effect": effect, "released": released, "table": table,
+     "make-fleet": make_fleet}[args.what](args)
 
 
 if __name__ == "__main__":
