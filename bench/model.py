@@ -399,7 +399,8 @@ def released(args: argparse.Namespace) -> None:
                 later.append(eligible[[k not in before for k in keys]])
             before = set(keys)
             cut += 7.0
-        frames.append(("after the instant", pd.concat(later, ignore_index=True)))
+        frames.append(("after the instant",
+                       pd.concat(later, ignore_index=True) if later else past.iloc[:0]))
         for name, rows in frames:
             weeks = len(chosen) if name == "threshold's" else len(later)
             score = fitted.score(rows)
