@@ -366,7 +366,12 @@ def released(args: argparse.Namespace) -> None:
 
     from recommender.features import days
     from recommender.model import _prepare, fit
-    from recommender.training import label_snapshot, previous_rows, split_by_time
+    from recommender.training import (
+        eligible_keys,
+        label_snapshot,
+        newly_eligible,
+        split_by_time,
+    )
 
     cfg = config_mod.load(env={})
     horizon = cfg["model.horizon"].total_seconds() / 86400
@@ -386,18 +391,16 @@ def released(args: argparse.Namespace) -> None:
         split = split_by_time(times)
         fitted = fit(past, split, cfg, extra=past.attrs.get("feedback"))
         chosen = [*split.calibrate[1:], *split.validate]
-        fresh = (past["at"].isin(chosen).to_numpy() & past["eligible"].to_numpy(dtype=bool)
-                 & (previous_rows(past, chosen) < 0))
-        frames = [("threshold's", past[fresh])]
+        frames = [("threshold's", past[newly_eligible(past, chosen)])]
         later, before = [], None
         cut = days(at)
         while cut < days(end) - 1e-9:
             frame = label_snapshot(h, cfg, cut, days(end) - cut)
-            eligible = frame[frame["eligible"].to_numpy(dtype=bool)]
-            keys = list(zip(eligible["repository"], eligible["digest"], strict=True))
+            now = eligible_keys(frame)
             if before is not None:
-                later.append(eligible[[k not in before for k in keys]])
-            before = set(keys)
+                keys = zip(frame["repository"], frame["digest"], strict=True)
+                later.append(frame[[k in now and k not in before for k in keys]])
+            before = now
             cut += 7.0
         frames.append(("after the instant",
                        pd.concat(later, ignore_index=True) if later else past.iloc[:0]))
