@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
+from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -117,6 +118,24 @@ def latest_fire_time(trigger: BaseTrigger, after: datetime, now: datetime) -> da
         latest = fire
         fire = trigger.get_next_fire_time(fire, now)
     return latest
+
+
+class _DaemonExecutor(BaseExecutor):  # type: ignore[misc]
+    """Each run on a daemon thread of its own. A thread pool's threads are joined when the
+    process exits, so a run hung on a store that does not answer would keep a replica told to
+    stop from ever exiting; a run left behind commits nothing more (its writes are fenced) and
+    the next leader runs it again."""
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        def run() -> None:
+            try:
+                events = run_job(job, job._jobstore_alias, run_times, self._logger.name)
+            except BaseException as exc:  # noqa: BLE001 - reported as APScheduler's pool does
+                self._run_job_error(job.id, exc, exc.__traceback__)
+            else:
+                self._run_job_success(job.id, events)
+
+        threading.Thread(target=run, daemon=True, name=f"job-{job.id}").start()
 
 
 class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
@@ -241,8 +260,8 @@ class Scheduler:
             self._attempt.done.wait(self.interval)
         if self._aps is not None:
             self._step_down("stopping")
-        # Runs and sweeps in progress get a moment to finish their bookkeeping (a long job
-        # goes on; its writes are fenced once the lease is released).
+        # Runs and sweeps in progress get a moment to finish their bookkeeping. A longer one
+        # is left to end with the process: its writes are fenced once the lease is released.
         with self._settled:
             self._settled.wait_for(lambda: self._running == 0, timeout=self.interval)
         # Bounded like a renewal: a replica cut off from the store must still stop in time.
@@ -319,6 +338,7 @@ class Scheduler:
                 jobstores={"default": _FencedJobStore(self.holds_lease, engine=own.engine,
                                                       tablename=JOBS_TABLE),
                            CATCH_UP_STORE: MemoryJobStore()},
+                executors={"default": _DaemonExecutor()},
                 job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
                 timezone="UTC",
             )

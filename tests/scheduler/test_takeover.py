@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Replica:
-    def __init__(self, url: str, owner: str, log: Path) -> None:
+    def __init__(self, url: str, owner: str, log: Path, *extra: str) -> None:
         self.owner = owner
         self.log = log
         self._log = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.replica", url, owner, str(TTL)],
+            [sys.executable, "-m", "tests.support.replica", url, owner, str(TTL), *extra],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=os.environ.copy())
 
     def output(self) -> str:
@@ -62,8 +62,8 @@ def spawn(store: Store, tmp_path: Path) -> Iterator[Callable[..., Replica]]:
     url = store.engine.url.render_as_string(hide_password=False)
     started: list[Replica] = []
 
-    def start(owner: str, via: str | None = None) -> Replica:
-        started.append(Replica(via or url, owner, tmp_path / f"{owner}.log"))
+    def start(owner: str, via: str | None = None, *extra: str) -> Replica:
+        started.append(Replica(via or url, owner, tmp_path / f"{owner}.log", *extra))
         return started[-1]
 
     yield start
@@ -175,3 +175,14 @@ def test_a_leader_cut_off_from_the_database_stops_when_told(
         a.signal(signal.SIGTERM)
         assert a.proc.wait(timeout=30) == 0, a.output()
         assert "lost the scheduler lead" in a.output()
+
+
+def test_a_replica_whose_job_hangs_stops_when_told(
+        store: Store, spawn: Callable[..., Replica]) -> None:
+    # A run that never returns (a call to a store that does not answer) must not keep the
+    # process from exiting: its writes are fenced, and the next leader runs it again.
+    a = spawn("a", None, "hang")
+    _wait(lambda: "a" in _owners(store), 60, "a runs its job")
+    a.signal(signal.SIGTERM)
+    assert a.proc.wait(timeout=30) == 0, a.output()
+    assert "lost the scheduler lead" in a.output()

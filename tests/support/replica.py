@@ -1,9 +1,11 @@
 """A scheduler replica in a process of its own, for the leadership tests and bench/takeover.py.
 
-``python -m tests.support.replica URL OWNER TTL_SECONDS`` runs a :class:`Scheduler` on the
-store at ``URL`` (already migrated, :func:`prepare` done) whose one job, ``tick`` (every
+``python -m tests.support.replica URL OWNER TTL_SECONDS [hang]`` runs a :class:`Scheduler` on
+the store at ``URL`` (already migrated, :func:`prepare` done) whose one job, ``tick`` (every
 :data:`TICK` seconds), records ``(owner, at)`` in the table ``replica_runs``, its write fenced
-by the lease it runs under (as every scheduled run's writes are). It runs until SIGTERM or SIGINT.
+by the lease it runs under (as every scheduled run's writes are). With ``hang``, the first run
+never returns after recording itself, as a run waiting on a store that does not answer. It runs
+until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def holder(store: Store) -> str | None:
                             .where(scheduler_lock.c.name == LOCK_NAME)).scalar()
 
 
-def main(url: str, owner: str, ttl: str) -> None:
+def main(url: str, owner: str, ttl: str, hang: str = "") -> None:
     config = config_mod.load(env={}, overrides={"scheduler.lock_ttl": f"{ttl}s"})
     store = Store.from_url(url)
 
@@ -59,6 +61,8 @@ def main(url: str, owner: str, ttl: str) -> None:
         # No fence call here: the scheduler fences every write of a scheduled run.
         with store.begin() as conn:
             conn.execute(insert(RUNS).values(owner=owner, at=utcnow()))
+        if hang:
+            threading.Event().wait()
 
     scheduler = Scheduler(config, store, owner=owner,
                           jobs=[JobSpec("tick", IntervalTrigger(seconds=TICK), tick)])
@@ -77,4 +81,4 @@ def main(url: str, owner: str, ttl: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])
