@@ -9,10 +9,12 @@ generated from this table (``make docs``, ``make typing``) and tests keep both i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .timeutil import format_duration, parse_duration
@@ -28,6 +30,7 @@ __all__ = [
     "Setting",
     "python_type",
     "render_typing",
+    "shown",
 ]
 
 
@@ -399,6 +402,44 @@ def _fmt_value(value: Any) -> str:
     if isinstance(value, timedelta):
         return format_duration(value)
     return str(value)
+
+
+def shown(value: Any) -> str:
+    """A converted value as the TOML file would spell it, for `tagwarden config show`: secrets
+    and the password in a URL masked, durations as ``30d``, ``(unset)`` for no value."""
+    if value is None:
+        return "(unset)"
+    if isinstance(value, Secret):
+        return json.dumps("********" if value else "")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, timedelta):
+        return json.dumps(format_duration(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(shown(v) for v in value) + "]"
+    return json.dumps(_without_password(str(value)))
+
+
+def _without_password(text: str) -> str:
+    """``text`` with a URL's password masked, in its user part or its query (a store's URL
+    often carries one); anything else as it is."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text
+    if not parts.scheme or not parts.netloc:
+        return text
+    if parts.password is not None:
+        parts = parts._replace(
+            netloc=f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any("password" in key.lower() for key, _ in query):
+        parts = parts._replace(query=urlencode(
+            [(key, "***" if "password" in key.lower() else value) for key, value in query],
+            safe="*"))
+    return urlunsplit(parts)
 
 
 # The Python type each kind converts to; a setting whose default is unset may also be None.

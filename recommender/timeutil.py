@@ -105,7 +105,12 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
 
 
 def format_duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
+    """The largest of ``90d``, ``24h``, ``30m``, ``45s`` that is exact; otherwise seconds with
+    their fraction, to the microsecond. :func:`parse_duration` reads it back."""
+    total = delta.total_seconds()
+    seconds = int(total)
+    if seconds != total:
+        return f"{total:.6f}".rstrip("0") + "s"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"

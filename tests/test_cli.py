@@ -50,6 +50,25 @@ def test_bad_config_value_names_the_setting(tmp_path: Path) -> None:
     assert done.stderr.strip() == "error: setting server.port: expected an integer, got 'x'"
 
 
+def test_config_show_masks_every_password_and_spells_values_as_the_file_does(
+        tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(
+        '[collector]\ntoken = "tok-s3cret"\n'
+        '[registry]\nurl = "https://bob:reg-s3cret@registry.example:5000"\n', encoding="utf-8")
+    done = run("--config", "c.toml", "--db", "postgresql+psycopg://tw:db-s3cret@db.example/tw",
+               "config", "show", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "s3cret" not in done.stdout
+    lines = set(done.stdout.splitlines())
+    assert {'store.url = "postgresql+psycopg://tw:***@db.example/tw"',
+            'registry.url = "https://bob:***@registry.example:5000"',
+            'collector.token = "********"',
+            'store.raw_retention = "30d"',
+            'collector.batch_max_delay = "0.005s"',
+            "registry.verify_tls = true",
+            "model.dir = (unset)"} <= lines
+
+
 def test_config_typing_prints_the_typed_accessors(tmp_path: Path) -> None:
     done = run("config", "typing", cwd=tmp_path)
     assert done.returncode == 0

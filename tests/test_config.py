@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tomllib
 from datetime import timedelta
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 
 from recommender import config as cfg
 from recommender.errors import ConfigError
+from recommender.settings import SETTINGS, shown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +47,39 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
     assert c.team_for("search/api") is None
     assert c.policy_for("payments/api").keep_production == 5
     assert c.policy_for("other").keep_production == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql+psycopg://tw:pw@db:5432/tw", "postgresql+psycopg://tw:***@db:5432/tw"),
+        ("postgresql+psycopg://:pw@db/tw", "postgresql+psycopg://:***@db/tw"),
+        ("postgresql+psycopg://tw:p%40w@db/tw?password=pw&sslmode=require",
+         "postgresql+psycopg://tw:***@db/tw?password=***&sslmode=require"),
+        ("https://bob:pw@registry.example:5000", "https://bob:***@registry.example:5000"),
+        ("postgresql+psycopg://tw@db/tw", "postgresql+psycopg://tw@db/tw"),
+        ("sqlite:///tagwarden.db", "sqlite:///tagwarden.db"),
+        ("pw", "pw"),
+    ],
+)
+def test_shown_masks_a_urls_password(url: str, expected: str) -> None:
+    assert shown(url) == f'"{expected}"'
+
+
+def test_every_shown_value_reads_back_as_the_same_setting(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[collector]\nbatch_max_delay = "0.25s"\n[registry]\nhosts = ["a", "b"]\n'
+                    '[model]\nhorizon = "1w2d"\n', encoding="utf-8")
+    c = cfg.load(path, env={"SLACK_BOT_TOKEN": "xoxb-very-secret"})
+    for setting in SETTINGS:
+        value = c[setting.key]
+        text = shown(value)
+        if value is None:
+            assert text == "(unset)"
+        elif setting.kind == "secret":
+            assert text == '"********"' and "very-secret" not in text
+        else:
+            assert setting.convert(tomllib.loads(f"v = {text}")["v"]) == value, setting.key
 
 
 def test_secrets_do_not_show_themselves() -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from recommender.timeutil import format_duration, parse_duration, parse_time
 
@@ -48,3 +50,10 @@ def test_format_duration() -> None:
     assert format_duration(timedelta(days=3)) == "3d"
     assert format_duration(timedelta(hours=25)) == "25h"
     assert format_duration(timedelta(seconds=61)) == "61s"
+    assert format_duration(timedelta(milliseconds=5)) == "0.005s"  # not "0s"
+    assert format_duration(timedelta(seconds=90061, microseconds=500000)) == "90061.5s"
+
+
+@given(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3660)))
+def test_a_formatted_duration_reads_back_as_itself(delta: timedelta) -> None:
+    assert parse_duration(format_duration(delta)) == delta

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from .. import config as config_mod
+from ..settings import shown
 from .state import app, state
 
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
@@ -49,6 +50,7 @@ def config_show(ctx: typer.Context) -> None:
     """Print the effective settings (secrets masked)."""
     cfg = state(ctx).config
     for key, value in cfg.values.items():
-        typer.echo(f"{key} = {value!r}")
+        typer.echo(f"{key} = {shown(value)}")
     for team in cfg.teams:
-        typer.echo(f"team {team.name}: {', '.join(team.repositories)} -> {team.channel}")
+        typer.echo(f"team {team.name}: {', '.join(team.repositories)} -> "
+                   f"{team.channel or '(no channel)'}")
