@@ -43,8 +43,9 @@ def reclaim_hint(config: Config) -> ReclaimHint:
 def _settings(config: Config, options: Options) -> tuple[str, dict[str, Any]]:
     url = options.url or config["registry.url"]
     if not url:
-        raise ConfigError("registry.url is not set (or pass --registry URL)",
-                          setting="registry.url")
+        # Not "--registry": only `scan` has that option, and its help says so.
+        raise ConfigError("registry.url is not set: put the registry's url under [registry] "
+                          "in the config file", setting="registry.url")
     if options.credentials is not None:
         username, password = options.credentials
     else:

@@ -84,7 +84,11 @@ def test_scan_then_inventory(tmp_path, auth_registry_factory, capsys, monkeypatc
 
 def test_scan_errors_are_one_line(tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 's.db'}"
-    one_line_error(cli(capsys, "--db", db, "scan"), "registry.url is not set")
+    # Commands without a --registry option do not suggest one.
+    for command in ("scan", "execute"):
+        done = cli(capsys, "--db", db, command)
+        one_line_error(done, "registry.url is not set: put the registry's url under [registry]")
+        assert "--registry" not in done.stderr
     done = run("--db", db, "scan", "--registry", f"http://127.0.0.1:{free_port()}",
                cwd=tmp_path)
     one_line_error(done, "cannot reach the registry")
