@@ -33,6 +33,7 @@ from .settings import (
     Secret,
     Setting,
     render_typing,
+    shown,
 )
 from .settings_typed import TypedSettings
 
@@ -49,6 +50,7 @@ __all__ = [
     "TypedSettings",
     "load",
     "render_docs",
+    "render_effective",
     "render_typing",
 ]
 
@@ -220,6 +222,31 @@ def _fmt_default(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def render_effective(config: Config) -> str:
+    """The settings ``config`` holds, as a TOML file would (``tagwarden config show``): every
+    setting as a dotted key (``# key is unset`` when it has no value), then each ``[[team]]``
+    and ``[[policy]]``, with the built-in rule a repository no policy matches as a comment.
+    Secrets and the passwords in URLs are masked, so the text is safe to share."""
+    lines = ["# Effective settings: the file, then the environment, then command-line options.",
+             "# Secrets and the passwords in URLs are masked."]
+    for key, value in config.values.items():
+        lines.append(f"# {key} is unset" if value is None else f"{key} = {shown(value)}")
+    for team in config.teams:
+        lines += ["", "[[team]]", *_record_lines(team, TEAM_FIELDS)]
+    lines += ["", "# Each repository gets the last [[policy]] below that matches it; one that none "
+              "matches gets the built-in rule:" if config.policies
+              else "# No [[policy]]: every repository gets the built-in rule:"]
+    lines += [f"#   {line}" for line in _record_lines(PolicyRule(), POLICY_FIELDS)]
+    for policy in config.policies:
+        lines += ["", "[[policy]]", *_record_lines(policy, POLICY_FIELDS)]
+    return "\n".join(lines) + "\n"
+
+
+def _record_lines(record: Team | PolicyRule, fields: tuple[Field_, ...]) -> list[str]:
+    return [f"{f.name} = {shown(getattr(record, f.name))}" for f in fields
+            if getattr(record, f.name) is not None]
 
 
 def render_docs(settings: Iterable[Setting] = SETTINGS) -> str:

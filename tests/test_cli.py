@@ -66,7 +66,7 @@ def test_config_show_masks_every_password_and_spells_values_as_the_file_does(
             'store.raw_retention = "30d"',
             'collector.batch_max_delay = "0.005s"',
             "registry.verify_tls = true",
-            "model.dir = (unset)"} <= lines
+            "# model.dir is unset"} <= lines
 
 
 def test_config_typing_prints_the_typed_accessors(tmp_path: Path) -> None:

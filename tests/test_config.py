@@ -82,6 +82,31 @@ def test_every_shown_value_reads_back_as_the_same_setting(tmp_path: Path) -> Non
             assert setting.convert(tomllib.loads(f"v = {text}")["v"]) == value, setting.key
 
 
+def test_the_effective_settings_load_back_as_the_same_configuration(tmp_path: Path) -> None:
+    source = tmp_path / "c.toml"
+    source.write_text(
+        '[store]\nurl = "sqlite:///x.db"\n[registry]\nurl = "http://r:5000"\nhosts = ["r"]\n'
+        '[[team]]\nname = "pay"\nrepositories = ["pay/*"]\nchannel = "C1"\ncool_off = "90m"\n'
+        '[[team]]\nname = "search"\nrepositories = ["search/*"]\napprover_group = "S1"\n'
+        '[[policy]]\nrepositories = ["pay/*"]\nmin_age = "36h"\nprotected_tags = ["v*"]\n',
+        encoding="utf-8")
+    original = cfg.load(source, env={})
+    shown_text = cfg.render_effective(original)
+    assert "\n[[policy]]\n" in shown_text and "#   keep_production = 3" in shown_text
+    again = tmp_path / "shown.toml"
+    again.write_text(shown_text, encoding="utf-8")
+    loaded = cfg.load(again, env={})
+    assert (loaded.values, loaded.teams, loaded.policies) == (
+        original.values, original.teams, original.policies)
+
+
+def test_without_policies_the_built_in_rule_is_shown_as_a_comment() -> None:
+    text = cfg.render_effective(cfg.load(None, env={}))
+    assert "[[policy]]" not in text.replace("# No [[policy]]", "")
+    assert "#   min_age = \"7d\"" in text
+    assert tomllib.loads(text)["store"]["url"] == "sqlite:///tagwarden.db"
+
+
 def test_secrets_do_not_show_themselves() -> None:
     c = cfg.load(None, env={"SLACK_BOT_TOKEN": "xoxb-very-secret"})
     assert "xoxb-very-secret" not in repr(c)

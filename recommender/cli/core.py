@@ -6,7 +6,6 @@ from __future__ import annotations
 import typer
 
 from .. import config as config_mod
-from ..settings import shown
 from .state import app, state
 
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
@@ -47,10 +46,5 @@ def config_typing() -> None:
 
 @config_app.command("show")
 def config_show(ctx: typer.Context) -> None:
-    """Print the effective settings (secrets masked)."""
-    cfg = state(ctx).config
-    for key, value in cfg.values.items():
-        typer.echo(f"{key} = {shown(value)}")
-    for team in cfg.teams:
-        typer.echo(f"team {team.name}: {', '.join(team.repositories)} -> "
-                   f"{team.channel or '(no channel)'}")
+    """Print the effective settings, teams and policies as TOML (secrets masked)."""
+    typer.echo(config_mod.render_effective(state(ctx).config), nl=False)
