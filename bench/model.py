@@ -366,12 +366,7 @@ def released(args: argparse.Namespace) -> None:
 
     from recommender.features import days
     from recommender.model import _prepare, fit
-    from recommender.training import (
-        eligible_keys,
-        label_snapshot,
-        newly_eligible,
-        split_by_time,
-    )
+    from recommender.training import label_snapshot, newly_eligible, split_by_time
 
     cfg = config_mod.load(env={})
     horizon = cfg["model.horizon"].total_seconds() / 86400
@@ -391,21 +386,12 @@ def released(args: argparse.Namespace) -> None:
         split = split_by_time(times)
         fitted = fit(past, split, cfg, extra=past.attrs.get("feedback"))
         chosen = [*split.calibrate[1:], *split.validate]
-        frames = [("threshold's", past[newly_eligible(past, chosen)])]
-        later, before = [], None
-        cut = days(at)
-        while cut < days(end) - 1e-9:
-            frame = label_snapshot(h, cfg, cut, days(end) - cut)
-            now = eligible_keys(frame)
-            if before is not None:
-                keys = zip(frame["repository"], frame["digest"], strict=True)
-                later.append(frame[[k in now and k not in before for k in keys]])
-            before = now
-            cut += 7.0
-        frames.append(("after the instant",
-                       pd.concat(later, ignore_index=True) if later else past.iloc[:0]))
-        for name, rows in frames:
-            weeks = len(chosen) if name == "threshold's" else len(later)
+        cuts = [float(t) for t in np.arange(days(at), days(end) - 1e-9, 7.0)]
+        after = pd.concat([label_snapshot(h, cfg, t, days(end) - t) for t in cuts],
+                          ignore_index=True) if cuts else past.iloc[:0]
+        frames = [("threshold's", len(chosen), past[newly_eligible(past, chosen)]),
+                  ("after the instant", max(len(cuts) - 1, 0), after[newly_eligible(after, cuts)])]
+        for name, weeks, rows in frames:
             score = fitted.score(rows)
             taken = score >= fitted.threshold
             used = rows["dead"].to_numpy() == 0
