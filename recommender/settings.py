@@ -405,10 +405,8 @@ def _fmt_value(value: Any) -> str:
 
 
 def shown(value: Any) -> str:
-    """A converted value as the TOML file would spell it, for `tagwarden config show`: secrets
-    and the password in a URL masked, durations as ``30d``, ``(unset)`` for no value."""
-    if value is None:
-        return "(unset)"
+    """A converted value (not None: TOML has no null) as the TOML file would spell it, for
+    `tagwarden config show`: secrets and the password in a URL masked, durations as ``30d``."""
     if isinstance(value, Secret):
         return json.dumps("********" if value else "")
     if isinstance(value, bool):
